@@ -1,0 +1,434 @@
+"""The one protocol every broker implements, and how a URL picks a broker.
+
+A broker moves opaque bytes. It knows nothing of operations, jobs or results:
+the runtime encodes a job into a :class:`Message` body, the worker decodes it,
+and the worker's encoded result travels back as the body of a :class:`Reply` on
+the message's ``reply_to`` channel. Keeping the broker ignorant of the codec is
+what lets memory, SQLite and Redis sit behind the same runtime unchanged.
+
+Semantics every broker shares (checked by ``wireframe.testing``'s conformance
+suite):
+
+* **At-least-once with leases.** :meth:`Broker.consume` hands out each visible
+  message to exactly one consumer and leases it for ``lease`` seconds. A lease
+  that runs out makes the message visible again (its worker is presumed dead).
+  :meth:`Broker.extend` renews a lease. Completing, abandoning or extending a
+  delivery whose lease was lost raises :class:`LockLost`, and a completion that
+  raised posts no reply.
+* **Replies exactly once per completion.** :meth:`Broker.complete` removes the
+  message and posts its reply *atomically*: either both happen or neither.
+* **Dead letters.** A message delivered more than ``max_deliveries`` times is
+  not handed out again: ``consume`` moves it to the dead-letter store with the
+  reason, and posts a dead :class:`Reply` to its ``reply_to`` channel so that
+  nobody waits for it forever. :meth:`Broker.dead_letter` does the same on
+  request (a worker that cannot decode a message).
+* **Broadcast reaches every subscriber**, not one of them.
+* **Queues are created idempotently**; :meth:`Broker.purge` deletes finished
+  state (completed records, dead letters) and never a queued or leased message.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol, runtime_checkable
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import attrs
+
+__all__ = [
+    "Broker",
+    "BrokerError",
+    "BrokerURL",
+    "BrokerURLError",
+    "BrokerUnavailable",
+    "DeadLetter",
+    "Delivery",
+    "LockLost",
+    "Message",
+    "QueueStats",
+    "Reply",
+    "open_broker",
+    "parse_broker_url",
+]
+
+
+class BrokerError(Exception):
+    """Base class of every error a broker raises on purpose."""
+
+
+class BrokerUnavailable(BrokerError):
+    """The broker's backing service cannot be reached (yet)."""
+
+
+class BrokerURLError(BrokerError, ValueError):
+    """A broker URL is malformed or names an option the broker does not know."""
+
+
+class LockLost(BrokerError):
+    """The lease on a delivery ran out (or was taken over) before this call.
+
+    The message may already be running elsewhere; whatever this holder computed
+    is stale and has been dropped.
+    """
+
+    def __init__(self, message_id: str, queue: str, detail: str = "") -> None:
+        self.message_id = message_id
+        self.queue = queue
+        extra = f": {detail}" if detail else ""
+        super().__init__(
+            f"lease on message {message_id!r} of queue {queue!r} was lost{extra}; "
+            "its result was dropped and the message will run (or ran) elsewhere"
+        )
+
+
+@attrs.frozen
+class Message:
+    """One unit of work as the broker sees it.
+
+    ``id`` is chosen by the publisher and unique within the broker (the runtime
+    uses the job id). ``reply_to`` names the result channel that receives the
+    :class:`Reply` when the message completes or dies; ``""`` means nobody
+    listens.
+    """
+
+    id: str
+    body: bytes
+    reply_to: str = ""
+
+
+@attrs.frozen
+class Delivery:
+    """A leased message handed to one consumer.
+
+    ``deliveries`` counts how often the message has been handed out, this time
+    included (1 on the first delivery). ``lease_token`` identifies this lease;
+    it is the broker's business what it contains. ``lease_expires`` is the
+    broker's clock reading (see :attr:`Broker.clock`) when the lease runs out.
+    """
+
+    message: Message
+    queue: str
+    deliveries: int
+    lease_token: str
+    lease_expires: float
+
+
+@attrs.frozen
+class Reply:
+    """What arrives on a result channel for one message.
+
+    Exactly one of ``body`` (the completed message's result, possibly empty) or
+    ``dead_reason`` (it went to the dead-letter store) is set.
+    """
+
+    message_id: str
+    body: bytes | None = None
+    dead_reason: str | None = None
+
+    @property
+    def is_dead(self) -> bool:
+        """True when the message died instead of completing."""
+        return self.dead_reason is not None
+
+
+@attrs.frozen
+class DeadLetter:
+    """A message in the dead-letter store, with why it is there."""
+
+    message: Message
+    queue: str
+    reason: str
+    deliveries: int
+    died_at: float  # wall-clock seconds since the epoch
+
+
+@attrs.frozen
+class QueueStats:
+    """Counts for one queue, for ``wireframe jobs stats`` and the live view."""
+
+    queue: str
+    queued: int  # visible now or delayed
+    running: int  # leased
+    done: int  # completed and not yet purged
+    dead: int
+
+
+@runtime_checkable
+class Broker(Protocol):
+    """A message store with leases, result channels and broadcast.
+
+    Every wait is a trio checkpoint and can be cancelled. Times are seconds.
+    Implementations: ``wireframe.jobs.brokers.memory``, ``.sqlite``, ``.redis``.
+    """
+
+    url: BrokerURL
+
+    def clock(self) -> float:
+        """The clock leases and delays are measured on (trio's for memory)."""
+        ...
+
+    async def ping(self) -> None:
+        """Return when the broker answers; raise :class:`BrokerUnavailable` if not."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and threads. Idempotent."""
+        ...
+
+    # -- queues ---------------------------------------------------------------
+    async def declare_queue(self, queue: str) -> None:
+        """Create ``queue`` if it does not exist (idempotent)."""
+        ...
+
+    async def delete_queue(self, queue: str) -> None:
+        """Delete ``queue`` and everything in it. Unknown queues are ignored."""
+        ...
+
+    async def publish(self, queue: str, messages: Sequence[Message], *, delay: float = 0.0) -> None:
+        """Append ``messages`` to ``queue`` in order, visible after ``delay``.
+
+        One call is one round trip where the backend allows it: the runtime
+        publishes in batches. The queue is declared if needed.
+        """
+        ...
+
+    async def consume(self, queue: str, limit: int) -> list[Delivery]:
+        """Lease up to ``limit`` visible messages, oldest first.
+
+        Blocks (cancellably) until at least one is available; never returns an
+        empty list. Messages whose lease expired are visible again. A message
+        about to be delivered more than ``max_deliveries`` times is moved to
+        the dead-letter store instead (posting a dead reply) and not returned.
+        """
+        ...
+
+    async def complete(self, delivery: Delivery, reply: bytes | None) -> None:
+        """Finish a delivery: remove it and post ``Reply(id, body=reply)``.
+
+        ``reply=None`` posts nothing (e.g. the job was aborted). Atomic.
+        Raises :class:`LockLost` if this lease is no longer current.
+        """
+        ...
+
+    async def abandon(
+        self, delivery: Delivery, *, delay: float = 0.0, body: bytes | None = None
+    ) -> None:
+        """Give a delivery back: visible again after ``delay``.
+
+        With ``body`` the message's body is replaced and its delivery count
+        reset to zero — that is how a retry carries its next attempt number.
+        Raises :class:`LockLost` if this lease is no longer current.
+        """
+        ...
+
+    async def extend(self, delivery: Delivery) -> Delivery:
+        """Renew the lease for another ``lease`` seconds from now.
+
+        Returns the delivery with its new ``lease_expires`` (and, where the
+        backend needs it, a new token). Raises :class:`LockLost`.
+        """
+        ...
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Move a delivery to the dead-letter store and post a dead reply.
+
+        Raises :class:`LockLost` if this lease is no longer current.
+        """
+        ...
+
+    # -- result channels -------------------------------------------------------
+    async def receive_replies(self, channel: str, limit: int) -> list[Reply]:
+        """Take up to ``limit`` replies posted to ``channel``, in arrival order.
+
+        Blocks (cancellably) until at least one is there. A reply is taken by
+        exactly one call. Replies posted before anyone listened are kept (for
+        durable brokers: across restarts) until taken or the channel deleted.
+        """
+        ...
+
+    async def delete_channel(self, channel: str) -> None:
+        """Drop a channel and any replies left in it."""
+        ...
+
+    # -- broadcast ---------------------------------------------------------------
+    async def broadcast(self, topic: str, body: bytes) -> None:
+        """Send ``body`` to every current subscriber of ``topic``."""
+        ...
+
+    def subscribe(self, topic: str) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """Subscribe to ``topic``; the subscription is live once entered.
+
+        ``async with broker.subscribe("abort") as bodies: async for b in bodies``.
+        Anything broadcast after ``__aenter__`` returned is received.
+        """
+        ...
+
+    # -- inspection and housekeeping --------------------------------------------
+    async def stats(self) -> list[QueueStats]:
+        """Counts per known queue, sorted by queue name."""
+        ...
+
+    async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters, of one queue or of all."""
+        ...
+
+    async def requeue_dead(self, queue: str | None = None) -> int:
+        """Put dead letters back on their queues (delivery count reset); count them."""
+        ...
+
+    async def purge(self, queue: str | None = None) -> int:
+        """Delete finished state (completed records, dead letters); count it.
+
+        Never touches a queued or leased message.
+        """
+        ...
+
+
+# --------------------------------------------------------------------------------
+# URLs
+
+
+def _positive_float(name: str) -> Callable[[str], float]:
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise BrokerURLError(f"option {name}={text!r} is not a number") from None
+        if not math.isfinite(value) or value <= 0:
+            raise BrokerURLError(f"option {name}={text!r} must be a positive number of seconds")
+        return value
+
+    return convert
+
+
+def _positive_int(name: str) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise BrokerURLError(f"option {name}={text!r} is not a whole number") from None
+        if value <= 0:
+            raise BrokerURLError(f"option {name}={text!r} must be at least 1")
+        return value
+
+    return convert
+
+
+#: Options every broker URL accepts, with their converters and defaults.
+COMMON_OPTIONS: Mapping[str, tuple[Callable[[str], object], object]] = {
+    "lease": (_positive_float("lease"), 30.0),
+    "max_deliveries": (_positive_int("max_deliveries"), 5),
+}
+
+
+@attrs.frozen
+class BrokerURL:
+    """A parsed broker URL: ``scheme://[user:password@]host[:port]/path?options``.
+
+    ``lease`` and ``max_deliveries`` mean the same on every broker; ``options``
+    holds the broker-specific ones, already converted.
+    """
+
+    raw: str
+    scheme: str
+    host: str
+    port: int | None
+    path: str
+    username: str | None
+    password: str | None
+    lease: float = 30.0
+    max_deliveries: int = 5
+    options: Mapping[str, object] = attrs.field(factory=dict)
+
+    def __str__(self) -> str:
+        """The URL with any password masked, safe to log."""
+        if self.password is None:
+            return self.raw
+        return self.raw.replace(f":{self.password}@", ":***@", 1)
+
+
+def parse_broker_url(
+    url: str, extra_options: Mapping[str, tuple[Callable[[str], object], object]] = {}
+) -> BrokerURL:
+    """Parse ``url``, accepting the common options plus ``extra_options``.
+
+    ``extra_options`` maps an option name to ``(converter, default)``; a
+    converter raises :class:`BrokerURLError` (or ``ValueError``) on bad text.
+    An unknown option, a repeated option or a malformed URL raises
+    :class:`BrokerURLError` naming it.
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise BrokerURLError(
+            f"broker URL {url!r} is malformed: expected scheme://..., "
+            "for example sqlite:///jobs.db, redis://127.0.0.1:6379/0 or memory://"
+        )
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise BrokerURLError(f"broker URL {url!r} has a bad port: {exc}") from None
+    known = {**COMMON_OPTIONS, **extra_options}
+    values: dict[str, object] = {name: default for name, (_, default) in known.items()}
+    seen: set[str] = set()
+    for name, text in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
+        if name not in known:
+            raise BrokerURLError(
+                f"broker URL {url!r}: unknown option {name!r}; "
+                f"{parts.scheme}:// accepts {', '.join(sorted(known))}"
+            )
+        if name in seen:
+            raise BrokerURLError(f"broker URL {url!r}: option {name!r} is given twice")
+        seen.add(name)
+        converter = known[name][0]
+        try:
+            values[name] = converter(text)
+        except BrokerURLError as exc:
+            raise BrokerURLError(f"broker URL {url!r}: {exc}") from None
+        except ValueError as exc:
+            raise BrokerURLError(f"broker URL {url!r}: option {name}={text!r}: {exc}") from None
+    lease = values.pop("lease")
+    max_deliveries = values.pop("max_deliveries")
+    assert isinstance(lease, float) and isinstance(max_deliveries, int)
+    return BrokerURL(
+        raw=url,
+        scheme=parts.scheme,
+        host=parts.hostname or "",
+        port=port,
+        path=unquote(parts.path),
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        lease=lease,
+        max_deliveries=max_deliveries,
+        options=values,
+    )
+
+
+#: URL scheme -> module under ``wireframe.jobs.brokers`` that implements it.
+#: Each module defines ``open(url: str) -> AbstractAsyncContextManager[Broker]``.
+SCHEMES: Mapping[str, str] = {
+    "memory": "memory",
+    "sqlite": "sqlite",
+    "redis": "redis",
+    "rediss": "redis",
+}
+
+
+def open_broker(url: str) -> AbstractAsyncContextManager[Broker]:
+    """Open the broker a URL names, by its scheme; use as ``async with``.
+
+    Broker modules are imported only when their scheme is used, so the job
+    runtime never depends on a particular broker.
+    """
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    module_name = SCHEMES.get(scheme)
+    if module_name is None:
+        raise BrokerURLError(
+            f"broker URL {url!r}: unknown scheme {scheme!r}; "
+            f"known schemes are {', '.join(sorted(SCHEMES))}"
+        )
+    module = importlib.import_module(f"wireframe.jobs.brokers.{module_name}")
+    opener: Callable[[str], AbstractAsyncContextManager[Broker]] = module.open
+    return opener(url)

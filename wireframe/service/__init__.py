@@ -1,0 +1,68 @@
+"""The lifecycle core: resources, wiring layers, tasks, the stop signal, the service and its report.
+
+Nothing here knows about jobs, brokers or the CLI; they build on it.
+"""
+
+from wireframe.service.graph import (
+    LayerNode,
+    Port,
+    PortRole,
+    ResourceAlreadyProvided,
+    WiringError,
+    WiringPlan,
+    WiringProblem,
+    plan_wiring,
+)
+from wireframe.service.layers import ShutdownHook, WiringLayer
+from wireframe.service.report import (
+    ErrorInfo,
+    HookReport,
+    ServiceError,
+    ServiceReport,
+    TaskReport,
+    TaskState,
+)
+from wireframe.service.resources import ResourceTaken, Unique
+from wireframe.service.service import Service, ServiceBuilder, run
+from wireframe.service.stop import StopReceiver
+from wireframe.service.tasks import (
+    OneshotTask,
+    Precondition,
+    Task,
+    TaskKind,
+    UnconstrainedOneshotTask,
+    UnconstrainedTask,
+    task,
+)
+
+__all__ = [
+    "ErrorInfo",
+    "HookReport",
+    "LayerNode",
+    "OneshotTask",
+    "Port",
+    "PortRole",
+    "Precondition",
+    "ResourceAlreadyProvided",
+    "ResourceTaken",
+    "Service",
+    "ServiceBuilder",
+    "ServiceError",
+    "ServiceReport",
+    "ShutdownHook",
+    "StopReceiver",
+    "Task",
+    "TaskKind",
+    "TaskReport",
+    "TaskState",
+    "UnconstrainedOneshotTask",
+    "UnconstrainedTask",
+    "Unique",
+    "WiringError",
+    "WiringLayer",
+    "WiringPlan",
+    "WiringProblem",
+    "plan_wiring",
+    "run",
+    "task",
+]
