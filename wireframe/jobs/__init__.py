@@ -1,0 +1,134 @@
+"""The job-queue runtime: operations, directives, the runtime, the worker and their layers.
+
+```python
+from wireframe import jobs
+
+async with jobs.connect("memory://?workers=3") as rt:
+    xs = await jobs.from_iter(range(100)).map(AddOne()).collect().run(rt)
+```
+
+Brokers are found by URL scheme (``memory://``, ``sqlite:///path``,
+``redis://host:port/db``); nothing here depends on a particular one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wireframe.jobs.broker import (
+    Broker,
+    BrokerError,
+    BrokerUnavailable,
+    BrokerURL,
+    BrokerURLError,
+    DeadLetter,
+    Delivery,
+    LockLost,
+    Message,
+    QueueStats,
+    Reply,
+    open_broker,
+    parse_broker_url,
+)
+from wireframe.jobs.cache import ResultCache
+from wireframe.jobs.channel import ResultChannel
+from wireframe.jobs.codec import UnknownOperation
+from wireframe.jobs.directives import (
+    Collect,
+    Fold,
+    Literal,
+    Map,
+    MapItem,
+    Source,
+    Then,
+    from_iter,
+    literal,
+)
+from wireframe.jobs.errors import (
+    CodecError,
+    ErrorKind,
+    Fatal,
+    Ignore,
+    JobFailed,
+    JobsError,
+    OperationError,
+    RemoteError,
+    Strategy,
+    Terminate,
+    Transient,
+)
+from wireframe.jobs.jobs import Job, JobResult
+from wireframe.jobs.operations import Monoid, Operation, lookup_operation, registered_operations
+from wireframe.jobs.retry import RetryPolicy
+from wireframe.jobs.runtime import DEFAULT_URL, Run, Runtime, RuntimeCounters, RuntimeStats, connect
+from wireframe.jobs.worker import Worker, WorkerCounters
+
+__all__ = [
+    "DEFAULT_URL",
+    "Broker",
+    "BrokerError",
+    "BrokerReachable",
+    "BrokerURL",
+    "BrokerURLError",
+    "BrokerUnavailable",
+    "CodecError",
+    "Collect",
+    "DeadLetter",
+    "Delivery",
+    "ErrorKind",
+    "Fatal",
+    "Fold",
+    "Ignore",
+    "Job",
+    "JobFailed",
+    "JobResult",
+    "JobRuntimeLayer",
+    "JobsError",
+    "Literal",
+    "LockLost",
+    "Map",
+    "MapItem",
+    "Message",
+    "Monoid",
+    "Operation",
+    "OperationError",
+    "QueueStats",
+    "RemoteError",
+    "Reply",
+    "ResultCache",
+    "ResultChannel",
+    "RetryPolicy",
+    "Run",
+    "Runtime",
+    "RuntimeCounters",
+    "RuntimeStats",
+    "Source",
+    "Strategy",
+    "Terminate",
+    "Then",
+    "Transient",
+    "UnknownOperation",
+    "Worker",
+    "WorkerCounters",
+    "WorkerLayer",
+    "WorkerTask",
+    "connect",
+    "from_iter",
+    "literal",
+    "lookup_operation",
+    "open_broker",
+    "parse_broker_url",
+    "registered_operations",
+]
+
+_LAYER_NAMES = {"BrokerReachable", "JobRuntimeLayer", "WorkerLayer", "WorkerTask", "EmulatedWorker"}
+
+
+def __getattr__(name: str) -> Any:
+    # The layers build on the service core; importing them lazily keeps
+    # ``wireframe.jobs`` importable on its own (and the import graph acyclic).
+    if name in _LAYER_NAMES:
+        from wireframe.jobs import layers
+
+        return getattr(layers, name)
+    raise AttributeError(f"module 'wireframe.jobs' has no attribute {name!r}")

@@ -1,0 +1,415 @@
+"""Directives: lazy descriptions of distributed work, run with ``await d.run(runtime)``.
+
+* ``from_iter(xs).map(op)`` — one job per item; results stream in completion
+  order, each with its input index (:meth:`Map.stream`; :meth:`Map.run` lists them).
+* ``.collect()`` — the values in input order.
+* ``.fold(monoid)`` — a parallel reduction: as map results arrive, adjacent
+  index ranges are combined by combine jobs on the workers, so associativity
+  suffices (no commutativity is assumed); an empty input gives
+  ``monoid.empty()`` with no job sent.
+* ``literal(x).then(op)`` — one job.
+
+Every run may have a ``timeout`` (``trio.TooSlowError`` when it passes) and a
+``max_in_flight`` bound; a run that ends early — a ``Terminate`` failure, a
+timeout, a cancellation — aborts its remaining jobs on every worker. A job
+that fails with ``Terminate`` (or dies in the broker) raises
+:class:`~wireframe.jobs.errors.JobFailed`; one that fails with ``Ignore`` is
+skipped: absent from ``collect``, the identity for ``fold``, ``None`` for
+``then``, and ``skipped=True`` in a map's stream.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any, Generic, TypeVar
+
+import attrs
+import trio
+
+from wireframe.jobs.broker import Reply
+from wireframe.jobs.codec import (
+    decode_result,
+    encode_job_body,
+    encode_operation,
+    unstructure,
+)
+from wireframe.jobs.errors import ErrorKind, Ignore, JobFailed, RemoteError, Terminate
+from wireframe.jobs.jobs import JobResult
+from wireframe.jobs.operations import Monoid, Operation, spec_of
+from wireframe.jobs.runtime import Run, Runtime
+
+__all__ = ["Collect", "Fold", "Literal", "Map", "MapItem", "Source", "Then", "from_iter", "literal"]
+
+T = TypeVar("T")
+O = TypeVar("O")  # noqa: E741
+
+_EMPTY: Any = object()  # a fold range whose items were all skipped
+
+
+@attrs.frozen
+class MapItem(Generic[O]):
+    """One result of a map: its input ``index`` and ``value`` (``None`` when ``skipped``)."""
+
+    index: int
+    value: O | None
+    skipped: bool = False
+
+
+def _dead(reply: Reply) -> JobResult:
+    reason = reply.dead_reason or "dead"
+    return JobResult(
+        error=RemoteError(ErrorKind.DEAD, "wireframe.jobs.DeadLetter", reason, "", Terminate)
+    )
+
+
+def _check(result: JobResult, job_id: str, index: int | None) -> bool:
+    """True for a value, False for a skip; raise JobFailed for a Terminate error."""
+    error = result.error
+    if error is None:
+        return not result.skipped
+    if error.strategy is Ignore:
+        return False
+    raise JobFailed(error, job_id=job_id, index=index)
+
+
+OnResults = Callable[[list[tuple[Any, str, JobResult]]], Awaitable[None]]
+
+
+async def _drive(
+    run: Run,
+    op: Operation[Any, Any],
+    source: Iterable[Any] | AsyncIterable[Any],
+    on_results: OnResults,
+    decode: Callable[[bytes, Any], JobResult],
+    *,
+    close_when_fed: bool,
+    on_fed: Callable[[int], Awaitable[None]] | None = None,
+) -> None:
+    """Publish one job per source item (bounded in flight, in batches) and hand
+    every decoded result ``(tag, job id, JobResult)`` to ``on_results``.
+
+    Map jobs are tagged with their input index; other senders on the same run
+    (a fold's combine jobs) use their own tags and are decoded by ``decode``.
+    """
+    spec = spec_of(type(op))
+    op_bytes = encode_operation(op)
+    in_type = spec.input_type
+    out_type = spec.output_type
+    run_id = run.run_id
+    use_cache = run.runtime.cache is not None
+    cache_keys: dict[int, bytes] = {}
+
+    async def feed() -> None:
+        batch: list[tuple[str, bytes, Any]] = []
+        limit = run.runtime.publish_batch
+        index = 0
+
+        async def one(item: Any) -> None:
+            nonlocal batch
+            if use_cache:
+                key = op.cache_key(item)
+                if key is not None:
+                    full = op_bytes + b"\x00" + key.encode()
+                    cached = await run.cache_get(full)
+                    if cached is not None:
+                        await on_results(
+                            [(index, f"{run_id}.{index}", decode_result(cached, out_type))]
+                        )
+                        return
+                    cache_keys[index] = full
+            body = encode_job_body(op_bytes, run_id, index, 1, unstructure(item, in_type))
+            batch.append((f"{run_id}.{index}", body, index))
+            if len(batch) >= limit or len(batch) >= run.free_slots():
+                await run.send(batch)
+                batch = []
+                await run.wait_for_capacity()
+
+        if isinstance(source, AsyncIterable):
+            async for item in source:
+                await one(item)
+                index += 1
+        else:
+            for item in source:
+                await one(item)
+                index += 1
+        await run.send(batch)
+        if on_fed is not None:
+            await on_fed(index)
+        if close_when_fed:
+            run.close()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(feed)
+        while (replies := await run.receive()) is not None:
+            results: list[tuple[Any, str, JobResult]] = []
+            for reply, tag in replies:
+                body = reply.body
+                if body is None:
+                    result = _dead(reply)
+                elif type(tag) is int:
+                    result = decode_result(body, out_type)
+                    if cache_keys and result.ok:
+                        key = cache_keys.pop(tag, None)
+                        if key is not None:
+                            await run.cache_set(key, body)
+                else:
+                    result = decode(body, tag)
+                if result.error is not None:
+                    run.runtime.counters.failed += 1
+                    if result.error.kind is ErrorKind.DEAD:
+                        run.runtime.counters.dead += 1
+                results.append((tag, reply.message_id, result))
+            await on_results(results)
+
+
+class _Directive(Generic[T]):
+    """Shared ``run`` plumbing: a timeout and a leased run around ``_execute``."""
+
+    async def run(
+        self,
+        runtime: Runtime,
+        *,
+        timeout: float | None = None,
+        max_in_flight: int | None = None,
+        queue: str | None = None,
+    ) -> T:
+        """Run on ``runtime``; ``timeout`` seconds (``trio.TooSlowError``) aborts the jobs."""
+        with trio.fail_after(math.inf if timeout is None else timeout):
+            async with runtime.open_run(queue=queue, max_in_flight=max_in_flight) as run:
+                return await self._execute(run)
+
+    async def _execute(self, run: Run) -> T:
+        raise NotImplementedError
+
+
+@attrs.frozen
+class Source(Generic[T]):
+    """Items to map over: a sync or async iterable, consumed lazily while the run goes."""
+
+    items: Iterable[T] | AsyncIterable[T]
+
+    def map(self, op: Operation[T, O]) -> Map[T, O]:
+        """One job per item running ``op``."""
+        return Map(self, op)
+
+
+@attrs.frozen
+class Map(_Directive[list[MapItem[O]]], Generic[T, O]):
+    """``op`` over every item; results in completion order, each with its input index."""
+
+    source: Source[T]
+    op: Operation[T, O]
+
+    def collect(self) -> Collect[T, O]:
+        """The results as a list in input order (skipped items left out)."""
+        return Collect(self)
+
+    def fold(self, monoid: Monoid[O]) -> Fold[T, O]:
+        """Reduce the results with ``monoid`` in parallel, combining adjacent ranges."""
+        return Fold(self, monoid)
+
+    async def _execute(self, run: Run) -> list[MapItem[O]]:
+        out: list[MapItem[O]] = []
+
+        async def on_results(results: list[tuple[Any, str, JobResult]]) -> None:
+            for index, job_id, result in results:
+                ok = _check(result, job_id, index)
+                out.append(MapItem(index, result.value, skipped=not ok))
+
+        await _drive(run, self.op, self.source.items, on_results, _no_decode, close_when_fed=True)
+        return out
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        runtime: Runtime,
+        *,
+        timeout: float | None = None,
+        max_in_flight: int | None = None,
+        queue: str | None = None,
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[MapItem[O]]]:
+        """``async with m.stream(rt) as items: async for item in items`` — results as they come.
+
+        Leaving the block early aborts the remaining jobs.
+        """
+        send, receive = trio.open_memory_channel[MapItem[O]](math.inf)
+
+        async def on_results(results: list[tuple[Any, str, JobResult]]) -> None:
+            for index, job_id, result in results:
+                ok = _check(result, job_id, index)
+                send.send_nowait(MapItem(index, result.value, skipped=not ok))
+
+        async def drive(run: Run) -> None:
+            async with send:
+                await _drive(
+                    run, self.op, self.source.items, on_results, _no_decode, close_when_fed=True
+                )
+
+        with trio.fail_after(math.inf if timeout is None else timeout):
+            async with (
+                runtime.open_run(queue=queue, max_in_flight=max_in_flight) as run,
+                trio.open_nursery() as nursery,
+            ):
+                nursery.start_soon(drive, run)
+                async with receive:
+                    yield receive
+                nursery.cancel_scope.cancel()
+
+
+def _no_decode(body: bytes, tag: Any) -> JobResult:
+    raise AssertionError(f"unexpected reply tag {tag!r}")
+
+
+@attrs.frozen
+class Collect(_Directive[list[O]], Generic[T, O]):
+    """A map's values in input order; items skipped by ``Ignore`` are left out."""
+
+    map: Map[T, O]
+
+    async def _execute(self, run: Run) -> list[O]:
+        values: dict[int, O] = {}
+
+        async def on_results(results: list[tuple[Any, str, JobResult]]) -> None:
+            for index, job_id, result in results:
+                if _check(result, job_id, index):
+                    values[index] = result.value
+
+        await _drive(
+            run, self.map.op, self.map.source.items, on_results, _no_decode, close_when_fed=True
+        )
+        return [values[i] for i in sorted(values)]
+
+
+@attrs.frozen
+class Fold(_Directive[O], Generic[T, O]):
+    """A map reduced by a monoid while its results arrive (adjacent ranges only)."""
+
+    map: Map[T, O]
+    monoid: Monoid[O]
+
+    async def _execute(self, run: Run) -> O:
+        monoid = self.monoid
+        mspec = spec_of(type(monoid))
+        pair_type = mspec.input_type
+        value_type = mspec.output_type
+        mono_bytes = encode_operation(monoid)
+        by_start: dict[int, tuple[int, Any]] = {}
+        by_end: dict[int, int] = {}
+        combining = 0
+        total: int | None = None
+        final: list[Any] = []
+
+        def add(start: int, end: int, value: Any, jobs: list[tuple[str, bytes, Any]]) -> None:
+            nonlocal combining
+            while True:
+                left = by_end.pop(start, None)
+                if left is not None:
+                    _, lvalue = by_start.pop(left)
+                    a, b, lo, hi = left, end, lvalue, value
+                else:
+                    right = by_start.get(end)
+                    if right is None:
+                        by_start[start] = (end, value)
+                        by_end[end] = start
+                        return
+                    del by_start[end]
+                    del by_end[right[0]]
+                    a, b, lo, hi = start, right[0], value, right[1]
+                if lo is _EMPTY or hi is _EMPTY:
+                    start, end, value = a, b, (hi if lo is _EMPTY else lo)
+                    continue
+                body = encode_job_body(
+                    mono_bytes, run.run_id, -1, 1, unstructure((lo, hi), pair_type)
+                )
+                jobs.append((run.job_id(), body, (a, b)))
+                combining += 1
+                return
+
+        def check_done() -> None:
+            if total is None or combining:
+                return
+            if total == 0:
+                final.append(monoid.empty())
+                run.close()
+                return
+            whole = by_start.get(0)
+            if whole is not None and whole[0] == total:
+                final.append(monoid.empty() if whole[1] is _EMPTY else whole[1])
+                run.close()
+
+        async def on_results(results: list[tuple[Any, str, JobResult]]) -> None:
+            nonlocal combining
+            jobs: list[tuple[str, bytes, Any]] = []
+            for tag, job_id, result in results:
+                if type(tag) is int:
+                    ok = _check(result, job_id, tag)
+                    add(tag, tag + 1, result.value if ok else _EMPTY, jobs)
+                else:
+                    combining -= 1
+                    ok = _check(result, job_id, None)
+                    add(tag[0], tag[1], result.value if ok else _EMPTY, jobs)
+            await run.send(jobs)
+            check_done()
+
+        async def on_fed(n: int) -> None:
+            nonlocal total
+            total = n
+            check_done()
+
+        def decode(body: bytes, tag: Any) -> JobResult:
+            return decode_result(body, value_type)
+
+        await _drive(
+            run,
+            self.map.op,
+            self.map.source.items,
+            on_results,
+            decode,
+            close_when_fed=False,
+            on_fed=on_fed,
+        )
+        if not final:  # pragma: no cover - the stream only ends after check_done closed it
+            raise RuntimeError("fold ended without a result")
+        result: O = final[0]
+        return result
+
+
+@attrs.frozen
+class Literal(Generic[T]):
+    """One value to run a single operation on."""
+
+    value: T
+
+    def then(self, op: Operation[T, O]) -> Then[T, O]:
+        """One job: ``op`` on the value."""
+        return Then(self.value, op)
+
+
+@attrs.frozen
+class Then(_Directive["O | None"], Generic[T, O]):
+    """One job; its value, or ``None`` if the job was skipped by ``Ignore``."""
+
+    value: T
+    op: Operation[T, O]
+
+    async def _execute(self, run: Run) -> O | None:
+        out: list[O | None] = []
+
+        async def on_results(results: list[tuple[Any, str, JobResult]]) -> None:
+            for index, job_id, result in results:
+                out.append(result.value if _check(result, job_id, index) else None)
+
+        await _drive(run, self.op, (self.value,), on_results, _no_decode, close_when_fed=True)
+        return out[0]
+
+
+def from_iter(items: Iterable[T] | AsyncIterable[T]) -> Source[T]:
+    """A lazy source of items (any iterable or async iterable; not materialized)."""
+    return Source(items)
+
+
+def literal(value: T) -> Literal[T]:
+    """A single value, for ``literal(x).then(op)``."""
+    return Literal(value)

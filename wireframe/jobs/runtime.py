@@ -1,0 +1,287 @@
+"""The orchestrator side: a broker connection, and one coordinated run per directive.
+
+``async with jobs.connect(url) as rt`` opens the broker the URL names (the
+default is the embedded SQLite file ``sqlite:///wireframe-jobs.db``); with
+``memory://...?workers=N`` the context also runs N emulated workers. A
+directive asks the runtime for a :class:`Run`: a run id, a result channel
+leased for it, a bound on jobs in flight, and — when the run ends early
+(failure, timeout, cancellation) — an abort broadcast that makes every worker
+skip its queued jobs and cancel its running ones.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from wireframe.jobs.broker import Broker, BrokerURL, Message, QueueStats, open_broker
+from wireframe.jobs.cache import ResultCache
+from wireframe.jobs.channel import ResultChannel
+from wireframe.jobs.codec import encode_abort
+
+__all__ = [
+    "ABORT_TOPIC",
+    "DEFAULT_URL",
+    "Run",
+    "Runtime",
+    "RuntimeCounters",
+    "RuntimeStats",
+    "connect",
+]
+
+#: The broker URL ``connect()`` uses when given none: the embedded default.
+DEFAULT_URL = "sqlite:///wireframe-jobs.db"
+#: The broadcast topic every worker listens to for aborts.
+ABORT_TOPIC = "wireframe.abort"
+_ABORT_GRACE = 5.0  # seconds a shielded abort broadcast may take on the way out
+
+
+@attrs.define
+class RuntimeCounters:
+    """Orchestrator-side counts since the runtime was opened (for the live view)."""
+
+    runs_started: int = 0
+    runs_active: int = 0
+    jobs_sent: int = 0
+    results: int = 0
+    failed: int = 0
+    skipped: int = 0
+    dead: int = 0
+    cache_hits: int = 0
+    started_at: float = 0.0
+
+
+@attrs.frozen
+class RuntimeStats:
+    """A snapshot: the broker's per-queue counts plus this runtime's counters and rate."""
+
+    queues: tuple[QueueStats, ...]
+    counters: RuntimeCounters
+    results_per_second: float
+
+
+class Runtime:
+    """The job runtime resource: submit directive runs through one broker connection.
+
+    ``queue`` is where jobs go unless a run says otherwise; ``max_in_flight``
+    bounds the jobs of one run that are published but not yet answered;
+    ``publish_batch`` is the most messages one publish call carries.
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        queue: str = "default",
+        max_in_flight: int = 4096,
+        publish_batch: int = 512,
+        cache: ResultCache | None = None,
+    ) -> None:
+        if max_in_flight < 1 or publish_batch < 1:
+            raise ValueError("max_in_flight and publish_batch must be at least 1")
+        self.broker = broker
+        self.queue = queue
+        self.max_in_flight = max_in_flight
+        self.publish_batch = publish_batch
+        self.cache = cache
+        self.counters = RuntimeCounters(started_at=trio.current_time())
+
+    @property
+    def url(self) -> BrokerURL:
+        """The broker's parsed URL."""
+        return self.broker.url
+
+    async def stats(self) -> RuntimeStats:
+        """Per-queue broker counts and this runtime's counters (what a live view shows)."""
+        queues = await self.broker.stats()
+        elapsed = max(trio.current_time() - self.counters.started_at, 1e-9)
+        snapshot = attrs.evolve(self.counters)
+        return RuntimeStats(tuple(queues), snapshot, snapshot.results / elapsed)
+
+    async def abort(self, run_id: str) -> None:
+        """Tell every worker to skip queued and cancel running jobs of ``run_id``."""
+        await self.broker.broadcast(ABORT_TOPIC, encode_abort("run", run_id))
+
+    async def abort_workers(self, worker_id: str = "*") -> None:
+        """Per-worker abort: the worker(s) cancel what they run now and keep looping."""
+        await self.broker.broadcast(ABORT_TOPIC, encode_abort("worker", worker_id))
+
+    @asynccontextmanager
+    async def open_run(
+        self, *, queue: str | None = None, max_in_flight: int | None = None
+    ) -> AsyncIterator[Run]:
+        """Lease a coordinated run: its id, result channel and in-flight bound.
+
+        Leaving the block before the run is done (an error, a timeout, a
+        cancellation) aborts its remaining jobs on every worker; the result
+        channel is deleted either way.
+        """
+        run = Run(self, queue or self.queue, max_in_flight or self.max_in_flight)
+        self.counters.runs_started += 1
+        self.counters.runs_active += 1
+        try:
+            yield run
+        finally:
+            self.counters.runs_active -= 1
+            with trio.CancelScope(shield=True), trio.move_on_after(_ABORT_GRACE):
+                if not run.channel.done and run.sent:
+                    await self.abort(run.run_id)
+                await self.broker.delete_channel(run.channel.name)
+
+
+class Run:
+    """One directive run: publish jobs with a bound in flight, receive their replies once."""
+
+    def __init__(self, runtime: Runtime, queue: str, max_in_flight: int) -> None:
+        self.runtime = runtime
+        self.broker = runtime.broker
+        self.queue = queue
+        self.max_in_flight = max_in_flight
+        self.run_id = uuid.uuid4().hex
+        self.channel = ResultChannel(self.broker, f"wireframe.reply.{self.run_id}")
+        self.sent = 0
+        self._seq = 0
+        self._in_flight = 0
+        self._capacity = trio.Event()
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs published by this run and not answered yet."""
+        return self._in_flight
+
+    def free_slots(self) -> int:
+        """How many more jobs may be published before the bound is reached."""
+        return self.max_in_flight - self._in_flight
+
+    def job_id(self) -> str:
+        """A fresh job id, unique in the broker (run id + sequence number)."""
+        self._seq += 1
+        return f"{self.run_id}.{self._seq}"
+
+    async def wait_for_capacity(self) -> None:
+        """Wait until at least one slot is free (returns at once if one is)."""
+        while self._in_flight >= self.max_in_flight:
+            if self._capacity.is_set():
+                self._capacity = trio.Event()
+            await self._capacity.wait()
+
+    async def send(self, jobs: Sequence[tuple[str, bytes, Any]], *, delay: float = 0.0) -> None:
+        """Publish ``(job id, body, tag)`` triples in batches; the tags come back with the replies.
+
+        Does not wait for capacity (a fold's combine jobs must never block on
+        the map that feeds them); feeders call :meth:`wait_for_capacity`.
+        """
+        if not jobs:
+            return
+        self.channel.expect((jid, tag) for jid, _, tag in jobs)
+        self._in_flight += len(jobs)
+        self.sent += len(jobs)
+        self.runtime.counters.jobs_sent += len(jobs)
+        reply_to = self.channel.name
+        step = self.runtime.publish_batch
+        for start in range(0, len(jobs), step):
+            chunk = jobs[start : start + step]
+            await self.broker.publish(
+                self.queue, [Message(jid, body, reply_to) for jid, body, _ in chunk], delay=delay
+            )
+
+    def close(self) -> None:
+        """Nothing more will be sent: the reply stream ends with the last pending reply."""
+        self.channel.close()
+
+    async def receive(self) -> list[tuple[Any, Any]] | None:
+        """The next batch of ``(Reply, tag)``, or ``None`` when the run is complete."""
+        batch = await self.channel.receive()
+        if batch is None:
+            return None
+        self._in_flight -= len(batch)
+        self.runtime.counters.results += len(batch)
+        self._capacity.set()
+        return batch
+
+    async def cache_get(self, key: bytes) -> bytes | None:
+        """The cached result body for ``key`` (``None`` without a cache or on a miss)."""
+        cache = self.runtime.cache
+        if cache is None:
+            return None
+        body = await cache.get(key)
+        if body is not None:
+            self.runtime.counters.cache_hits += 1
+        return body
+
+    async def cache_set(self, key: bytes, body: bytes) -> None:
+        """Remember a successful result body under ``key`` (no-op without a cache)."""
+        if self.runtime.cache is not None:
+            await self.runtime.cache.set(key, body)
+
+
+@asynccontextmanager
+async def connect(
+    url: str | None = None,
+    *,
+    queue: str = "default",
+    max_in_flight: int = 4096,
+    publish_batch: int = 512,
+    cache: ResultCache | None = None,
+    workers: int | None = None,
+    worker_concurrency: int = 64,
+    resources: Sequence[object] = (),
+) -> AsyncIterator[Runtime]:
+    """Open a :class:`Runtime` on the broker ``url`` names (default :data:`DEFAULT_URL`).
+
+    With ``memory://...?workers=N`` (or ``workers=N`` here) the context also
+    runs N emulated workers on ``queue``, each with ``worker_concurrency``
+    slots and the given worker-side ``resources``; they stop when the block
+    ends.
+    """
+    from wireframe.jobs.worker import Worker  # the worker builds on the runtime's modules
+
+    async with open_broker(url or DEFAULT_URL) as broker:
+        rt = Runtime(
+            broker,
+            queue=queue,
+            max_in_flight=max_in_flight,
+            publish_batch=publish_batch,
+            cache=cache,
+        )
+        n = workers if workers is not None else emulated_workers(broker.url)
+        if n <= 0:
+            yield rt
+            return
+        async with trio.open_nursery() as nursery:
+            pool = [
+                Worker(
+                    broker,
+                    queue=queue,
+                    concurrency=worker_concurrency,
+                    resources=resources,
+                    worker_id=f"emulated-{i}",
+                )
+                for i in range(n)
+            ]
+            for w in pool:
+                await nursery.start(w.serve)
+            try:
+                yield rt
+            finally:
+                for w in pool:
+                    w.stop()
+                nursery.cancel_scope.deadline = trio.current_time() + _ABORT_GRACE
+
+
+def emulated_workers(url: BrokerURL) -> int:
+    """The ``workers=N`` option of a ``memory://`` URL (0 elsewhere or when absent)."""
+    if url.scheme != "memory":
+        return 0
+    value = url.options.get("workers", 0)
+    if isinstance(value, str):
+        value = int(value)
+    if not isinstance(value, int | float) or value < 0 or not math.isfinite(value):
+        raise ValueError(f"broker URL {url}: workers={value!r} must be a whole number >= 0")
+    return int(value)

@@ -1,0 +1,345 @@
+"""The worker loop: consume jobs, run them, send their results back.
+
+One :class:`Worker` serves one queue with ``concurrency`` slots. It consumes
+up to its free slots in one call, decodes each job (an undecodable one goes to
+the dead-letter store with the reason; an unknown operation gets a typed error
+result), runs it — ``async def`` on trio, a sync ``execute`` in a thread or a
+process, see :mod:`wireframe.jobs.operations` — and completes the delivery with
+the encoded result. A ``Transient`` error is retried by its policy through
+``abandon(delay=..., body=<next attempt>)``.
+
+While jobs run, one lease keeper renews all their leases every ``lease/3``
+seconds; a job whose lease was lost is cancelled and its result dropped. The
+worker listens on the abort topic: a run abort cancels that run's running jobs
+and makes queued ones complete with no reply; a worker abort cancels what it
+runs now (each gets an error result) and the loop goes on.
+
+:meth:`Worker.stop` is the graceful stop: consuming stops, running jobs finish,
+then :meth:`Worker.serve` returns. If the worker is cancelled before they
+finish, each unfinished job is abandoned (given back to the queue), so none is
+lost.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+import trio
+
+from wireframe.jobs.broker import Broker, Delivery, LockLost
+from wireframe.jobs.codec import (
+    Envelope,
+    OpCache,
+    UnknownOperation,
+    decode_abort,
+    decode_envelope,
+    encode_result,
+    encode_value,
+    structure,
+)
+from wireframe.jobs.errors import CodecError, ErrorKind, Fatal, RemoteError, Terminate, Transient
+from wireframe.jobs.jobs import JobResult
+from wireframe.jobs.operations import Operation, OpSpec, call_kwargs
+from wireframe.jobs.retry import DEFAULT_RETRY
+from wireframe.jobs.runtime import ABORT_TOPIC
+
+__all__ = ["Worker", "WorkerCounters"]
+
+_ABANDON_GRACE = 5.0
+
+
+@attrs.define
+class WorkerCounters:
+    """Worker-side counts since start (for the live view and tests)."""
+
+    running: int = 0
+    peak_running: int = 0
+    done: int = 0
+    failed: int = 0
+    retried: int = 0
+    dead: int = 0
+    skipped_aborted: int = 0
+    cancelled: int = 0
+    abandoned: int = 0
+    lost: int = 0
+
+
+@attrs.define(eq=False)
+class _Running:
+    delivery: Delivery
+    run_id: str
+    scope: trio.CancelScope
+    why: str = ""  # "", "abort", "worker-abort", "lost"
+
+
+class Worker:
+    """Serves one queue of a broker with ``concurrency`` slots.
+
+    ``resources`` are the worker-side objects operations take by type (a
+    sequence of instances, or a mapping type -> instance).
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        queue: str = "default",
+        concurrency: int = 16,
+        resources: Iterable[object] | Mapping[type, object] = (),
+        worker_id: str | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"worker concurrency must be at least 1, not {concurrency}")
+        self.broker = broker
+        self.queue = queue
+        self.concurrency = concurrency
+        if isinstance(resources, Mapping):
+            self.resources: dict[type, object] = dict(resources)
+        else:
+            self.resources = {type(r): r for r in resources}
+        self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:8]}"
+        self.counters = WorkerCounters()
+        self._ops = OpCache()
+        self._running: dict[str, _Running] = {}
+        self._slot_free = trio.Event()
+        self._aborted: OrderedDict[str, None] = OrderedDict()
+        self._consume_scope: trio.CancelScope | None = None
+        self._stopping = False
+
+    # -- control ------------------------------------------------------------------
+    def stop(self) -> None:
+        """Graceful stop: consume nothing more; :meth:`serve` returns when running jobs end."""
+        self._stopping = True
+        if self._consume_scope is not None:
+            self._consume_scope.cancel()
+
+    def abort_run(self, run_id: str) -> None:
+        """Cancel this worker's running jobs of ``run_id`` and skip its queued ones."""
+        self._aborted[run_id] = None
+        while len(self._aborted) > 10_000:
+            self._aborted.popitem(last=False)
+        for r in list(self._running.values()):
+            if r.run_id == run_id:
+                r.why = "abort"
+                r.scope.cancel()
+
+    def abort_running(self) -> None:
+        """Per-worker abort: cancel every job running now (each fails with kind
+        ``cancelled``); the loop keeps consuming."""
+        for r in list(self._running.values()):
+            r.why = r.why or "worker-abort"
+            r.scope.cancel()
+
+    @property
+    def running(self) -> int:
+        """How many jobs run right now."""
+        return len(self._running)
+
+    # -- the loop -----------------------------------------------------------------
+    async def serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until :meth:`stop`; ``task_status.started()`` once subscribed and consuming."""
+        await self.broker.declare_queue(self.queue)
+        async with trio.open_nursery() as helpers:
+            await helpers.start(self._listen_aborts)
+            helpers.start_soon(self._keep_leases)
+            async with trio.open_nursery() as jobs:
+                task_status.started()
+                await self._consume(jobs)
+            helpers.cancel_scope.cancel()
+
+    async def _consume(self, jobs: trio.Nursery) -> None:
+        with trio.CancelScope() as scope:
+            self._consume_scope = scope
+            if self._stopping:
+                scope.cancel()
+            while True:
+                free = self.concurrency - len(self._running)
+                if free <= 0:
+                    self._slot_free = trio.Event()
+                    await self._slot_free.wait()
+                    continue
+                deliveries = await self.broker.consume(self.queue, free)
+                for delivery in deliveries:
+                    await self._start(jobs, delivery)
+        self._consume_scope = None
+
+    async def _start(self, jobs: trio.Nursery, delivery: Delivery) -> None:
+        try:
+            env = decode_envelope(delivery.message.body)
+        except CodecError as exc:
+            await self._dead_letter(delivery, str(exc))
+            return
+        if env.run_id in self._aborted:
+            self.counters.skipped_aborted += 1
+            await self._complete(delivery, None)
+            return
+        try:
+            spec, op = self._ops.resolve(env.op)
+        except UnknownOperation as exc:
+            self.counters.failed += 1
+            error = RemoteError.from_exception(exc, ErrorKind.UNKNOWN_OPERATION)
+            await self._complete(delivery, encode_result(JobResult(error=error)))
+            return
+        except CodecError as exc:
+            await self._dead_letter(delivery, str(exc))
+            return
+        try:
+            value = structure(env.input, spec.input_type, "$.input")
+        except CodecError as exc:
+            await self._dead_letter(delivery, str(exc))
+            return
+        kwargs = call_kwargs(spec, self.resources)
+        if isinstance(kwargs, type):
+            self.counters.failed += 1
+            missing = LookupError(
+                f"operation {spec.name!r} takes a resource of type {kwargs.__qualname__}, "
+                f"which worker {self.worker_id!r} was not given"
+            )
+            error = RemoteError.from_exception(missing, ErrorKind.MISSING_RESOURCE)
+            await self._complete(delivery, encode_result(JobResult(error=error)))
+            return
+        running = _Running(delivery, env.run_id, trio.CancelScope())
+        self._running[delivery.message.id] = running
+        self.counters.running += 1
+        if self.counters.running > self.counters.peak_running:
+            self.counters.peak_running = self.counters.running
+        jobs.start_soon(self._run_job, running, env, spec, op, value, kwargs)
+
+    async def _run_job(
+        self,
+        running: _Running,
+        env: Envelope,
+        spec: OpSpec,
+        op: Operation[Any, Any],
+        value: Any,
+        kwargs: dict[str, object],
+    ) -> None:
+        body: bytes | None = None
+        retry_delay: float | None = None
+        try:
+            with running.scope:
+                try:
+                    if spec.executor == "async":
+                        result = await op.execute(value, **kwargs)  # type: ignore[attr-defined]
+                    elif spec.executor == "inline":
+                        result = op.execute(value, **kwargs)  # type: ignore[attr-defined]
+                    elif spec.executor == "thread":
+                        call = functools.partial(op.execute, value, **kwargs)  # type: ignore[attr-defined]
+                        result = await trio.to_thread.run_sync(call)
+                    else:
+                        import trio_parallel
+
+                        result = await trio_parallel.run_sync(
+                            op.execute,  # type: ignore[attr-defined]
+                            value,
+                            kill_on_cancel=True,
+                        )
+                    body = encode_value(result, spec.output_type)
+                    self.counters.done += 1
+                except Transient as exc:
+                    policy = exc.retry or DEFAULT_RETRY
+                    retry_delay = policy.delay_before(env.attempt + 1)
+                    if retry_delay is None:
+                        self.counters.failed += 1
+                        error = RemoteError.from_exception(exc, ErrorKind.RETRIES_EXHAUSTED)
+                        body = encode_result(JobResult(error=error))
+                except Fatal as exc:
+                    self.counters.failed += 1
+                    error = RemoteError.from_exception(exc, ErrorKind.FATAL, exc.strategy)
+                    body = encode_result(JobResult(error=error))
+                except Exception as exc:
+                    self.counters.failed += 1
+                    error = RemoteError.from_exception(exc, ErrorKind.FATAL, Terminate)
+                    body = encode_result(JobResult(error=error))
+            if running.scope.cancelled_caught:
+                await self._after_cancel(running)
+            elif retry_delay is not None:
+                self.counters.retried += 1
+                await self._abandon(
+                    running.delivery, delay=retry_delay, body=env.with_attempt(env.attempt + 1)
+                )
+            else:
+                await self._complete(running.delivery, body)
+        except trio.Cancelled:
+            # The worker itself is being cancelled (its grace period ran out):
+            # give the job back so it runs again elsewhere.
+            with trio.CancelScope(shield=True), trio.move_on_after(_ABANDON_GRACE):
+                self.counters.abandoned += 1
+                await self._abandon(running.delivery)
+            raise
+        finally:
+            del self._running[running.delivery.message.id]
+            self.counters.running -= 1
+            self._slot_free.set()
+
+    async def _after_cancel(self, running: _Running) -> None:
+        self.counters.cancelled += 1
+        if running.why == "abort":
+            await self._complete(running.delivery, None)
+        elif running.why == "worker-abort":
+            error = RemoteError(
+                ErrorKind.CANCELLED,
+                "trio.Cancelled",
+                f"job aborted by worker {self.worker_id!r} (per-worker abort)",
+            )
+            await self._complete(running.delivery, encode_result(JobResult(error=error)))
+        # "lost": the lease is gone, the result is dropped; nothing to tell the broker.
+
+    # -- broker calls that tolerate a lost lease ----------------------------------------
+    async def _complete(self, delivery: Delivery, body: bytes | None) -> None:
+        try:
+            await self.broker.complete(self._current(delivery), body)
+        except LockLost:
+            self.counters.lost += 1
+
+    async def _abandon(
+        self, delivery: Delivery, *, delay: float = 0.0, body: bytes | None = None
+    ) -> None:
+        try:
+            await self.broker.abandon(self._current(delivery), delay=delay, body=body)
+        except LockLost:
+            self.counters.lost += 1
+
+    async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        self.counters.dead += 1
+        try:
+            await self.broker.dead_letter(delivery, reason)
+        except LockLost:
+            self.counters.lost += 1
+
+    def _current(self, delivery: Delivery) -> Delivery:
+        running = self._running.get(delivery.message.id)
+        return running.delivery if running is not None else delivery
+
+    # -- helpers ------------------------------------------------------------------
+    async def _keep_leases(self) -> None:
+        interval = self.broker.url.lease / 3
+        while True:
+            await trio.sleep(interval)
+            for running in list(self._running.values()):
+                if running.why:
+                    continue
+                try:
+                    running.delivery = await self.broker.extend(running.delivery)
+                except LockLost:
+                    self.counters.lost += 1
+                    running.why = "lost"
+                    running.scope.cancel()
+
+    async def _listen_aborts(self, task_status: trio.TaskStatus[None]) -> None:
+        async with self.broker.subscribe(ABORT_TOPIC) as bodies:
+            task_status.started()
+            async for body in bodies:
+                message = decode_abort(body)
+                if message is None:
+                    continue
+                kind, target = message
+                if kind == "run":
+                    self.abort_run(target)
+                elif kind == "worker" and target in ("*", self.worker_id):
+                    self.abort_running()
