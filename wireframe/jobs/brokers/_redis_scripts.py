@@ -1,0 +1,306 @@
+"""The Lua scripts of the Redis broker: every step that must be atomic runs as one script.
+
+Redis runs a script without interleaving other commands, so "check the lease, then
+acknowledge, delete and post the reply" is one indivisible step, and a batch of
+messages is one round trip. The scripts share a prelude of helpers (``PRELUDE``)
+and take their keys and arguments in the order documented above each one.
+
+Data model (``P`` is the broker's key prefix, ``Q`` a queue, ``C`` a channel):
+
+* ``P queues`` - SET of known queue names.
+* ``P q:Q:ready`` - STREAM of messages, consumer group ``wireframe``; entry fields
+  ``i`` (message id), ``b`` (body), ``r`` (reply_to), ``n`` (deliveries before
+  this entry existed: a message abandoned or delayed is re-added as a new entry
+  and keeps its count here). The group's PEL holds the leases.
+* ``P q:Q:delayed`` - ZSET of ``cmsgpack([id, body, reply_to, n])`` scored by the
+  due time in milliseconds of Redis ``TIME``.
+* ``P q:Q:dead`` - STREAM of dead letters, fields ``i b r why n t`` (``t`` =
+  death time, ms since the epoch).
+* ``P q:Q:done`` - counter of completed messages not yet purged.
+* ``P c:C`` - LIST of replies, ``LPUSH``-ed, popped from the right; each a
+  msgpack array ``[message_id, kind, payload]`` with kind 0 = body, 1 = dead
+  reason.
+
+Lease token of a delivery: ``"<stream entry id>|<PEL delivery count>|<consumer>"``.
+A lease is current while the PEL entry exists, belongs to that consumer, has that
+delivery count and has been idle for less than the lease.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ABANDON",
+    "COMPLETE",
+    "CONSUME",
+    "DEAD_LETTER",
+    "DECLARE",
+    "DELETE_QUEUE",
+    "EXTEND",
+    "PUBLISH",
+    "PURGE",
+    "REQUEUE_DEAD",
+    "STATS",
+]
+
+#: Helpers every script starts with.
+PRELUDE = r"""
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function fields_of(flat)
+  local f = {}
+  for k = 1, #flat, 2 do f[flat[k]] = flat[k + 1] end
+  return f
+end
+
+local function ensure_queue(queues, ready, group, queue)
+  if redis.call('EXISTS', ready) == 0 then
+    redis.call('XGROUP', 'CREATE', ready, group, '0', 'MKSTREAM')
+    redis.call('SADD', queues, queue)
+  end
+end
+
+-- move a message to the dead-letter stream and post a dead reply
+local function bury(ready, dead, group, prefix, sid, f, total, reason)
+  redis.call('XACK', ready, group, sid)
+  redis.call('XDEL', ready, sid)
+  redis.call('XADD', dead, '*', 'i', f['i'], 'b', f['b'], 'r', f['r'], 'why', reason,
+             'n', total, 't', now_ms())
+  if f['r'] ~= '' then
+    redis.call('LPUSH', prefix .. 'c:' .. f['r'], cmsgpack.pack({f['i'], 1, reason}))
+  end
+end
+
+-- the lease check: returns the PEL entry's delivery count, or an error word
+local function check_lease(ready, group, sid, consumer, count, lease_ms)
+  local p = redis.call('XPENDING', ready, group, sid, sid, 1)
+  if #p == 0 then return nil, 'the message is no longer leased' end
+  local e = p[1]
+  if e[2] ~= consumer then return nil, 'another consumer took it over' end
+  if e[4] ~= count then return nil, 'it was delivered again since' end
+  if e[3] >= lease_ms then return nil, 'the lease ran out' end
+  return e[4], nil
+end
+
+local function entry_fields(ready, sid)
+  local r = redis.call('XRANGE', ready, sid, sid)
+  if #r == 0 then return nil end
+  return fields_of(r[1][2])
+end
+"""
+
+#: KEYS: queues, ready. ARGV: group, queue.
+DECLARE = (
+    PRELUDE
+    + r"""
+ensure_queue(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+return 1
+"""
+)
+
+#: KEYS: queues, ready, delayed. ARGV: group, queue, delay_ms, then id, body,
+#: reply_to for each message.
+PUBLISH = (
+    PRELUDE
+    + r"""
+ensure_queue(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+local delay = tonumber(ARGV[3])
+if delay > 0 then
+  local due = now_ms() + delay
+  for k = 4, #ARGV, 3 do
+    redis.call('ZADD', KEYS[3], due, cmsgpack.pack({ARGV[k], ARGV[k + 1], ARGV[k + 2], 0}))
+  end
+else
+  for k = 4, #ARGV, 3 do
+    redis.call('XADD', KEYS[2], '*', 'i', ARGV[k], 'b', ARGV[k + 1], 'r', ARGV[k + 2])
+  end
+end
+return (#ARGV - 3) / 3
+"""
+)
+
+#: KEYS: queues, ready, delayed, dead. ARGV: group, queue, consumer, limit,
+#: lease_ms, max_deliveries, prefix, claim (1 = also take over expired leases).
+#: Returns {deliveries, wait_ms}: deliveries a flat list of sid, id, body,
+#: reply_to, PEL count, total deliveries; wait_ms the time until the next
+#: delayed message is due (-1: none) when nothing was delivered.
+CONSUME = (
+    PRELUDE
+    + r"""
+local ready, delayed, dead = KEYS[2], KEYS[3], KEYS[4]
+local group, consumer = ARGV[1], ARGV[3]
+local limit, lease_ms, maxd = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local prefix = ARGV[7]
+ensure_queue(KEYS[1], ready, group, ARGV[2])
+local now = now_ms()
+local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000)
+for _, m in ipairs(due) do
+  local t = cmsgpack.unpack(m)
+  redis.call('XADD', ready, '*', 'i', t[1], 'b', t[2], 'r', t[3], 'n', t[4])
+  redis.call('ZREM', delayed, m)
+end
+local out, got = {}, 0
+local function take(sid, f, count)
+  local total = tonumber(f['n'] or '0') + count
+  if total > maxd then
+    bury(ready, dead, group, prefix, sid, f, total,
+         'delivered ' .. total .. ' times, more than max_deliveries=' .. maxd)
+  else
+    got = got + 1
+    for _, v in ipairs({sid, f['i'], f['b'], f['r'], count, total}) do out[#out + 1] = v end
+  end
+end
+if ARGV[8] == '1' then
+  local r = redis.call('XAUTOCLAIM', ready, group, consumer, lease_ms, '0-0', 'COUNT', limit)
+  for _, e in ipairs(r[2]) do
+    local p = redis.call('XPENDING', ready, group, e[1], e[1], 1)
+    take(e[1], fields_of(e[2]), p[1][4])
+  end
+end
+if got < limit then
+  local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', limit - got,
+                       'STREAMS', ready, '>')
+  if r then
+    for _, e in ipairs(r[1][2]) do take(e[1], fields_of(e[2]), 1) end
+  end
+end
+local wait = -1
+if got == 0 then
+  local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+  if #first > 0 then wait = math.max(0, tonumber(first[2]) - now) end
+end
+return {out, wait}
+"""
+)
+
+#: KEYS: ready, done. ARGV: group, sid, count, consumer, lease_ms, reply key
+#: ('' = no reply), reply payload.
+COMPLETE = (
+    PRELUDE
+    + r"""
+local _, why = check_lease(KEYS[1], ARGV[1], ARGV[2], ARGV[4], tonumber(ARGV[3]),
+                           tonumber(ARGV[5]))
+if why then return why end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+redis.call('INCR', KEYS[2])
+if ARGV[6] ~= '' then redis.call('LPUSH', ARGV[6], ARGV[7]) end
+return 'ok'
+"""
+)
+
+#: KEYS: ready, delayed. ARGV: group, sid, count, consumer, lease_ms, delay_ms,
+#: replace body ('1' or '0'), new body.
+ABANDON = (
+    PRELUDE
+    + r"""
+local ready, delayed = KEYS[1], KEYS[2]
+local count, why = check_lease(ready, ARGV[1], ARGV[2], ARGV[4], tonumber(ARGV[3]),
+                               tonumber(ARGV[5]))
+if why then return why end
+local f = entry_fields(ready, ARGV[2])
+redis.call('XACK', ready, ARGV[1], ARGV[2])
+redis.call('XDEL', ready, ARGV[2])
+if f == nil then return 'ok' end
+local n = tonumber(f['n'] or '0') + count
+local body = f['b']
+if ARGV[7] == '1' then n = 0; body = ARGV[8] end
+local delay = tonumber(ARGV[6])
+if delay > 0 then
+  redis.call('ZADD', delayed, now_ms() + delay, cmsgpack.pack({f['i'], body, f['r'], n}))
+else
+  redis.call('XADD', ready, '*', 'i', f['i'], 'b', body, 'r', f['r'], 'n', n)
+end
+return 'ok'
+"""
+)
+
+#: KEYS: ready. ARGV: group, sid, count, consumer, lease_ms.
+EXTEND = (
+    PRELUDE
+    + r"""
+local _, why = check_lease(KEYS[1], ARGV[1], ARGV[2], ARGV[4], tonumber(ARGV[3]),
+                           tonumber(ARGV[5]))
+if why then return why end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[4], 0, ARGV[2], 'JUSTID')
+return 'ok'
+"""
+)
+
+#: KEYS: ready, dead. ARGV: group, sid, count, consumer, lease_ms, prefix, reason.
+DEAD_LETTER = (
+    PRELUDE
+    + r"""
+local count, why = check_lease(KEYS[1], ARGV[1], ARGV[2], ARGV[4], tonumber(ARGV[3]),
+                               tonumber(ARGV[5]))
+if why then return why end
+local f = entry_fields(KEYS[1], ARGV[2])
+if f == nil then
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  return 'ok'
+end
+bury(KEYS[1], KEYS[2], ARGV[1], ARGV[6], ARGV[2], f, tonumber(f['n'] or '0') + count, ARGV[7])
+return 'ok'
+"""
+)
+
+#: KEYS: queues. ARGV: prefix, group, then queue names (none = all known).
+#: Returns a flat list: queue, queued, running, done, dead per queue.
+STATS = (
+    PRELUDE
+    + r"""
+local names = {}
+if #ARGV > 2 then
+  for k = 3, #ARGV do names[#names + 1] = ARGV[k] end
+else
+  names = redis.call('SMEMBERS', KEYS[1])
+end
+local out = {}
+for _, q in ipairs(names) do
+  local base = ARGV[1] .. 'q:' .. q .. ':'
+  local ready = base .. 'ready'
+  local running = 0
+  if redis.call('EXISTS', ready) == 1 then
+    local ok, s = pcall(redis.call, 'XPENDING', ready, ARGV[2])
+    if ok then running = s[1] end
+  end
+  local queued = redis.call('XLEN', ready) - running + redis.call('ZCARD', base .. 'delayed')
+  local done = tonumber(redis.call('GET', base .. 'done') or '0')
+  for _, v in ipairs({q, queued, running, done, redis.call('XLEN', base .. 'dead')}) do
+    out[#out + 1] = v
+  end
+end
+return out
+"""
+)
+
+#: KEYS: queues, ready, dead. ARGV: group, queue. Returns the number requeued.
+REQUEUE_DEAD = (
+    PRELUDE
+    + r"""
+ensure_queue(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+local entries = redis.call('XRANGE', KEYS[3], '-', '+')
+for _, e in ipairs(entries) do
+  local f = fields_of(e[2])
+  redis.call('XADD', KEYS[2], '*', 'i', f['i'], 'b', f['b'], 'r', f['r'], 'n', 0)
+end
+redis.call('DEL', KEYS[3])
+return #entries
+"""
+)
+
+#: KEYS: dead, done. Returns the number of finished records deleted.
+PURGE = r"""
+local n = redis.call('XLEN', KEYS[1]) + tonumber(redis.call('GET', KEYS[2]) or '0')
+redis.call('DEL', KEYS[1], KEYS[2])
+return n
+"""
+
+#: KEYS: queues, ready, delayed, dead, done. ARGV: queue.
+DELETE_QUEUE = r"""
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('SREM', KEYS[1], ARGV[1])
+return 1
+"""

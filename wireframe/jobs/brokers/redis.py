@@ -1,0 +1,618 @@
+"""The Redis broker, ``redis://host:port/db``: the distributed engine, on Redis Streams.
+
+Each queue is a stream with one consumer group; a delivery is a stream entry in the
+group's pending-entries list (PEL), so a lease is a PEL entry owned by this broker's
+consumer with a given delivery count, and its idle time is the lease clock.
+``consume`` takes over entries idle longer than the lease (``XAUTOCLAIM``) and then
+reads new ones (``XREADGROUP``); when nothing is there it blocks in ``XREADGROUP
+BLOCK`` on a connection of its own. Every step that checks a lease and changes
+state (complete, abandon, extend, dead-letter) is one Lua script, so "the lease is
+still mine" and "acknowledge, delete, post the reply" happen atomically. Delayed
+messages wait in a sorted set and are moved into the stream by ``consume`` when
+due. Replies go to a list per channel; broadcast uses Redis pub/sub, which reaches
+every live subscriber and keeps nothing behind (an abort signal is only useful to
+those listening now). The key layout is documented in ``_redis_scripts``.
+
+URL: ``redis[s]://[user:password@]host[:port][/db]?options``. Options besides the
+common ``lease`` and ``max_deliveries``:
+
+* ``prefix`` (default ``wireframe:``) - key prefix; apps sharing one Redis use
+  different prefixes and never see each other's keys.
+* ``reconnect`` (seconds, default 10) - how long an operation keeps retrying while
+  Redis cannot be reached before raising :class:`BrokerUnavailable`.
+* ``poll`` (seconds, default 0.25) - the longest a blocked ``consume`` sleeps
+  between housekeeping passes (expired leases are noticed within
+  ``min(poll, lease/4)``, delayed messages published while a consumer is
+  blocked become visible within ``poll``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Any, TypeVar
+
+import coredis
+import coredis.exceptions
+import msgpack
+import trio
+from coredis.retry import NoRetryPolicy
+from coredis.tokens import PureToken
+
+from wireframe.jobs.broker import (
+    BrokerError,
+    BrokerUnavailable,
+    BrokerURL,
+    BrokerURLError,
+    DeadLetter,
+    Delivery,
+    LockLost,
+    Message,
+    QueueStats,
+    Reply,
+    parse_broker_url,
+)
+from wireframe.jobs.brokers import _redis_scripts as scripts
+
+__all__ = ["OPTIONS", "RedisBroker", "open"]
+
+T = TypeVar("T")
+#: What a script argument may be.
+Arg = str | bytes | int
+
+#: The consumer group every queue's stream has.
+GROUP = "wireframe"
+
+#: Longest a single non-blocking Redis call may take before Redis counts as gone.
+_CALL_TIMEOUT = 10.0
+#: Longest a reply wait blocks server-side before it is renewed.
+_REPLY_BLOCK = 5.0
+#: Most delayed/expired messages a consume moves per pass is bounded in Lua; this
+#: bounds how many replies one receive takes server-side per call.
+_MAX_BATCH = 10_000
+
+
+def _prefix(text: str) -> str:
+    if not text:
+        raise BrokerURLError("option prefix must not be empty (use the default 'wireframe:')")
+    return text
+
+
+def _seconds(name: str) -> Callable[[str], float]:
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise BrokerURLError(f"option {name}={text!r} is not a number") from None
+        if not value > 0 or value == float("inf"):
+            raise BrokerURLError(f"option {name}={text!r} must be a positive number of seconds")
+        return value
+
+    return convert
+
+
+#: The redis-specific URL options: name -> (converter, default).
+OPTIONS: dict[str, tuple[Callable[[str], object], object]] = {
+    "prefix": (_prefix, "wireframe:"),
+    "reconnect": (_seconds("reconnect"), 10.0),
+    "poll": (_seconds("poll"), 0.25),
+}
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _bytes(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode()
+
+
+def _parse_db(url: BrokerURL) -> int:
+    path = url.path.strip("/")
+    if not path:
+        return 0
+    try:
+        db = int(path)
+    except ValueError:
+        raise BrokerURLError(
+            f"broker URL {url}: the path must be a database number like /0, not {url.path!r}"
+        ) from None
+    if db < 0:
+        raise BrokerURLError(f"broker URL {url}: database number {db} must not be negative")
+    return db
+
+
+class RedisBroker:
+    """A :class:`~wireframe.jobs.broker.Broker` on one Redis server (see the module doc).
+
+    Make one with :func:`open`; it is usable inside that ``async with`` block.
+    """
+
+    def __init__(self, url: BrokerURL) -> None:
+        self.url = url
+        self.db = _parse_db(url)
+        self.prefix = str(url.options["prefix"])
+        self.reconnect = float(url.options["reconnect"])  # type: ignore[arg-type]
+        self.poll = float(url.options["poll"])  # type: ignore[arg-type]
+        self.lease_ms = max(1, round(url.lease * 1000))
+        self.claim_interval = min(self.poll, url.lease / 4)
+        #: This broker instance's consumer name in every consumer group.
+        self.consumer = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._client: coredis.Redis[bytes] = coredis.Redis(
+            host=url.host or "127.0.0.1",
+            port=url.port or 6379,
+            db=self.db,
+            username=url.username,
+            password=url.password,
+            ssl=url.scheme == "rediss",
+            decode_responses=False,
+            connect_timeout=min(5.0, self.reconnect),
+            retry_policy=NoRetryPolicy(),
+        )
+        self._stack = AsyncExitStack()
+        self._closed = False
+        self._last_claim: dict[str, float] = {}
+        c = self._client
+        self._declare = c.register_script(scripts.DECLARE)
+        self._publish = c.register_script(scripts.PUBLISH)
+        self._consume = c.register_script(scripts.CONSUME)
+        self._complete = c.register_script(scripts.COMPLETE)
+        self._abandon = c.register_script(scripts.ABANDON)
+        self._extend = c.register_script(scripts.EXTEND)
+        self._dead = c.register_script(scripts.DEAD_LETTER)
+        self._stats = c.register_script(scripts.STATS)
+        self._requeue = c.register_script(scripts.REQUEUE_DEAD)
+        self._purge = c.register_script(scripts.PURGE)
+        self._delete = c.register_script(scripts.DELETE_QUEUE)
+
+    def __repr__(self) -> str:
+        return f"RedisBroker({str(self.url)!r}, consumer={self.consumer!r})"
+
+    async def _start(self) -> None:
+        await self._stack.enter_async_context(self._client)
+
+    # -- keys -----------------------------------------------------------------------
+    def _q(self, queue: str, part: str) -> str:
+        if not isinstance(queue, str) or not queue:
+            raise BrokerError(f"redis broker: queue name {queue!r} must be a non-empty string")
+        return f"{self.prefix}q:{queue}:{part}"
+
+    def _queues_key(self) -> str:
+        return f"{self.prefix}queues"
+
+    def _channel(self, channel: str) -> str:
+        return f"{self.prefix}c:{channel}"
+
+    def _topic(self, topic: str) -> str:
+        return f"{self.prefix}b:{topic}"
+
+    # -- calling Redis ----------------------------------------------------------------
+    async def _call(self, what: str, fn: Callable[[], Awaitable[T]], *, resend: bool) -> T:
+        """Run one Redis call, retrying with backoff while Redis cannot be reached.
+
+        Each attempt is shielded from cancellation (it is one short round trip, bounded
+        by ``_CALL_TIMEOUT``) so that a cancelled caller never leaves a half-known
+        outcome behind. ``resend`` says whether the call may be repeated after its
+        connection broke mid-flight (idempotent, or lease-checked so that a repeat
+        raises LockLost); otherwise only attempts that never reached Redis repeat.
+        """
+        if self._closed:
+            raise BrokerError(f"redis broker {self.url} is closed; {what} needs an open broker")
+        deadline = trio.current_time() + self.reconnect
+        delay = 0.02
+        while True:
+            try:
+                with trio.CancelScope(shield=True), trio.fail_after(_CALL_TIMEOUT):
+                    return await fn()
+            except (coredis.exceptions.ConnectionError, TimeoutError, OSError) as exc:
+                unsent = "Unable to establish" in str(exc)
+                if not (resend or unsent) or trio.current_time() + delay > deadline:
+                    raise BrokerUnavailable(
+                        f"redis broker {self.url}: {what} failed: {exc or type(exc).__name__}"
+                    ) from exc
+            except trio.TooSlowError as exc:
+                raise BrokerUnavailable(
+                    f"redis broker {self.url}: {what} got no answer within {_CALL_TIMEOUT} s"
+                ) from exc
+            await trio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def _run(
+        self, what: str, script: Any, keys: Sequence[str], args: Sequence[Arg], *, resend: bool
+    ) -> Any:
+        """Run one of the Lua scripts through :meth:`_call`."""
+        return await self._call(what, functools.partial(script, keys, args), resend=resend)
+
+    async def _wait(self, what: str, fn: Callable[[], Awaitable[T]]) -> T | None:
+        """Run one blocking Redis read, cancellable; None when Redis was unreachable.
+
+        A cancelled blocking command makes coredis drop that connection (the pool opens
+        a fresh one), so cancellation never leaves a connection in a bad state. A
+        connection error here sleeps a little and returns None, so the caller's loop
+        retries until ``reconnect`` runs out in its next ``_call``.
+        """
+        if self._closed:
+            raise BrokerError(f"redis broker {self.url} is closed; {what} needs an open broker")
+        try:
+            return await fn()
+        except (coredis.exceptions.ConnectionError, TimeoutError, OSError):
+            await trio.sleep(0.05)
+            return None
+
+    # -- Broker protocol ------------------------------------------------------------------
+    def clock(self) -> float:
+        """Wall-clock seconds: leases are measured by Redis, reported on this clock."""
+        return time.time()
+
+    async def ping(self) -> None:
+        """Return when Redis answers; raise BrokerUnavailable at once if it does not."""
+        if self._closed:
+            raise BrokerError(f"redis broker {self.url} is closed")
+        try:
+            with trio.fail_after(min(5.0, self.reconnect)):
+                await self._client.ping()
+        except (coredis.exceptions.RedisError, OSError, trio.TooSlowError) as exc:
+            raise BrokerUnavailable(f"redis broker {self.url} does not answer: {exc}") from exc
+
+    async def aclose(self) -> None:
+        """Close every connection. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._stack.aclose()
+
+    async def declare_queue(self, queue: str) -> None:
+        """Create ``queue``'s stream and consumer group if missing."""
+        keys = [self._queues_key(), self._q(queue, "ready")]
+        await self._run("declare_queue", self._declare, keys, [GROUP, queue], resend=True)
+
+    async def delete_queue(self, queue: str) -> None:
+        """Delete every key of ``queue``."""
+        keys = [self._queues_key(), *(self._q(queue, p) for p in ("ready", "delayed", "dead"))]
+        keys.append(self._q(queue, "done"))
+        await self._run("delete_queue", self._delete, keys, [queue], resend=True)
+
+    async def publish(self, queue: str, messages: Sequence[Message], *, delay: float = 0.0) -> None:
+        """Append ``messages`` in one script call (one round trip per batch)."""
+        keys = [self._queues_key(), self._q(queue, "ready"), self._q(queue, "delayed")]
+        delay_ms = max(0, round(delay * 1000)) if delay > 0 else 0
+        args: list[Arg] = [GROUP, queue, delay_ms]
+        for m in messages:
+            args += [m.id, m.body, m.reply_to]
+        await self._run("publish", self._publish, keys, args, resend=False)
+
+    async def consume(self, queue: str, limit: int) -> list[Delivery]:
+        """Lease up to ``limit`` messages: expired leases first, then new ones; block if none."""
+        if limit < 1:
+            raise BrokerError(f"redis broker: consume limit must be at least 1, not {limit}")
+        keys = [
+            self._queues_key(),
+            self._q(queue, "ready"),
+            self._q(queue, "delayed"),
+            self._q(queue, "dead"),
+        ]
+        ready = keys[1]
+        while True:
+            now = trio.current_time()
+            claim = now - self._last_claim.get(queue, -1e9) >= self.claim_interval
+            args: list[Arg] = [
+                GROUP,
+                queue,
+                self.consumer,
+                limit,
+                self.lease_ms,
+                self.url.max_deliveries,
+                self.prefix,
+                "1" if claim else "0",
+            ]
+            result: Any = await self._run("consume", self._consume, keys, args, resend=True)
+            if claim:
+                self._last_claim[queue] = now
+            flat, wait_ms = result[0], int(result[1])
+            if flat:
+                return self._deliveries(queue, flat)
+            block = min(self.claim_interval, self.poll)
+            if wait_ms >= 0:
+                block = min(block, wait_ms / 1000)
+            block_ms = max(1, round(block * 1000))
+            read: Any = await self._wait(
+                "consume",
+                functools.partial(
+                    self._client.xreadgroup,
+                    GROUP,
+                    self.consumer,
+                    {ready: ">"},
+                    count=limit,
+                    block=block_ms,
+                ),
+            )
+            if not read:
+                continue
+            deliveries = await self._accept_read(queue, next(iter(read.values())))
+            if deliveries:
+                return deliveries
+
+    def _deliveries(self, queue: str, flat: Sequence[Any]) -> list[Delivery]:
+        expires = self.clock() + self.url.lease
+        out = []
+        for k in range(0, len(flat), 6):
+            sid, mid, body, reply_to, count, total = flat[k : k + 6]
+            out.append(
+                Delivery(
+                    message=Message(id=_text(mid), body=_bytes(body), reply_to=_text(reply_to)),
+                    queue=queue,
+                    deliveries=int(total),
+                    lease_token=f"{_text(sid)}|{int(count)}|{self.consumer}",
+                    lease_expires=expires,
+                )
+            )
+        return out
+
+    async def _accept_read(self, queue: str, entries: Sequence[Any]) -> list[Delivery]:
+        """Turn entries of a blocking XREADGROUP into deliveries, burying those over the limit."""
+        flat: list[Any] = []
+        for entry in entries:
+            fields = entry.field_values
+            base = int(fields.get(b"n", b"0"))
+            flat += [entry.identifier, fields[b"i"], fields[b"b"], fields[b"r"], 1, base + 1]
+        deliveries = self._deliveries(queue, flat)
+        keep = []
+        for d in deliveries:
+            if d.deliveries > self.url.max_deliveries:
+                reason = (
+                    f"delivered {d.deliveries} times, more than "
+                    f"max_deliveries={self.url.max_deliveries}"
+                )
+                try:
+                    await self.dead_letter(d, reason)
+                except LockLost:
+                    pass
+            else:
+                keep.append(d)
+        return keep
+
+    def _token(self, delivery: Delivery) -> tuple[str, str, str]:
+        try:
+            sid, count, consumer = delivery.lease_token.split("|", 2)
+        except ValueError:
+            raise BrokerError(
+                f"redis broker: lease token {delivery.lease_token!r} of message "
+                f"{delivery.message.id!r} was not made by a redis broker"
+            ) from None
+        return sid, count, consumer
+
+    def _check(self, delivery: Delivery, outcome: object) -> None:
+        word = _text(outcome)
+        if word != "ok":
+            raise LockLost(delivery.message.id, delivery.queue, word)
+
+    async def complete(self, delivery: Delivery, reply: bytes | None) -> None:
+        """Acknowledge, delete and post the reply in one lease-checked script."""
+        sid, count, consumer = self._token(delivery)
+        keys = [self._q(delivery.queue, "ready"), self._q(delivery.queue, "done")]
+        channel = delivery.message.reply_to
+        if reply is None or not channel:
+            args: list[Arg] = [GROUP, sid, count, consumer, str(self.lease_ms), "", ""]
+        else:
+            payload = msgpack.packb([delivery.message.id, 0, reply], use_bin_type=True)
+            args = [
+                GROUP,
+                sid,
+                count,
+                consumer,
+                str(self.lease_ms),
+                self._channel(channel),
+                payload,
+            ]
+        outcome = await self._run("complete", self._complete, keys, args, resend=True)
+        self._check(delivery, outcome)
+
+    async def abandon(
+        self, delivery: Delivery, *, delay: float = 0.0, body: bytes | None = None
+    ) -> None:
+        """Give the message back (as a new entry, or into the delayed set), lease-checked."""
+        sid, count, consumer = self._token(delivery)
+        keys = [self._q(delivery.queue, "ready"), self._q(delivery.queue, "delayed")]
+        delay_ms = max(0, round(delay * 1000)) if delay > 0 else 0
+        args: list[Arg] = [GROUP, sid, count, consumer, self.lease_ms, delay_ms]
+        args += ["0", b""] if body is None else ["1", body]
+        outcome = await self._run("abandon", self._abandon, keys, args, resend=True)
+        self._check(delivery, outcome)
+
+    async def extend(self, delivery: Delivery) -> Delivery:
+        """Reset the PEL entry's idle time (XCLAIM to ourselves), lease-checked."""
+        sid, count, consumer = self._token(delivery)
+        keys = [self._q(delivery.queue, "ready")]
+        args: list[Arg] = [GROUP, sid, count, consumer, self.lease_ms]
+        outcome = await self._run("extend", self._extend, keys, args, resend=True)
+        self._check(delivery, outcome)
+        return Delivery(
+            message=delivery.message,
+            queue=delivery.queue,
+            deliveries=delivery.deliveries,
+            lease_token=delivery.lease_token,
+            lease_expires=self.clock() + self.url.lease,
+        )
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Move the delivery to the dead-letter stream and post a dead reply, lease-checked."""
+        sid, count, consumer = self._token(delivery)
+        keys = [self._q(delivery.queue, "ready"), self._q(delivery.queue, "dead")]
+        args: list[Arg] = [GROUP, sid, count, consumer, self.lease_ms, self.prefix, reason]
+        outcome = await self._run("dead_letter", self._dead, keys, args, resend=True)
+        self._check(delivery, outcome)
+
+    async def receive_replies(self, channel: str, limit: int) -> list[Reply]:
+        """Pop up to ``limit`` replies; wait without taking (so a cancel loses none)."""
+        if limit < 1:
+            raise BrokerError(f"redis broker: receive limit must be at least 1, not {limit}")
+        key = self._channel(channel)
+        count = min(limit, _MAX_BATCH)
+        while True:
+            popped: Any = await self._call(
+                "receive_replies",
+                lambda: self._client.lmpop([key], PureToken.RIGHT, count=count),
+                resend=False,
+            )
+            if popped:
+                return [self._reply(raw) for raw in popped[1]]
+            # Block until the list is non-empty *without taking anything*: moving the
+            # last element onto the same end is a no-op that wakes when one arrives. A
+            # cancelled wait therefore never swallows a reply; the pop above is shielded.
+            await self._wait(
+                "receive_replies",
+                lambda: self._client.blmove(
+                    key, key, PureToken.RIGHT, PureToken.RIGHT, timeout=_REPLY_BLOCK
+                ),
+            )
+
+    @staticmethod
+    def _reply(raw: bytes) -> Reply:
+        mid, kind, payload = msgpack.unpackb(raw, raw=True)
+        if kind == 1:
+            return Reply(message_id=_text(mid), dead_reason=_text(payload))
+        return Reply(message_id=_text(mid), body=_bytes(payload))
+
+    async def delete_channel(self, channel: str) -> None:
+        """Delete the channel's list."""
+        key = self._channel(channel)
+        await self._call("delete_channel", lambda: self._client.delete([key]), resend=True)
+
+    async def broadcast(self, topic: str, body: bytes) -> None:
+        """PUBLISH to the topic's pub/sub channel."""
+        key = self._topic(topic)
+        await self._call("broadcast", lambda: self._client.publish(key, body), resend=False)
+
+    def subscribe(self, topic: str) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """Subscribe on a dedicated pub/sub connection; live once entered."""
+        return self._subscribe(topic)
+
+    @asynccontextmanager
+    async def _subscribe(self, topic: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        if self._closed:
+            raise BrokerError(f"redis broker {self.url} is closed")
+        key = self._topic(topic)
+        try:
+            pubsub = self._client.pubsub(channels=[key], ignore_subscribe_messages=True)
+            async with pubsub:
+                yield _Bodies(pubsub)
+        except coredis.exceptions.ConnectionError as exc:
+            raise BrokerUnavailable(f"redis broker {self.url}: subscribe failed: {exc}") from exc
+
+    async def stats(self) -> list[QueueStats]:
+        """Counts per known queue, in one script call."""
+        flat: Any = await self._call(
+            "stats",
+            lambda: self._stats([self._queues_key()], [self.prefix, GROUP]),
+            resend=True,
+        )
+        out = [
+            QueueStats(
+                queue=_text(flat[k]),
+                queued=int(flat[k + 1]),
+                running=int(flat[k + 2]),
+                done=int(flat[k + 3]),
+                dead=int(flat[k + 4]),
+            )
+            for k in range(0, len(flat), 5)
+        ]
+        return sorted(out, key=lambda s: s.queue)
+
+    async def _queues(self, queue: str | None) -> list[str]:
+        if queue is not None:
+            return [queue]
+        key = self._queues_key()
+        names: Any = await self._call(
+            "list queues", lambda: self._client.smembers(key), resend=True
+        )
+        return sorted(_text(n) for n in names)
+
+    async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters, read from each queue's dead stream."""
+        out: list[DeadLetter] = []
+        for q in await self._queues(queue):
+            key = self._q(q, "dead")
+            entries: Any = await self._call(
+                "dead_letters",
+                functools.partial(self._client.xrange, key, count=limit),
+                resend=True,
+            )
+            for e in entries:
+                f = e.field_values
+                out.append(
+                    DeadLetter(
+                        message=Message(
+                            id=_text(f[b"i"]), body=_bytes(f[b"b"]), reply_to=_text(f[b"r"])
+                        ),
+                        queue=q,
+                        reason=_text(f[b"why"]),
+                        deliveries=int(f[b"n"]),
+                        died_at=int(f[b"t"]) / 1000,
+                    )
+                )
+        out.sort(key=lambda d: d.died_at)
+        return out[:limit]
+
+    async def requeue_dead(self, queue: str | None = None) -> int:
+        """Re-add each dead letter to its queue with a fresh delivery count."""
+        total = 0
+        for q in await self._queues(queue):
+            keys = [self._queues_key(), self._q(q, "ready"), self._q(q, "dead")]
+            n = await self._run("requeue_dead", self._requeue, keys, [GROUP, q], resend=False)
+            total += int(n)
+        return total
+
+    async def purge(self, queue: str | None = None) -> int:
+        """Delete dead letters and completed-message counters; queued/leased stay."""
+        total = 0
+        for q in await self._queues(queue):
+            keys = [self._q(q, "dead"), self._q(q, "done")]
+            n = await self._run("purge", self._purge, keys, [], resend=False)
+            total += int(n)
+        return total
+
+
+class _Bodies:
+    """The message bodies of one pub/sub subscription, as an async iterator."""
+
+    def __init__(self, pubsub: Any) -> None:
+        self._pubsub = pubsub
+
+    def __aiter__(self) -> _Bodies:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while True:
+            message = await self._pubsub.__anext__()
+            if message is not None and message.get("type") == "message":
+                return _bytes(message["data"])
+
+
+@asynccontextmanager
+async def _open(broker: RedisBroker) -> AsyncIterator[RedisBroker]:
+    await broker._start()
+    try:
+        yield broker
+    finally:
+        await broker.aclose()
+
+
+def open(url: str) -> AbstractAsyncContextManager[RedisBroker]:
+    """Open a Redis broker for ``url``; use as ``async with open(url) as broker``.
+
+    The URL is checked at once (:class:`BrokerURLError`); opening does not connect:
+    the first call does (``ping`` to check).
+    """
+    parsed = parse_broker_url(url, OPTIONS)
+    if parsed.scheme not in ("redis", "rediss"):
+        raise BrokerURLError(f"broker URL {parsed}: the redis broker takes redis:// or rediss://")
+    return _open(RedisBroker(parsed))
