@@ -1,0 +1,269 @@
+"""The job runtime as service parts: layers that give the Runtime resource and worker tasks.
+
+* :class:`JobRuntimeLayer` gives the :class:`~wireframe.jobs.runtime.Runtime`
+  resource (its lifetime owns the broker connection), a
+  :class:`BrokerReachable` precondition, and — for ``memory://...?workers=N`` —
+  N emulated :class:`WorkerTask`\\ s.
+* :class:`WorkerLayer` gives one worker loop task serving a queue with a
+  concurrency limit; it takes the worker-side resources its operations need
+  (``resources=(Database,)`` makes its input ask for a ``Database``).
+
+Each layer opens its own broker connection. The connection is held by a
+small trio *system task* for the layer's lifetime rather than inside the
+``wire`` generator itself: brokers may open nurseries and cancel scopes, which
+must not stay entered across the generator's ``yield`` (the service resumes
+it from other scopes at shutdown).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import attrs
+import trio
+
+import wireframe as wf
+from wireframe.jobs.broker import Broker, BrokerUnavailable, open_broker
+from wireframe.jobs.cache import ResultCache
+from wireframe.jobs.runtime import Runtime, emulated_workers
+from wireframe.jobs.worker import Worker
+
+__all__ = [
+    "BrokerReachable",
+    "JobRuntimeLayer",
+    "JobRuntimeOutput",
+    "WorkerLayer",
+    "WorkerOutput",
+    "WorkerTask",
+]
+
+
+class WorkerTask(wf.Task):
+    """The worker loop as a service task: serves until the stop, then stops gracefully.
+
+    On stop it consumes nothing more and lets running jobs finish; if the
+    service's grace period runs out first, the unfinished jobs are given back
+    to the queue (none is lost).
+    """
+
+    def __init__(self, worker: Worker, id: str) -> None:
+        self.worker = worker
+        self.id = id
+
+    async def run(self, stop: wf.StopReceiver) -> None:
+        """Serve the queue until ``stop``."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.worker.serve)
+            await stop.wait()
+            self.worker.stop()
+
+
+class BrokerReachable(wf.Precondition):
+    """Waits until the broker answers ``ping`` (retrying), so gated tasks start with it up.
+
+    Raises :class:`BrokerUnavailable` if it does not answer within ``timeout`` seconds.
+    """
+
+    def __init__(self, broker: Broker, id: str, timeout: float = 30.0) -> None:
+        self.broker = broker
+        self.id = id
+        self.timeout = timeout
+
+    async def run(self, stop: wf.StopReceiver) -> None:
+        """Ping until the broker answers."""
+        deadline = trio.current_time() + self.timeout
+        delay = 0.05
+        while True:
+            try:
+                await self.broker.ping()
+                return
+            except BrokerUnavailable as exc:
+                if trio.current_time() + delay > deadline:
+                    raise BrokerUnavailable(
+                        f"broker {self.broker.url} did not answer within {self.timeout:g} s: {exc}"
+                    ) from exc
+            with stop.cancel_on_stop():
+                await trio.sleep(delay)
+            if stop.is_set:
+                return
+            delay = min(delay * 2, 1.0)
+
+
+@attrs.frozen
+class JobRuntimeOutput:
+    """What :class:`JobRuntimeLayer` gives."""
+
+    runtime: Runtime
+    broker_ready: BrokerReachable
+    workers: list[WorkerTask]
+
+
+@attrs.frozen
+class WorkerOutput:
+    """What :class:`WorkerLayer` gives."""
+
+    worker: WorkerTask
+    broker_ready: BrokerReachable
+
+
+class _Held:
+    """A broker context held open by a system task until :meth:`release`."""
+
+    def __init__(self, cm: AbstractAsyncContextManager[Broker]) -> None:
+        self._cm = cm
+        self._opened = trio.Event()
+        self._release = trio.Event()
+        self._closed = trio.Event()
+        self.broker: Broker | None = None
+        self.error: BaseException | None = None
+
+    async def _hold(self) -> None:
+        try:
+            async with self._cm as broker:
+                self.broker = broker
+                self._opened.set()
+                await self._release.wait()
+        except BaseException as exc:  # reported to the layer, never crashes the run
+            self.error = exc
+        finally:
+            self._opened.set()
+            self._closed.set()
+
+    async def open(self) -> Broker:
+        trio.lowlevel.spawn_system_task(self._hold, name="wireframe.jobs broker connection")
+        await self._opened.wait()
+        if self.broker is None:
+            error = self.error
+            raise BrokerUnavailable(f"could not open the broker: {error}") from error
+        return self.broker
+
+    async def close(self) -> None:
+        self._release.set()
+        await self._closed.wait()
+        if self.error is not None and not isinstance(self.error, trio.Cancelled):
+            raise self.error
+
+
+def _field_name(typ: type, taken: set[str]) -> str:
+    base = re.sub(r"(?<!^)(?=[A-Z])", "_", typ.__name__).lower() or "resource"
+    name, n = base, 2
+    while name in taken:
+        name, n = f"{base}_{n}", n + 1
+    taken.add(name)
+    return name
+
+
+def _resource_input(layer: str, resources: Sequence[type]) -> type | None:
+    if not resources:
+        return None
+    taken: set[str] = set()
+    fields = {_field_name(t, taken): attrs.field(type=t) for t in resources}
+    return attrs.make_class(f"{layer.title().replace(':', '')}Input", fields, frozen=True)
+
+
+def _resources_of(input: Any) -> list[object]:
+    if input is None:
+        return []
+    return [getattr(input, f.name) for f in attrs.fields(type(input))]
+
+
+@attrs.frozen
+class JobRuntimeLayer(wf.WiringLayer[None, JobRuntimeOutput]):
+    """Gives the ``Runtime`` resource on the broker ``url`` (and emulated workers for
+    ``memory://...?workers=N``, which take ``resources``)."""
+
+    url: str | None = None
+    queue: str = "default"
+    max_in_flight: int = 4096
+    cache: ResultCache | None = None
+    worker_concurrency: int = 64
+    resources: tuple[type, ...] = ()
+    name: str = "job-runtime"
+
+    def input_type(self) -> type | None:
+        """Takes the resource types its emulated workers hand to operations."""
+        return _resource_input(self.name, self.resources)
+
+    def output_type(self) -> type | None:
+        """Gives :class:`JobRuntimeOutput`."""
+        return JobRuntimeOutput
+
+    async def wire(self, input: Any) -> AsyncIterator[JobRuntimeOutput]:
+        """Open the broker, yield the runtime, close the broker at shutdown."""
+        from wireframe.jobs.runtime import DEFAULT_URL
+
+        held = _Held(open_broker(self.url or DEFAULT_URL))
+        broker = await held.open()
+        try:
+            runtime = Runtime(
+                broker, queue=self.queue, max_in_flight=self.max_in_flight, cache=self.cache
+            )
+            res = _resources_of(input)
+            workers = [
+                WorkerTask(
+                    Worker(
+                        broker,
+                        queue=self.queue,
+                        concurrency=self.worker_concurrency,
+                        resources=res,
+                        worker_id=f"{self.name}:emulated-{i}",
+                    ),
+                    id=f"{self.name}:worker-{i}",
+                )
+                for i in range(emulated_workers(broker.url))
+            ]
+            yield JobRuntimeOutput(runtime, BrokerReachable(broker, f"{self.name}:broker"), workers)
+        finally:
+            await held.close()
+
+
+@attrs.frozen
+class WorkerLayer(wf.WiringLayer[None, WorkerOutput]):
+    """Gives a worker loop task on ``queue`` of the broker ``url`` with ``concurrency`` slots.
+
+    ``resources`` lists the resource types (provided by other layers) that the
+    worker hands to operations asking for them by type.
+    """
+
+    url: str | None = None
+    concurrency: int = 16
+    queue: str = "default"
+    resources: tuple[type, ...] = ()
+    name: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"WorkerLayer concurrency must be at least 1, not {self.concurrency}")
+        if not self.name:
+            object.__setattr__(self, "name", f"worker:{self.queue}")
+
+    def input_type(self) -> type | None:
+        """Takes one field per resource type in ``resources``."""
+        return _resource_input(self.name, self.resources)
+
+    def output_type(self) -> type | None:
+        """Gives :class:`WorkerOutput`."""
+        return WorkerOutput
+
+    async def wire(self, input: Any) -> AsyncIterator[WorkerOutput]:
+        """Open the broker, yield the worker task, close the broker at shutdown."""
+        from wireframe.jobs.runtime import DEFAULT_URL
+
+        held = _Held(open_broker(self.url or DEFAULT_URL))
+        broker = await held.open()
+        try:
+            worker = Worker(
+                broker,
+                queue=self.queue,
+                concurrency=self.concurrency,
+                resources=_resources_of(input),
+                worker_id=self.name,
+            )
+            yield WorkerOutput(
+                WorkerTask(worker, self.name), BrokerReachable(broker, f"{self.name}:broker")
+            )
+        finally:
+            await held.close()
