@@ -1,0 +1,564 @@
+"""``memory://`` — the whole Broker protocol inside one process, on trio's clock.
+
+For tests, demos and the emulated workers of ``memory://?workers=N``. Leases and
+delays are measured with ``trio.current_time()``, so trio's ``MockClock`` drives
+them in tests. Nothing survives the process.
+
+URL: ``memory://`` or ``memory://NAME`` with the common options ``lease`` and
+``max_deliveries`` plus ``workers`` (emulated workers the job runtime starts; the
+broker itself ignores it). Brokers opened with the same NAME while another one
+is open share their queues, channels and topics (a refcounted registry): a
+runtime and a worker in one service see the same messages. When the last broker
+of a NAME closes, its state is dropped.
+
+Everything is O(batch): a queue is a deque of visible messages, a heap of
+delayed ones and, per lease length, a deque of lease expiries in expiry order
+(leases of one length expire in the order they were granted). Expired leases
+and due delays are collected lazily by whoever looks; a blocked ``consume``
+sleeps on an event with a deadline at the earliest expiry or delay, so it wakes
+exactly when something can become visible, without polling. No call starts a
+task. Settling a delivery (``complete``, ``abandon``, ``extend``, ``dead_letter``)
+is a cancellation point but does not yield to the scheduler: it is the per-job
+hot path, and a full schedule point there costs more than the broker's own work
+(the worker yields in ``consume`` anyway). Every other call is a full
+checkpoint. A message that becomes visible again (lease expired, abandoned, delay
+over, requeued) joins the back of its queue.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Final
+
+import trio
+
+from wireframe.jobs.broker import (
+    BrokerError,
+    BrokerURL,
+    BrokerURLError,
+    DeadLetter,
+    Delivery,
+    LockLost,
+    Message,
+    QueueStats,
+    Reply,
+    parse_broker_url,
+)
+
+__all__ = ["MEMORY_OPTIONS", "MemoryBroker", "open", "parse_memory_url"]
+
+
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise BrokerURLError(f"option workers={text!r} is not a whole number") from None
+    if value < 0:
+        raise BrokerURLError(f"option workers={text!r} must be 0 or more")
+    return value
+
+
+#: Options ``memory://`` accepts beyond the common ones, as ``(converter, default)``.
+MEMORY_OPTIONS: Final[Mapping[str, tuple[Callable[[str], object], object]]] = {
+    "workers": (_workers, 0)
+}
+
+
+def parse_memory_url(url: str) -> BrokerURL:
+    """Parse and check a ``memory://[NAME][?options]`` URL."""
+    parsed = parse_broker_url(url, MEMORY_OPTIONS)
+    if parsed.scheme != "memory":
+        raise BrokerURLError(f"broker URL {parsed}: the memory broker takes memory:// URLs")
+    if (
+        parsed.port is not None
+        or parsed.username is not None
+        or parsed.password is not None
+        or parsed.path not in ("", "/")
+    ):
+        raise BrokerURLError(
+            f"broker URL {parsed}: a memory:// URL is memory://NAME[?options], "
+            "with no port, user, password or path"
+        )
+    return parsed
+
+
+# --------------------------------------------------------------------------------
+# Shared state
+
+
+class _Entry:
+    """One message in a queue, with its delivery count and current lease."""
+
+    __slots__ = ("deliveries", "expires", "message", "token")
+
+    def __init__(self, message: Message, deliveries: int = 0) -> None:
+        self.message = message
+        self.deliveries = deliveries
+        self.token: str | None = None
+        self.expires = 0.0
+
+
+class _Queue:
+    """A queue's messages: visible, delayed, leased; and its finished state."""
+
+    __slots__ = ("dead", "delayed", "done", "event", "leased", "name", "orders", "ready")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.ready: deque[_Entry] = deque()
+        self.delayed: list[tuple[float, int, _Entry]] = []  # heap by visible time
+        self.leased: dict[str, _Entry] = {}  # by lease token
+        # lease length -> (expires, token) in expiry order; stale items skipped lazily
+        self.orders: dict[float, deque[tuple[float, str]]] = {}
+        self.done = 0
+        self.dead: deque[tuple[int, DeadLetter]] = deque()
+        self.event: trio.Event | None = None  # set when something may have become visible
+
+    def notify(self) -> None:
+        """Wake every consumer blocked on this queue (they look again)."""
+        event = self.event
+        if event is not None:
+            self.event = None
+            event.set()
+
+    def reclaim(self, now: float) -> None:
+        """Make expired leases and due delayed messages visible."""
+        moved = False
+        leased = self.leased
+        ready = self.ready
+        for order in self.orders.values():
+            while order:
+                expires, token = order[0]
+                entry = leased.get(token)
+                if entry is None or entry.expires != expires:
+                    order.popleft()  # finished, given back or extended since
+                    continue
+                if expires > now:
+                    break
+                order.popleft()
+                del leased[token]
+                entry.token = None
+                ready.append(entry)
+                moved = True
+        delayed = self.delayed
+        while delayed and delayed[0][0] <= now:
+            ready.append(heapq.heappop(delayed)[2])
+            moved = True
+        if moved:
+            self.notify()
+
+    def next_due(self) -> float:
+        """When the next lease runs out or delayed message shows (after ``reclaim``)."""
+        due = self.delayed[0][0] if self.delayed else math.inf
+        for order in self.orders.values():
+            if order and order[0][0] < due:
+                due = order[0][0]
+        return due
+
+
+class _Channel:
+    """Replies posted to one result channel, kept until taken."""
+
+    __slots__ = ("event", "replies")
+
+    def __init__(self) -> None:
+        self.replies: deque[Reply] = deque()
+        self.event: trio.Event | None = None
+
+
+class _State:
+    """Everything brokers of one name share."""
+
+    def __init__(self) -> None:
+        self.queues: dict[str, _Queue] = {}
+        self.channels: dict[str, _Channel] = {}
+        self.topics: dict[str, set[trio.MemorySendChannel[bytes]]] = {}
+        self.tokens: Iterator[int] = itertools.count(1)
+        self.seq: Iterator[int] = itertools.count()
+        self.refs = 0
+
+    def queue(self, name: str) -> _Queue:
+        q = self.queues.get(name)
+        if q is None:
+            q = self.queues[name] = _Queue(name)
+        return q
+
+    def channel(self, name: str) -> _Channel:
+        ch = self.channels.get(name)
+        if ch is None:
+            ch = self.channels[name] = _Channel()
+        return ch
+
+    def post(self, channel: str, reply: Reply) -> None:
+        ch = self.channel(channel)
+        ch.replies.append(reply)
+        event = ch.event
+        if event is not None:
+            ch.event = None
+            event.set()
+
+    def kill(self, q: _Queue, entry: _Entry, reason: str) -> None:
+        """Move an entry (already out of ready/leased) to the dead-letter store."""
+        message = entry.message
+        q.dead.append(
+            (next(self.seq), DeadLetter(message, q.name, reason, entry.deliveries, time.time()))
+        )
+        if message.reply_to:
+            self.post(message.reply_to, Reply(message.id, dead_reason=reason))
+
+
+#: name -> state shared by the open brokers of that name
+_REGISTRY: dict[str, _State] = {}
+
+
+# --------------------------------------------------------------------------------
+# The broker
+
+
+class MemoryBroker:
+    """The in-process :class:`~wireframe.jobs.broker.Broker`; get one with :func:`open`."""
+
+    def __init__(self, url: BrokerURL, state: _State) -> None:
+        self.url = url
+        self.name = url.host
+        self._state = state
+        self._lease_seconds = url.lease
+        self._max_deliveries = url.max_deliveries
+        self._closed = False
+        self._subscriptions: set[trio.MemorySendChannel[bytes]] = set()
+
+    def __repr__(self) -> str:
+        return f"<MemoryBroker {self.url}{' closed' if self._closed else ''}>"
+
+    def clock(self) -> float:
+        """trio's clock: leases and delays follow ``MockClock`` in tests."""
+        return trio.current_time()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BrokerError(f"memory broker {self.url} is closed")
+
+    async def ping(self) -> None:
+        """Always answers while open."""
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+
+    async def aclose(self) -> None:
+        """End this broker's subscriptions and let go of the shared state. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            for send in self._subscriptions:
+                send.close()
+            self._subscriptions.clear()
+            self._state.refs -= 1
+            if self._state.refs <= 0 and _REGISTRY.get(self.name) is self._state:
+                del _REGISTRY[self.name]
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    # -- queues ---------------------------------------------------------------
+    async def declare_queue(self, queue: str) -> None:
+        """Create ``queue`` if it does not exist."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        self._state.queue(queue)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def delete_queue(self, queue: str) -> None:
+        """Drop ``queue`` with its messages, leases and finished state."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        q = self._state.queues.pop(queue, None)
+        if q is not None:
+            q.notify()  # blocked consumers look again (and find a new, empty queue)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def publish(self, queue: str, messages: Sequence[Message], *, delay: float = 0.0) -> None:
+        """Append ``messages`` to ``queue``, visible after ``delay`` seconds."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        if not delay >= 0.0:
+            raise ValueError(f"publish to {queue!r}: delay={delay!r} must be >= 0")
+        q = self._state.queue(queue)
+        if delay > 0.0:
+            visible = trio.current_time() + delay
+            seq = self._state.seq
+            delayed = q.delayed
+            for message in messages:
+                heapq.heappush(delayed, (visible, next(seq), _Entry(message)))
+        else:
+            q.ready.extend(map(_Entry, messages))
+        q.notify()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def consume(self, queue: str, limit: int) -> list[Delivery]:
+        """Lease up to ``limit`` visible messages; block until there is one."""
+        if limit < 1:
+            raise ValueError(f"consume from {queue!r}: limit={limit!r} must be at least 1")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            self._check_open()
+            q = self._state.queue(queue)
+            now = trio.current_time()
+            q.reclaim(now)
+            if q.ready:
+                out = self._lease(q, limit, now)
+                if out:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    return out
+            event = q.event
+            if event is None:
+                event = q.event = trio.Event()
+            with trio.move_on_at(q.next_due()):
+                await event.wait()
+
+    def _lease(self, q: _Queue, limit: int, now: float) -> list[Delivery]:
+        lease = self._lease_seconds
+        max_deliveries = self._max_deliveries
+        expires = now + lease
+        order = q.orders.get(lease)
+        if order is None:
+            order = q.orders[lease] = deque()
+        ready = q.ready
+        leased = q.leased
+        tokens = self._state.tokens
+        name = q.name
+        out: list[Delivery] = []
+        while ready and len(out) < limit:
+            entry = ready.popleft()
+            if entry.deliveries >= max_deliveries:
+                self._state.kill(
+                    q,
+                    entry,
+                    f"delivered {entry.deliveries} times without completing "
+                    f"(max_deliveries={max_deliveries})",
+                )
+                continue
+            entry.deliveries += 1
+            token = str(next(tokens))
+            entry.token = token
+            entry.expires = expires
+            leased[token] = entry
+            order.append((expires, token))
+            out.append(Delivery(entry.message, name, entry.deliveries, token, expires))
+        return out
+
+    def _held(self, delivery: Delivery, action: str) -> tuple[_Queue, _Entry]:
+        """The queue and entry of a delivery whose lease is still current, or LockLost."""
+        self._check_open()
+        q = self._state.queues.get(delivery.queue)
+        entry = None if q is None else q.leased.get(delivery.lease_token)
+        if q is None or entry is None:
+            raise LockLost(delivery.message.id, delivery.queue, f"{action} found no such lease")
+        if entry.expires <= trio.current_time():
+            raise LockLost(
+                delivery.message.id,
+                delivery.queue,
+                f"{action} came after the lease ran out at {entry.expires:.3f}",
+            )
+        return q, entry
+
+    async def complete(self, delivery: Delivery, reply: bytes | None) -> None:
+        """Remove the delivered message and post its reply, in one step."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        q, entry = self._held(delivery, "complete")
+        del q.leased[delivery.lease_token]
+        entry.token = None
+        q.done += 1
+        message = entry.message
+        if reply is not None and message.reply_to:
+            self._state.post(message.reply_to, Reply(message.id, body=reply))
+
+    async def abandon(
+        self, delivery: Delivery, *, delay: float = 0.0, body: bytes | None = None
+    ) -> None:
+        """Give the message back, visible after ``delay``; a new ``body`` resets its count."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not delay >= 0.0:
+            raise ValueError(f"abandon {delivery.message.id!r}: delay={delay!r} must be >= 0")
+        q, entry = self._held(delivery, "abandon")
+        del q.leased[delivery.lease_token]
+        entry.token = None
+        if body is not None:
+            old = entry.message
+            entry.message = Message(old.id, body, old.reply_to)
+            entry.deliveries = 0
+        if delay > 0.0:
+            heapq.heappush(q.delayed, (trio.current_time() + delay, next(self._state.seq), entry))
+        else:
+            q.ready.append(entry)
+        q.notify()
+
+    async def extend(self, delivery: Delivery) -> Delivery:
+        """Renew the lease for ``lease`` seconds from now (same token)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        q, entry = self._held(delivery, "extend")
+        lease = self._lease_seconds
+        expires = trio.current_time() + lease
+        entry.expires = expires
+        order = q.orders.get(lease)
+        if order is None:
+            order = q.orders[lease] = deque()
+        order.append((expires, delivery.lease_token))
+        return Delivery(
+            delivery.message, delivery.queue, delivery.deliveries, delivery.lease_token, expires
+        )
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Move the delivered message to the dead-letter store; post a dead reply."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        q, entry = self._held(delivery, "dead_letter")
+        del q.leased[delivery.lease_token]
+        entry.token = None
+        self._state.kill(q, entry, reason)
+
+    # -- result channels -------------------------------------------------------
+    async def receive_replies(self, channel: str, limit: int) -> list[Reply]:
+        """Take up to ``limit`` replies of ``channel``; block until there is one."""
+        if limit < 1:
+            raise ValueError(f"receive_replies from {channel!r}: limit={limit!r} must be >= 1")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            self._check_open()
+            ch = self._state.channel(channel)
+            replies = ch.replies
+            if replies:
+                if len(replies) <= limit:
+                    out = list(replies)
+                    replies.clear()
+                else:
+                    out = [replies.popleft() for _ in range(limit)]
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return out
+            event = ch.event
+            if event is None:
+                event = ch.event = trio.Event()
+            await event.wait()
+
+    async def delete_channel(self, channel: str) -> None:
+        """Drop ``channel`` and its replies; blocked receivers keep waiting on it."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        ch = self._state.channels.get(channel)
+        if ch is not None:
+            ch.replies.clear()
+            if ch.event is None:  # nobody waits: forget it
+                del self._state.channels[channel]
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    # -- broadcast ---------------------------------------------------------------
+    async def broadcast(self, topic: str, body: bytes) -> None:
+        """Send ``body`` to every live subscription of ``topic``, in any broker of this name."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        for send in list(self._state.topics.get(topic, ())):
+            try:
+                send.send_nowait(body)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._state.topics[topic].discard(send)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def subscribe(self, topic: str) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """Subscribe to ``topic``; the iterator ends when this broker closes."""
+        return self._subscribe(topic)
+
+    @asynccontextmanager
+    async def _subscribe(self, topic: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        self._check_open()
+        send, receive = trio.open_memory_channel[bytes](math.inf)
+        topics = self._state.topics
+        topics.setdefault(topic, set()).add(send)
+        self._subscriptions.add(send)
+        try:
+            with receive:
+                await trio.lowlevel.checkpoint()
+                yield receive
+        finally:
+            send.close()
+            self._subscriptions.discard(send)
+            subscribers = topics.get(topic)
+            if subscribers is not None:
+                subscribers.discard(send)
+                if not subscribers:
+                    del topics[topic]
+
+    # -- inspection and housekeeping --------------------------------------------
+    def _queues(self, queue: str | None) -> list[_Queue]:
+        self._check_open()
+        if queue is None:
+            return list(self._state.queues.values())
+        q = self._state.queues.get(queue)
+        return [] if q is None else [q]
+
+    async def stats(self) -> list[QueueStats]:
+        """Counts per queue, sorted by name; expired leases count as queued."""
+        await trio.lowlevel.checkpoint()
+        now = trio.current_time()
+        out = []
+        for q in self._queues(None):
+            q.reclaim(now)
+            out.append(
+                QueueStats(
+                    q.name, len(q.ready) + len(q.delayed), len(q.leased), q.done, len(q.dead)
+                )
+            )
+        out.sort(key=lambda s: s.queue)
+        return out
+
+    async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters, of one queue or of all."""
+        await trio.lowlevel.checkpoint()
+        merged = heapq.merge(*(q.dead for q in self._queues(queue)))
+        return [letter for _, letter in itertools.islice(merged, max(limit, 0))]
+
+    async def requeue_dead(self, queue: str | None = None) -> int:
+        """Put dead letters back at the end of their queues with a fresh count."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        count = 0
+        for q in self._queues(queue):
+            if q.dead:
+                count += len(q.dead)
+                q.ready.extend(_Entry(letter.message) for _, letter in q.dead)
+                q.dead.clear()
+                q.notify()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return count
+
+    async def purge(self, queue: str | None = None) -> int:
+        """Forget completed counts and dead letters; queued and leased stay."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        count = 0
+        for q in self._queues(queue):
+            count += q.done + len(q.dead)
+            q.done = 0
+            q.dead.clear()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return count
+
+
+@asynccontextmanager
+async def _open(url: str) -> AsyncIterator[MemoryBroker]:
+    parsed = parse_memory_url(url)
+    state = _REGISTRY.get(parsed.host)
+    if state is None:
+        state = _REGISTRY[parsed.host] = _State()
+    state.refs += 1
+    broker = MemoryBroker(parsed, state)
+    try:
+        await trio.lowlevel.checkpoint()
+        yield broker
+    finally:
+        await broker.aclose()
+
+
+def open(url: str) -> AbstractAsyncContextManager[MemoryBroker]:
+    """Open a memory broker: ``async with open("memory://name?lease=5") as broker``.
+
+    Brokers of the same name share state while any of them is open.
+    """
+    return _open(url)
