@@ -208,6 +208,52 @@ async def test_blocked_consume_and_receive_wake_up(redis_url: UrlFactory) -> Non
         assert results == ["m7"] and reply.body == b"done"
 
 
+async def test_concurrent_completions_are_group_committed(redis_url: UrlFactory) -> None:
+    async with redis_broker.open(redis_url()) as broker:
+        await broker.publish("q", [msg(n) for n in range(50)])
+        got = await broker.consume("q", 50)
+        await broker.complete(got[0], b"first")
+        outcomes: dict[str, str] = {}
+
+        async def finish(d: object) -> None:
+            assert isinstance(d, type(got[0]))
+            try:
+                await broker.complete(d, b"ok")
+                outcomes[d.message.id] = "ok"
+            except LockLost:
+                outcomes[d.message.id] = "lost"
+
+        async with trio.open_nursery() as nursery:
+            for d in got:  # got[0] is stale: completed already
+                nursery.start_soon(finish, d)
+        assert outcomes.pop("m0") == "lost"
+        assert set(outcomes.values()) == {"ok"} and len(outcomes) == 49
+        replies = await broker.receive_replies("ch", 100)
+        assert sorted(r.message_id for r in replies) == sorted(f"m{n}" for n in range(50))
+
+
+async def test_cancelled_receives_lose_no_reply(redis_url: UrlFactory) -> None:
+    async with redis_broker.open(redis_url()) as broker:
+        await broker.publish("q", [msg(n) for n in range(40)])
+        deliveries = await broker.consume("q", 40)
+        seen: list[str] = []
+
+        async def complete_slowly() -> None:
+            for d in deliveries:
+                await broker.complete(d, b"r")
+                await trio.sleep(0.003)
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(complete_slowly)
+                timeout = 0.001
+                while len(seen) < 40:
+                    with trio.move_on_after(timeout):
+                        seen += [r.message_id for r in await broker.receive_replies("ch", 3)]
+                    timeout = timeout * 1.7 if timeout < 0.02 else 0.001
+        assert sorted(seen) == sorted(f"m{n}" for n in range(40))
+
+
 # -- leases --------------------------------------------------------------------------------
 
 

@@ -175,19 +175,29 @@ return {out, wait}
 """
 )
 
-#: KEYS: ready, done. ARGV: group, sid, count, consumer, lease_ms, reply key
-#: ('' = no reply), reply payload.
+#: Completes many deliveries at once (group commit). No KEYS (the keys vary per
+#: item; this broker targets standalone Redis). ARGV: group, lease_ms, then per
+#: delivery: ready key, done key, sid, count, consumer, reply key ('' = no reply),
+#: reply payload. Returns one outcome per delivery: 'ok' or why the lease is lost.
 COMPLETE = (
     PRELUDE
     + r"""
-local _, why = check_lease(KEYS[1], ARGV[1], ARGV[2], ARGV[4], tonumber(ARGV[3]),
-                           tonumber(ARGV[5]))
-if why then return why end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
-redis.call('INCR', KEYS[2])
-if ARGV[6] ~= '' then redis.call('LPUSH', ARGV[6], ARGV[7]) end
-return 'ok'
+local group, lease_ms = ARGV[1], tonumber(ARGV[2])
+local out = {}
+for k = 3, #ARGV, 7 do
+  local ready, sid = ARGV[k], ARGV[k + 2]
+  local _, why = check_lease(ready, group, sid, ARGV[k + 4], tonumber(ARGV[k + 3]), lease_ms)
+  if why then
+    out[#out + 1] = why
+  else
+    redis.call('XACK', ready, group, sid)
+    redis.call('XDEL', ready, sid)
+    redis.call('INCR', ARGV[k + 1])
+    if ARGV[k + 5] ~= '' then redis.call('LPUSH', ARGV[k + 5], ARGV[k + 6]) end
+    out[#out + 1] = 'ok'
+  end
+end
+return out
 """
 )
 

@@ -37,6 +37,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar
 
+import attrs
 import coredis
 import coredis.exceptions
 import msgpack
@@ -70,11 +71,15 @@ GROUP = "wireframe"
 
 #: Longest a single non-blocking Redis call may take before Redis counts as gone.
 _CALL_TIMEOUT = 10.0
+#: Longest a (shielded) reply pop lingers server-side for a reply to arrive.
+_REPLY_LINGER = 0.05
 #: Longest a reply wait blocks server-side before it is renewed.
 _REPLY_BLOCK = 5.0
 #: Most delayed/expired messages a consume moves per pass is bounded in Lua; this
 #: bounds how many replies one receive takes server-side per call.
 _MAX_BATCH = 10_000
+#: Most completions one group-committed script call carries.
+_MAX_COMPLETE_BATCH = 500
 
 
 def _prefix(text: str) -> str:
@@ -161,6 +166,7 @@ class RedisBroker:
         self._stack = AsyncExitStack()
         self._closed = False
         self._last_claim: dict[str, float] = {}
+        self._completions = _GroupCommit(self._complete_many)
         c = self._client
         self._declare = c.register_script(scripts.DECLARE)
         self._publish = c.register_script(scripts.PUBLISH)
@@ -396,25 +402,36 @@ class RedisBroker:
             raise LockLost(delivery.message.id, delivery.queue, word)
 
     async def complete(self, delivery: Delivery, reply: bytes | None) -> None:
-        """Acknowledge, delete and post the reply in one lease-checked script."""
+        """Acknowledge, delete and post the reply in one lease-checked script.
+
+        Completions from concurrent tasks are group-committed: while one script call
+        is in flight, the completions that arrive queue up and go together in the
+        next call, so a busy worker pays one round trip per batch, not per job.
+        """
         sid, count, consumer = self._token(delivery)
-        keys = [self._q(delivery.queue, "ready"), self._q(delivery.queue, "done")]
         channel = delivery.message.reply_to
         if reply is None or not channel:
-            args: list[Arg] = [GROUP, sid, count, consumer, str(self.lease_ms), "", ""]
+            reply_key, payload = "", b""
         else:
+            reply_key = self._channel(channel)
             payload = msgpack.packb([delivery.message.id, 0, reply], use_bin_type=True)
-            args = [
-                GROUP,
-                sid,
-                count,
-                consumer,
-                str(self.lease_ms),
-                self._channel(channel),
-                payload,
-            ]
-        outcome = await self._run("complete", self._complete, keys, args, resend=True)
-        self._check(delivery, outcome)
+        item: list[Arg] = [
+            self._q(delivery.queue, "ready"),
+            self._q(delivery.queue, "done"),
+            sid,
+            count,
+            consumer,
+            reply_key,
+            payload,
+        ]
+        self._check(delivery, await self._completions.submit(item))
+
+    async def _complete_many(self, items: list[list[Arg]]) -> list[object]:
+        args: list[Arg] = [GROUP, self.lease_ms]
+        for item in items:
+            args += item
+        outcomes = await self._run("complete", self._complete, [], args, resend=True)
+        return list(outcomes)
 
     async def abandon(
         self, delivery: Delivery, *, delay: float = 0.0, body: bytes | None = None
@@ -452,7 +469,12 @@ class RedisBroker:
         self._check(delivery, outcome)
 
     async def receive_replies(self, channel: str, limit: int) -> list[Reply]:
-        """Pop up to ``limit`` replies; wait without taking (so a cancel loses none)."""
+        """Pop up to ``limit`` replies; wait without taking (so a cancel loses none).
+
+        The pop is a shielded ``BLMPOP`` that lingers at most ``_REPLY_LINGER`` seconds
+        (a reply due any moment is taken in one round trip; a cancel waits that long at
+        worst); longer waits happen in a cancellable non-destructive ``BLMOVE``.
+        """
         if limit < 1:
             raise BrokerError(f"redis broker: receive limit must be at least 1, not {limit}")
         key = self._channel(channel)
@@ -460,7 +482,9 @@ class RedisBroker:
         while True:
             popped: Any = await self._call(
                 "receive_replies",
-                lambda: self._client.lmpop([key], PureToken.RIGHT, count=count),
+                functools.partial(
+                    self._client.blmpop, [key], _REPLY_LINGER, PureToken.RIGHT, count=count
+                ),
                 resend=False,
             )
             if popped:
@@ -579,6 +603,69 @@ class RedisBroker:
             n = await self._run("purge", self._purge, keys, [], resend=False)
             total += int(n)
         return total
+
+
+@attrs.define
+class _Waiter:
+    """One caller's item in a :class:`_GroupCommit`, and how it ended."""
+
+    item: list[Arg]
+    done: trio.Event = attrs.field(factory=trio.Event)
+    outcome: object = None
+    error: BaseException | None = None
+    lead: bool = False
+
+
+class _GroupCommit:
+    """Coalesces concurrent calls into batched calls of ``flush`` (a group commit).
+
+    The first caller flushes at once (no added latency); callers arriving while a
+    flush is in flight queue up, and the first of them leads the next flush with
+    everything queued by then. A waiting caller is shielded: its item is (or will
+    be) sent, and it gets that item's real outcome rather than an unknown one.
+    """
+
+    def __init__(self, flush: Callable[[list[list[Arg]]], Awaitable[list[object]]]) -> None:
+        self._flush = flush
+        self._queue: list[_Waiter] = []
+        self._busy = False
+
+    async def submit(self, item: list[Arg]) -> object:
+        me = _Waiter(item)
+        self._queue.append(me)
+        if self._busy:
+            with trio.CancelScope(shield=True):
+                await me.done.wait()
+            if not me.lead:
+                if me.error is not None:
+                    raise BrokerUnavailable(str(me.error)) from me.error
+                return me.outcome
+        else:
+            self._busy = True
+        batch, self._queue = self._queue[:_MAX_COMPLETE_BATCH], self._queue[_MAX_COMPLETE_BATCH:]
+        try:
+            outcomes = await self._flush([w.item for w in batch])
+        except trio.Cancelled:
+            # Nothing was sent (attempts are shielded; only a backoff sleep is
+            # cancellable): hand the others back to the queue for the next leader.
+            self._queue[:0] = [w for w in batch if w is not me]
+            raise
+        except BaseException as exc:
+            for w in batch:
+                w.error = exc
+                w.done.set()
+            raise
+        else:
+            for w, outcome in zip(batch, outcomes, strict=True):
+                w.outcome = outcome
+                w.done.set()
+        finally:
+            if self._queue:
+                self._queue[0].lead = True
+                self._queue[0].done.set()
+            else:
+                self._busy = False
+        return me.outcome
 
 
 class _Bodies:
