@@ -1,0 +1,1329 @@
+"""The SQLite broker: ``sqlite:///path/to/jobs.db``, the embedded, durable default.
+
+One database file holds every queue, lease, result channel, dead letter and
+broadcast, so several worker processes on one machine can share it and a
+restart loses nothing: queued and leased-but-unfinished messages are still
+there (a lease that ran out, by the wall clock, makes its message visible
+again), replies not yet taken wait in their channel, completed records stay
+until :meth:`SqliteBroker.purge`.
+
+URL
+    ``sqlite:///relative/jobs.db`` (three slashes) names a path relative to the
+    current directory *at the time the broker is opened*; ``sqlite:////abs/jobs.db``
+    (four slashes) an absolute path. The directory must exist; the file is
+    created. There is no host. ``sqlite:///:memory:`` is **not supported**: a
+    private in-memory database could be neither shared by the broker's threads
+    and processes nor survive a restart — use ``memory://`` for that.
+
+Options (``?name=value&...``)
+    ``lease`` (seconds, default 30) and ``max_deliveries`` (default 5) as on
+    every broker; ``poll`` — the longest pause, in seconds, between two looks
+    for another process's writes while something waits (default 0.05; it starts
+    at 1 ms after any activity and doubles while idle); ``busy_timeout`` — how
+    long, in seconds, to wait for another process's write lock before
+    :class:`~wireframe.jobs.broker.BrokerUnavailable` (default 10);
+    ``synchronous`` — ``normal`` (default: safe against a killed process, a power
+    cut may lose the last transactions) or ``full`` (fsync every commit).
+
+Design
+    *Threads.* The stdlib ``sqlite3`` module blocks, so nothing touches a
+    connection on the trio thread. The broker owns exactly two threads, started
+    and joined inside :func:`open`, each owning one connection: a **writer**
+    that runs every write transaction and a **reader** for look-ups that never
+    write (polling, stats, broadcast reads). Calls travel on a queue and come
+    back through the trio token; no connection is ever shared. The writer
+    *group-commits*: calls that queued up while it was busy run in one
+    ``BEGIN IMMEDIATE`` transaction, each inside its own savepoint, so each call
+    still succeeds or fails alone (a ``complete`` that raises ``LockLost``
+    leaves no trace) while many concurrent completions share one commit. A
+    cancelled call that has not started is dropped; one that has started runs
+    to its end (its transaction is short) and the caller is then cancelled —
+    except that a ``consume`` or ``receive_replies`` cancelled that way gives
+    back what it took, so nothing is lost to a timeout.
+
+    *Waiting.* SQLite cannot notify, so a waiter (``consume``,
+    ``receive_replies``, a subscription) is woken three ways: at once by any
+    write of this broker that concerns it (a trio event), by a watcher task
+    that polls ``PRAGMA data_version`` — which changes whenever another
+    connection, in any process, commits — every 1 ms after activity backing
+    off to ``poll`` while idle, and by a timer at the earliest moment a leased
+    or delayed message becomes visible. The watcher polls only while someone
+    waits. A wake from another process first peeks on the reader and takes the
+    write lock only when there is something to take, so idle processes do not
+    fight over the lock.
+
+    *Schema.* ``wf_schema`` holds the schema version; :data:`MIGRATIONS` moves
+    a database forward one version at a time inside one transaction. A file
+    written by a newer wireframe is refused with a :class:`BrokerError` naming
+    both versions before anything is written to it.
+
+    *Clock.* Leases and delays are wall-clock seconds (:func:`time.time`),
+    shared by every process on the machine and meaningful across restarts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import queue as queue_module
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any, Final, Generic, TypeVar
+
+import attrs
+import outcome
+import trio
+
+from wireframe.jobs.broker import (
+    BrokerError,
+    BrokerUnavailable,
+    BrokerURL,
+    BrokerURLError,
+    DeadLetter,
+    Delivery,
+    LockLost,
+    Message,
+    QueueStats,
+    Reply,
+    parse_broker_url,
+)
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "SqliteBroker",
+    "database_path",
+    "open",
+    "parse_sqlite_url",
+]
+
+T = TypeVar("T")
+
+#: The schema version this code writes and understands.
+SCHEMA_VERSION: Final = 1
+
+#: ``MIGRATIONS[v]`` takes a database from version ``v - 1`` to ``v``.
+MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    1: (
+        "CREATE TABLE wf_schema (version INTEGER NOT NULL)",
+        "INSERT INTO wf_schema (version) VALUES (0)",
+        # done counts completed records (kept as rows of wf_messages until purge).
+        """CREATE TABLE wf_queues (
+            name TEXT PRIMARY KEY,
+            created_at REAL NOT NULL,
+            done INTEGER NOT NULL DEFAULT 0
+        ) WITHOUT ROWID""",
+        # seq orders a queue (oldest first) and names the row inside lease tokens.
+        # A pending message has done_at NULL; lease_token is NULL while it waits;
+        # visible_at is when it may be handed out (publish delay, abandon delay, or
+        # the end of its lease). Completing keeps the row as the completed record
+        # (done_at set, body dropped) until purge: one row update, no second table.
+        """CREATE TABLE wf_messages (
+            seq INTEGER PRIMARY KEY,
+            queue TEXT NOT NULL,
+            id TEXT NOT NULL,
+            body BLOB NOT NULL,
+            reply_to TEXT NOT NULL,
+            visible_at REAL NOT NULL,
+            deliveries INTEGER NOT NULL DEFAULT 0,
+            lease_token TEXT,
+            done_at REAL
+        )""",
+        "CREATE INDEX wf_messages_pending ON wf_messages (queue, seq) WHERE done_at IS NULL",
+        # seq orders a channel; a new reply takes the channel's max(seq) + 1.
+        """CREATE TABLE wf_replies (
+            channel TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            message_id TEXT NOT NULL,
+            body BLOB,
+            dead_reason TEXT,
+            PRIMARY KEY (channel, seq)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE wf_dead (
+            seq INTEGER PRIMARY KEY,
+            queue TEXT NOT NULL,
+            id TEXT NOT NULL,
+            body BLOB NOT NULL,
+            reply_to TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            deliveries INTEGER NOT NULL,
+            died_at REAL NOT NULL
+        )""",
+        "CREATE INDEX wf_dead_by_queue ON wf_dead (queue, seq)",
+        # AUTOINCREMENT: ids never go back, even after old broadcasts are deleted,
+        # so "id > the last one I saw" stays right for every subscriber.
+        """CREATE TABLE wf_broadcasts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            topic TEXT NOT NULL,
+            body BLOB NOT NULL,
+            sent_at REAL NOT NULL
+        )""",
+        "CREATE INDEX wf_broadcasts_by_topic ON wf_broadcasts (topic, id)",
+    ),
+}
+
+_INSERT_REPLY: Final = (
+    "INSERT INTO wf_replies (channel, seq, message_id, body, dead_reason) VALUES"
+    " (?1, (SELECT coalesce(max(seq), 0) + 1 FROM wf_replies WHERE channel = ?1), ?2, ?3, ?4)"
+)
+
+#: Broadcasts older than this (seconds) are deleted; a subscriber that lags
+#: further behind misses them.
+BROADCAST_RETENTION: Final = 60.0
+
+_MIN_POLL: Final = 0.001
+_GROUP_MAX: Final = 256  # calls at most in one group commit
+_BEGIN_SLICE_MS: Final = 50  # busy wait per BEGIN IMMEDIATE attempt
+
+
+def _positive_seconds(name: str) -> Callable[[str], float]:
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise BrokerURLError(f"option {name}={text!r} is not a number") from None
+        if not math.isfinite(value) or value <= 0:
+            raise BrokerURLError(f"option {name}={text!r} must be a positive number of seconds")
+        return value
+
+    return convert
+
+
+def _synchronous(text: str) -> str:
+    value = text.lower()
+    if value not in ("normal", "full"):
+        raise BrokerURLError(f"option synchronous={text!r} must be 'normal' or 'full'")
+    return value
+
+
+_SQLITE_OPTIONS: Final[dict[str, tuple[Callable[[str], object], object]]] = {
+    "poll": (_positive_seconds("poll"), 0.05),
+    "busy_timeout": (_positive_seconds("busy_timeout"), 10.0),
+    "synchronous": (_synchronous, "normal"),
+}
+
+
+def parse_sqlite_url(url: str) -> BrokerURL:
+    """Parse and check a ``sqlite://`` URL (path rules and options: see the module doc)."""
+    parsed = parse_broker_url(url, _SQLITE_OPTIONS)
+    if parsed.scheme != "sqlite":
+        raise BrokerURLError(f"broker URL {url!r} is not a sqlite:// URL")
+    if parsed.host or parsed.port is not None or parsed.username or parsed.password:
+        raise BrokerURLError(
+            f"broker URL {url!r}: a sqlite URL has no host; write sqlite:///relative/path.db "
+            "(three slashes) or sqlite:////absolute/path.db (four slashes)"
+        )
+    path = parsed.path[1:] if parsed.path.startswith("/") else parsed.path
+    if not path or path.endswith("/"):
+        raise BrokerURLError(
+            f"broker URL {url!r} names no database file; write sqlite:///relative/path.db "
+            "or sqlite:////absolute/path.db"
+        )
+    if path == ":memory:" or path.startswith("file:") or "mode=memory" in path:
+        raise BrokerURLError(
+            f"broker URL {url!r}: in-memory SQLite is not supported (the broker's threads and "
+            "worker processes could not share it and it would not survive a restart); "
+            "use memory:// for an in-process broker or a file path"
+        )
+    return parsed
+
+
+def database_path(url: BrokerURL | str) -> Path:
+    """The absolute path of the database file a sqlite URL names (relative to the cwd)."""
+    parsed = parse_sqlite_url(url) if isinstance(url, str) else url
+    return Path(os.path.abspath(parsed.path[1:]))
+
+
+# --------------------------------------------------------------------------------
+# Threads that own connections
+
+
+_QUEUED, _RUNNING, _DONE, _CANCELLED = range(4)
+
+
+class _Call(Generic[T]):
+    """One function to run on a connection thread, and the trio task awaiting it."""
+
+    __slots__ = ("cancel_requested", "fn", "lock", "readonly", "state", "task", "token")
+
+    def __init__(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        task: trio.lowlevel.Task,
+        token: trio.lowlevel.TrioToken,
+        readonly: bool,
+    ) -> None:
+        self.fn = fn
+        self.readonly = readonly
+        self.task = task
+        self.token = token
+        self.lock = threading.Lock()
+        self.state = _QUEUED
+        self.cancel_requested = False
+
+    def start(self) -> bool:
+        """Thread side: claim the call for running; False if it was cancelled first."""
+        with self.lock:
+            if self.state != _QUEUED:
+                return False
+            self.state = _RUNNING
+            return True
+
+    def finish(self, result: outcome.Outcome[Any]) -> None:
+        """Thread side: hand the result to the waiting task (unless it went away)."""
+        with self.lock:
+            if self.state == _CANCELLED:
+                return
+            self.state = _DONE
+            self.token.run_sync_soon(trio.lowlevel.reschedule, self.task, result)
+
+    def abort(self, _raise_cancel: Any) -> trio.lowlevel.Abort:
+        """Trio side: a cancel arrived; drop the call if it has not started."""
+        with self.lock:
+            if self.state == _QUEUED:
+                self.state = _CANCELLED
+                return trio.lowlevel.Abort.SUCCEEDED
+            self.cancel_requested = True
+            return trio.lowlevel.Abort.FAILED
+
+
+class _ConnectionThread:
+    """A thread that owns one sqlite3 connection and runs calls on it in order.
+
+    The writer runs the calls waiting in its queue as one group: one
+    ``BEGIN IMMEDIATE`` transaction, a savepoint per call, one commit. A
+    ``readonly`` call (and every call on the reader) runs alone in a read
+    transaction, without taking the write lock.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        connect: Callable[[], sqlite3.Connection],
+        *,
+        writer: bool,
+        busy_timeout: float,
+        token: trio.lowlevel.TrioToken,
+    ) -> None:
+        self.name = name
+        self._connect = connect
+        self._writer = writer
+        self._busy_timeout = busy_timeout
+        self._token = token
+        self._queue: queue_module.SimpleQueue[_Call[Any] | None] = queue_module.SimpleQueue()
+        self._opened = trio.Event()
+        self._exited = trio.Event()
+        self._open_error: BaseException | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self.stopping = False
+
+    async def start(self) -> None:
+        """Start the thread and wait until its connection is open (or failed)."""
+        self._thread.start()
+        with trio.CancelScope(shield=True):
+            await self._opened.wait()
+        if self._open_error is not None:
+            await self.stop()
+            raise self._open_error
+
+    async def stop(self) -> None:
+        """Run what is queued, close the connection, and join the thread."""
+        if not self.stopping:
+            self.stopping = True
+            self._queue.put(None)
+        with trio.CancelScope(shield=True):
+            await self._exited.wait()
+        self._thread.join()  # it has signalled its very last step: this is immediate
+
+    async def run(
+        self, fn: Callable[[sqlite3.Connection], T], *, readonly: bool = False
+    ) -> tuple[T, bool]:
+        """Run ``fn(connection)`` on the thread; return its value and whether a
+        cancel arrived while it ran (the caller is cancelled at its next checkpoint).
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self.stopping:
+            raise BrokerError(f"the SQLite broker's {self.name} thread is closed")
+        call: _Call[T] = _Call(
+            fn, trio.lowlevel.current_task(), self._token, readonly or not self._writer
+        )
+        self._queue.put(call)
+        value: T = await trio.lowlevel.wait_task_rescheduled(call.abort)  # unwraps the outcome
+        return value, call.cancel_requested
+
+    # -- thread side ---------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            self._conn = self._connect()
+        except BaseException as exc:
+            self._open_error = exc
+        self._token.run_sync_soon(self._opened.set)
+        try:
+            if self._conn is not None:
+                self._serve(self._conn)
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+            self._token.run_sync_soon(self._exited.set)
+
+    def _serve(self, conn: sqlite3.Connection) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            calls = [first]
+            stop = False
+            while len(calls) < _GROUP_MAX:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue_module.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                calls.append(nxt)
+            writes = [call for call in calls if not call.readonly]
+            for call in calls:
+                if call.readonly:
+                    self._run_read(conn, call)
+            if writes:
+                self._run_group(conn, writes)
+            if stop:
+                return
+
+    def _run_read(self, conn: sqlite3.Connection, call: _Call[Any]) -> None:
+        if not call.start():
+            return
+        try:
+            conn.execute("BEGIN")
+            try:
+                result: outcome.Outcome[Any] = outcome.Value(call.fn(conn))
+            finally:
+                conn.execute("COMMIT")
+        except BaseException as exc:
+            result = outcome.Error(exc)
+        call.finish(result)
+
+    def _begin_immediate(self, conn: sqlite3.Connection, calls: list[_Call[Any]]) -> bool:
+        """Take the write lock, giving up after busy_timeout; False if every call
+        was cancelled meanwhile (nothing to do)."""
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return True
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if all(call.state == _CANCELLED for call in calls):
+                    return False
+                if time.monotonic() >= deadline:
+                    raise
+
+    def _run_group(self, conn: sqlite3.Connection, calls: list[_Call[Any]]) -> None:
+        try:
+            if not self._begin_immediate(conn, calls):
+                return
+        except BaseException as exc:
+            for call in calls:
+                if call.start():
+                    call.finish(outcome.Error(exc))
+            return
+        single = len(calls) == 1
+        results: list[tuple[_Call[Any], outcome.Outcome[Any]]] = []
+        lost: BaseException | None = None
+        for call in calls:
+            if not call.start():
+                continue
+            if lost is not None:
+                results.append((call, outcome.Error(lost)))
+                continue
+            if not single:
+                conn.execute("SAVEPOINT wf_call")
+            try:
+                value = call.fn(conn)
+            except BaseException as exc:
+                results.append((call, outcome.Error(exc)))
+                if not conn.in_transaction:  # SQLite rolled the whole group back
+                    lost = exc
+                elif not single:
+                    conn.execute("ROLLBACK TO wf_call")
+                    conn.execute("RELEASE wf_call")
+            else:
+                results.append((call, outcome.Value(value)))
+                if not single:
+                    conn.execute("RELEASE wf_call")
+        if lost is not None:
+            failure = BrokerError(
+                f"a SQLite transaction was rolled back by the database ({lost}); "
+                "every call grouped in it failed"
+            )
+            results = [(call, outcome.Error(failure)) for call, _ in results]
+        else:
+            try:
+                if single and results and isinstance(results[0][1], outcome.Error):
+                    conn.execute("ROLLBACK")
+                else:
+                    conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                results = [(call, outcome.Error(exc)) for call, _ in results]
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        for call, result in results:
+            call.finish(result)
+
+
+# --------------------------------------------------------------------------------
+# Wake-ups
+
+
+class _Signal:
+    """One generation of wake-up for one key; ``local`` says this process wrote."""
+
+    __slots__ = ("event", "local")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.local = False
+
+
+class _Wakeups:
+    """Trio events keyed by ("q", queue), ("c", channel) or ("b", topic)."""
+
+    def __init__(self) -> None:
+        self._signals: dict[tuple[str, str], _Signal] = {}
+        self.waiting = 0
+        self.waiters_arrived = trio.Event()
+
+    def signal(self, key: tuple[str, str]) -> _Signal:
+        """The signal to wait on for ``key`` (get it *before* looking for work)."""
+        found = self._signals.get(key)
+        if found is None:
+            found = self._signals[key] = _Signal()
+        return found
+
+    def notify(self, key: tuple[str, str]) -> None:
+        """This process wrote something ``key``'s waiters want."""
+        found = self._signals.pop(key, None)
+        if found is not None:
+            found.local = True
+            found.event.set()
+
+    def notify_all(self) -> None:
+        """Something changed, maybe in another process: every waiter looks again."""
+        signals = list(self._signals.values())
+        self._signals.clear()
+        for found in signals:
+            found.event.set()
+
+
+# --------------------------------------------------------------------------------
+# SQL, run on the connection threads
+
+
+def _lease_seq(delivery: Delivery) -> int | None:
+    head, sep, _ = delivery.lease_token.partition(".")
+    if not sep or not head.isdigit():
+        return None
+    return int(head)
+
+
+def _lock_lost(
+    conn: sqlite3.Connection, delivery: Delivery, seq: int | None, now: float
+) -> LockLost:
+    message_id, queue = delivery.message.id, delivery.queue
+    if seq is None:
+        return LockLost(message_id, queue, "the lease token was not issued by a SQLite broker")
+    row = conn.execute(
+        "SELECT lease_token, visible_at, done_at FROM wf_messages WHERE seq = ?", (seq,)
+    ).fetchone()
+    if row is None:
+        detail = "the message is no longer queued (dead-lettered or deleted)"
+    elif row[2] is not None:
+        detail = "the message was already completed"
+    elif row[0] != delivery.lease_token:
+        detail = "the message was leased again by another consumer"
+    else:
+        detail = f"the lease expired {now - row[1]:.3f} s ago"
+    return LockLost(message_id, queue, detail)
+
+
+def _end_lease(conn: sqlite3.Connection, delivery: Delivery, now: float, *, done: bool) -> None:
+    """Mark the leased message completed (``done``) or delete it; LockLost unless the
+    lease is current."""
+    seq = _lease_seq(delivery)
+    if seq is not None:
+        if done:
+            cur = conn.execute(
+                "UPDATE wf_messages SET done_at = ?1, lease_token = NULL, body = x''"
+                " WHERE seq = ?2 AND lease_token = ?3 AND visible_at > ?1",
+                (now, seq, delivery.lease_token),
+            )
+        else:
+            cur = conn.execute(
+                "DELETE FROM wf_messages WHERE seq = ?1 AND lease_token = ?2 AND visible_at > ?3",
+                (seq, delivery.lease_token, now),
+            )
+        if cur.rowcount == 1:
+            return
+    raise _lock_lost(conn, delivery, seq, now)
+
+
+def _post_dead(
+    conn: sqlite3.Connection,
+    queue: str,
+    seq_row: tuple[str, bytes, str],
+    reason: str,
+    deliveries: int,
+    now: float,
+) -> None:
+    message_id, body, reply_to = seq_row
+    conn.execute(
+        "INSERT INTO wf_dead (queue, id, body, reply_to, reason, deliveries, died_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (queue, message_id, body, reply_to, reason, deliveries, now),
+    )
+    if reply_to:
+        conn.execute(_INSERT_REPLY, (reply_to, message_id, None, reason))
+
+
+@attrs.frozen
+class _Claim:
+    deliveries: list[Delivery]
+    dead_channels: frozenset[str]
+    next_visible: float | None  # when nothing was claimed: earliest visible_at left
+
+
+@attrs.frozen
+class _Peek:
+    ready: bool
+    next_visible: float | None
+
+
+# --------------------------------------------------------------------------------
+# The broker
+
+
+class SqliteBroker:
+    """A :class:`~wireframe.jobs.broker.Broker` in one SQLite file (see the module doc).
+
+    Make one with :func:`open` (or ``open_broker("sqlite:///jobs.db")``); it is
+    usable only inside that ``async with``.
+    """
+
+    def __init__(self, url: BrokerURL, path: Path) -> None:
+        self.url = url
+        #: The absolute path of the database file.
+        self.path = path
+        self._lease = url.lease
+        self._max_deliveries = url.max_deliveries
+        self._max_poll = float(url.options["poll"])  # type: ignore[arg-type]
+        self._busy_timeout = float(url.options["busy_timeout"])  # type: ignore[arg-type]
+        self._synchronous = str(url.options["synchronous"])
+        self._wake = _Wakeups()
+        self._writer: _ConnectionThread | None = None
+        self._reader: _ConnectionThread | None = None
+        self._watch_scope = trio.CancelScope()
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def _connect(self, *, writer: bool) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self._busy_timeout if not writer else _BEGIN_SLICE_MS / 1000,
+                isolation_level=None,
+                check_same_thread=True,
+            )
+        except sqlite3.Error as exc:
+            raise BrokerUnavailable(
+                f"cannot open SQLite database {str(self.path)!r} ({self.url}): {exc}"
+            ) from exc
+        try:
+            conn.execute(f"PRAGMA synchronous = {self._synchronous.upper()}")
+            if writer:
+                self._migrate(conn)
+            else:
+                conn.execute("PRAGMA query_only = 1")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _schema_version(self, conn: sqlite3.Connection) -> int:
+        exists = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'wf_schema'"
+        ).fetchone()
+        if exists is None:
+            return 0
+        row = conn.execute("SELECT max(version) FROM wf_schema").fetchone()
+        return int(row[0] or 0)
+
+    def _check_not_newer(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise BrokerError(
+                f"SQLite database {str(self.path)!r} has broker schema version {version}, "
+                f"newer than version {SCHEMA_VERSION} that this wireframe understands; "
+                "upgrade wireframe to use it (nothing was written to it)"
+            )
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Refuse a newer schema before writing anything; then WAL mode and migrations."""
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            self._check_not_newer(self._schema_version(conn))
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise BrokerError(
+                    f"SQLite database {str(self.path)!r} cannot use WAL mode (journal mode "
+                    f"stays {mode!r}); the broker needs it to share the file between processes"
+                )
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = self._schema_version(conn)
+                self._check_not_newer(version)
+                for target in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in MIGRATIONS[target]:
+                        conn.execute(statement)
+                    conn.execute("UPDATE wf_schema SET version = ?", (target,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise BrokerUnavailable(
+                f"cannot prepare SQLite database {str(self.path)!r} ({self.url}): {exc}"
+            ) from exc
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {_BEGIN_SLICE_MS}")
+
+    async def _start(self) -> None:
+        token = trio.lowlevel.current_trio_token()
+        self._writer = _ConnectionThread(
+            "wireframe-sqlite-writer",
+            lambda: self._connect(writer=True),
+            writer=True,
+            busy_timeout=self._busy_timeout,
+            token=token,
+        )
+        await self._writer.start()
+        self._reader = _ConnectionThread(
+            "wireframe-sqlite-reader",
+            lambda: self._connect(writer=False),
+            writer=False,
+            busy_timeout=self._busy_timeout,
+            token=token,
+        )
+        try:
+            await self._reader.start()
+        except BaseException:
+            await self._writer.stop()
+            raise
+
+    def clock(self) -> float:
+        """Wall-clock seconds (:func:`time.time`): shared by processes and restarts."""
+        return time.time()
+
+    async def ping(self) -> None:
+        """Return when the database answers a query."""
+        if self._closed:
+            raise BrokerUnavailable(f"SQLite broker {self.url} is closed")
+        await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def aclose(self) -> None:
+        """Stop the watcher, finish queued calls, close both connections, join both threads."""
+        if self._closed:
+            return
+        self._closed = True
+        self._watch_scope.cancel()
+        self._wake.notify_all()
+        with trio.CancelScope(shield=True):
+            for thread in (self._reader, self._writer):
+                if thread is not None:
+                    await thread.stop()
+
+    # -- calling the threads -------------------------------------------------------------
+
+    def _translate(self, exc: sqlite3.Error) -> BrokerError:
+        if isinstance(exc, sqlite3.OperationalError) and (
+            "locked" in str(exc) or "busy" in str(exc)
+        ):
+            return BrokerUnavailable(
+                f"SQLite database {str(self.path)!r} stayed locked by another connection "
+                f"for more than busy_timeout={self._busy_timeout} s"
+            )
+        return BrokerError(f"SQLite error on {str(self.path)!r}: {exc}")
+
+    def _thread(self, thread: _ConnectionThread | None) -> _ConnectionThread:
+        if thread is None or self._closed:
+            raise BrokerError(f"SQLite broker {self.url} is closed (use it inside open())")
+        return thread
+
+    async def _write_raw(self, fn: Callable[[sqlite3.Connection], T]) -> tuple[T, bool]:
+        try:
+            return await self._thread(self._writer).run(fn)
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return (await self._write_raw(fn))[0]
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return (await self._thread(self._reader).run(fn))[0]
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+
+    async def _wait(self, signal: _Signal, until: float | None) -> None:
+        """Sleep until ``signal`` fires, or the wall clock reaches ``until``."""
+        self._wake.waiting += 1
+        self._wake.waiters_arrived.set()
+        try:
+            timeout = math.inf if until is None else max(0.0, until - time.time())
+            with trio.move_on_after(timeout):
+                await signal.event.wait()
+        finally:
+            self._wake.waiting -= 1
+
+    async def _watch(self) -> None:
+        """Poll ``PRAGMA data_version`` while anyone waits; wake everyone on a change.
+
+        It runs on the *writer's* connection, whose data_version changes only
+        when another connection commits: this process's own writes (which wake
+        their waiters directly) do not make it poll faster.
+        """
+
+        def data_version(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+        async def poll() -> int | None:
+            try:
+                return (await self._thread(self._writer).run(data_version, readonly=True))[0]
+            except (sqlite3.Error, BrokerError):
+                return None  # closing, or a passing lock: everyone looks again
+
+        with self._watch_scope:
+            last = await poll()
+            interval = _MIN_POLL
+            while True:
+                if self._wake.waiting == 0:
+                    self._wake.waiters_arrived = trio.Event()
+                    await self._wake.waiters_arrived.wait()
+                    interval = _MIN_POLL
+                current = await poll()
+                if current != last or current is None:
+                    last = current
+                    self._wake.notify_all()
+                    interval = _MIN_POLL
+                else:
+                    interval = min(interval * 2, self._max_poll)
+                await trio.sleep(interval)
+
+    # -- queues ---------------------------------------------------------------------
+
+    async def declare_queue(self, queue: str) -> None:
+        """Create ``queue`` if it does not exist (idempotent)."""
+        now = time.time()
+        await self._write(
+            lambda conn: conn.execute(
+                "INSERT OR IGNORE INTO wf_queues (name, created_at) VALUES (?, ?)", (queue, now)
+            )
+        )
+
+    async def delete_queue(self, queue: str) -> None:
+        """Delete ``queue``, its messages, completed records and dead letters."""
+
+        def delete(conn: sqlite3.Connection) -> None:
+            for table, column in (
+                ("wf_messages", "queue"),
+                ("wf_dead", "queue"),
+                ("wf_queues", "name"),
+            ):
+                conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (queue,))
+
+        await self._write(delete)
+
+    async def publish(self, queue: str, messages: Sequence[Message], *, delay: float = 0.0) -> None:
+        """Append ``messages`` to ``queue`` in one transaction, visible after ``delay``."""
+        batch = list(messages)
+
+        def insert(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            conn.execute(
+                "INSERT OR IGNORE INTO wf_queues (name, created_at) VALUES (?, ?)", (queue, now)
+            )
+            visible_at = now + max(0.0, delay)
+            conn.executemany(
+                "INSERT INTO wf_messages (queue, id, body, reply_to, visible_at, deliveries)"
+                " VALUES (?, ?, ?, ?, ?, 0)",
+                [(queue, m.id, bytes(m.body), m.reply_to, visible_at) for m in batch],
+            )
+
+        await self._write(insert)
+        if batch:
+            self._wake.notify(("q", queue))
+
+    def _claim(self, queue: str, limit: int) -> Callable[[sqlite3.Connection], _Claim]:
+        lease, max_deliveries = self._lease, self._max_deliveries
+
+        def claim(conn: sqlite3.Connection) -> _Claim:
+            now = time.time()
+            expires = now + lease
+            nonce = secrets.token_hex(8)
+            out: list[Delivery] = []
+            dead_channels: set[str] = set()
+            while len(out) < limit:
+                rows = conn.execute(
+                    "SELECT seq, id, body, reply_to, deliveries FROM wf_messages"
+                    " WHERE queue = ? AND done_at IS NULL AND visible_at <= ?"
+                    " ORDER BY seq LIMIT ?",
+                    (queue, now, limit - len(out)),
+                ).fetchall()
+                if not rows:
+                    break
+                leased: list[tuple[str, float, int]] = []
+                dead: list[int] = []
+                for seq, message_id, body, reply_to, deliveries in rows:
+                    if deliveries >= max_deliveries:
+                        reason = (
+                            f"delivered {deliveries} times without completing "
+                            f"(max_deliveries={max_deliveries})"
+                        )
+                        _post_dead(
+                            conn, queue, (message_id, body, reply_to), reason, deliveries, now
+                        )
+                        dead.append(seq)
+                        if reply_to:
+                            dead_channels.add(reply_to)
+                        continue
+                    token = f"{seq}.{nonce}"
+                    leased.append((token, expires, seq))
+                    out.append(
+                        Delivery(
+                            message=Message(id=message_id, body=body, reply_to=reply_to),
+                            queue=queue,
+                            deliveries=deliveries + 1,
+                            lease_token=token,
+                            lease_expires=expires,
+                        )
+                    )
+                conn.executemany(
+                    "UPDATE wf_messages SET deliveries = deliveries + 1, lease_token = ?,"
+                    " visible_at = ? WHERE seq = ?",
+                    leased,
+                )
+                if not dead:
+                    break
+                conn.executemany("DELETE FROM wf_messages WHERE seq = ?", [(s,) for s in dead])
+            next_visible = None
+            if not out:
+                row = conn.execute(
+                    "SELECT min(visible_at) FROM wf_messages WHERE queue = ? AND done_at IS NULL",
+                    (queue,),
+                ).fetchone()
+                next_visible = row[0]
+            return _Claim(out, frozenset(dead_channels), next_visible)
+
+        return claim
+
+    @staticmethod
+    def _peek_queue(queue: str) -> Callable[[sqlite3.Connection], _Peek]:
+        def peek(conn: sqlite3.Connection) -> _Peek:
+            row = conn.execute(
+                "SELECT min(visible_at) FROM wf_messages WHERE queue = ? AND done_at IS NULL",
+                (queue,),
+            ).fetchone()
+            earliest = row[0]
+            return _Peek(earliest is not None and earliest <= time.time(), earliest)
+
+        return peek
+
+    async def _give_back(self, deliveries: list[Delivery]) -> None:
+        """Undo a claim whose caller was cancelled: visible at once, not counted."""
+        rows = [(seq, d.lease_token) for d in deliveries if (seq := _lease_seq(d)) is not None]
+
+        def release(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE wf_messages SET lease_token = NULL, visible_at = 0,"
+                " deliveries = max(deliveries - 1, 0) WHERE seq = ? AND lease_token = ?",
+                rows,
+            )
+
+        with trio.CancelScope(shield=True):
+            await self._write(release)
+        if deliveries:
+            self._wake.notify(("q", deliveries[0].queue))
+
+    async def consume(self, queue: str, limit: int) -> list[Delivery]:
+        """Lease up to ``limit`` visible messages, oldest first; wait for one if none."""
+        if limit < 1:
+            raise ValueError(f"consume(limit={limit}) must ask for at least 1 message")
+        claim = self._claim(queue, limit)
+        direct = True
+        while True:
+            signal = self._wake.signal(("q", queue))
+            if direct:
+                result, cancelled = await self._write_raw(claim)
+                for channel in result.dead_channels:
+                    self._wake.notify(("c", channel))
+                if result.deliveries:
+                    if cancelled:
+                        await self._give_back(result.deliveries)
+                        await trio.lowlevel.checkpoint()
+                    return result.deliveries
+                next_visible = result.next_visible
+            else:
+                peek = await self._read(self._peek_queue(queue))
+                if peek.ready:
+                    direct = True
+                    continue
+                next_visible = peek.next_visible
+            await self._wait(signal, next_visible)
+            # a local write or a lease/delay timer: claim at once; a change seen in
+            # another process: peek first, without taking the write lock.
+            direct = signal.local or not signal.event.is_set()
+
+    async def complete(self, delivery: Delivery, reply: bytes | None) -> None:
+        """Remove the delivery and post its reply in one transaction (LockLost if stale)."""
+        reply_to = delivery.message.reply_to
+        post = reply is not None and bool(reply_to)
+
+        def finish(conn: sqlite3.Connection) -> None:
+            _end_lease(conn, delivery, time.time(), done=True)
+            conn.execute("UPDATE wf_queues SET done = done + 1 WHERE name = ?", (delivery.queue,))
+            if post:
+                conn.execute(_INSERT_REPLY, (reply_to, delivery.message.id, reply, None))
+
+        await self._write(finish)
+        if post:
+            self._wake.notify(("c", reply_to))
+
+    async def abandon(
+        self, delivery: Delivery, *, delay: float = 0.0, body: bytes | None = None
+    ) -> None:
+        """Give the delivery back, visible after ``delay``; a new ``body`` resets its count."""
+        seq = _lease_seq(delivery)
+
+        def give_back(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            visible_at = now + max(0.0, delay)
+            if body is None:
+                cur = conn.execute(
+                    "UPDATE wf_messages SET lease_token = NULL, visible_at = ?"
+                    " WHERE seq = ? AND lease_token = ? AND visible_at > ?",
+                    (visible_at, seq, delivery.lease_token, now),
+                )
+            else:
+                cur = conn.execute(
+                    "UPDATE wf_messages SET lease_token = NULL, visible_at = ?, body = ?,"
+                    " deliveries = 0 WHERE seq = ? AND lease_token = ? AND visible_at > ?",
+                    (visible_at, bytes(body), seq, delivery.lease_token, now),
+                )
+            if cur.rowcount != 1:
+                raise _lock_lost(conn, delivery, seq, now)
+
+        await self._write(give_back)
+        self._wake.notify(("q", delivery.queue))
+
+    async def extend(self, delivery: Delivery) -> Delivery:
+        """Renew the lease for ``lease`` seconds from now (same token)."""
+        seq = _lease_seq(delivery)
+        lease = self._lease
+
+        def renew(conn: sqlite3.Connection) -> float:
+            now = time.time()
+            expires = now + lease
+            cur = conn.execute(
+                "UPDATE wf_messages SET visible_at = ?"
+                " WHERE seq = ? AND lease_token = ? AND visible_at > ?",
+                (expires, seq, delivery.lease_token, now),
+            )
+            if cur.rowcount != 1:
+                raise _lock_lost(conn, delivery, seq, now)
+            return expires
+
+        expires = await self._write(renew)
+        return attrs.evolve(delivery, lease_expires=expires)
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Move the delivery to the dead-letter store and post a dead reply."""
+        message = delivery.message
+
+        def bury(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            _end_lease(conn, delivery, now, done=False)
+            _post_dead(
+                conn,
+                delivery.queue,
+                (message.id, bytes(message.body), message.reply_to),
+                reason,
+                delivery.deliveries,
+                now,
+            )
+
+        await self._write(bury)
+        if message.reply_to:
+            self._wake.notify(("c", message.reply_to))
+
+    # -- result channels -----------------------------------------------------------------
+
+    async def receive_replies(self, channel: str, limit: int) -> list[Reply]:
+        """Take up to ``limit`` replies from ``channel`` in arrival order; wait if none."""
+        if limit < 1:
+            raise ValueError(f"receive_replies(limit={limit}) must ask for at least 1 reply")
+
+        def take(conn: sqlite3.Connection) -> list[tuple[int, str, bytes | None, str | None]]:
+            rows: list[tuple[int, str, bytes | None, str | None]] = conn.execute(
+                "SELECT seq, message_id, body, dead_reason FROM wf_replies"
+                " WHERE channel = ? ORDER BY seq LIMIT ?",
+                (channel, limit),
+            ).fetchall()
+            if rows:
+                conn.execute(
+                    "DELETE FROM wf_replies WHERE channel = ? AND seq <= ?", (channel, rows[-1][0])
+                )
+            return rows
+
+        def peek(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT 1 FROM wf_replies WHERE channel = ? LIMIT 1", (channel,)
+            ).fetchone()
+            return row is not None
+
+        direct = True
+        while True:
+            signal = self._wake.signal(("c", channel))
+            if direct or await self._read(peek):
+                rows, cancelled = await self._write_raw(take)
+                if rows:
+                    if cancelled:
+                        await self._put_back(channel, rows)
+                        await trio.lowlevel.checkpoint()
+                    return [
+                        Reply(message_id=mid, body=body, dead_reason=reason)
+                        for _, mid, body, reason in rows
+                    ]
+            await self._wait(signal, None)
+            direct = signal.local
+
+    async def _put_back(
+        self, channel: str, rows: list[tuple[int, str, bytes | None, str | None]]
+    ) -> None:
+        """Undo a take whose caller was cancelled: same rows, same order."""
+
+        def restore(conn: sqlite3.Connection) -> None:
+            lowest = conn.execute(
+                "SELECT min(seq) FROM wf_replies WHERE channel = ?", (channel,)
+            ).fetchone()[0]
+            shift = 0 if lowest is None or rows[-1][0] < lowest else rows[-1][0] - lowest + 1
+            conn.executemany(
+                "INSERT INTO wf_replies (channel, seq, message_id, body, dead_reason)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(channel, seq - shift, mid, body, reason) for seq, mid, body, reason in rows],
+            )
+
+        with trio.CancelScope(shield=True):
+            await self._write(restore)
+        self._wake.notify(("c", channel))
+
+    async def delete_channel(self, channel: str) -> None:
+        """Drop ``channel`` and any replies left in it."""
+        await self._write(
+            lambda conn: conn.execute("DELETE FROM wf_replies WHERE channel = ?", (channel,))
+        )
+
+    # -- broadcast ---------------------------------------------------------------------
+
+    async def broadcast(self, topic: str, body: bytes) -> None:
+        """Send ``body`` to every current subscriber of ``topic``, in this and other processes."""
+        data = bytes(body)
+
+        def send(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            conn.execute(
+                "INSERT INTO wf_broadcasts (topic, body, sent_at) VALUES (?, ?, ?)",
+                (topic, data, now),
+            )
+            conn.execute(
+                "DELETE FROM wf_broadcasts WHERE sent_at < ?", (now - BROADCAST_RETENTION,)
+            )
+
+        await self._write(send)
+        self._wake.notify(("b", topic))
+
+    def subscribe(self, topic: str) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """Subscribe to ``topic``: everything broadcast after entering is received."""
+        return self._subscribe(topic)
+
+    @asynccontextmanager
+    async def _subscribe(self, topic: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        start = await self._read(
+            lambda conn: int(
+                conn.execute("SELECT coalesce(max(id), 0) FROM wf_broadcasts").fetchone()[0]
+            )
+        )
+        yield _Subscription(self, topic, start)
+
+    # -- inspection and housekeeping ---------------------------------------------------
+
+    async def stats(self) -> list[QueueStats]:
+        """Counts per known queue, sorted by name (an expired lease counts as queued)."""
+
+        def count(conn: sqlite3.Connection) -> list[QueueStats]:
+            now = time.time()
+            rows = conn.execute(
+                """SELECT q.name,
+                    (SELECT count(*) FROM wf_messages m
+                        WHERE m.queue = q.name AND m.done_at IS NULL
+                        AND (m.lease_token IS NULL OR m.visible_at <= ?1)),
+                    (SELECT count(*) FROM wf_messages m
+                        WHERE m.queue = q.name AND m.done_at IS NULL
+                        AND m.lease_token IS NOT NULL AND m.visible_at > ?1),
+                    q.done,
+                    (SELECT count(*) FROM wf_dead x WHERE x.queue = q.name)
+                FROM wf_queues q ORDER BY q.name""",
+                (now,),
+            ).fetchall()
+            return [
+                QueueStats(name, queued, running, done, dead)
+                for name, queued, running, done, dead in rows
+            ]
+
+        return await self._read(count)
+
+    async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters, of ``queue`` or of every queue."""
+
+        def fetch(conn: sqlite3.Connection) -> list[DeadLetter]:
+            where, args = ("WHERE queue = ?", (queue,)) if queue is not None else ("", ())
+            rows = conn.execute(
+                "SELECT queue, id, body, reply_to, reason, deliveries, died_at FROM wf_dead"
+                f" {where} ORDER BY seq LIMIT ?",
+                (*args, limit),
+            ).fetchall()
+            return [
+                DeadLetter(
+                    message=Message(id=mid, body=body, reply_to=reply_to),
+                    queue=q,
+                    reason=reason,
+                    deliveries=deliveries,
+                    died_at=died_at,
+                )
+                for q, mid, body, reply_to, reason, deliveries, died_at in rows
+            ]
+
+        return await self._read(fetch)
+
+    async def requeue_dead(self, queue: str | None = None) -> int:
+        """Put dead letters back on their queues, delivery count reset; count them."""
+
+        def requeue(conn: sqlite3.Connection) -> list[str]:
+            now = time.time()
+            where, args = ("WHERE queue = ?", (queue,)) if queue is not None else ("", ())
+            rows = conn.execute(
+                f"SELECT seq, queue, id, body, reply_to FROM wf_dead {where} ORDER BY seq", args
+            ).fetchall()
+            conn.executemany(
+                "INSERT OR IGNORE INTO wf_queues (name, created_at) VALUES (?, ?)",
+                [(q, now) for q in {row[1] for row in rows}],
+            )
+            conn.executemany(
+                "INSERT INTO wf_messages (queue, id, body, reply_to, visible_at, deliveries)"
+                " VALUES (?, ?, ?, ?, ?, 0)",
+                [(q, mid, body, reply_to, now) for _, q, mid, body, reply_to in rows],
+            )
+            conn.executemany("DELETE FROM wf_dead WHERE seq = ?", [(row[0],) for row in rows])
+            return [row[1] for row in rows]
+
+        queues = await self._write(requeue)
+        for name in set(queues):
+            self._wake.notify(("q", name))
+        return len(queues)
+
+    async def purge(self, queue: str | None = None) -> int:
+        """Delete completed records and dead letters (of ``queue`` or all); count them."""
+
+        def delete(conn: sqlite3.Connection) -> int:
+            if queue is None:
+                done = conn.execute("DELETE FROM wf_messages WHERE done_at IS NOT NULL").rowcount
+                dead = conn.execute("DELETE FROM wf_dead").rowcount
+                conn.execute("UPDATE wf_queues SET done = 0")
+            else:
+                done = conn.execute(
+                    "DELETE FROM wf_messages WHERE queue = ? AND done_at IS NOT NULL", (queue,)
+                ).rowcount
+                dead = conn.execute("DELETE FROM wf_dead WHERE queue = ?", (queue,)).rowcount
+                conn.execute("UPDATE wf_queues SET done = 0 WHERE name = ?", (queue,))
+            return int(done + dead)
+
+        return await self._write(delete)
+
+
+def _broadcasts_after(
+    topic: str, after: int
+) -> Callable[[sqlite3.Connection], list[tuple[int, bytes]]]:
+    def fetch(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
+        rows: list[tuple[int, bytes]] = conn.execute(
+            "SELECT id, body FROM wf_broadcasts WHERE topic = ? AND id > ? ORDER BY id LIMIT 100",
+            (topic, after),
+        ).fetchall()
+        return rows
+
+    return fetch
+
+
+class _Subscription:
+    """The async iterator of one subscription: bodies broadcast after it began."""
+
+    def __init__(self, broker: SqliteBroker, topic: str, after: int) -> None:
+        self._broker = broker
+        self._topic = topic
+        self._after = after
+        self._pending: list[bytes] = []
+
+    def __aiter__(self) -> _Subscription:
+        return self
+
+    async def __anext__(self) -> bytes:
+        broker, topic = self._broker, self._topic
+        while not self._pending:
+            signal = broker._wake.signal(("b", topic))
+            rows = await broker._read(_broadcasts_after(topic, self._after))
+            if rows:
+                self._after = rows[-1][0]
+                self._pending = [body for _, body in rows]
+                break
+            await broker._wait(signal, None)
+        await trio.lowlevel.checkpoint()
+        return self._pending.pop(0)
+
+
+def open(url: str) -> AbstractAsyncContextManager[SqliteBroker]:
+    """Open the SQLite broker a ``sqlite://`` URL names; use as ``async with``.
+
+    The URL is checked at once (:class:`BrokerURLError`); the file is opened,
+    checked and migrated on entry; the broker's threads are joined on exit.
+    """
+    parsed = parse_sqlite_url(url)
+    return _open(SqliteBroker(parsed, database_path(parsed)))
+
+
+@asynccontextmanager
+async def _open(broker: SqliteBroker) -> AsyncIterator[SqliteBroker]:
+    await broker._start()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(broker._watch)
+        try:
+            yield broker
+        finally:
+            await broker.aclose()  # stops the watcher too, so the nursery can end
