@@ -145,8 +145,8 @@ local out, got = {}, 0
 local function take(sid, f, count)
   local total = tonumber(f['n'] or '0') + count
   if total > maxd then
-    bury(ready, dead, group, prefix, sid, f, total,
-         'delivered ' .. total .. ' times, more than max_deliveries=' .. maxd)
+    bury(ready, dead, group, prefix, sid, f, total - 1,
+         'delivered ' .. (total - 1) .. ' times without success (max_deliveries=' .. maxd .. ')')
   else
     got = got + 1
     for _, v in ipairs({sid, f['i'], f['b'], f['r'], count, total}) do out[#out + 1] = v end
@@ -239,7 +239,8 @@ return 'ok'
 """
 )
 
-#: KEYS: ready, dead. ARGV: group, sid, count, consumer, lease_ms, prefix, reason.
+#: KEYS: ready, dead. ARGV: group, sid, count, consumer, lease_ms, prefix, reason,
+#: refused ('1': this delivery is refused, so it does not count as made).
 DEAD_LETTER = (
     PRELUDE
     + r"""
@@ -251,7 +252,9 @@ if f == nil then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
   return 'ok'
 end
-bury(KEYS[1], KEYS[2], ARGV[1], ARGV[6], ARGV[2], f, tonumber(f['n'] or '0') + count, ARGV[7])
+local made = tonumber(f['n'] or '0') + count
+if ARGV[8] == '1' then made = made - 1 end
+bury(KEYS[1], KEYS[2], ARGV[1], ARGV[6], ARGV[2], f, made, ARGV[7])
 return 'ok'
 """
 )

@@ -374,12 +374,10 @@ class RedisBroker:
         keep = []
         for d in deliveries:
             if d.deliveries > self.url.max_deliveries:
-                reason = (
-                    f"delivered {d.deliveries} times, more than "
-                    f"max_deliveries={self.url.max_deliveries}"
-                )
+                made, limit = d.deliveries - 1, self.url.max_deliveries
+                reason = f"delivered {made} times without success (max_deliveries={limit})"
                 try:
-                    await self.dead_letter(d, reason)
+                    await self._bury(d, reason, refused=True)
                 except LockLost:
                     pass
             else:
@@ -462,9 +460,13 @@ class RedisBroker:
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Move the delivery to the dead-letter stream and post a dead reply, lease-checked."""
+        await self._bury(delivery, reason, refused=False)
+
+    async def _bury(self, delivery: Delivery, reason: str, *, refused: bool) -> None:
         sid, count, consumer = self._token(delivery)
         keys = [self._q(delivery.queue, "ready"), self._q(delivery.queue, "dead")]
         args: list[Arg] = [GROUP, sid, count, consumer, self.lease_ms, self.prefix, reason]
+        args.append("1" if refused else "0")
         outcome = await self._run("dead_letter", self._dead, keys, args, resend=True)
         self._check(delivery, outcome)
 
