@@ -21,8 +21,8 @@ skipped: absent from ``collect``, the identity for ``fold``, ``None`` for
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -140,28 +140,54 @@ async def _drive(
         if close_when_fed:
             run.close()
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(feed)
-        while (replies := await run.receive()) is not None:
-            results: list[tuple[Any, str, JobResult]] = []
-            for reply, tag in replies:
-                body = reply.body
-                if body is None:
-                    result = _dead(reply)
-                elif type(tag) is int:
-                    result = decode_result(body, out_type)
-                    if cache_keys and result.ok:
-                        key = cache_keys.pop(tag, None)
-                        if key is not None:
-                            await run.cache_set(key, body)
-                else:
-                    result = decode(body, tag)
-                if result.error is not None:
-                    run.runtime.counters.failed += 1
-                    if result.error.kind is ErrorKind.DEAD:
-                        run.runtime.counters.dead += 1
-                results.append((tag, reply.message_id, result))
-            await on_results(results)
+    with _unwrapped():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(feed)
+            await _receive_all(run, on_results, decode, out_type, cache_keys)
+
+
+async def _receive_all(
+    run: Run,
+    on_results: OnResults,
+    decode: Callable[[bytes, Any], JobResult],
+    out_type: Any,
+    cache_keys: dict[int, bytes],
+) -> None:
+    """Decode every reply of ``run`` until its stream ends; hand them on in batches."""
+    while (replies := await run.receive()) is not None:
+        results: list[tuple[Any, str, JobResult]] = []
+        for reply, tag in replies:
+            body = reply.body
+            if body is None:
+                result = _dead(reply)
+            elif type(tag) is int:
+                result = decode_result(body, out_type)
+                if cache_keys and result.ok:
+                    key = cache_keys.pop(tag, None)
+                    if key is not None:
+                        await run.cache_set(key, body)
+            else:
+                result = decode(body, tag)
+            if result.error is not None:
+                run.runtime.counters.failed += 1
+                if result.error.kind is ErrorKind.DEAD:
+                    run.runtime.counters.dead += 1
+            results.append((tag, reply.message_id, result))
+        await on_results(results)
+
+
+@contextmanager
+def _unwrapped() -> Iterator[None]:
+    """Raise a lone exception out of a nursery's group as itself (``JobFailed``, not a group)."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaf: BaseException = group
+        while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+            leaf = leaf.exceptions[0]
+        if leaf is group:
+            raise
+        raise leaf from None
 
 
 class _Directive(Generic[T]):
@@ -234,12 +260,13 @@ class Map(_Directive[list[MapItem[O]]], Generic[T, O]):
 
         Leaving the block early aborts the remaining jobs.
         """
-        send, receive = trio.open_memory_channel[MapItem[O]](math.inf)
+        # Bounded: a slow consumer holds up the replies, and so the feeder.
+        send, receive = trio.open_memory_channel[MapItem[O]](max_in_flight or runtime.max_in_flight)
 
         async def on_results(results: list[tuple[Any, str, JobResult]]) -> None:
             for index, job_id, result in results:
                 ok = _check(result, job_id, index)
-                send.send_nowait(MapItem(index, result.value, skipped=not ok))
+                await send.send(MapItem(index, result.value, skipped=not ok))
 
         async def drive(run: Run) -> None:
             async with send:
@@ -248,14 +275,13 @@ class Map(_Directive[list[MapItem[O]]], Generic[T, O]):
                 )
 
         with trio.fail_after(math.inf if timeout is None else timeout):
-            async with (
-                runtime.open_run(queue=queue, max_in_flight=max_in_flight) as run,
-                trio.open_nursery() as nursery,
-            ):
-                nursery.start_soon(drive, run)
-                async with receive:
-                    yield receive
-                nursery.cancel_scope.cancel()
+            async with runtime.open_run(queue=queue, max_in_flight=max_in_flight) as run:
+                with _unwrapped():
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(drive, run)
+                        async with receive:
+                            yield receive
+                        nursery.cancel_scope.cancel()
 
 
 def _no_decode(body: bytes, tag: Any) -> JobResult:

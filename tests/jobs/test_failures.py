@@ -1,0 +1,330 @@
+"""Errors, retries, aborts, timeouts, limits, resources and the cache, on real workers."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import attrs
+import msgpack
+import pytest
+import trio
+
+from wireframe import jobs
+from wireframe.jobs.codec import decode_result, encode_job_body
+
+# Module-level probes the operations report to (each test resets what it reads).
+CALLS: dict[str, list[float]] = defaultdict(list)
+CANCELLED: dict[str, int] = defaultdict(int)
+RUNNING = {"now": 0, "peak": 0}
+
+
+@asynccontextmanager
+async def harness(
+    workers: int = 1, concurrency: int = 4, resources: Sequence[object] = ()
+) -> AsyncIterator[tuple[jobs.Runtime, list[jobs.Worker]]]:
+    """A runtime and explicit workers on a private memory broker."""
+    CALLS.clear()
+    CANCELLED.clear()
+    RUNNING.update(now=0, peak=0)
+    async with jobs.open_broker(f"memory://failures-{uuid.uuid4().hex[:8]}") as broker:
+        rt = jobs.Runtime(broker)
+        pool = [
+            jobs.Worker(broker, concurrency=concurrency, resources=resources)
+            for _ in range(workers)
+        ]
+        async with trio.open_nursery() as nursery:
+            for w in pool:
+                await nursery.start(w.serve)
+            yield rt, pool
+            nursery.cancel_scope.cancel()
+
+
+@attrs.frozen
+class Flaky(jobs.Operation[int, int]):
+    """Fails transiently until the ``fails``-th call for an input has passed."""
+
+    fails: int
+    policy: jobs.RetryPolicy
+
+    async def execute(self, x: int) -> int:
+        CALLS[f"flaky-{x}"].append(trio.current_time())
+        if len(CALLS[f"flaky-{x}"]) <= self.fails:
+            raise jobs.Transient("try again", retry=self.policy)
+        return x
+
+
+async def test_retry_fixed_delay_by_policy(autojump_clock: trio.abc.Clock) -> None:
+    async with harness() as (rt, workers):
+        op = Flaky(fails=2, policy=jobs.RetryPolicy.fixed(10.0, max_attempts=3))
+        assert await jobs.literal(5).then(op).run(rt) == 5
+        times = CALLS["flaky-5"]
+        assert len(times) == 3
+        assert [round(b - a) for a, b in zip(times, times[1:], strict=False)] == [10, 10]
+        assert workers[0].counters.retried == 2
+
+
+async def test_retry_exponential_with_cap(autojump_clock: trio.abc.Clock) -> None:
+    async with harness() as (rt, _):
+        policy = jobs.RetryPolicy.exponential(1.0, factor=2.0, max_delay=3.0, max_attempts=5)
+        assert await jobs.literal(1).then(Flaky(fails=4, policy=policy)).run(rt) == 1
+        times = CALLS["flaky-1"]
+        assert [round(b - a) for a, b in zip(times, times[1:], strict=False)] == [1, 2, 3, 3]
+
+
+async def test_retries_exhausted_fail_the_directive(autojump_clock: trio.abc.Clock) -> None:
+    async with harness() as (rt, _):
+        op = Flaky(fails=10, policy=jobs.RetryPolicy.immediate(max_attempts=2))
+        with pytest.raises(jobs.JobFailed) as info:
+            await jobs.literal(3).then(op).run(rt)
+        assert info.value.error.kind is jobs.ErrorKind.RETRIES_EXHAUSTED
+        assert len(CALLS["flaky-3"]) == 2
+
+
+def test_retry_policy_budget() -> None:
+    policy = jobs.RetryPolicy.exponential(1.0, max_attempts=10, budget=7.0)  # 1+2+4 <= 7
+    assert [policy.delay_before(a) for a in range(2, 6)] == [1.0, 2.0, 4.0, None]
+    assert jobs.RetryPolicy.immediate(2).delay_before(3) is None
+    with pytest.raises(ValueError, match="max_attempts"):
+        jobs.RetryPolicy(max_attempts=0)
+
+
+class Boom(ValueError):
+    """A user exception type that must cross the wire by name."""
+
+
+@attrs.frozen
+class Explode(jobs.Operation[int, int]):
+    """Item 0 fails; every other item sleeps until cancelled."""
+
+    strategy: str = "terminate"
+
+    async def execute(self, x: int) -> int:
+        CALLS["started"].append(x)
+        if x == 0:
+            await trio.sleep(1)
+            if self.strategy == "plain":
+                raise Boom("the disk is on fire")
+            raise jobs.Fatal("bad item", strategy=jobs.Strategy(self.strategy))
+        try:
+            await trio.sleep(1000)
+        except trio.Cancelled:
+            CANCELLED["explode"] += 1
+            raise
+        return x
+
+
+async def test_terminate_aborts_the_others_and_raises_remote_type(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with harness(workers=2, concurrency=3) as (rt, workers):
+        with pytest.raises(jobs.JobFailed) as info:
+            await jobs.from_iter(range(20)).map(Explode(strategy="plain")).collect().run(rt)
+        assert "Boom" in str(info.value)
+        assert "the disk is on fire" in str(info.value)
+        assert info.value.error.type_name.endswith("test_failures.Boom")
+        assert "Traceback" in info.value.remote_traceback
+        await trio.sleep(5)
+        # Every other job that had started (the 6 slots, plus at most one slot
+        # refilled before the abort arrived) was cancelled; the queued ones
+        # were skipped when consumed, never started.
+        started = len(CALLS["started"])
+        assert 6 <= started <= 7
+        assert CANCELLED["explode"] == started - 1
+        assert sum(w.counters.skipped_aborted for w in workers) == 20 - started
+        assert all(w.running == 0 for w in workers)
+        # ... and the worker loops go on.
+        assert await jobs.literal(7).then(Flaky(0, jobs.RetryPolicy())).run(rt) == 7
+
+
+async def test_fatal_terminate_message(autojump_clock: trio.abc.Clock) -> None:
+    async with harness() as (rt, _):
+        with pytest.raises(jobs.JobFailed, match=r"jobs\.errors\.Fatal: bad item"):
+            await jobs.literal(0).then(Explode()).run(rt)
+
+
+@attrs.frozen
+class SkipOdd(jobs.Operation[int, int]):
+    async def execute(self, x: int) -> int:
+        if x % 2:
+            raise jobs.Fatal("odd", strategy=jobs.Ignore)
+        return x
+
+
+async def test_ignore_completes(autojump_clock: trio.abc.Clock) -> None:
+    async with harness() as (rt, _):
+        assert await jobs.from_iter(range(10)).map(SkipOdd()).collect().run(rt) == [0, 2, 4, 6, 8]
+        items = await jobs.from_iter(range(4)).map(SkipOdd()).run(rt)
+        assert sorted((i.index, i.skipped) for i in items) == [
+            (0, False),
+            (1, True),
+            (2, False),
+            (3, True),
+        ]
+        assert await jobs.literal(1).then(SkipOdd()).run(rt) is None
+
+
+async def test_unknown_operation_gets_a_typed_error() -> None:
+    async with harness() as (rt, _), rt.open_run() as run:
+        op = msgpack.packb(["no.such.Operation", {}], use_bin_type=True)
+        run.send_body = encode_job_body(op, run.run_id, 0, 1, 1)
+        await run.send([(run.job_id(), run.send_body, 0)])
+        run.close()
+        batch = await run.receive()
+        assert batch is not None
+        ((reply, _tag),) = batch
+        assert reply.body is not None
+        result = decode_result(reply.body)
+        assert result.error is not None
+        assert result.error.kind is jobs.ErrorKind.UNKNOWN_OPERATION
+        assert "no.such.Operation" in result.error.message
+        assert await run.receive() is None
+
+
+async def test_undecodable_payload_is_dead_lettered_and_the_worker_goes_on() -> None:
+    async with harness() as (rt, workers):
+        await rt.broker.publish(
+            "default", [jobs.Message("garbage-1", b"\xc1\xff not msgpack", "ch")]
+        )
+        bad_input = encode_job_body(msgpack.packb([Square.op_name, {}]), "r", 0, 1, "seven")
+        await rt.broker.publish("default", [jobs.Message("garbage-2", bad_input, "ch")])
+        replies = await rt.broker.receive_replies("ch", 10)
+        while len(replies) < 2:
+            replies += await rt.broker.receive_replies("ch", 10)
+        assert all(r.is_dead for r in replies)
+        dead = {d.message.id: d.reason for d in await rt.broker.dead_letters("default")}
+        assert "not msgpack" in dead["garbage-1"]
+        assert "$.input" in dead["garbage-2"]
+        assert workers[0].counters.dead == 2
+        assert await jobs.from_iter(range(3)).map(Square()).collect().run(rt) == [0, 1, 4]
+
+
+@attrs.frozen
+class Square(jobs.Operation[int, int]):
+    async def execute(self, x: int) -> int:
+        CALLS["square"].append(x)
+        return x * x
+
+
+async def test_directive_timeout_cancels_remote_work(autojump_clock: trio.abc.Clock) -> None:
+    async with harness(workers=1, concurrency=4) as (rt, workers):
+        with pytest.raises(trio.TooSlowError):
+            await jobs.from_iter(range(1, 9)).map(Explode()).collect().run(rt, timeout=5)
+        await trio.sleep(1)
+        assert CANCELLED["explode"] == 4
+        assert workers[0].running == 0
+        assert workers[0].counters.skipped_aborted == 4
+
+
+async def test_cancelling_a_run_aborts_it(autojump_clock: trio.abc.Clock) -> None:
+    async with harness(workers=1, concurrency=2) as (rt, workers):
+        with trio.move_on_after(3):
+            await jobs.from_iter(range(1, 4)).map(Explode()).collect().run(rt)
+        await trio.sleep(1)
+        assert CANCELLED["explode"] == 2
+        assert workers[0].running == 0
+
+
+@attrs.frozen
+class Busy(jobs.Operation[int, int]):
+    async def execute(self, x: int) -> int:
+        RUNNING["now"] += 1
+        RUNNING["peak"] = max(RUNNING["peak"], RUNNING["now"])
+        await trio.sleep(1)
+        RUNNING["now"] -= 1
+        return x
+
+
+async def test_worker_concurrency_limit(autojump_clock: trio.abc.Clock) -> None:
+    async with harness(workers=2, concurrency=3) as (rt, workers):
+        assert await jobs.from_iter(range(30)).map(Busy()).collect().run(rt) == list(range(30))
+        assert RUNNING["peak"] == 6
+        assert all(w.counters.peak_running == 3 for w in workers)
+
+
+async def test_run_in_flight_limit(autojump_clock: trio.abc.Clock) -> None:
+    async with harness(workers=2, concurrency=10) as (rt, _):
+        got = await jobs.from_iter(range(30)).map(Busy()).collect().run(rt, max_in_flight=4)
+        assert got == list(range(30))
+        assert RUNNING["peak"] == 4
+
+
+@attrs.frozen
+class Database:
+    rows: dict[int, str]
+
+
+@attrs.frozen
+class Lookup(jobs.Operation[int, str]):
+    def execute(self, key: int, *, db: Database) -> str:
+        return db.rows[key]
+
+
+async def test_resources_injected_by_type() -> None:
+    db = Database({1: "one", 2: "two"})
+    async with harness(resources=[db]) as (rt, _):
+        assert await jobs.from_iter([2, 1]).map(Lookup()).collect().run(rt) == ["two", "one"]
+
+
+async def test_missing_resource_is_a_typed_error() -> None:
+    async with harness() as (rt, _):
+        with pytest.raises(jobs.JobFailed, match="Database") as info:
+            await jobs.literal(1).then(Lookup()).run(rt)
+        assert info.value.error.kind is jobs.ErrorKind.MISSING_RESOURCE
+
+
+@attrs.frozen
+class Cached(jobs.Operation[int, int]):
+    salt: int = 0
+
+    async def execute(self, x: int) -> int:
+        CALLS["cached"].append(x)
+        return x * 10 + self.salt
+
+    def cache_key(self, input: int) -> str | None:
+        return str(input)
+
+
+async def test_cache_hit_executes_nothing() -> None:
+    async with harness() as (rt, _):
+        rt.cache = jobs.ResultCache()
+        assert await jobs.from_iter(range(5)).map(Cached()).collect().run(rt) == [
+            0,
+            10,
+            20,
+            30,
+            40,
+        ]
+        assert len(CALLS["cached"]) == 5
+        sent = rt.counters.jobs_sent
+        assert await jobs.from_iter(range(5)).map(Cached()).collect().run(rt) == [
+            0,
+            10,
+            20,
+            30,
+            40,
+        ]
+        assert len(CALLS["cached"]) == 5
+        assert rt.counters.jobs_sent == sent
+        assert rt.counters.cache_hits == 5
+        # Other parameters are another key.
+        assert await jobs.literal(1).then(Cached(salt=1)).run(rt) == 11
+        assert len(CALLS["cached"]) == 6
+
+
+async def test_per_worker_abort_keeps_the_loop(autojump_clock: trio.abc.Clock) -> None:
+    async with harness(workers=1, concurrency=2) as (rt, workers):
+        async with trio.open_nursery() as nursery:
+
+            async def run() -> None:
+                with pytest.raises(jobs.JobFailed) as info:
+                    await jobs.from_iter([1, 2]).map(Explode()).collect().run(rt)
+                assert info.value.error.kind is jobs.ErrorKind.CANCELLED
+
+            nursery.start_soon(run)
+            await trio.sleep(2)
+            assert workers[0].running == 2
+            await rt.abort_workers()
+        assert await jobs.literal(4).then(Square()).run(rt) == 16
