@@ -50,6 +50,7 @@ __all__ = [
     "Message",
     "QueueStats",
     "Reply",
+    "mask_password",
     "open_broker",
     "parse_broker_url",
 ]
@@ -332,22 +333,42 @@ class BrokerURL:
     holds the broker-specific ones, already converted.
     """
 
-    raw: str
+    raw: str = attrs.field(repr=lambda raw: repr(mask_password(raw)))
     scheme: str
     host: str
     port: int | None
     path: str
     username: str | None
-    password: str | None
+    password: str | None = attrs.field(repr=lambda p: "None" if p is None else "'***'")
     lease: float = 30.0
     max_deliveries: int = 5
     options: Mapping[str, object] = attrs.field(factory=dict)
 
     def __str__(self) -> str:
         """The URL with any password masked, safe to log."""
-        if self.password is None:
-            return self.raw
-        return self.raw.replace(f":{self.password}@", ":***@", 1)
+        return mask_password(self.raw)
+
+
+def mask_password(url: str) -> str:
+    """``url`` with the password of its ``user:password@`` part replaced by ``***``.
+
+    Works on the text as written (a percent-encoded password is masked too), and
+    on malformed URLs, so that error messages can quote a URL safely.
+    """
+    head, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    end = len(rest)
+    for stop in "/?#":
+        found = rest.find(stop)
+        if found != -1:
+            end = min(end, found)
+    netloc = rest[:end]
+    userinfo, at, host = netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{head}://{user}:***@{host}{rest[end:]}"
 
 
 def parse_broker_url(
@@ -361,34 +382,45 @@ def parse_broker_url(
     :class:`BrokerURLError` naming it.
     """
     if not isinstance(url, str) or "://" not in url:
+        shown = mask_password(url) if isinstance(url, str) else url
         raise BrokerURLError(
-            f"broker URL {url!r} is malformed: expected scheme://..., "
+            f"broker URL {shown!r} is malformed: expected scheme://..., "
             "for example sqlite:///jobs.db, redis://127.0.0.1:6379/0 or memory://"
         )
-    parts = urlsplit(url)
+    shown = mask_password(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise BrokerURLError(f"broker URL {shown!r} is malformed: {exc}") from None
+    if not parts.scheme:
+        raise BrokerURLError(f"broker URL {shown!r} is malformed: it has no valid scheme")
+    if parts.fragment:
+        raise BrokerURLError(
+            f"broker URL {shown!r} has a fragment '#{parts.fragment}'; options go in the query"
+        )
     try:
         port = parts.port
     except ValueError as exc:
-        raise BrokerURLError(f"broker URL {url!r} has a bad port: {exc}") from None
+        raise BrokerURLError(f"broker URL {shown!r} has a bad port: {exc}") from None
     known = {**COMMON_OPTIONS, **extra_options}
     values: dict[str, object] = {name: default for name, (_, default) in known.items()}
     seen: set[str] = set()
     for name, text in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
         if name not in known:
             raise BrokerURLError(
-                f"broker URL {url!r}: unknown option {name!r}; "
+                f"broker URL {shown!r}: unknown option {name!r}; "
                 f"{parts.scheme}:// accepts {', '.join(sorted(known))}"
             )
         if name in seen:
-            raise BrokerURLError(f"broker URL {url!r}: option {name!r} is given twice")
+            raise BrokerURLError(f"broker URL {shown!r}: option {name!r} is given twice")
         seen.add(name)
         converter = known[name][0]
         try:
             values[name] = converter(text)
         except BrokerURLError as exc:
-            raise BrokerURLError(f"broker URL {url!r}: {exc}") from None
+            raise BrokerURLError(f"broker URL {shown!r}: {exc}") from None
         except ValueError as exc:
-            raise BrokerURLError(f"broker URL {url!r}: option {name}={text!r}: {exc}") from None
+            raise BrokerURLError(f"broker URL {shown!r}: option {name}={text!r}: {exc}") from None
     lease = values.pop("lease")
     max_deliveries = values.pop("max_deliveries")
     assert isinstance(lease, float) and isinstance(max_deliveries, int)
@@ -422,11 +454,12 @@ def open_broker(url: str) -> AbstractAsyncContextManager[Broker]:
     Broker modules are imported only when their scheme is used, so the job
     runtime never depends on a particular broker.
     """
-    scheme = url.split("://", 1)[0] if "://" in url else ""
+    scheme = url.split("://", 1)[0].lower() if isinstance(url, str) and "://" in url else ""
     module_name = SCHEMES.get(scheme)
     if module_name is None:
+        shown = mask_password(url) if isinstance(url, str) else url
         raise BrokerURLError(
-            f"broker URL {url!r}: unknown scheme {scheme!r}; "
+            f"broker URL {shown!r}: unknown scheme {scheme!r}; "
             f"known schemes are {', '.join(sorted(SCHEMES))}"
         )
     module = importlib.import_module(f"wireframe.jobs.brokers.{module_name}")
