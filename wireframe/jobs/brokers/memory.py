@@ -354,7 +354,11 @@ class MemoryBroker:
         q = self._state.queues.get(delivery.queue)
         entry = None if q is None else q.leased.get(delivery.lease_token)
         if q is None or entry is None:
-            raise LockLost(delivery.message.id, delivery.queue, f"{action} found no such lease")
+            raise LockLost(
+                delivery.message.id,
+                delivery.queue,
+                f"{action} found no current lease (it ran out and was taken back, or was settled)",
+            )
         if entry.expires <= trio.current_time():
             raise LockLost(
                 delivery.message.id,
