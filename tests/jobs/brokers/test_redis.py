@@ -116,6 +116,14 @@ def test_url_defaults_and_errors() -> None:
         redis_broker.RedisBroker(parse_broker_url("redis://localhost/zero", redis_broker.OPTIONS))
     with pytest.raises(BrokerURLError, match="poll"):
         redis_broker.open("redis://localhost/0?poll=-1")
+    with pytest.raises(BrokerURLError, match="tls_verify"):
+        redis_broker.open("rediss://localhost/0?tls_verify=maybe")
+    with pytest.raises(BrokerURLError, match="tls_ca"):
+        redis_broker.open("rediss://localhost/0?tls_ca=/nonexistent/ca.pem")
+    tls = redis_broker._tls_context(
+        parse_broker_url("rediss://localhost/0?tls_verify=false", redis_broker.OPTIONS)
+    )
+    assert tls is not None and not tls.check_hostname
 
 
 async def test_open_broker_by_scheme(redis_url: UrlFactory) -> None:
@@ -283,6 +291,17 @@ async def test_extend_keeps_the_lease(redis_url: UrlFactory) -> None:
             await second.consume("q", 10)
         assert scope.cancelled_caught
         await first.complete(d, b"kept")
+
+
+async def test_closing_hands_held_leases_back(redis_url: UrlFactory) -> None:
+    url = redis_url(lease=30)
+    async with redis_broker.open(url) as second:
+        async with redis_broker.open(url) as first:
+            await first.publish("q", [msg(1)])
+            [held] = await first.consume("q", 10)
+        with trio.fail_after(3):  # well before the 30 s lease runs out
+            [again] = await second.consume("q", 10)
+        assert (again.message, again.deliveries) == (held.message, 2)
 
 
 async def test_lease_running_out_without_takeover_is_lost(redis_url: UrlFactory) -> None:

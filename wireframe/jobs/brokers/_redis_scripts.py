@@ -38,6 +38,7 @@ __all__ = [
     "EXTEND",
     "PUBLISH",
     "PURGE",
+    "RELEASE",
     "REQUEUE_DEAD",
     "STATS",
 ]
@@ -316,4 +317,23 @@ DELETE_QUEUE = r"""
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 redis.call('SREM', KEYS[1], ARGV[1])
 return 1
+"""
+
+#: KEYS: ready streams of the queues this consumer read. ARGV: group, consumer.
+#: Makes every entry this consumer still holds claimable at once (idle time set far
+#: past any lease), keeping its delivery count. Returns how many were released.
+RELEASE = r"""
+local n = 0
+for _, ready in ipairs(KEYS) do
+  if redis.call('EXISTS', ready) == 1 then
+    local ok, p = pcall(redis.call, 'XPENDING', ready, ARGV[1], '-', '+', 10000, ARGV[2])
+    if ok then
+      for _, e in ipairs(p) do
+        redis.call('XCLAIM', ready, ARGV[1], ARGV[2], 0, e[1], 'IDLE', 1000000000000, 'JUSTID')
+        n = n + 1
+      end
+    end
+  end
+end
+return n
 """

@@ -24,6 +24,14 @@ common ``lease`` and ``max_deliveries``:
   between housekeeping passes (expired leases are noticed within
   ``min(poll, lease/4)``, delayed messages published while a consumer is
   blocked become visible within ``poll``).
+* ``tls_ca`` (path, default: the system's CAs) and ``tls_verify`` (default true;
+  ``false`` skips certificate and host name checks) - for ``rediss://`` only.
+
+Closing the broker hands the leases it still holds back at once (so a worker's
+shutdown does not leave its messages waiting out their leases). A ``consume``
+cancelled in the instant its blocking read is answered leaves those messages
+leased to this consumer until the lease runs out (or the broker closes): they are
+delivered again, never lost. A cancelled ``receive_replies`` never loses a reply.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import functools
 import os
 import secrets
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -78,6 +87,8 @@ _REPLY_BLOCK = 5.0
 #: Most delayed/expired messages a consume moves per pass is bounded in Lua; this
 #: bounds how many replies one receive takes server-side per call.
 _MAX_BATCH = 10_000
+#: Longest aclose spends handing this consumer's leases back.
+_RELEASE_TIMEOUT = 2.0
 #: Most completions one group-committed script call carries.
 _MAX_COMPLETE_BATCH = 500
 
@@ -101,12 +112,41 @@ def _seconds(name: str) -> Callable[[str], float]:
     return convert
 
 
+def _flag(name: str) -> Callable[[str], bool]:
+    def convert(text: str) -> bool:
+        value = text.strip().lower()
+        if value in ("1", "true", "yes", "on"):
+            return True
+        if value in ("0", "false", "no", "off"):
+            return False
+        raise BrokerURLError(f"option {name}={text!r} must be true or false")
+
+    return convert
+
+
 #: The redis-specific URL options: name -> (converter, default).
 OPTIONS: dict[str, tuple[Callable[[str], object], object]] = {
     "prefix": (_prefix, "wireframe:"),
     "reconnect": (_seconds("reconnect"), 10.0),
     "poll": (_seconds("poll"), 0.25),
+    "tls_ca": (str, ""),
+    "tls_verify": (_flag("tls_verify"), True),
 }
+
+
+def _tls_context(url: BrokerURL) -> ssl.SSLContext | None:
+    """The TLS context for ``rediss://`` (None for plain ``redis://``)."""
+    if url.scheme != "rediss":
+        return None
+    ca = str(url.options["tls_ca"]) or None
+    try:
+        context = ssl.create_default_context(cafile=ca)
+    except OSError as exc:
+        raise BrokerURLError(f"broker URL {url}: cannot read tls_ca={ca!r}: {exc}") from None
+    if not url.options["tls_verify"]:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def _text(value: object) -> str:
@@ -158,7 +198,7 @@ class RedisBroker:
             db=self.db,
             username=url.username,
             password=url.password,
-            ssl=url.scheme == "rediss",
+            ssl_context=_tls_context(url),
             decode_responses=False,
             connect_timeout=min(5.0, self.reconnect),
             retry_policy=NoRetryPolicy(),
@@ -179,6 +219,9 @@ class RedisBroker:
         self._requeue = c.register_script(scripts.REQUEUE_DEAD)
         self._purge = c.register_script(scripts.PURGE)
         self._delete = c.register_script(scripts.DELETE_QUEUE)
+        self._release = c.register_script(scripts.RELEASE)
+        #: Queues this broker consumed from (whose leases it releases on close).
+        self._consumed: set[str] = set()
 
     def __repr__(self) -> str:
         return f"RedisBroker({str(self.url)!r}, consumer={self.consumer!r})"
@@ -273,8 +316,27 @@ class RedisBroker:
         """Close every connection. Idempotent."""
         if self._closed:
             return
-        self._closed = True
-        await self._stack.aclose()
+        try:
+            await self._release_leases()
+        finally:
+            self._closed = True
+            await self._stack.aclose()
+
+    async def _release_leases(self) -> None:
+        """Make the messages this consumer still holds claimable by others at once.
+
+        Once closed, this broker can complete nothing, so waiting out the leases of
+        what it holds (jobs cut short by shutdown, or entries a cancelled blocking read
+        leased but never handed out) would only delay them. Best effort, bounded.
+        """
+        if not self._consumed:
+            return
+        keys = [self._q(q, "ready") for q in sorted(self._consumed)]
+        with trio.CancelScope(shield=True), trio.move_on_after(_RELEASE_TIMEOUT):
+            try:
+                await self._release(keys, [GROUP, self.consumer])
+            except (coredis.exceptions.RedisError, OSError, TimeoutError):
+                pass  # Redis is gone: the leases run out on their own
 
     async def declare_queue(self, queue: str) -> None:
         """Create ``queue``'s stream and consumer group if missing."""
@@ -307,6 +369,7 @@ class RedisBroker:
             self._q(queue, "dead"),
         ]
         ready = keys[1]
+        self._consumed.add(queue)
         while True:
             now = trio.current_time()
             claim = now - self._last_claim.get(queue, -1e9) >= self.claim_interval
