@@ -3,7 +3,8 @@
 Run: ``python bench/_redis_micro.py [N]`` with Redis at WIREFRAME_TEST_REDIS_URL
 (default redis://127.0.0.1:6379/0). Prints messages per second for
 publish -> consume -> complete -> receive_replies with batches, the single-message
-round-trip latency (p50/p99), and the same two figures for bare LPUSH/BRPOP.
+round-trip latency (p50/p99), the same two figures for bare LPUSH/BRPOP, and the
+whole runtime (map+collect of no-op jobs, one job at a time) with one Worker.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ import sys
 import time
 import uuid
 
+import attrs
 import coredis
 import trio
 
+from wireframe import jobs
 from wireframe.jobs.broker import Message, parse_broker_url
 from wireframe.jobs.brokers import redis as redis_broker
+from wireframe.jobs.worker import Worker
 
 URL = os.environ.get("WIREFRAME_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -129,6 +133,51 @@ async def main(n: int) -> None:
         f"broker single-message round trip: p50 {_ms(lat, 0.5)} p99 {_ms(lat, 0.99)} "
         f"(mean {statistics.mean(lat) * 1000:.3f} ms)"
     )
+    rate, lat = await end_to_end(n, 300)
+    print(f"runtime+worker map/collect: {rate:,.0f} jobs/s")
+    print(f"runtime+worker one job (literal.then): p50 {_ms(lat, 0.5)} p99 {_ms(lat, 0.99)}")
+
+
+async def _delete_prefix(prefix: str) -> None:
+    parsed = parse_broker_url(URL)
+    client = coredis.Redis(host=parsed.host, port=parsed.port or 6379, decode_responses=False)
+    async with client:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(keys)
+
+
+@attrs.frozen
+class Inc(jobs.Operation[int, int], name="bench.redis-inc"):
+    """An async no-op (plus one): runs on the worker's trio thread."""
+
+    async def execute(self, x: int) -> int:
+        return x + 1
+
+
+async def end_to_end(n: int, rounds: int) -> tuple[float, list[float]]:
+    """Jobs/s of map+collect and one-job latency: runtime and a Worker on two brokers."""
+    prefix = f"wf-bench-{uuid.uuid4().hex}:"
+    url = f"{URL}?prefix={prefix}"
+    async with (
+        redis_broker.open(url) as worker_broker,
+        jobs.connect(url) as rt,
+        trio.open_nursery() as nursery,
+    ):
+        worker = Worker(worker_broker, concurrency=256)
+        await nursery.start(worker.serve)
+        t = time.perf_counter()
+        xs = await jobs.from_iter(range(n)).map(Inc()).collect().run(rt)
+        rate = n / (time.perf_counter() - t)
+        assert list(xs) == [x + 1 for x in range(n)]
+        lat = []
+        for i in range(rounds):
+            t = time.perf_counter()
+            await jobs.literal(i).then(Inc()).run(rt)
+            lat.append(time.perf_counter() - t)
+        worker.stop()
+    await _delete_prefix(prefix)
+    return rate, lat
 
 
 if __name__ == "__main__":
