@@ -224,7 +224,7 @@ def parse_sqlite_url(url: str) -> BrokerURL:
             f"broker URL {url!r} names no database file; write sqlite:///relative/path.db "
             "or sqlite:////absolute/path.db"
         )
-    if path == ":memory:" or path.startswith("file:") or "mode=memory" in path:
+    if path == ":memory:":
         raise BrokerURLError(
             f"broker URL {url!r}: in-memory SQLite is not supported (the broker's threads and "
             "worker processes could not share it and it would not survive a restart); "
