@@ -169,12 +169,15 @@ async def test_a_large_map_is_not_materialized() -> None:
             ahead = max(ahead, pulled - answered)
             yield i
 
-    async with jobs.connect(url()) as rt:
-        async with jobs.from_iter(source()).map(Square()).stream(rt, max_in_flight=64) as results:
-            async for _ in results:
-                answered += 1
+    async with (
+        jobs.connect(url()) as rt,
+        jobs.from_iter(source()).map(Square()).stream(rt, max_in_flight=64) as results,
+    ):
+        async for _ in results:
+            answered += 1
     assert answered == 2000
-    assert ahead <= 2 * 64 + 1  # in flight + the stream buffer
+    # in flight + one received batch being handed on + the stream buffer: bounded by 3x
+    assert ahead <= 3 * 64 + 1
 
 
 async def test_async_source() -> None:

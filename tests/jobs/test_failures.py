@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
@@ -62,7 +63,7 @@ async def test_retry_fixed_delay_by_policy(autojump_clock: trio.abc.Clock) -> No
         assert await jobs.literal(5).then(op).run(rt) == 5
         times = CALLS["flaky-5"]
         assert len(times) == 3
-        assert [round(b - a) for a, b in zip(times, times[1:], strict=False)] == [10, 10]
+        assert [round(b - a) for a, b in itertools.pairwise(times)] == [10, 10]
         assert workers[0].counters.retried == 2
 
 
@@ -71,7 +72,7 @@ async def test_retry_exponential_with_cap(autojump_clock: trio.abc.Clock) -> Non
         policy = jobs.RetryPolicy.exponential(1.0, factor=2.0, max_delay=3.0, max_attempts=5)
         assert await jobs.literal(1).then(Flaky(fails=4, policy=policy)).run(rt) == 1
         times = CALLS["flaky-1"]
-        assert [round(b - a) for a, b in zip(times, times[1:], strict=False)] == [1, 2, 3, 3]
+        assert [round(b - a) for a, b in itertools.pairwise(times)] == [1, 2, 3, 3]
 
 
 async def test_retries_exhausted_fail_the_directive(autojump_clock: trio.abc.Clock) -> None:

@@ -12,20 +12,24 @@ structures it into the registered types — decoding never executes code):
 * result body: ``[0, value]`` (a value), ``[1]`` (skipped by ``Ignore``) or
   ``[2, kind, type_name, message, traceback, strategy]`` (an error).
 
-Why msgpack over JSON, measured on this machine (CPython 3.11, 2 cores; one
-job body with an ``int`` input plus its ``int`` result; encode+decode,
-best of 5 x 200,000, see ``bench/jobs_memory.py`` for the end-to-end effect):
+Why msgpack over JSON, measured on this machine (CPython 3.11, msgpack 1.x C
+extension vs the stdlib ``json``; a map job body with an ``int`` input — op,
+32-char run id, index, attempt — and its ``int`` result; encode+decode, best of
+5 x 200,000):
 
 =======================  ==============  ==============
-round trip per job       msgpack 1.x     json (stdlib)
+per job                  msgpack         json (stdlib)
 =======================  ==============  ==============
-job body enc+dec         1.3 us          4.6 us
-result body enc+dec      0.5 us          2.1 us
-job body size            38 bytes        63 bytes
+job body enc+dec         0.35 us         2.6 us
+result body enc+dec      0.17 us         2.1 us
+job body size            58 bytes        81 bytes
+result body size         5 bytes         10 bytes
 =======================  ==============  ==============
 
-msgpack is ~3.5x faster, smaller, and carries ``bytes`` natively; JSON's only
-advantage (human-readable bodies) is served by ``wireframe jobs dead``.
+msgpack is 7-12x faster on the hot path, smaller, and carries ``bytes``
+natively (the nested ``op`` field); JSON's one advantage, human-readable
+bodies, is served by ``wireframe jobs dead``. End to end the codec is a small
+part of a job's cost either way (see ``bench/jobs_memory.py``).
 
 A payload that does not decode raises :class:`~wireframe.jobs.errors.CodecError`
 naming the part that was wrong (``$.input.name``, ``$.operation(word-count).path``).

@@ -266,7 +266,11 @@ class Map(_Directive[list[MapItem[O]]], Generic[T, O]):
         async def on_results(results: list[tuple[Any, str, JobResult]]) -> None:
             for index, job_id, result in results:
                 ok = _check(result, job_id, index)
-                await send.send(MapItem(index, result.value, skipped=not ok))
+                item = MapItem(index, result.value, skipped=not ok)
+                try:
+                    send.send_nowait(item)  # no schedule point per item while there is room
+                except trio.WouldBlock:
+                    await send.send(item)
 
         async def drive(run: Run) -> None:
             async with send:
