@@ -370,8 +370,14 @@ class MemoryBroker:
     async def complete(self, delivery: Delivery, reply: bytes | None) -> None:
         """Remove the delivered message and post its reply, in one step."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        q, entry = self._held(delivery, "complete")
-        del q.leased[delivery.lease_token]
+        # the per-job hot path: _held's checks, inlined
+        q = None if self._closed else self._state.queues.get(delivery.queue)
+        entry = None if q is None else q.leased.pop(delivery.lease_token, None)
+        if q is None or entry is None or entry.expires <= trio.current_time():
+            if q is not None and entry is not None:
+                q.leased[delivery.lease_token] = entry  # expired: reclaim takes it back
+            self._held(delivery, "complete")  # raises the precise error
+            raise AssertionError("unreachable")  # pragma: no cover
         entry.token = None
         q.done += 1
         message = entry.message
