@@ -23,6 +23,7 @@ import pytest
 import trio
 
 from wireframe.jobs.broker import (
+    BrokerError,
     BrokerUnavailable,
     BrokerURLError,
     LockLost,
@@ -279,6 +280,20 @@ async def test_expired_lease_is_taken_over_and_stale_completion_dropped(
         assert [r.body for r in await second.receive_replies("ch", 10)] == [b"fresh"]
 
 
+async def test_expired_lease_behind_many_live_ones_is_found(redis_url: UrlFactory) -> None:
+    url = redis_url(lease=0.4)
+    async with redis_broker.open(url) as holder, redis_broker.open(url) as other:
+        await holder.publish("q", [msg(n) for n in range(31)])
+        held = await holder.consume("q", 31)
+        await trio.sleep(0.2)
+        for d in held[:30]:  # all but the newest stay alive
+            await holder.extend(d)
+        await trio.sleep(0.25)
+        with trio.fail_after(0.15):
+            [taken] = await other.consume("q", 1)
+        assert (taken.message.id, taken.deliveries) == ("m30", 2)
+
+
 async def test_extend_keeps_the_lease(redis_url: UrlFactory) -> None:
     url = redis_url(lease=0.3)
     async with redis_broker.open(url) as first, redis_broker.open(url) as second:
@@ -433,7 +448,7 @@ async def test_ping_and_calls_fail_when_nothing_answers() -> None:
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+def redis_server(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Start (and restart) a private persistent redis-server; kill it at the end."""
     exe = shutil.which("redis-server")
     if exe is None:
@@ -443,9 +458,9 @@ def redis_server(tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes
     port = _free_port()
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start() -> subprocess.Popen[bytes]:
+    def start(*extra: str) -> subprocess.Popen[bytes]:
         args = [exe, "--port", str(port), "--dir", str(tmp_path), "--appendonly", "yes"]
-        args += ["--save", "", "--appendfsync", "always", "--bind", "127.0.0.1"]
+        args += ["--save", "", "--appendfsync", "always", "--bind", "127.0.0.1", *extra]
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(proc)
         return proc
@@ -458,19 +473,13 @@ def redis_server(tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes
 
 
 async def test_messages_survive_a_redis_restart(
-    redis_server: Callable[[], subprocess.Popen[bytes]],
+    redis_server: Callable[..., subprocess.Popen[bytes]],
 ) -> None:
     port = redis_server.port  # type: ignore[attr-defined]
     server = redis_server()
     url = f"redis://127.0.0.1:{port}/0?reconnect=5&prefix=t:"
     async with redis_broker.open(url) as broker:
-        with trio.fail_after(5):
-            while True:
-                try:
-                    await broker.ping()
-                    break
-                except BrokerUnavailable:
-                    await trio.sleep(0.05)
+        await _wait_until_up(broker)
         await broker.publish("q", [msg(1), msg(2)])
         server.terminate()
         await trio.to_thread.run_sync(server.wait)
@@ -489,3 +498,33 @@ async def test_messages_survive_a_redis_restart(
         for d in got:
             await broker.complete(d, b"ok")
         assert len(await broker.receive_replies("ch", 10)) == 2
+
+
+async def _wait_until_up(broker: redis_broker.RedisBroker) -> None:
+    with trio.fail_after(5):
+        while True:
+            try:
+                await broker.ping()
+                return
+            except BrokerUnavailable:
+                await trio.sleep(0.05)
+
+
+async def test_password_and_db_from_the_url(
+    redis_server: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    port = redis_server.port  # type: ignore[attr-defined]
+    redis_server("--requirepass", "hunter2")
+    good = f"redis://:hunter2@127.0.0.1:{port}/2?prefix=t:"
+    async with redis_broker.open(good) as broker:
+        await _wait_until_up(broker)
+        await broker.publish("q", [msg(1)])
+        assert "hunter2" not in str(broker.url) and "hunter2" not in repr(broker)
+    client = coredis.Redis(host="127.0.0.1", port=port, db=2, password="hunter2")
+    async with client:
+        assert await client.exists(["t:q:q:ready"]) == 1
+    async with redis_broker.open(f"redis://:wrong@127.0.0.1:{port}/2") as broker:
+        with pytest.raises(BrokerError, match="refused the credentials") as info:
+            await broker.publish("q", [msg(1)])
+        assert not isinstance(info.value, BrokerUnavailable)
+        assert "wrong" not in str(info.value)

@@ -123,8 +123,9 @@ return (#ARGV - 3) / 3
 )
 
 #: KEYS: queues, ready, delayed, dead. ARGV: group, queue, consumer, limit,
-#: lease_ms, max_deliveries, prefix, claim (1 = also take over expired leases).
-#: Returns {deliveries, wait_ms}: deliveries a flat list of sid, id, body,
+#: lease_ms, max_deliveries, prefix, claim (1 = also take over expired leases),
+#: claim cursor (where the last XAUTOCLAIM scan stopped; '0-0' at first).
+#: Returns {deliveries, wait_ms, cursor}: deliveries a flat list of sid, id, body,
 #: reply_to, PEL count, total deliveries; wait_ms the time until the next
 #: delayed message is due (-1: none) when nothing was delivered.
 CONSUME = (
@@ -153,11 +154,19 @@ local function take(sid, f, count)
     for _, v in ipairs({sid, f['i'], f['b'], f['r'], count, total}) do out[#out + 1] = v end
   end
 end
+local cursor = ARGV[9]
 if ARGV[8] == '1' then
-  local r = redis.call('XAUTOCLAIM', ready, group, consumer, lease_ms, '0-0', 'COUNT', limit)
-  for _, e in ipairs(r[2]) do
-    local p = redis.call('XPENDING', ready, group, e[1], e[1], 1)
-    take(e[1], fields_of(e[2]), p[1][4])
+  -- resume the PEL scan where the last pass stopped, so that expired leases behind
+  -- many live ones are found too; a few XAUTOCLAIM steps per pass at most
+  for _ = 1, 10 do
+    local r = redis.call('XAUTOCLAIM', ready, group, consumer, lease_ms, cursor,
+                         'COUNT', limit - got)
+    cursor = r[1]
+    for _, e in ipairs(r[2]) do
+      local p = redis.call('XPENDING', ready, group, e[1], e[1], 1)
+      take(e[1], fields_of(e[2]), p[1][4])
+    end
+    if cursor == '0-0' or got >= limit then break end
   end
 end
 if got < limit then
@@ -172,7 +181,7 @@ if got == 0 then
   local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
   if #first > 0 then wait = math.max(0, tonumber(first[2]) - now) end
 end
-return {out, wait}
+return {out, wait, cursor}
 """
 )
 

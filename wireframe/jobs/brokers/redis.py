@@ -206,6 +206,7 @@ class RedisBroker:
         self._stack = AsyncExitStack()
         self._closed = False
         self._last_claim: dict[str, float] = {}
+        self._claim_cursor: dict[str, str] = {}
         self._completions = _GroupCommit(self._complete_many)
         c = self._client
         self._declare = c.register_script(scripts.DECLARE)
@@ -268,6 +269,8 @@ class RedisBroker:
                     raise BrokerUnavailable(
                         f"redis broker {self.url}: {what} failed: {exc or type(exc).__name__}"
                     ) from exc
+            except coredis.exceptions.AuthenticationError as exc:
+                raise self._refused(exc) from exc
             except trio.TooSlowError as exc:
                 raise BrokerUnavailable(
                     f"redis broker {self.url}: {what} got no answer within {_CALL_TIMEOUT} s"
@@ -296,6 +299,21 @@ class RedisBroker:
         except (coredis.exceptions.ConnectionError, TimeoutError, OSError):
             await trio.sleep(0.05)
             return None
+        except coredis.exceptions.AuthenticationError as exc:
+            raise self._refused(exc) from exc
+        except coredis.exceptions.ResponseError as exc:
+            # The stream or its group was deleted under a blocked XREADGROUP: the
+            # caller's next script call re-creates them.
+            if isinstance(exc, coredis.exceptions.UnblockedError) or "NOGROUP" in str(exc):
+                await trio.sleep(0.01)
+                return None
+            raise
+
+    def _refused(self, exc: Exception) -> BrokerError:
+        return BrokerError(
+            f"redis broker {self.url}: Redis refused the credentials "
+            f"(check the user and password in the URL): {exc}"
+        )
 
     # -- Broker protocol ------------------------------------------------------------------
     def clock(self) -> float:
@@ -309,6 +327,8 @@ class RedisBroker:
         try:
             with trio.fail_after(min(5.0, self.reconnect)):
                 await self._client.ping()
+        except coredis.exceptions.AuthenticationError as exc:
+            raise self._refused(exc) from exc
         except (coredis.exceptions.RedisError, OSError, trio.TooSlowError) as exc:
             raise BrokerUnavailable(f"redis broker {self.url} does not answer: {exc}") from exc
 
@@ -382,10 +402,12 @@ class RedisBroker:
                 self.url.max_deliveries,
                 self.prefix,
                 "1" if claim else "0",
+                self._claim_cursor.get(queue, "0-0"),
             ]
             result: Any = await self._run("consume", self._consume, keys, args, resend=True)
             if claim:
                 self._last_claim[queue] = now
+                self._claim_cursor[queue] = _text(result[2])
             flat, wait_ms = result[0], int(result[1])
             if flat:
                 return self._deliveries(queue, flat)
@@ -590,12 +612,12 @@ class RedisBroker:
         if self._closed:
             raise BrokerError(f"redis broker {self.url} is closed")
         key = self._topic(topic)
-        try:
-            pubsub = self._client.pubsub(channels=[key], ignore_subscribe_messages=True)
-            async with pubsub:
-                yield _Bodies(pubsub)
-        except coredis.exceptions.ConnectionError as exc:
-            raise BrokerUnavailable(f"redis broker {self.url}: subscribe failed: {exc}") from exc
+        # coredis' subscriber retries a refused connection forever: make sure Redis
+        # answers first, so that subscribing to a Redis that is gone fails in bounded time.
+        await self._call("subscribe", self._client.ping, resend=True)
+        pubsub = self._client.pubsub(channels=[key], ignore_subscribe_messages=True)
+        async with pubsub:
+            yield _Bodies(pubsub)
 
     async def stats(self) -> list[QueueStats]:
         """Counts per known queue, in one script call."""
