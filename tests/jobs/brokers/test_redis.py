@@ -317,6 +317,10 @@ async def test_closing_hands_held_leases_back(redis_url: UrlFactory) -> None:
         with trio.fail_after(3):  # well before the 30 s lease runs out
             [again] = await second.consume("q", 10)
         assert (again.message, again.deliveries) == (held.message, 2)
+        consumers = await second._client.xinfo_consumers(second._q("q", "ready"), "wireframe")
+        names = {c[b"name"] for c in consumers}
+        assert second.consumer.encode() in names
+        assert first.consumer.encode() not in names  # the closed broker's consumer is gone
 
 
 async def test_lease_running_out_without_takeover_is_lost(redis_url: UrlFactory) -> None:

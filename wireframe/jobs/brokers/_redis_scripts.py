@@ -328,18 +328,30 @@ redis.call('SREM', KEYS[1], ARGV[1])
 return 1
 """
 
-#: KEYS: ready streams of the queues this consumer read. ARGV: group, consumer.
-#: Makes every entry this consumer still holds claimable at once (idle time set far
-#: past any lease), keeping its delivery count. Returns how many were released.
+#: KEYS: ready streams of the queues this consumer read. ARGV: group, consumer,
+#: released (the placeholder consumer that holds handed-back entries), stale_ms.
+#: Hands every entry this consumer still holds to the placeholder with an idle time
+#: far past any lease (claimable at once, delivery count kept), deletes this
+#: consumer, and deletes consumers of crashed brokers (nothing pending, idle longer
+#: than stale_ms). Returns how many entries were handed back.
 RELEASE = r"""
+local group, me, released, stale = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local n = 0
 for _, ready in ipairs(KEYS) do
   if redis.call('EXISTS', ready) == 1 then
-    local ok, p = pcall(redis.call, 'XPENDING', ready, ARGV[1], '-', '+', 10000, ARGV[2])
+    local ok, p = pcall(redis.call, 'XPENDING', ready, group, '-', '+', 10000, me)
     if ok then
       for _, e in ipairs(p) do
-        redis.call('XCLAIM', ready, ARGV[1], ARGV[2], 0, e[1], 'IDLE', 1000000000000, 'JUSTID')
+        redis.call('XCLAIM', ready, group, released, 0, e[1], 'IDLE', 1000000000000, 'JUSTID')
         n = n + 1
+      end
+      redis.call('XGROUP', 'DELCONSUMER', ready, group, me)
+      for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', ready, group)) do
+        local f = {}
+        for k = 1, #c, 2 do f[c[k]] = c[k + 1] end
+        if f['pending'] == 0 and f['idle'] > stale and f['name'] ~= released then
+          redis.call('XGROUP', 'DELCONSUMER', ready, group, f['name'])
+        end
       end
     end
   end

@@ -77,6 +77,10 @@ Arg = str | bytes | int
 
 #: The consumer group every queue's stream has.
 GROUP = "wireframe"
+#: The placeholder consumer holding entries a closed broker handed back.
+_RELEASED = "wireframe:released"
+#: A consumer with nothing pending and idle this long (ms) belonged to a dead broker.
+_STALE_CONSUMER_MS = 3_600_000
 
 #: Longest a single non-blocking Redis call may take before Redis counts as gone.
 _CALL_TIMEOUT = 10.0
@@ -354,7 +358,7 @@ class RedisBroker:
         keys = [self._q(q, "ready") for q in sorted(self._consumed)]
         with trio.CancelScope(shield=True), trio.move_on_after(_RELEASE_TIMEOUT):
             try:
-                await self._release(keys, [GROUP, self.consumer])
+                await self._release(keys, [GROUP, self.consumer, _RELEASED, _STALE_CONSUMER_MS])
             except (coredis.exceptions.RedisError, OSError, TimeoutError):
                 pass  # Redis is gone: the leases run out on their own
 
