@@ -247,9 +247,25 @@ _QUEUED, _RUNNING, _DONE, _CANCELLED = range(4)
 
 
 class _Call(Generic[T]):
-    """One function to run on a connection thread, and the trio task awaiting it."""
+    """One function to run on a connection thread, and the trio task awaiting it.
 
-    __slots__ = ("cancel_requested", "fn", "lock", "readonly", "state", "task", "token")
+    Cancelling the task drops the call only while it is *droppable*: a read not
+    yet started, or a write still waiting for another process's write lock.
+    Otherwise (like ``trio.to_thread.run_sync``) the call runs to its end and the
+    task is cancelled afterwards, so a cancelled ``complete`` queued behind this
+    process's own writes still completes instead of being silently lost.
+    """
+
+    __slots__ = (
+        "cancel_requested",
+        "droppable",
+        "fn",
+        "lock",
+        "readonly",
+        "state",
+        "task",
+        "token",
+    )
 
     def __init__(
         self,
@@ -264,6 +280,7 @@ class _Call(Generic[T]):
         self.token = token
         self.lock = threading.Lock()
         self.state = _QUEUED
+        self.droppable = readonly
         self.cancel_requested = False
 
     def start(self) -> bool:
@@ -282,14 +299,25 @@ class _Call(Generic[T]):
             self.state = _DONE
             self.token.run_sync_soon(trio.lowlevel.reschedule, self.task, result)
 
-    def abort(self, _raise_cancel: Any) -> trio.lowlevel.Abort:
-        """Trio side: a cancel arrived; drop the call if it has not started."""
+    def make_droppable(self) -> None:
+        """Thread side: the call waits for another process's lock; a cancel may drop it."""
         with self.lock:
-            if self.state == _QUEUED:
+            self.droppable = True
+
+    def abort(self, _raise_cancel: Any) -> trio.lowlevel.Abort:
+        """Trio side: a cancel arrived; drop the call if it is droppable and not started."""
+        with self.lock:
+            if self.state == _QUEUED and self.droppable:
                 self.state = _CANCELLED
                 return trio.lowlevel.Abort.SUCCEEDED
             self.cancel_requested = True
             return trio.lowlevel.Abort.FAILED
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` says another connection holds a lock (SQLITE_BUSY/LOCKED)."""
+    text = str(exc)
+    return "locked" in text or "busy" in text
 
 
 class _ConnectionThread:
@@ -413,19 +441,34 @@ class _ConnectionThread:
 
     def _begin_immediate(self, conn: sqlite3.Connection, calls: list[_Call[Any]]) -> bool:
         """Take the write lock, giving up after busy_timeout; False if every call
-        was cancelled meanwhile (nothing to do)."""
+        was cancelled meanwhile (nothing to do).
+
+        The first attempt does not wait (the writer's busy timeout is 0). Only if
+        another connection holds the lock do the calls become droppable, and the
+        thread waits in slices of ``_BEGIN_SLICE_MS``, checking between them.
+        """
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return True
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+        for call in calls:
+            call.make_droppable()
         deadline = time.monotonic() + self._busy_timeout
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                return True
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
+        conn.execute(f"PRAGMA busy_timeout = {_BEGIN_SLICE_MS}")
+        try:
+            while True:
                 if all(call.state == _CANCELLED for call in calls):
                     return False
-                if time.monotonic() >= deadline:
-                    raise
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    return True
+                except sqlite3.OperationalError as exc:
+                    if not _is_busy(exc) or time.monotonic() >= deadline:
+                        raise
+        finally:
+            conn.execute("PRAGMA busy_timeout = 0")
 
     def _run_group(self, conn: sqlite3.Connection, calls: list[_Call[Any]]) -> None:
         try:
@@ -524,6 +567,12 @@ class _Wakeups:
         self._signals.clear()
         for found in signals:
             found.event.set()
+
+
+#: The wake-ups of every open broker, by database file and trio run: a write by
+#: one broker wakes the waiters of its neighbours on the same file at once
+#: (a runtime and a worker in one process), not at their next poll.
+_NEIGHBOURS: dict[tuple[str, trio.lowlevel.TrioToken], list[_Wakeups]] = {}
 
 
 # --------------------------------------------------------------------------------
@@ -630,6 +679,8 @@ class SqliteBroker:
         self._busy_timeout = float(url.options["busy_timeout"])  # type: ignore[arg-type]
         self._synchronous = str(url.options["synchronous"])
         self._wake = _Wakeups()
+        self._neighbours: list[_Wakeups] = [self._wake]
+        self._neighbour_key: tuple[str, trio.lowlevel.TrioToken] | None = None
         self._writer: _ConnectionThread | None = None
         self._reader: _ConnectionThread | None = None
         self._watch_scope = trio.CancelScope()
@@ -641,7 +692,7 @@ class SqliteBroker:
         try:
             conn = sqlite3.connect(
                 self.path,
-                timeout=self._busy_timeout if not writer else _BEGIN_SLICE_MS / 1000,
+                timeout=0 if writer else self._busy_timeout,
                 isolation_level=None,
                 check_same_thread=True,
             )
@@ -705,9 +756,15 @@ class SqliteBroker:
                 f"cannot prepare SQLite database {str(self.path)!r} ({self.url}): {exc}"
             ) from exc
         finally:
-            conn.execute(f"PRAGMA busy_timeout = {_BEGIN_SLICE_MS}")
+            conn.execute("PRAGMA busy_timeout = 0")  # see _ConnectionThread._begin_immediate
+
+    def _notify(self, key: tuple[str, str]) -> None:
+        """Wake the waiters for ``key`` of this broker and its neighbours on the file."""
+        for wake in self._neighbours:
+            wake.notify(key)
 
     async def _start(self) -> None:
+        """Start the writer (which checks and migrates the file), then the reader."""
         token = trio.lowlevel.current_trio_token()
         self._writer = _ConnectionThread(
             "wireframe-sqlite-writer",
@@ -729,6 +786,9 @@ class SqliteBroker:
         except BaseException:
             await self._writer.stop()
             raise
+        self._neighbour_key = (str(self.path), token)
+        self._neighbours = _NEIGHBOURS.setdefault(self._neighbour_key, [])
+        self._neighbours.append(self._wake)
 
     def clock(self) -> float:
         """Wall-clock seconds (:func:`time.time`): shared by processes and restarts."""
@@ -747,6 +807,11 @@ class SqliteBroker:
         self._closed = True
         self._watch_scope.cancel()
         self._wake.notify_all()
+        if self._neighbour_key is not None:
+            self._neighbours.remove(self._wake)
+            if not self._neighbours:
+                del _NEIGHBOURS[self._neighbour_key]
+            self._neighbours = [self._wake]
         with trio.CancelScope(shield=True):
             for thread in (self._reader, self._writer):
                 if thread is not None:
@@ -755,9 +820,7 @@ class SqliteBroker:
     # -- calling the threads -------------------------------------------------------------
 
     def _translate(self, exc: sqlite3.Error) -> BrokerError:
-        if isinstance(exc, sqlite3.OperationalError) and (
-            "locked" in str(exc) or "busy" in str(exc)
-        ):
+        if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
             return BrokerUnavailable(
                 f"SQLite database {str(self.path)!r} stayed locked by another connection "
                 f"for more than busy_timeout={self._busy_timeout} s"
@@ -871,7 +934,7 @@ class SqliteBroker:
 
         await self._write(insert)
         if batch:
-            self._wake.notify(("q", queue))
+            self._notify(("q", queue))
 
     def _claim(self, queue: str, limit: int) -> Callable[[sqlite3.Connection], _Claim]:
         lease, max_deliveries = self._lease, self._max_deliveries
@@ -962,7 +1025,7 @@ class SqliteBroker:
         with trio.CancelScope(shield=True):
             await self._write(release)
         if deliveries:
-            self._wake.notify(("q", deliveries[0].queue))
+            self._notify(("q", deliveries[0].queue))
 
     async def consume(self, queue: str, limit: int) -> list[Delivery]:
         """Lease up to ``limit`` visible messages, oldest first; wait for one if none."""
@@ -975,7 +1038,7 @@ class SqliteBroker:
             if direct:
                 result, cancelled = await self._write_raw(claim)
                 for channel in result.dead_channels:
-                    self._wake.notify(("c", channel))
+                    self._notify(("c", channel))
                 if result.deliveries:
                     if cancelled:
                         await self._give_back(result.deliveries)
@@ -1006,7 +1069,7 @@ class SqliteBroker:
 
         await self._write(finish)
         if post:
-            self._wake.notify(("c", reply_to))
+            self._notify(("c", reply_to))
 
     async def abandon(
         self, delivery: Delivery, *, delay: float = 0.0, body: bytes | None = None
@@ -1033,7 +1096,7 @@ class SqliteBroker:
                 raise _lock_lost(conn, delivery, seq, now)
 
         await self._write(give_back)
-        self._wake.notify(("q", delivery.queue))
+        self._notify(("q", delivery.queue))
 
     async def extend(self, delivery: Delivery) -> Delivery:
         """Renew the lease for ``lease`` seconds from now (same token)."""
@@ -1073,7 +1136,7 @@ class SqliteBroker:
 
         await self._write(bury)
         if message.reply_to:
-            self._wake.notify(("c", message.reply_to))
+            self._notify(("c", message.reply_to))
 
     # -- result channels -----------------------------------------------------------------
 
@@ -1134,7 +1197,7 @@ class SqliteBroker:
 
         with trio.CancelScope(shield=True):
             await self._write(restore)
-        self._wake.notify(("c", channel))
+        self._notify(("c", channel))
 
     async def delete_channel(self, channel: str) -> None:
         """Drop ``channel`` and any replies left in it."""
@@ -1159,7 +1222,7 @@ class SqliteBroker:
             )
 
         await self._write(send)
-        self._wake.notify(("b", topic))
+        self._notify(("b", topic))
 
     def subscribe(self, topic: str) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
         """Subscribe to ``topic``: everything broadcast after entering is received."""
@@ -1247,7 +1310,7 @@ class SqliteBroker:
 
         queues = await self._write(requeue)
         for name in set(queues):
-            self._wake.notify(("q", name))
+            self._notify(("q", name))
         return len(queues)
 
     async def purge(self, queue: str | None = None) -> int:
