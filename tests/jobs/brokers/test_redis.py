@@ -193,6 +193,30 @@ async def test_cancelled_blocking_reads_leave_broker_usable(redis_url: UrlFactor
         await broker.ping()
 
 
+async def test_cancelled_consumes_lose_no_message(redis_url: UrlFactory) -> None:
+    async with redis_broker.open(redis_url(lease=0.3)) as broker:
+        await broker.declare_queue("q")
+        done: set[str] = set()
+
+        async def publish_slowly() -> None:
+            for n in range(30):
+                await broker.publish("q", [msg(n)])
+                await trio.sleep(0.003)
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(publish_slowly)
+                timeout = 0.001
+                while len(done) < 30:
+                    with trio.move_on_after(timeout):
+                        for d in await broker.consume("q", 2):
+                            await broker.complete(d, b"r")
+                            done.add(d.message.id)
+                    timeout = timeout * 1.7 if timeout < 0.02 else 0.001
+        replies = await broker.receive_replies("ch", 100)
+        assert sorted(r.message_id for r in replies) == sorted(f"m{n}" for n in range(30))
+
+
 async def test_blocked_consume_and_receive_wake_up(redis_url: UrlFactory) -> None:
     async with redis_broker.open(redis_url(poll=5)) as broker:
         await broker.declare_queue("q")

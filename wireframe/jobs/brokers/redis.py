@@ -268,7 +268,11 @@ class RedisBroker:
                 with trio.CancelScope(shield=True), trio.fail_after(_CALL_TIMEOUT):
                     return await fn()
             except (coredis.exceptions.ConnectionError, TimeoutError, OSError) as exc:
-                unsent = "Unable to establish" in str(exc)
+                # Never sent: refused/timed-out connects (no stream timeout is set, so a
+                # TimeoutError is a connect timeout) and "still loading the dataset".
+                unsent = isinstance(
+                    exc, TimeoutError | coredis.exceptions.BusyLoadingError
+                ) or "Unable to establish" in str(exc)
                 if not (resend or unsent) or trio.current_time() + delay > deadline:
                     raise BrokerUnavailable(
                         f"redis broker {self.url}: {what} failed: {exc or type(exc).__name__}"
