@@ -293,11 +293,16 @@ class _Call(Generic[T]):
 
     def finish(self, result: outcome.Outcome[Any]) -> None:
         """Thread side: hand the result to the waiting task (unless it went away)."""
+        if self.settle():
+            self.token.run_sync_soon(trio.lowlevel.reschedule, self.task, result)
+
+    def settle(self) -> bool:
+        """Thread side: mark the call done; False if its task went away (cancelled)."""
         with self.lock:
             if self.state == _CANCELLED:
-                return
+                return False
             self.state = _DONE
-            self.token.run_sync_soon(trio.lowlevel.reschedule, self.task, result)
+            return True
 
     def make_droppable(self) -> None:
         """Thread side: the call waits for another process's lock; a cancel may drop it."""
@@ -312,6 +317,12 @@ class _Call(Generic[T]):
                 return trio.lowlevel.Abort.SUCCEEDED
             self.cancel_requested = True
             return trio.lowlevel.Abort.FAILED
+
+
+def _reschedule_all(results: list[tuple[trio.lowlevel.Task, outcome.Outcome[Any]]]) -> None:
+    """Trio side: wake every task of a group commit with its result, in one callback."""
+    for task, result in results:
+        trio.lowlevel.reschedule(task, result)
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -521,8 +532,9 @@ class _ConnectionThread:
                 results = [(call, outcome.Error(exc)) for call, _ in results]
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-        for call, result in results:
-            call.finish(result)
+        wake = [(call.task, result) for call, result in results if call.settle()]
+        if wake:
+            self._token.run_sync_soon(_reschedule_all, wake)
 
 
 # --------------------------------------------------------------------------------
