@@ -18,8 +18,8 @@ URL
 Options (``?name=value&...``)
     ``lease`` (seconds, default 30) and ``max_deliveries`` (default 5) as on
     every broker; ``poll`` — the longest pause, in seconds, between two looks
-    for another process's writes while something waits (default 0.05; it starts
-    at 1 ms after any activity and doubles while idle); ``busy_timeout`` — how
+    for another process's writes while something waits (default 0.05; it polls
+    every 1 ms for 10 ms after any change, then doubles while idle); ``busy_timeout`` — how
     long, in seconds, to wait for another process's write lock before
     :class:`~wireframe.jobs.broker.BrokerUnavailable` (default 10);
     ``synchronous`` — ``normal`` (default: safe against a killed process, a power
@@ -45,8 +45,8 @@ Design
     ``receive_replies``, a subscription) is woken three ways: at once by any
     write of this broker that concerns it (a trio event), by a watcher task
     that polls ``PRAGMA data_version`` — which changes whenever another
-    connection, in any process, commits — every 1 ms after activity backing
-    off to ``poll`` while idle, and by a timer at the earliest moment a leased
+    connection, in any process, commits — every 1 ms for 10 ms after a change,
+    then backing off (doubling) to ``poll`` while idle, and by a timer at the earliest moment a leased
     or delayed message becomes visible. The watcher polls only while someone
     waits. A wake from another process first peeks on the reader and takes the
     write lock only when there is something to take, so idle processes do not
@@ -176,9 +176,10 @@ _INSERT_REPLY: Final = (
 #: further behind misses them.
 BROADCAST_RETENTION: Final = 60.0
 
-_MIN_POLL: Final = 0.001
+_MIN_POLL: Final = 0.001  # seconds between polls right after activity
+_FAST_POLLS: Final = 10  # polls at _MIN_POLL before backing off
 _GROUP_MAX: Final = 256  # calls at most in one group commit
-_BEGIN_SLICE_MS: Final = 50  # busy wait per BEGIN IMMEDIATE attempt
+_BEGIN_MAX_SLEEP: Final = 0.005  # longest pause between two tries for the write lock
 
 
 def _positive_seconds(name: str) -> Callable[[str], float]:
@@ -454,9 +455,12 @@ class _ConnectionThread:
         """Take the write lock, giving up after busy_timeout; False if every call
         was cancelled meanwhile (nothing to do).
 
-        The first attempt does not wait (the writer's busy timeout is 0). Only if
-        another connection holds the lock do the calls become droppable, and the
-        thread waits in slices of ``_BEGIN_SLICE_MS``, checking between them.
+        The writer's busy timeout is 0: every attempt returns at once. Only if
+        another connection holds the lock do the calls become droppable; the
+        thread then retries after sleeps growing from 0.1 ms to
+        ``_BEGIN_MAX_SLEEP`` (SQLite's own busy handler sleeps 1, 2, 5, 10 ms...,
+        too coarse for a lock that is typically held for well under a
+        millisecond), checking for cancelled calls between attempts.
         """
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -467,19 +471,18 @@ class _ConnectionThread:
         for call in calls:
             call.make_droppable()
         deadline = time.monotonic() + self._busy_timeout
-        conn.execute(f"PRAGMA busy_timeout = {_BEGIN_SLICE_MS}")
-        try:
-            while True:
-                if all(call.state == _CANCELLED for call in calls):
-                    return False
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    return True
-                except sqlite3.OperationalError as exc:
-                    if not _is_busy(exc) or time.monotonic() >= deadline:
-                        raise
-        finally:
-            conn.execute("PRAGMA busy_timeout = 0")
+        pause = 0.0001
+        while True:
+            if all(call.state == _CANCELLED for call in calls):
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, _BEGIN_MAX_SLEEP)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return True
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise
 
     def _run_group(self, conn: sqlite3.Connection, calls: list[_Call[Any]]) -> None:
         try:
@@ -889,20 +892,22 @@ class SqliteBroker:
 
         with self._watch_scope:
             last = await poll()
-            interval = _MIN_POLL
+            quiet = 0  # polls since the last change
             while True:
                 if self._wake.waiting == 0:
                     self._wake.waiters_arrived = trio.Event()
                     await self._wake.waiters_arrived.wait()
-                    interval = _MIN_POLL
+                    quiet = 0
                 current = await poll()
                 if current != last or current is None:
                     last = current
                     self._wake.notify_all()
-                    interval = _MIN_POLL
+                    quiet = 0
                 else:
-                    interval = min(interval * 2, self._max_poll)
-                await trio.sleep(interval)
+                    quiet += 1
+                # _FAST_POLLS polls at the minimum after activity, then doubling to `poll`
+                backoff = _MIN_POLL * 2.0 ** max(0, quiet - _FAST_POLLS)
+                await trio.sleep(min(backoff, self._max_poll))
 
     # -- queues ---------------------------------------------------------------------
 
