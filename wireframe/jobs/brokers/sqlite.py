@@ -245,6 +245,8 @@ def database_path(url: BrokerURL | str) -> Path:
 
 
 _QUEUED, _RUNNING, _DONE, _CANCELLED = range(4)
+_DROPPED: Final = object()  # what a dropped call's task is woken with
+_DROPPED_OUTCOME: Final = outcome.Value(_DROPPED)
 
 
 class _Call(Generic[T]):
@@ -305,10 +307,15 @@ class _Call(Generic[T]):
             self.state = _DONE
             return True
 
-    def make_droppable(self) -> None:
-        """Thread side: the call waits for another process's lock; a cancel may drop it."""
+    def make_droppable(self) -> bool:
+        """Thread side: the call waits for another process's lock, so a cancel may drop
+        it; drop it now if a cancel already arrived. False once the call is dropped."""
         with self.lock:
             self.droppable = True
+            if self.state == _QUEUED and self.cancel_requested:
+                self.state = _DONE
+                self.token.run_sync_soon(trio.lowlevel.reschedule, self.task, _DROPPED_OUTCOME)
+            return self.state == _QUEUED
 
     def abort(self, _raise_cancel: Any) -> trio.lowlevel.Abort:
         """Trio side: a cancel arrived; drop the call if it is droppable and not started."""
@@ -394,7 +401,10 @@ class _ConnectionThread:
             fn, trio.lowlevel.current_task(), self._token, readonly or not self._writer
         )
         self._queue.put(call)
-        value: T = await trio.lowlevel.wait_task_rescheduled(call.abort)  # unwraps the outcome
+        value: Any = await trio.lowlevel.wait_task_rescheduled(call.abort)  # unwraps it
+        if value is _DROPPED:  # cancelled while it waited for another process's lock
+            await trio.lowlevel.checkpoint()  # raises Cancelled
+            raise BrokerError("a cancelled SQLite call was dropped")  # pragma: no cover
         return value, call.cancel_requested
 
     # -- thread side ---------------------------------------------------------------
@@ -468,12 +478,10 @@ class _ConnectionThread:
         except sqlite3.OperationalError as exc:
             if not _is_busy(exc):
                 raise
-        for call in calls:
-            call.make_droppable()
         deadline = time.monotonic() + self._busy_timeout
         pause = 0.0001
         while True:
-            if all(call.state == _CANCELLED for call in calls):
+            if not [call for call in calls if call.make_droppable()]:
                 return False
             time.sleep(pause)
             pause = min(pause * 2, _BEGIN_MAX_SLEEP)
