@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 import typing
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -59,7 +59,7 @@ class WiringLayer(Generic[I, O]):
         if "name" not in cls.__dict__ and not any("name" in b.__dict__ for b in cls.__mro__[1:-1]):
             cls.name = cls.__name__
 
-    def wire(self, input: I) -> Awaitable[O] | AsyncGenerator[O, None]:
+    def wire(self, input: I) -> Awaitable[O] | AsyncIterator[O]:
         """Build this layer's output from its input (see the class docstring)."""
         raise NotImplementedError(f"layer {type(self).__name__} must define wire()")
 

@@ -23,8 +23,12 @@ class TaskState(enum.Enum):
     PENDING = "pending"  # wired, not yet scheduled
     WAITING = "waiting"  # gated: waiting for the precondition barrier
     RUNNING = "running"
-    FINISHED = "finished"  # returned on its own
-    STOPPED = "stopped"  # ended because of the stop signal (or never started)
+    FINISHED = (
+        "finished"  # returned: a oneshot or precondition always; a long-running task before stop
+    )
+    STOPPED = (
+        "stopped"  # ended because of the stop (returned after it, cancelled by it, never started)
+    )
     FAILED = "failed"  # raised
     TIMED_OUT = "timed_out"  # still running after the grace period: cancelled
 

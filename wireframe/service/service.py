@@ -214,15 +214,20 @@ class Service:
             raise RuntimeError("a Service runs once; build another from its ServiceBuilder")
         self._phase = "wiring"
         self._started_at = trio.current_time()
+        error: WiringError | ServiceError | None = None
         async with trio.open_nursery() as system:
             if self.handle_signals and threading.current_thread() is threading.main_thread():
                 await system.start(self._watch_signals)
             try:
                 await self._run_phases(system)
+            except (WiringError, ServiceError) as exc:
+                error = exc  # raised below, outside the nursery, so not wrapped in a group
             finally:
                 self._ended_at = trio.current_time()
                 self._phase = "done"
                 system.cancel_scope.cancel()
+        if error is not None:
+            raise error
         report = self.status()
         if not report.ok:
             raise ServiceError.from_report(report)
@@ -427,7 +432,9 @@ class Service:
             return
         if record.timed_out:
             self._end(record, TaskState.TIMED_OUT, record.error)
-        elif self._stop.is_set:
+        elif self._stop.is_set and record.kind.stops_service_on_return:
+            # a long-running task returning after the stop is the normal way to stop; a oneshot
+            # or precondition that returns was done, whatever else was happening
             self._end(record, TaskState.STOPPED, None)
         else:
             self._end(record, TaskState.FINISHED, None)

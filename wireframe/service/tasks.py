@@ -23,7 +23,7 @@ from __future__ import annotations
 import abc
 import enum
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from wireframe.service.stop import StopReceiver
@@ -151,11 +151,12 @@ _FUNCTION_TASKS = {kind: _function_task_class(kind) for kind in TaskKind}
 
 def task(
     *, kind: TaskKind | str = TaskKind.TASK, id: str | None = None
-) -> Callable[[TaskFunction], _TaskBase]:
+) -> Callable[[TaskFunction], Any]:
     """Turn ``async def fn(stop)`` into a task instance of the given kind.
 
     ``kind`` is a :class:`TaskKind` or its value (``"OneshotTask"``); ``id``
-    defaults to the function's name::
+    defaults to the function's name. The result is an instance of that kind's
+    base class (typed ``Any`` so it fits an output field of that kind)::
 
         @wf.task(kind=wf.TaskKind.ONESHOT, id="migrate")
         async def migrate(stop: wf.StopReceiver) -> None: ...
