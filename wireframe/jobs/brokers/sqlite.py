@@ -63,6 +63,7 @@ Design
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import queue as queue_module
@@ -300,9 +301,10 @@ class _Call(Generic[T]):
             self.token.run_sync_soon(trio.lowlevel.reschedule, self.task, result)
 
     def settle(self) -> bool:
-        """Thread side: mark the call done; False if its task went away (cancelled)."""
+        """Thread side: mark the call done; False if its task went away (cancelled)
+        or was already woken."""
         with self.lock:
-            if self.state == _CANCELLED:
+            if self.state in (_CANCELLED, _DONE):
                 return False
             self.state = _DONE
             return True
@@ -439,12 +441,19 @@ class _ConnectionThread:
                     stop = True
                     break
                 calls.append(nxt)
-            writes = [call for call in calls if not call.readonly]
-            for call in calls:
-                if call.readonly:
-                    self._run_read(conn, call)
-            if writes:
-                self._run_group(conn, writes)
+            try:
+                writes = [call for call in calls if not call.readonly]
+                for call in calls:
+                    if call.readonly:
+                        self._run_read(conn, call)
+                if writes:
+                    self._run_group(conn, writes)
+            except Exception as exc:  # a savepoint or rollback failed: keep serving
+                for call in calls:
+                    call.finish(outcome.Error(exc))  # those not woken yet
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
             if stop:
                 return
 
