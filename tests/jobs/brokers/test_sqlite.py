@@ -133,6 +133,16 @@ async def test_missing_directory_is_unavailable_naming_the_path(tmp_path: Path) 
     assert _sqlite_threads() == []
 
 
+async def test_a_file_that_is_not_a_database_is_an_error_naming_it(db_path: Path) -> None:
+    await trio.Path(db_path).write_bytes(b"this is not a database, " * 100)
+    with pytest.raises(BrokerError, match="not a database") as info:
+        async with sqlite_broker.open(f"sqlite:///{db_path}"):
+            pass  # pragma: no cover
+    assert str(db_path) in str(info.value)
+    assert not isinstance(info.value, BrokerUnavailable)
+    assert _sqlite_threads() == []
+
+
 # -- lifecycle ---------------------------------------------------------------------
 
 

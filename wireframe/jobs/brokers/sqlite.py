@@ -721,6 +721,8 @@ class SqliteBroker:
     # -- lifecycle -------------------------------------------------------------------
 
     def _connect(self, *, writer: bool) -> sqlite3.Connection:
+        """Open a connection (on the thread that will own it); the writer's also
+        checks and migrates the schema."""
         try:
             conn = sqlite3.connect(
                 self.path,
@@ -738,6 +740,12 @@ class SqliteBroker:
                 self._migrate(conn)
             else:
                 conn.execute("PRAGMA query_only = 1")
+        except sqlite3.Error as exc:
+            conn.close()
+            kind = BrokerUnavailable if _is_busy(exc) else BrokerError
+            raise kind(
+                f"cannot prepare SQLite database {str(self.path)!r} ({self.url}): {exc}"
+            ) from exc
         except BaseException:
             conn.close()
             raise
@@ -783,10 +791,6 @@ class SqliteBroker:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-        except sqlite3.Error as exc:
-            raise BrokerUnavailable(
-                f"cannot prepare SQLite database {str(self.path)!r} ({self.url}): {exc}"
-            ) from exc
         finally:
             conn.execute("PRAGMA busy_timeout = 0")  # see _ConnectionThread._begin_immediate
 
