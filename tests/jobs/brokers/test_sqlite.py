@@ -162,6 +162,21 @@ async def test_no_thread_outlives_the_broker(make_url: UrlFactory) -> None:
         await broker.publish("q", _messages(["late"]))
 
 
+async def test_bad_arguments_are_value_errors(make_url: UrlFactory) -> None:
+    async with open_broker(make_url()) as broker:
+        with pytest.raises(ValueError, match="delay"):
+            await broker.publish("q", _messages(["m"]), delay=-1)
+        with pytest.raises(ValueError, match="limit"):
+            await broker.consume("q", 0)
+        with pytest.raises(ValueError, match="limit"):
+            await broker.receive_replies("ch", 0)
+        await broker.publish("q", _messages(["m"]))
+        [d] = await _take(broker, "q", 1)
+        with pytest.raises(ValueError, match="delay"):
+            await broker.abandon(d, delay=float("nan"))
+        await broker.complete(d, None)  # the lease is intact
+
+
 async def test_broker_is_usable_only_inside_open(make_url: UrlFactory) -> None:
     broker = sqlite_broker.SqliteBroker(
         sqlite_broker.parse_sqlite_url(make_url()), Path("unused.db")

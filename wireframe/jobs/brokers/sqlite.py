@@ -956,6 +956,8 @@ class SqliteBroker:
 
     async def publish(self, queue: str, messages: Sequence[Message], *, delay: float = 0.0) -> None:
         """Append ``messages`` to ``queue`` in one transaction, visible after ``delay``."""
+        if not delay >= 0.0:
+            raise ValueError(f"publish to {queue!r}: delay={delay!r} must be >= 0")
         batch = list(messages)
 
         def insert(conn: sqlite3.Connection) -> None:
@@ -963,7 +965,7 @@ class SqliteBroker:
             conn.execute(
                 "INSERT OR IGNORE INTO wf_queues (name, created_at) VALUES (?, ?)", (queue, now)
             )
-            visible_at = now + max(0.0, delay)
+            visible_at = now + delay
             conn.executemany(
                 "INSERT INTO wf_messages (queue, id, body, reply_to, visible_at, deliveries)"
                 " VALUES (?, ?, ?, ?, ?, 0)",
@@ -1068,7 +1070,7 @@ class SqliteBroker:
     async def consume(self, queue: str, limit: int) -> list[Delivery]:
         """Lease up to ``limit`` visible messages, oldest first; wait for one if none."""
         if limit < 1:
-            raise ValueError(f"consume(limit={limit}) must ask for at least 1 message")
+            raise ValueError(f"consume from {queue!r}: limit={limit!r} must be at least 1")
         claim = self._claim(queue, limit)
         direct = True
         while True:
@@ -1113,11 +1115,13 @@ class SqliteBroker:
         self, delivery: Delivery, *, delay: float = 0.0, body: bytes | None = None
     ) -> None:
         """Give the delivery back, visible after ``delay``; a new ``body`` resets its count."""
+        if not delay >= 0.0:
+            raise ValueError(f"abandon {delivery.message.id!r}: delay={delay!r} must be >= 0")
         seq = _lease_seq(delivery)
 
         def give_back(conn: sqlite3.Connection) -> None:
             now = time.time()
-            visible_at = now + max(0.0, delay)
+            visible_at = now + delay
             if body is None:
                 cur = conn.execute(
                     "UPDATE wf_messages SET lease_token = NULL, visible_at = ?"
@@ -1181,7 +1185,7 @@ class SqliteBroker:
     async def receive_replies(self, channel: str, limit: int) -> list[Reply]:
         """Take up to ``limit`` replies from ``channel`` in arrival order; wait if none."""
         if limit < 1:
-            raise ValueError(f"receive_replies(limit={limit}) must ask for at least 1 reply")
+            raise ValueError(f"receive_replies from {channel!r}: limit={limit!r} must be >= 1")
 
         def take(conn: sqlite3.Connection) -> list[tuple[int, str, bytes | None, str | None]]:
             rows: list[tuple[int, str, bytes | None, str | None]] = conn.execute(
