@@ -103,20 +103,13 @@ class ServiceBuilder:
 class _TaskRecord:
     task: AnyTask
     layer: str
+    id: str
+    kind: TaskKind
     state: TaskState = TaskState.PENDING
     started_at: float | None = None
     ended_at: float | None = None
     error: ErrorInfo | None = None
-    scope: trio.CancelScope | None = None
     timed_out: bool = False
-
-    @property
-    def id(self) -> str:
-        return self.task.id
-
-    @property
-    def kind(self) -> TaskKind:
-        return self.task.kind
 
     def report(self) -> TaskReport:
         return TaskReport(
@@ -148,11 +141,14 @@ class Service:
         self.graceful_shutdown_timeout = graceful_shutdown_timeout
         self.handle_signals = handle_signals
         self._stop = StopSignal()
+        self._stop_receiver = self._stop.receiver()
         self._force = trio.Event()
         self._records: dict[str, _TaskRecord] = {}
         self._shutdown: list[HookReport] = []
         self._listeners: list[StateListener] = []
         self._barrier = trio.Event()
+        self._gate = trio.Event()  # set when the barrier lifts or the stop arrives
+        self._tasks_scope: trio.CancelScope | None = None
         self._phase = "new"
         self._started_at: float | None = None
         self._ended_at: float | None = None
@@ -375,7 +371,7 @@ class Service:
                 layer,
                 f"gives task id {task_id!r}, which layer {other.layer!r} also gives; task ids are unique",
             )
-        self._records[task_id] = _TaskRecord(task, layer)
+        self._records[task_id] = _TaskRecord(task, layer, task_id, task.kind)
         return None
 
     async def _run_tasks(self) -> None:
@@ -391,8 +387,17 @@ class Service:
                 self._barrier.set()
 
         async with trio.open_nursery() as nursery:
+            # one scope for all tasks: cancelling it at the end of the grace period is cheaper
+            # than a scope per task, and the records say which tasks it caught
+            self._tasks_scope = nursery.cancel_scope
+            nursery.start_soon(self._open_gate)
             for record in self._records.values():
                 nursery.start_soon(self._run_task, record, precondition_done, name=record.id)
+
+    async def _open_gate(self) -> None:
+        with self._stop.receiver().cancel_on_stop():
+            await self._barrier.wait()
+        self._gate.set()
 
     def _set_state(self, record: _TaskRecord, state: TaskState) -> None:
         record.state = state
@@ -400,24 +405,21 @@ class Service:
             record.started_at = trio.current_time()
         elif state.is_final:
             record.ended_at = trio.current_time()
-        report = record.report()
-        for listener in list(self._listeners):
-            listener(report)
+        if self._listeners:
+            report = record.report()
+            for listener in list(self._listeners):
+                listener(report)
 
     async def _run_task(self, record: _TaskRecord, precondition_done: Callable[[], None]) -> None:
-        stop = self._stop.receiver()
         if record.kind.gated:
             self._set_state(record, TaskState.WAITING)
-            with stop.cancel_on_stop():
-                await self._barrier.wait()
+            await self._gate.wait()
         if self._stop.is_set:  # never started: the service stopped first
             self._set_state(record, TaskState.STOPPED)
             return
-        record.scope = trio.CancelScope()
         self._set_state(record, TaskState.RUNNING)
         try:
-            with record.scope:
-                await record.task.run(stop)
+            await record.task.run(self._stop_receiver)
         except trio.Cancelled:
             self._end(record, TaskState.STOPPED if self._stop.is_set else TaskState.FAILED, None)
             if trio.current_effective_deadline() == -math.inf:
@@ -458,7 +460,7 @@ class Service:
             await self._force.wait()
         forced = self._force.is_set()
         for record in self._records.values():
-            if record.scope is not None and not record.state.is_final:
+            if record.state is TaskState.RUNNING:
                 record.timed_out = True
                 why = (
                     "was cancelled by a second stop request"
@@ -468,7 +470,8 @@ class Service:
                     )
                 )
                 record.error = ErrorInfo("TimeoutError", f"task {record.id!r} {why}", "")
-                record.scope.cancel()
+        if self._tasks_scope is not None:
+            self._tasks_scope.cancel()
 
     async def _shut_down(
         self, lifetimes: list[tuple[str, AsyncGenerator[Any, None]]], hooks: list[ShutdownHook]
