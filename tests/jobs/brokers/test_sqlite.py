@@ -252,6 +252,53 @@ async def test_two_brokers_on_one_file_wake_each_other(make_url: UrlFactory) -> 
         nursery.cancel_scope.cancel()
 
 
+async def test_waiters_see_another_process_writes_through_the_watcher(
+    make_url: UrlFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broker that does not wake its in-process neighbours stands in for another
+    process: its writes reach the other broker's waiters only via data_version polls."""
+    url = make_url(poll=0.05)
+    async with open_broker(url) as remote, open_broker(url) as local:
+        assert isinstance(remote, sqlite_broker.SqliteBroker)
+        monkeypatch.setattr(remote, "_notify", lambda key: None)
+        got: dict[str, object] = {}
+        with trio.fail_after(5):
+            await _serve_and_write(remote, local, got)
+        assert got == {
+            "consume": ["m"],
+            "reply": [Reply("r", body=b"done")],
+            "broadcast": b"run-1",
+        }
+
+
+async def _serve_and_write(remote: Broker, local: Broker, got: dict[str, object]) -> None:
+    """Wait on ``local`` (consume, receive_replies, subscribe) while ``remote`` writes."""
+    async with trio.open_nursery() as nursery:
+
+        async def wait_consume() -> None:
+            got["consume"] = [d.message.id for d in await local.consume("q", 5)]
+
+        async def wait_reply() -> None:
+            got["reply"] = await local.receive_replies("ch", 5)
+
+        async def wait_broadcast(task_status: trio.TaskStatus[None]) -> None:
+            async with local.subscribe("abort") as bodies:
+                task_status.started()
+                async for body in bodies:
+                    got["broadcast"] = body
+                    return
+
+        nursery.start_soon(wait_consume)
+        nursery.start_soon(wait_reply)
+        await nursery.start(wait_broadcast)
+        await trio.sleep(0.3)  # everyone idle: the watcher has backed off to `poll`
+        await remote.publish("q", _messages(["m"]))
+        await remote.publish("other", _messages(["r"], reply_to="ch"))
+        [d] = await _take(remote, "other", 1)
+        await remote.complete(d, b"done")
+        await remote.broadcast("abort", b"run-1")
+
+
 _CHILD = textwrap.dedent(
     """
     import sys, trio
@@ -406,6 +453,24 @@ async def test_write_lock_held_elsewhere_times_out_or_cancels(
         [d] = await _take(broker, "q", 1)
         assert d.message.id == "after", "a timed-out or cancelled publish wrote nothing"
         assert [s.queued for s in await broker.stats()] == [0]
+
+
+async def test_waits_are_cancellable(make_url: UrlFactory) -> None:
+    async with open_broker(make_url()) as broker:
+        with trio.move_on_after(0.05) as scope:
+            await broker.consume("q", 1)
+        assert scope.cancelled_caught
+        with trio.move_on_after(0.05) as scope:
+            await broker.receive_replies("ch", 1)
+        assert scope.cancelled_caught
+        with trio.move_on_after(0.05) as scope:
+            async with broker.subscribe("t") as bodies:
+                async for _ in bodies:
+                    pass  # pragma: no cover
+        assert scope.cancelled_caught
+        await broker.publish("q", _messages(["m"], reply_to="ch"))
+        [d] = await _take(broker, "q", 1)
+        assert d.deliveries == 1, "a cancelled consume claimed nothing"
 
 
 async def test_consume_cancelled_mid_claim_gives_messages_back(
