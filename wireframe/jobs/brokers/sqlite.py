@@ -18,10 +18,10 @@ URL
 Options (``?name=value&...``)
     ``lease`` (seconds, default 30) and ``max_deliveries`` (default 5) as on
     every broker; ``poll`` — the longest pause, in seconds, between two looks
-    for another process's writes while something waits (default 0.05; it polls
-    every 1 ms for 10 ms after any change, then doubles while idle); ``busy_timeout`` — how
-    long, in seconds, to wait for another process's write lock before
-    :class:`~wireframe.jobs.broker.BrokerUnavailable` (default 10);
+    for another process's writes while something waits (default 0.05; it looks
+    every 1 ms for 10 ms after any change, then doubles the pause while idle);
+    ``busy_timeout`` — how long, in seconds, to wait for another process's write
+    lock before :class:`~wireframe.jobs.broker.BrokerUnavailable` (default 10);
     ``synchronous`` — ``normal`` (default: safe against a killed process, a power
     cut may lose the last transactions) or ``full`` (fsync every commit).
 
@@ -29,28 +29,44 @@ Design
     *Threads.* The stdlib ``sqlite3`` module blocks, so nothing touches a
     connection on the trio thread. The broker owns exactly two threads, started
     and joined inside :func:`open`, each owning one connection: a **writer**
-    that runs every write transaction and a **reader** for look-ups that never
-    write (polling, stats, broadcast reads). Calls travel on a queue and come
-    back through the trio token; no connection is ever shared. The writer
-    *group-commits*: calls that queued up while it was busy run in one
-    ``BEGIN IMMEDIATE`` transaction, each inside its own savepoint, so each call
-    still succeeds or fails alone (a ``complete`` that raises ``LockLost``
-    leaves no trace) while many concurrent completions share one commit. A
-    cancelled call that has not started is dropped; one that has started runs
-    to its end (its transaction is short) and the caller is then cancelled —
-    except that a ``consume`` or ``receive_replies`` cancelled that way gives
-    back what it took, so nothing is lost to a timeout.
+    that runs every write transaction (and the cheap ``data_version`` polls) and
+    a **reader** for look-ups that never write (peeks, stats, broadcast reads).
+    Calls travel on a queue and come back through the trio token; no connection
+    is ever shared. (A no-op round trip costs ~30 µs this way, about half of
+    ``trio.to_thread.run_sync``, whose cached threads would also outlive the
+    broker.) The writer *group-commits*: calls that queued up while it was busy
+    run in one ``BEGIN IMMEDIATE`` transaction, each inside its own savepoint,
+    so each call still succeeds or fails alone (a ``complete`` that raises
+    ``LockLost`` leaves no trace) while many concurrent completions share one
+    commit. When another process holds the write lock the writer retries with
+    pauses from 0.1 ms to 5 ms (SQLite's own busy handler sleeps whole
+    milliseconds), up to ``busy_timeout``.
+
+    *Cancellation.* Like ``trio.to_thread.run_sync``, a call handed to a thread
+    runs to its end and the caller is cancelled afterwards — a cancelled
+    ``complete`` queued behind this process's own writes still completes — with
+    two exceptions: a call still waiting for *another process's* write lock is
+    dropped at once, and a ``consume`` or ``receive_replies`` cancelled after it
+    took something gives it back (uncounted, in order), so nothing is lost to a
+    timeout.
 
     *Waiting.* SQLite cannot notify, so a waiter (``consume``,
-    ``receive_replies``, a subscription) is woken three ways: at once by any
-    write of this broker that concerns it (a trio event), by a watcher task
-    that polls ``PRAGMA data_version`` — which changes whenever another
-    connection, in any process, commits — every 1 ms for 10 ms after a change,
-    then backing off (doubling) to ``poll`` while idle, and by a timer at the earliest moment a leased
-    or delayed message becomes visible. The watcher polls only while someone
-    waits. A wake from another process first peeks on the reader and takes the
-    write lock only when there is something to take, so idle processes do not
-    fight over the lock.
+    ``receive_replies``, a subscription) is woken three ways: at once by a write
+    of any broker on the same file in this process that concerns it (a trio
+    event); by a watcher task polling ``PRAGMA data_version`` on the writer's
+    connection — it changes whenever another connection, in any process,
+    commits — only while someone waits; and by a timer at the earliest moment a
+    leased or delayed message becomes visible. A wake from another process
+    first peeks on the reader and takes the write lock only when there is
+    something to take, so idle processes do not fight over the lock.
+
+    *Storage.* A completed message stays in ``wf_messages`` as its completed
+    record (``done_at`` set, body dropped) until purge: completing is one row
+    update plus the reply, not a move between tables. Replies live in a
+    ``WITHOUT ROWID`` table keyed by (channel, seq); dead letters in
+    ``wf_dead``; broadcasts in ``wf_broadcasts`` with an ever-growing id, read
+    by each subscriber from the id current when it subscribed and deleted after
+    :data:`BROADCAST_RETENTION` seconds.
 
     *Schema.* ``wf_schema`` holds the schema version; :data:`MIGRATIONS` moves
     a database forward one version at a time inside one transaction. A file
