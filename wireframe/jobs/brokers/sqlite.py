@@ -111,6 +111,7 @@ from wireframe.jobs.broker import (
 )
 
 __all__ = [
+    "BROADCAST_RETENTION",
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "SqliteBroker",
