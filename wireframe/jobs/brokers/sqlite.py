@@ -449,11 +449,8 @@ class _ConnectionThread:
                 return
             calls = [first]
             stop = False
-            while len(calls) < _GROUP_MAX:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue_module.Empty:
-                    break
+            while len(calls) < _GROUP_MAX and not self._queue.empty():
+                nxt = self._queue.get()  # there is one: only this thread takes
                 if nxt is None:
                     stop = True
                     break
