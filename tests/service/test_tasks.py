@@ -241,3 +241,24 @@ def test_run_sync_for_scripts() -> None:
         )
     )
     assert report.tasks["one"].state is S.FINISHED
+
+
+async def test_task_cancelled_inside_its_own_nursery_times_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The grace period's Cancelled reaches the service wrapped in the task's nursery group."""
+    events: list[str] = []
+
+    async def nursery_ignoring_stop(stop: wf.StopReceiver) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.sleep_forever)
+            await trio.sleep_forever()
+
+    service = service_of(
+        make_task(K.TASK, "stubborn", nursery_ignoring_stop, events),
+        make_task(K.TASK, "quick", returns, events),
+        grace=5.0,
+    )
+    with pytest.raises(wf.ServiceError, match="'stubborn' timed_out") as info:
+        await service.run()
+    assert info.value.report.tasks["stubborn"].state is S.TIMED_OUT

@@ -420,17 +420,18 @@ class Service:
         self._set_state(record, TaskState.RUNNING)
         try:
             await record.task.run(self._stop_receiver)
-        except trio.Cancelled:
-            self._end(record, TaskState.STOPPED if self._stop.is_set else TaskState.FAILED, None)
-            if trio.current_effective_deadline() == -math.inf:
-                raise  # the whole run is being cancelled from outside
-            return
-        except Exception as exc:
-            if _only_cancelled(exc) and self._stop.is_set:
-                self._end(record, TaskState.STOPPED, None)
+        except BaseException as exc:
+            if _only_cancelled(exc):  # cancelled: by the stop, the grace period or our caller
+                self._end(
+                    record, TaskState.STOPPED if self._stop.is_set else TaskState.FAILED, None
+                )
+                if trio.current_effective_deadline() == -math.inf:
+                    raise  # a scope around us is cancelled: let it catch its Cancelled
                 return
             self._end(record, TaskState.FAILED, ErrorInfo.from_exception(exc))
             self._stop.send(f"task {record.id!r} failed: {type(exc).__name__}: {exc}")
+            if not isinstance(exc, Exception):
+                raise  # KeyboardInterrupt, SystemExit: not ours to swallow
             return
         if record.timed_out:
             self._end(record, TaskState.TIMED_OUT, record.error)
