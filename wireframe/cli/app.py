@@ -1,0 +1,412 @@
+"""The ``wireframe`` command: ``run``, ``check``, ``graph``, ``worker`` and ``jobs ...``, on typer.
+
+Exit codes, the same for every command that runs or checks a service:
+0 clean stop (or wiring OK), 1 a task or shutdown step failed or timed out,
+2 a wiring error or a TARGET that cannot be loaded. Results go to stdout (a
+rich table, or JSON with ``--json``); with ``--json`` the status view and the
+service's own prints go to stderr so stdout stays parseable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Annotated, Any, TypeVar
+
+import trio
+import typer
+from rich.console import Console
+
+import wireframe as wf
+from wireframe.cli.graph import plan_dot, plan_json, plan_tree
+from wireframe.cli.render import (
+    dead_letters_json,
+    dead_letters_table,
+    problems_json,
+    problems_table,
+    queue_stats_json,
+    queue_stats_table,
+    report_json,
+    report_table,
+)
+from wireframe.cli.runner import EXIT_WIRING, Outcome, run_with_view
+from wireframe.cli.target import Target, TargetError, import_module, load_target
+
+__all__ = ["app", "jobs_app", "main"]
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="wireframe",
+    help="Run, check and inspect wireframe services and their job queues.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+jobs_app = typer.Typer(
+    help="Inspect a job broker: per-queue counts, dead letters, retry, purge.",
+    no_args_is_help=True,
+)
+app.add_typer(jobs_app, name="jobs")
+
+
+class LogLevel(enum.StrEnum):
+    """``--log-level`` choices."""
+
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+    critical = "critical"
+
+
+class GraphFormat(enum.StrEnum):
+    """``graph --format`` choices."""
+
+    tree = "tree"
+    dot = "dot"
+    json = "json"
+
+
+TargetArg = Annotated[
+    str,
+    typer.Argument(
+        help="path/to/file.py or package.module, optionally :NAME of a ServiceBuilder, "
+        "a Service, or a function returning one.",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+PlainOpt = Annotated[
+    bool,
+    typer.Option("--plain", help="One log line per task state change instead of a live table."),
+]
+GraceOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--graceful-timeout",
+        min=0.0,
+        help="Seconds tasks get to return after a stop before they are cancelled "
+        "(default: the service's own).",
+        show_default=False,
+    ),
+]
+LogOpt = Annotated[
+    LogLevel,
+    typer.Option("--log-level", case_sensitive=False, help="Level of log records shown."),
+]
+BrokerOpt = Annotated[
+    str,
+    typer.Option(
+        "--broker",
+        envvar="WIREFRAME_BROKER",
+        help="Broker URL: memory://NAME, sqlite:///path/jobs.db, redis://host:6379/0.",
+        show_default=False,
+    ),
+]
+QueueOpt = Annotated[
+    str | None, typer.Option("--queue", help="Only this queue (default: all).", show_default=False)
+]
+
+
+def _stdout() -> Console:
+    return Console(file=sys.stdout, highlight=False, soft_wrap=False)
+
+
+def _stderr() -> Console:
+    return Console(file=sys.stderr, highlight=False)
+
+
+def _fail(message: str, code: int = EXIT_WIRING) -> typer.Exit:
+    _stderr().print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    return typer.Exit(code)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _setup_logging(level: LogLevel, console: Console) -> None:
+    from rich.logging import RichHandler
+
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_wireframe", False):
+            root.removeHandler(handler)
+    handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
+    handler._wireframe = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.value.upper()))
+
+
+def _load(spec: str, *, as_json: bool) -> Target:
+    """Load TARGET, turning a load failure or a wiring error at import time into exit 2."""
+    try:
+        return load_target(spec)
+    except TargetError as exc:
+        if as_json:
+            _print_json({"ok": False, "exit_code": EXIT_WIRING, "error": str(exc)})
+        raise _fail(str(exc)) from None
+    except wf.WiringError as exc:
+        _show_problems(exc.problems, as_json=as_json)
+        raise typer.Exit(EXIT_WIRING) from None
+
+
+def _show_problems(problems: tuple[wf.WiringProblem, ...], *, as_json: bool) -> None:
+    if as_json:
+        _print_json(
+            {"ok": False, "exit_code": EXIT_WIRING, "wiring_problems": problems_json(problems)}
+        )
+    else:
+        _stdout().print(problems_table(problems))
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr(enabled: bool) -> Iterator[None]:
+    if not enabled:
+        yield
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def _serve(
+    target: Target,
+    *,
+    graceful_timeout: float | None,
+    log_level: LogLevel,
+    as_json: bool,
+    plain: bool,
+) -> None:
+    """Run ``target`` under the status view, print the outcome, exit with its code."""
+    from wireframe.cli.queues import broker_urls
+
+    stdout = sys.stdout
+    view_console = _stderr() if as_json else _stdout()
+    _setup_logging(log_level, view_console)
+    try:
+        service = target.make_service(graceful_shutdown_timeout=graceful_timeout)
+        urls = broker_urls(service.plan)
+    except wf.WiringError as exc:
+        _show_problems(exc.problems, as_json=as_json)
+        raise typer.Exit(EXIT_WIRING) from None
+    except TargetError as exc:
+        raise _fail(str(exc)) from None
+    live = view_console.is_terminal and not plain
+
+    async def main() -> Outcome:
+        return await run_with_view(
+            service, view_console, title=target.label, live=live, queue_urls=urls
+        )
+
+    with _stdout_to_stderr(as_json):
+        outcome = trio.run(main)
+    sys.stdout = stdout
+    if outcome.problems:
+        _show_problems(outcome.problems, as_json=as_json)
+    elif outcome.report is not None:
+        if as_json:
+            _print_json(report_json(outcome.report, exit_code=outcome.exit_code))
+        else:
+            _stdout().print(report_table(outcome.report, exit_code=outcome.exit_code))
+    elif outcome.message:
+        _stderr().print(outcome.message, markup=False)
+    raise typer.Exit(outcome.exit_code)
+
+
+@app.command()
+def run(
+    target: TargetArg,
+    graceful_timeout: GraceOpt = None,
+    log_level: LogOpt = LogLevel.warning,
+    as_json: JsonOpt = False,
+    plain: PlainOpt = False,
+) -> None:
+    """Run a service with a live status view; Ctrl-C stops it gracefully, twice forces.
+
+    Exit code 0 on a clean stop, 1 when a task failed or timed out, 2 for a wiring error.
+    """
+    _serve(
+        _load(target, as_json=as_json),
+        graceful_timeout=graceful_timeout,
+        log_level=log_level,
+        as_json=as_json,
+        plain=plain,
+    )
+
+
+@app.command()
+def check(target: TargetArg, as_json: JsonOpt = False) -> None:
+    """Check the wiring without running any wire(); list every problem (exit 0 or 2)."""
+    loaded = _load(target, as_json=as_json)
+    try:
+        plan = loaded.plan()
+    except wf.WiringError as exc:
+        _show_problems(exc.problems, as_json=as_json)
+        raise typer.Exit(EXIT_WIRING) from None
+    tasks = sum(
+        1 for n in plan.layers for p in n.outputs if p.role in (wf.PortRole.TASK, wf.PortRole.TASKS)
+    )
+    if as_json:
+        _print_json(
+            {
+                "ok": True,
+                "exit_code": 0,
+                "layers": [n.name for n in plan.layers],
+                "resources": len(plan.providers),
+                "task_fields": tasks,
+                "wiring_problems": [],
+            }
+        )
+    else:
+        _stdout().print(
+            f"[green]wiring OK[/]: {loaded.label} — {len(plan.layers)} layer(s) "
+            f"({', '.join(n.name for n in plan.layers)}), {len(plan.providers)} resource(s), "
+            f"{tasks} task field(s)"
+        )
+
+
+@app.command()
+def graph(
+    target: TargetArg,
+    format: Annotated[
+        GraphFormat, typer.Option("--format", "-f", help="tree (rich), dot (Graphviz) or json.")
+    ] = GraphFormat.tree,
+) -> None:
+    """Show the wiring: layers, what each takes and gives, and their tasks by kind."""
+    loaded = _load(target, as_json=format is GraphFormat.json)
+    try:
+        plan = loaded.plan()
+    except wf.WiringError as exc:
+        _show_problems(exc.problems, as_json=format is GraphFormat.json)
+        raise typer.Exit(EXIT_WIRING) from None
+    if format is GraphFormat.dot:
+        sys.stdout.write(plan_dot(plan, title=loaded.label))
+    elif format is GraphFormat.json:
+        _print_json(plan_json(plan))
+    else:
+        _stdout().print(plan_tree(plan, title=loaded.label))
+
+
+@app.command()
+def worker(
+    broker: BrokerOpt,
+    imports: Annotated[
+        list[str],
+        typer.Option(
+            "--import",
+            "-i",
+            help="Module (package.module or path/to/file.py) defining operations; repeatable.",
+            show_default=False,
+        ),
+    ],
+    queues: Annotated[
+        list[str] | None,
+        typer.Option("--queue", "-q", help="Queue to serve; repeatable.", show_default="default"),
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", min=1, help="Jobs run at once per queue.")
+    ] = 16,
+    graceful_timeout: GraceOpt = None,
+    log_level: LogOpt = LogLevel.warning,
+    as_json: JsonOpt = False,
+    plain: PlainOpt = False,
+) -> None:
+    """Run a worker service: the worker loop on each queue, under the live status view."""
+    from wireframe import jobs
+
+    for name in imports:
+        try:
+            import_module(name)
+        except TargetError as exc:
+            raise _fail(f"--import {name}: {exc}") from None
+    try:
+        wf_jobs_url = jobs.parse_broker_url(broker)
+    except jobs.BrokerURLError as exc:
+        raise _fail(str(exc)) from None
+    builder = wf.ServiceBuilder(
+        graceful_shutdown_timeout=30.0 if graceful_timeout is None else graceful_timeout
+    )
+    for queue in queues or ["default"]:
+        builder.add_layer(jobs.WorkerLayer(broker, concurrency=concurrency, queue=queue))
+    operations = sorted(jobs.registered_operations())
+    _stderr().print(
+        f"worker on {wf_jobs_url}: {len(operations)} operation(s) registered"
+        + (f" ({', '.join(operations)})" if operations else ""),
+        markup=False,
+    )
+    _serve(
+        Target(f"worker {wf_jobs_url}", builder=builder),
+        graceful_timeout=graceful_timeout,
+        log_level=log_level,
+        as_json=as_json,
+        plain=plain,
+    )
+
+
+def _with_broker(url: str, fn: Callable[[Any], Awaitable[T]]) -> T:
+    from wireframe import jobs
+
+    async def go() -> T:
+        async with jobs.open_broker(url) as broker:
+            return await fn(broker)
+
+    try:
+        return trio.run(go)
+    except jobs.BrokerError as exc:
+        raise _fail(f"broker {jobs.broker.mask_password(url)}: {exc}", 1) from None
+
+
+@jobs_app.command("stats")
+def jobs_stats(broker: BrokerOpt, as_json: JsonOpt = False) -> None:
+    """Per-queue counts: queued, running, done, dead."""
+    stats = _with_broker(broker, lambda b: b.stats())
+    if as_json:
+        _print_json(queue_stats_json(stats))
+    else:
+        _stdout().print(queue_stats_table(stats))
+
+
+@jobs_app.command("dead")
+def jobs_dead(
+    broker: BrokerOpt,
+    queue: QueueOpt = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Show at most this many.")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """List dead letters (oldest first) with the reason each died."""
+    letters = _with_broker(broker, lambda b: b.dead_letters(queue, limit))
+    if as_json:
+        _print_json(dead_letters_json(letters))
+    else:
+        _stdout().print(dead_letters_table(letters))
+
+
+@jobs_app.command("retry")
+def jobs_retry(broker: BrokerOpt, queue: QueueOpt = None, as_json: JsonOpt = False) -> None:
+    """Put dead letters back on their queues (their delivery count reset)."""
+    count = _with_broker(broker, lambda b: b.requeue_dead(queue))
+    if as_json:
+        _print_json({"requeued": count, "queue": queue})
+    else:
+        _stdout().print(f"re-queued {count} dead letter(s)")
+
+
+@jobs_app.command("purge")
+def jobs_purge(broker: BrokerOpt, queue: QueueOpt = None, as_json: JsonOpt = False) -> None:
+    """Delete finished state (completed records, dead letters); never a queued or running job."""
+    count = _with_broker(broker, lambda b: b.purge(queue))
+    if as_json:
+        _print_json({"purged": count, "queue": queue})
+    else:
+        _stdout().print(f"purged {count} finished record(s)")
+
+
+def main() -> None:
+    """The console script's entry point (``wireframe``, ``python -m wireframe``)."""
+    app(prog_name="wireframe")

@@ -1,0 +1,207 @@
+"""How finished things look: the final report, wiring problems and broker listings, as rich or JSON.
+
+Everything here is a pure function from data to a rich renderable or a
+JSON-ready dict, so a test can render it on any console and width. JSON goes
+through one cattrs converter (enums become their values).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import cattrs
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+import wireframe as wf
+from wireframe.jobs.broker import DeadLetter, QueueStats
+
+__all__ = [
+    "STATE_STYLES",
+    "converter",
+    "dead_letters_json",
+    "dead_letters_table",
+    "duration",
+    "last_line",
+    "problems_json",
+    "problems_table",
+    "queue_stats_json",
+    "queue_stats_table",
+    "report_json",
+    "report_table",
+    "state_text",
+]
+
+#: The colour of each task state, shared by the live view and the final report.
+STATE_STYLES: dict[wf.TaskState, str] = {
+    wf.TaskState.PENDING: "dim",
+    wf.TaskState.WAITING: "yellow",
+    wf.TaskState.RUNNING: "bold green",
+    wf.TaskState.FINISHED: "green",
+    wf.TaskState.STOPPED: "cyan",
+    wf.TaskState.FAILED: "bold red",
+    wf.TaskState.TIMED_OUT: "bold magenta",
+}
+
+converter = cattrs.Converter()
+
+
+def state_text(state: wf.TaskState) -> Text:
+    """A task state, coloured."""
+    return Text(state.value, style=STATE_STYLES[state])
+
+
+def duration(seconds: float | None) -> str:
+    """``0.25s``, ``12.0s``, ``3m05s``, ``2h01m``; ``-`` for unknown."""
+    if seconds is None:
+        return "-"
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def last_line(error: wf.ErrorInfo | None) -> str:
+    """The last non-empty line of an error's ``type: message``."""
+    if error is None:
+        return ""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else error.type
+
+
+def _task_duration(task: wf.TaskReport, now: float | None) -> float | None:
+    if task.started_at is None:
+        return None
+    end = task.ended_at if task.ended_at is not None else now
+    return None if end is None else max(end - task.started_at, 0.0)
+
+
+def report_table(report: wf.ServiceReport, *, exit_code: int) -> RenderableType:
+    """The final report: one row per task, the shutdown steps, why it stopped, the verdict."""
+    tasks = Table(title="tasks", title_justify="left", expand=False)
+    for column in ("id", "kind", "layer", "state", "ran"):
+        tasks.add_column(column, no_wrap=column in ("state", "ran"))
+    tasks.add_column("error", overflow="fold")
+    for task in report.tasks.values():
+        tasks.add_row(
+            task.id,
+            task.kind.value,
+            task.layer,
+            state_text(task.state),
+            duration(_task_duration(task, report.ended_at)),
+            last_line(task.error),
+        )
+    parts: list[RenderableType] = [tasks]
+    if report.shutdown:
+        steps = Table(title="shutdown", title_justify="left")
+        for column in ("step", "name", "state", "error"):
+            steps.add_column(column)
+        for hook in report.shutdown:
+            steps.add_row(hook.what, hook.name, state_text(hook.state), last_line(hook.error))
+        parts.append(steps)
+    if report.stop_reason:
+        parts.append(Text(f"stopped because: {report.stop_reason}"))
+    if exit_code == 0:
+        parts.append(Text("clean stop (exit 0)", style="green"))
+    else:
+        parts.append(Text(f"service failed (exit {exit_code})", style="bold red"))
+        for line in report.failures:
+            parts.append(Text(f"  {line.splitlines()[0]}", style="red"))
+    return Group(*parts)
+
+
+def report_json(report: wf.ServiceReport, *, exit_code: int) -> dict[str, Any]:
+    """The report as a JSON-ready dict, plus ``ok``, ``exit_code`` and ``failures``."""
+    data: dict[str, Any] = converter.unstructure(report)
+    data["ok"] = exit_code == 0
+    data["exit_code"] = exit_code
+    data["failures"] = report.failures
+    return data
+
+
+def problems_table(problems: Sequence[wf.WiringProblem]) -> RenderableType:
+    """Every wiring problem: its layer, the resource involved, what is wrong."""
+    count = len(problems)
+    table = Table(
+        title=f"{count} wiring problem{'s' if count != 1 else ''}",
+        title_justify="left",
+        title_style="bold red",
+    )
+    table.add_column("layer", style="bold", no_wrap=True)
+    table.add_column("resource")
+    table.add_column("problem", overflow="fold")
+    for problem in problems:
+        table.add_row(problem.layer, problem.resource or "-", problem.message)
+    return table
+
+
+def problems_json(problems: Sequence[wf.WiringProblem]) -> list[dict[str, Any]]:
+    """Wiring problems as JSON-ready dicts (``layer``, ``resource``, ``message``, ``error``)."""
+    return [converter.unstructure(p) for p in problems]
+
+
+def queue_stats_table(
+    stats: Sequence[QueueStats], rates: dict[str, float] | None = None, *, title: str = "queues"
+) -> Table:
+    """Per-queue counts (queued, running, done, dead) and, if given, the done-per-second rate."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("queue", no_wrap=True)
+    for column in ("queued", "running", "done", "dead"):
+        table.add_column(column, justify="right")
+    if rates is not None:
+        table.add_column("done/s", justify="right")
+    for q in stats:
+        row = [q.queue, str(q.queued), str(q.running), str(q.done)]
+        row.append(Text(str(q.dead), style="red" if q.dead else ""))  # type: ignore[arg-type]
+        if rates is not None:
+            row.append(f"{rates.get(q.queue, 0.0):.1f}")
+        table.add_row(*row)
+    if not stats:
+        table.add_row("(no queues)", "", "", "", "", *([""] if rates is not None else []))
+    return table
+
+
+def queue_stats_json(stats: Sequence[QueueStats]) -> list[dict[str, Any]]:
+    """Per-queue counts as JSON-ready dicts."""
+    return [converter.unstructure(q) for q in stats]
+
+
+def _body_preview(body: bytes, width: int = 40) -> str:
+    text = body[:width].decode("utf-8", "backslashreplace")
+    return text + ("..." if len(body) > width else "")
+
+
+def dead_letters_table(letters: Sequence[DeadLetter]) -> Table:
+    """Dead letters: queue, message id, deliveries made, why it died."""
+    table = Table(title=f"{len(letters)} dead letter(s)", title_justify="left")
+    table.add_column("queue", no_wrap=True)
+    table.add_column("message", overflow="fold")
+    table.add_column("deliveries", justify="right")
+    table.add_column("reason", overflow="fold")
+    for letter in letters:
+        table.add_row(letter.queue, letter.message.id, str(letter.deliveries), letter.reason)
+    return table
+
+
+def dead_letters_json(letters: Sequence[DeadLetter]) -> list[dict[str, Any]]:
+    """Dead letters as JSON-ready dicts; the body as text (invalid UTF-8 escaped) and its size."""
+    return [
+        {
+            "queue": d.queue,
+            "message_id": d.message.id,
+            "reply_to": d.message.reply_to,
+            "reason": d.reason,
+            "deliveries": d.deliveries,
+            "died_at": d.died_at,
+            "body_bytes": len(d.message.body),
+            "body_preview": _body_preview(d.message.body),
+        }
+        for d in letters
+    ]
