@@ -474,6 +474,26 @@ async def test_waits_are_cancellable(make_url: UrlFactory) -> None:
         assert d.deliveries == 1, "a cancelled consume claimed nothing"
 
 
+async def test_subscription_ends_when_the_broker_closes(make_url: UrlFactory) -> None:
+    received: list[bytes] = []
+    async with open_broker(make_url()) as broker:
+
+        async def listen(task_status: trio.TaskStatus[None]) -> None:
+            async with broker.subscribe("abort") as bodies:
+                task_status.started()
+                async for body in bodies:
+                    received.append(body)
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(listen)
+                await broker.broadcast("abort", b"one")
+                while not received:
+                    await trio.sleep(0.01)
+                await broker.aclose()  # listen() returns: its iteration ended
+    assert received == [b"one"]
+
+
 async def test_consume_cancelled_mid_claim_gives_messages_back(
     make_url: UrlFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1281,7 +1281,8 @@ class SqliteBroker:
         self._notify(("b", topic))
 
     def subscribe(self, topic: str) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
-        """Subscribe to ``topic``: everything broadcast after entering is received."""
+        """Subscribe to ``topic``: everything broadcast after entering is received;
+        the iteration ends when this broker closes."""
         return self._subscribe(topic)
 
     @asynccontextmanager
@@ -1402,7 +1403,8 @@ def _broadcasts_after(
 
 
 class _Subscription:
-    """The async iterator of one subscription: bodies broadcast after it began."""
+    """The async iterator of one subscription: bodies broadcast after it began,
+    ending when the broker closes."""
 
     def __init__(self, broker: SqliteBroker, topic: str, after: int) -> None:
         self._broker = broker
@@ -1416,8 +1418,15 @@ class _Subscription:
     async def __anext__(self) -> bytes:
         broker, topic = self._broker, self._topic
         while not self._pending:
+            if broker._closed:
+                raise StopAsyncIteration  # the iteration ends when the broker closes
             signal = broker._wake.signal(("b", topic))
-            rows = await broker._read(_broadcasts_after(topic, self._after))
+            try:
+                rows = await broker._read(_broadcasts_after(topic, self._after))
+            except BrokerError:
+                if broker._closed:
+                    raise StopAsyncIteration from None
+                raise
             if rows:
                 self._after = rows[-1][0]
                 self._pending = [body for _, body in rows]
