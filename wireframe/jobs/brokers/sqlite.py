@@ -693,6 +693,8 @@ def _post_dead(
 
 @attrs.frozen
 class _Claim:
+    """What one claim transaction of ``consume`` did."""
+
     deliveries: list[Delivery]
     dead_channels: frozenset[str]
     next_visible: float | None  # when nothing was claimed: earliest visible_at left
@@ -700,6 +702,8 @@ class _Claim:
 
 @attrs.frozen
 class _Peek:
+    """A read-only look at a queue: is something visible, or when will it be."""
+
     ready: bool
     next_visible: float | None
 
