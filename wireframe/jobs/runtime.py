@@ -160,9 +160,12 @@ class Run:
         return self.max_in_flight - self._in_flight
 
     def job_id(self) -> str:
-        """A fresh job id, unique in the broker (run id + sequence number)."""
+        """A fresh job id, unique in the broker (run id + ``s`` + sequence number).
+
+        The ``s`` keeps these apart from map job ids (run id + input index).
+        """
         self._seq += 1
-        return f"{self.run_id}.{self._seq}"
+        return f"{self.run_id}.s{self._seq}"
 
     async def wait_for_capacity(self) -> None:
         """Wait until at least one slot is free (returns at once if one is)."""
