@@ -14,7 +14,15 @@ import attrs
 
 from wireframe.service.tasks import TaskKind
 
-__all__ = ["ErrorInfo", "HookReport", "ServiceError", "ServiceReport", "TaskReport", "TaskState"]
+__all__ = [
+    "ErrorInfo",
+    "HookReport",
+    "ServiceError",
+    "ServiceReport",
+    "TaskReport",
+    "TaskState",
+    "describe",
+]
 
 
 class TaskState(enum.Enum):
@@ -56,8 +64,14 @@ class ErrorInfo:
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> ErrorInfo:
-        """Capture ``exc``'s qualified type name, message and formatted traceback."""
-        kind = type(exc)
+        """Capture ``exc``'s type name, message and formatted traceback.
+
+        An exception group holding a single exception (what a nursery raises
+        for one failing child) is named by that exception; the traceback keeps
+        the whole group.
+        """
+        leaf = _single_leaf(exc)
+        kind = type(leaf)
         name = (
             kind.__qualname__
             if kind.__module__ == "builtins"
@@ -65,12 +79,24 @@ class ErrorInfo:
         )
         return cls(
             type=name,
-            message=str(exc),
+            message=str(leaf),
             traceback="".join(traceback.format_exception(exc)),
         )
 
     def __str__(self) -> str:
         return f"{self.type}: {self.message}" if self.message else self.type
+
+
+def _single_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def describe(exc: BaseException) -> str:
+    """``"ValueError: bad input"`` — one line for messages, unwrapping one-exception groups."""
+    leaf = _single_leaf(exc)
+    return f"{type(leaf).__name__}: {leaf}" if str(leaf) else type(leaf).__name__
 
 
 @attrs.frozen

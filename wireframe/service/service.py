@@ -24,13 +24,14 @@ import math
 import signal
 import threading
 from collections.abc import AsyncGenerator, Callable
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import trio
 
 from wireframe.service.graph import PortRole, WiringError, WiringPlan, WiringProblem, plan_wiring
 from wireframe.service.layers import ShutdownHook, WiringLayer
+from wireframe.service.lifetime import Lifetime
 from wireframe.service.report import (
     ErrorInfo,
     HookReport,
@@ -38,6 +39,7 @@ from wireframe.service.report import (
     ServiceReport,
     TaskReport,
     TaskState,
+    describe,
 )
 from wireframe.service.stop import StopSignal
 from wireframe.service.tasks import AnyTask, TaskKind
@@ -230,30 +232,36 @@ class Service:
         return report
 
     async def _run_phases(self, system: trio.Nursery) -> None:
-        lifetimes: list[tuple[str, AsyncGenerator[Any, None]]] = []
+        lifetimes: list[Lifetime] = []
         hooks: list[ShutdownHook] = []
-        try:
-            with self._stop.receiver().cancel_on_stop():
-                await self._wire(lifetimes, hooks)
-            if self._stop.is_set:  # stopped while wiring: nothing starts
-                for record in self._records.values():
-                    self._set_state(record, TaskState.STOPPED)
-            if not self._records and not self._stop.is_set:
-                raise ServiceError(
-                    "no tasks: the layers gave no task to run "
-                    f"(layers: {', '.join(n.name for n in self.plan.layers) or 'none'})",
-                    self.status(),
-                )
-            if self._records and not self._stop.is_set:
-                self._phase = "running"
-                system.start_soon(self._watch_grace)
-                await self._run_tasks()
-        finally:
-            self._phase = "shutting_down"
-            await self._shut_down(lifetimes, hooks)
+        error: WiringError | ServiceError | None = None
+        async with trio.open_nursery() as held:  # each layer lifetime is a task in here
+            try:
+                with self._stop.receiver().cancel_on_stop():
+                    await self._wire(held, lifetimes, hooks)
+                if self._stop.is_set:  # stopped while wiring: nothing starts
+                    for record in self._records.values():
+                        self._set_state(record, TaskState.STOPPED)
+                if not self._records and not self._stop.is_set:
+                    raise ServiceError(
+                        "no tasks: the layers gave no task to run "
+                        f"(layers: {', '.join(n.name for n in self.plan.layers) or 'none'})",
+                        self.status(),
+                    )
+                if self._records and not self._stop.is_set:
+                    self._phase = "running"
+                    system.start_soon(self._watch_grace)
+                    await self._run_tasks()
+            except (WiringError, ServiceError) as exc:
+                error = exc  # raised below, outside the nursery, so not wrapped in a group
+            finally:
+                self._phase = "shutting_down"
+                await self._shut_down(lifetimes, hooks)
+        if error is not None:
+            raise error
 
     async def _wire(
-        self, lifetimes: list[tuple[str, AsyncGenerator[Any, None]]], hooks: list[ShutdownHook]
+        self, held: trio.Nursery, lifetimes: list[Lifetime], hooks: list[ShutdownHook]
     ) -> None:
         resources: dict[Any, Any] = {}
         problems: list[WiringProblem] = []
@@ -274,7 +282,7 @@ class Service:
             try:
                 args = {p.field: resources.get(p.type) for p in node.inputs}
                 value = node.input_type(**args) if node.input_type is not None else None
-                output = await self._call_wire(node.name, node.layer, value, lifetimes)
+                output = await self._call_wire(node.name, node.layer, value, held, lifetimes)
                 self._check_output(node.name, node.output_type, output)
             except WiringError as exc:
                 failed.add(node.name)
@@ -285,7 +293,7 @@ class Service:
                 problems.append(
                     WiringProblem(
                         node.name,
-                        f"wire() raised {type(exc).__name__}: {exc}",
+                        f"wire() raised {describe(exc)}",
                         error=ErrorInfo.from_exception(exc),
                     )
                 )
@@ -313,21 +321,21 @@ class Service:
         name: str,
         layer: WiringLayer[Any, Any],
         value: Any,
-        lifetimes: list[tuple[str, AsyncGenerator[Any, None]]],
+        held: trio.Nursery,
+        lifetimes: list[Lifetime],
     ) -> Any:
         result: Any = layer.wire(value)
         if inspect.isasyncgen(result):
-            try:
-                output = await result.__anext__()
-            except StopAsyncIteration:
-                raise WiringError(
-                    [
-                        WiringProblem(
-                            name, "wire() is an async generator that never yielded its output"
-                        )
-                    ]
-                ) from None
-            lifetimes.append((name, result))  # type: ignore[arg-type]
+            lifetime = Lifetime(
+                name, cast(AsyncGenerator[Any, None], result), self._lifetime_failed
+            )
+            ok, output = await held.start(lifetime.hold, self._stop, name=f"lifetime {name}")
+            if not ok:
+                if output is None:  # the stop cancelled it: let our own scope see that
+                    await trio.lowlevel.checkpoint()
+                    raise RuntimeError("wiring was cancelled")
+                raise output
+            lifetimes.append(lifetime)
             return output
         if inspect.isawaitable(result):
             return await result
@@ -339,6 +347,9 @@ class Service:
                 )
             ]
         )
+
+    def _lifetime_failed(self, name: str, exc: BaseException) -> None:
+        self._stop.send(f"layer {name!r} failed while running: {describe(exc)}")
 
     @staticmethod
     def _check_output(name: str, output_type: type | None, output: Any) -> None:
@@ -429,7 +440,7 @@ class Service:
                     raise  # a scope around us is cancelled: let it catch its Cancelled
                 return
             self._end(record, TaskState.FAILED, ErrorInfo.from_exception(exc))
-            self._stop.send(f"task {record.id!r} failed: {type(exc).__name__}: {exc}")
+            self._stop.send(f"task {record.id!r} failed: {describe(exc)}")
             if not isinstance(exc, Exception):
                 raise  # KeyboardInterrupt, SystemExit: not ours to swallow
             return
@@ -474,15 +485,12 @@ class Service:
         if self._tasks_scope is not None:
             self._tasks_scope.cancel()
 
-    async def _shut_down(
-        self, lifetimes: list[tuple[str, AsyncGenerator[Any, None]]], hooks: list[ShutdownHook]
-    ) -> None:
+    async def _shut_down(self, lifetimes: list[Lifetime], hooks: list[ShutdownHook]) -> None:
         for hook in hooks:
             await self._shutdown_step(hook.name, "hook", hook.timeout, hook.fn)
-        for name, generator in reversed(lifetimes):
-            await self._shutdown_step(
-                name, "teardown", self.graceful_shutdown_timeout, _finish_lifetime(name, generator)
-            )
+        for lifetime in reversed(lifetimes):
+            state, error = await lifetime.close(self.graceful_shutdown_timeout)
+            self._shutdown.append(HookReport(lifetime.name, "teardown", state, error))
 
     async def _shutdown_step(
         self, name: str, what: str, timeout: float, fn: Callable[[], Any]
@@ -509,20 +517,6 @@ class Service:
             task_status.started()
             async for signum in signals:
                 self.stop(f"received {signal.Signals(signum).name}")
-
-
-def _finish_lifetime(name: str, generator: AsyncGenerator[Any, None]) -> Callable[[], Any]:
-    async def finish() -> None:
-        try:
-            await generator.__anext__()
-        except StopAsyncIteration:
-            return
-        await generator.aclose()
-        raise RuntimeError(
-            f"layer {name!r}: wire() yielded more than once; it must yield exactly once"
-        )
-
-    return finish
 
 
 def _only_cancelled(exc: BaseException) -> bool:

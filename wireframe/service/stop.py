@@ -7,7 +7,7 @@ UnconstrainedTask kinds) or raising, which is the service's decision to make.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import trio
@@ -37,6 +37,13 @@ class StopSignal:
         for scope in list(self._scopes):
             scope.cancel()
         return True
+
+    def cancel_on_send(self, scope: trio.CancelScope) -> Callable[[], None]:
+        """Cancel ``scope`` when the stop is sent (at once if it was); returns an unregister."""
+        if self._event.is_set():
+            scope.cancel()
+        self._scopes.add(scope)
+        return lambda: self._scopes.discard(scope)
 
     def receiver(self) -> StopReceiver:
         """A receiver tasks can wait on."""
@@ -81,10 +88,8 @@ class StopReceiver:
         check ``scope.cancelled_caught`` to tell the two endings apart.
         """
         with trio.CancelScope() as scope:
-            if self._signal.is_set:
-                scope.cancel()
-            self._signal._scopes.add(scope)
+            unregister = self._signal.cancel_on_send(scope)
             try:
                 yield scope
             finally:
-                self._signal._scopes.discard(scope)
+                unregister()
