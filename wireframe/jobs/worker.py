@@ -204,6 +204,10 @@ class Worker:
             await self._complete(delivery, encode_result(JobResult(error=error)))
             return
         running = _Running(delivery, env.run_id, trio.CancelScope())
+        stale = self._running.get(delivery.message.id)
+        if stale is not None:  # delivered again while still running here: that lease is lost
+            stale.why = "lost"
+            stale.scope.cancel()
         self._running[delivery.message.id] = running
         self.counters.running += 1
         if self.counters.running > self.counters.peak_running:
@@ -273,7 +277,8 @@ class Worker:
                 await self._abandon(running.delivery)
             raise
         finally:
-            del self._running[running.delivery.message.id]
+            if self._running.get(running.delivery.message.id) is running:
+                del self._running[running.delivery.message.id]
             self.counters.running -= 1
             self._slot_free.set()
 
@@ -293,7 +298,7 @@ class Worker:
     # -- broker calls that tolerate a lost lease ----------------------------------------
     async def _complete(self, delivery: Delivery, body: bytes | None) -> None:
         try:
-            await self.broker.complete(self._current(delivery), body)
+            await self.broker.complete(delivery, body)
         except LockLost:
             self.counters.lost += 1
 
@@ -301,7 +306,7 @@ class Worker:
         self, delivery: Delivery, *, delay: float = 0.0, body: bytes | None = None
     ) -> None:
         try:
-            await self.broker.abandon(self._current(delivery), delay=delay, body=body)
+            await self.broker.abandon(delivery, delay=delay, body=body)
         except LockLost:
             self.counters.lost += 1
 
@@ -311,10 +316,6 @@ class Worker:
             await self.broker.dead_letter(delivery, reason)
         except LockLost:
             self.counters.lost += 1
-
-    def _current(self, delivery: Delivery) -> Delivery:
-        running = self._running.get(delivery.message.id)
-        return running.delivery if running is not None else delivery
 
     # -- helpers ------------------------------------------------------------------
     async def _keep_leases(self) -> None:

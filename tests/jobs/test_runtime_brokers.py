@@ -1,0 +1,172 @@
+"""The same runtime, unchanged, on every broker: memory, SQLite and Redis (real servers).
+
+Redis tests use ``WIREFRAME_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``)
+under a key prefix of their own, deleted afterwards; without a server they are
+skipped with the reason, or fail when ``CI`` is set.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import attrs
+import coredis
+import pytest
+import trio
+
+from wireframe import jobs
+
+REDIS_URL = os.environ.get("WIREFRAME_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+CALLS: Counter[str] = Counter()
+CANCELLED: Counter[str] = Counter()
+
+
+async def _redis_up() -> str | None:
+    try:
+        with trio.fail_after(3):
+            async with coredis.Redis.from_url(REDIS_URL) as client:
+                await client.ping()
+    except Exception as exc:
+        return repr(exc)
+    return None
+
+
+async def _redis_cleanup(prefix: str) -> None:
+    with trio.fail_after(10):
+        async with coredis.Redis.from_url(REDIS_URL) as client:
+            keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
+            if keys:
+                await client.delete(keys)
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+async def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh broker URL of each kind; the options go after ``?`` / ``&``."""
+    CALLS.clear()
+    CANCELLED.clear()
+    kind = request.param
+    if kind == "memory":
+        yield f"memory://rt-{uuid.uuid4().hex[:8]}?lease=5"
+    elif kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'jobs.db'}?lease=5"
+    else:
+        problem = await _redis_up()
+        if problem is not None:
+            reason = f"no Redis answers at {REDIS_URL} ({problem}); set WIREFRAME_TEST_REDIS_URL"
+            if os.environ.get("CI"):
+                pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)")
+            pytest.skip(reason)
+        prefix = f"wftest-rt-{uuid.uuid4().hex[:8]}:"
+        try:
+            yield f"{REDIS_URL}?prefix={prefix}&lease=5"
+        finally:
+            await _redis_cleanup(prefix)
+
+
+def with_lease(url: str, lease: float) -> str:
+    return url.replace("lease=5", f"lease={lease}")
+
+
+@attrs.frozen
+class Triple(jobs.Operation[int, int]):
+    async def execute(self, x: int) -> int:
+        return 3 * x
+
+
+@attrs.frozen
+class Letter(jobs.Operation[int, str]):
+    def execute(self, x: int) -> str:  # a sync op: the thread path
+        return chr(ord("a") + x % 26)
+
+
+@attrs.frozen
+class Concat(jobs.Monoid[str]):
+    def empty(self) -> str:
+        return ""
+
+    def combine(self, a: str, b: str) -> str:
+        return a + b
+
+
+async def test_map_collect_fold_then(broker_url: str) -> None:
+    async with jobs.connect(broker_url, workers=2) as rt:
+        with trio.fail_after(30):
+            assert await jobs.from_iter(range(300)).map(Triple()).collect().run(rt) == [
+                3 * i for i in range(300)
+            ]
+            word = await jobs.from_iter(range(60)).map(Letter()).fold(Concat()).run(rt)
+            assert word == "".join(chr(ord("a") + i % 26) for i in range(60))
+            assert await jobs.literal(14).then(Triple()).run(rt) == 42
+
+
+@attrs.frozen
+class Hang(jobs.Operation[int, int]):
+    async def execute(self, x: int) -> int:
+        CALLS["hang"] += 1
+        if x == 0:
+            await trio.sleep(0.2)
+            raise KeyError("no such key")
+        try:
+            await trio.sleep(60)
+        except trio.Cancelled:
+            CANCELLED["hang"] += 1
+            raise
+        return x
+
+
+async def test_terminate_aborts_running_jobs(broker_url: str) -> None:
+    async with jobs.connect(broker_url, workers=2, worker_concurrency=2) as rt:
+        with trio.fail_after(30):
+            with pytest.raises(jobs.JobFailed, match="KeyError: 'no such key'"):
+                await jobs.from_iter(range(10)).map(Hang()).collect().run(rt)
+            while CANCELLED["hang"] < CALLS["hang"] - 1:
+                await trio.sleep(0.02)
+            assert CALLS["hang"] <= 5
+            assert await jobs.literal(1).then(Triple()).run(rt) == 3
+
+
+@attrs.frozen
+class Flaky(jobs.Operation[int, int]):
+    async def execute(self, x: int) -> int:
+        CALLS["flaky"] += 1
+        if CALLS["flaky"] < 3:
+            raise jobs.Transient("later", retry=jobs.RetryPolicy.fixed(0.05, max_attempts=3))
+        return x
+
+
+async def test_transient_retry(broker_url: str) -> None:
+    async with jobs.connect(broker_url, workers=1) as rt:
+        with trio.fail_after(30):
+            assert await jobs.literal(9).then(Flaky()).run(rt) == 9
+        assert CALLS["flaky"] == 3
+
+
+@attrs.frozen
+class Long(jobs.Operation[int, int]):
+    async def execute(self, x: int) -> int:
+        CALLS["long"] += 1
+        await trio.sleep(1.2)
+        return x
+
+
+async def test_leases_are_renewed_while_a_job_runs(broker_url: str) -> None:
+    """lease=0.4 s, job 1.2 s: without renewal it would be delivered again."""
+    async with jobs.connect(with_lease(broker_url, 0.4), workers=2) as rt:
+        with trio.fail_after(30):
+            assert await jobs.from_iter([1, 2]).map(Long()).collect().run(rt) == [1, 2]
+        assert CALLS["long"] == 2
+
+
+async def test_undecodable_message_goes_to_dead_letters(broker_url: str) -> None:
+    async with jobs.connect(broker_url, workers=1) as rt:
+        with trio.fail_after(30):
+            await rt.broker.publish("default", [jobs.Message("junk", b"\x00junk", "junk-ch")])
+            (reply,) = await rt.broker.receive_replies("junk-ch", 10)
+            assert reply.is_dead and "job body" in (reply.dead_reason or "")
+            (dead,) = await rt.broker.dead_letters("default")
+            assert dead.message.id == "junk"
+            assert await jobs.literal(2).then(Triple()).run(rt) == 6
