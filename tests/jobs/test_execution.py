@@ -1,0 +1,139 @@
+"""Where operations run (trio, thread, process), queues, counters and the default URL."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+import attrs
+import pytest
+import trio
+
+from wireframe import jobs
+from wireframe.jobs.operations import spec_of
+
+PROBE: dict[str, int] = {"thread_cancelled": 0}
+
+
+@attrs.frozen
+class Pid(jobs.Operation[int, int], cpu_bound=True):
+    """CPU-bound: runs in a trio-parallel worker process."""
+
+    def execute(self, x: int) -> int:
+        return os.getpid()
+
+
+@attrs.frozen
+class Where(jobs.Operation[int, str]):
+    def execute(self, x: int) -> str:
+        return "trio" if _on_trio() else "thread"
+
+
+@attrs.frozen
+class InlineWhere(jobs.Operation[int, str], executor="inline"):
+    def execute(self, x: int) -> str:
+        return "trio" if _on_trio() else "thread"
+
+
+def _on_trio() -> bool:
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return False
+    return True
+
+
+def test_executor_is_chosen_by_the_class() -> None:
+    assert spec_of(Pid).executor == "process"
+    assert spec_of(Where).executor == "thread"
+    assert spec_of(InlineWhere).executor == "inline"
+    assert spec_of(Busy).executor == "async"
+
+
+async def test_sync_ops_run_in_a_thread_or_inline() -> None:
+    async with jobs.connect(f"memory://exec-{uuid.uuid4().hex[:8]}?workers=1") as rt:
+        assert await jobs.literal(0).then(Where()).run(rt) == "thread"
+        assert await jobs.literal(0).then(InlineWhere()).run(rt) == "trio"
+
+
+@pytest.mark.slow
+async def test_cpu_bound_ops_run_in_another_process() -> None:
+    async with jobs.connect(f"memory://exec-{uuid.uuid4().hex[:8]}?workers=1") as rt:
+        pids = await jobs.from_iter(range(2)).map(Pid()).collect().run(rt, timeout=60)
+    assert os.getpid() not in pids
+
+
+@attrs.frozen
+class Spin(jobs.Operation[int, int]):
+    """A sync op that notices an abort through trio.from_thread.check_cancelled()."""
+
+    def execute(self, x: int) -> int:
+        try:
+            while True:
+                trio.from_thread.check_cancelled()
+                time.sleep(0.005)
+        except trio.Cancelled:
+            PROBE["thread_cancelled"] += 1
+            raise
+
+
+async def test_a_thread_op_is_cancelled_by_the_directive_timeout() -> None:
+    async with jobs.connect(f"memory://exec-{uuid.uuid4().hex[:8]}?workers=1") as rt:
+        with pytest.raises(trio.TooSlowError):
+            await jobs.literal(1).then(Spin()).run(rt, timeout=0.2)
+        with trio.fail_after(5):
+            while PROBE["thread_cancelled"] == 0:
+                await trio.sleep(0.01)
+
+
+@attrs.frozen
+class Busy(jobs.Operation[str, str]):
+    async def execute(self, x: str) -> str:
+        await trio.lowlevel.checkpoint()
+        return x.upper()
+
+
+async def test_queues_route_to_their_own_worker_pools() -> None:
+    async with jobs.open_broker(f"memory://exec-{uuid.uuid4().hex[:8]}") as broker:
+        rt = jobs.Runtime(broker)
+        images = jobs.Worker(broker, queue="images", concurrency=2)
+        default = jobs.Worker(broker, concurrency=2)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(images.serve)
+            await nursery.start(default.serve)
+            assert await jobs.from_iter(["a", "b"]).map(Busy()).collect().run(
+                rt, queue="images"
+            ) == ["A", "B"]
+            assert await jobs.literal("c").then(Busy()).run(rt) == "C"
+            images.stop()
+            default.stop()
+        assert (images.counters.done, default.counters.done) == (2, 1)
+
+
+async def test_runtime_stats_and_worker_counters() -> None:
+    async with jobs.open_broker(f"memory://exec-{uuid.uuid4().hex[:8]}") as broker:
+        rt = jobs.Runtime(broker)
+        worker = jobs.Worker(broker, concurrency=4)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(worker.serve)
+            await jobs.from_iter("abc").map(Busy()).collect().run(rt)
+            stats = await rt.stats()
+            worker.stop()
+    (queue,) = stats.queues
+    assert (queue.queue, queue.done, queue.queued, queue.running) == ("default", 3, 0, 0)
+    assert (stats.counters.jobs_sent, stats.counters.results) == (3, 3)
+    assert stats.counters.runs_started == 1 and stats.counters.runs_active == 0
+    assert stats.results_per_second > 0
+    assert (worker.counters.done, worker.counters.running, worker.counters.failed) == (3, 0, 0)
+
+
+async def test_connect_defaults_to_an_sqlite_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    async with jobs.connect(workers=1) as rt:
+        assert rt.url.scheme == "sqlite"
+        assert await jobs.literal("x").then(Busy()).run(rt, timeout=30) == "X"
+    assert (tmp_path / "wireframe-jobs.db").exists()
