@@ -329,3 +329,47 @@ async def test_per_worker_abort_keeps_the_loop(autojump_clock: trio.abc.Clock) -
             assert workers[0].running == 2
             await rt.abort_workers()
         assert await jobs.literal(4).then(Square()).run(rt) == 16
+
+
+@attrs.frozen
+class Nap(jobs.Operation[int, int]):
+    async def execute(self, x: int) -> int:
+        CALLS["nap"].append(trio.current_time())
+        try:
+            await trio.sleep(10)
+        except trio.Cancelled:
+            CANCELLED["nap"] += 1
+            raise
+        return x
+
+
+async def test_a_lost_lease_cancels_the_job_and_drops_its_result(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Worker A renews too late (every 5 s, lease 3 s): the job goes to B; A's
+    renewal hits LockLost, A cancels its run; the directive gets one result."""
+    CALLS.clear()
+    CANCELLED.clear()
+    async with jobs.open_broker(f"memory://lost-{uuid.uuid4().hex[:8]}?lease=3") as broker:
+        rt = jobs.Runtime(broker)
+        late = jobs.Worker(broker, concurrency=1, renew_every=5)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(late.serve)
+            async with trio.open_nursery() as run:
+                result: list[int | None] = []
+
+                async def directive() -> None:
+                    result.append(await jobs.literal(5).then(Nap()).run(rt))
+
+                run.start_soon(directive)
+                await trio.sleep(1)
+                assert late.running == 1
+                on_time = jobs.Worker(broker, concurrency=1)
+                await nursery.start(on_time.serve)
+            assert result == [5]
+            assert len(CALLS["nap"]) == 2
+            await trio.sleep(30)
+            assert late.counters.lost == 1 and late.counters.cancelled == 1
+            assert CANCELLED["nap"] == 1
+            assert on_time.counters.done == 1 and late.counters.done == 0
+            nursery.cancel_scope.cancel()

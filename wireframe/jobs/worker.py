@@ -81,7 +81,9 @@ class Worker:
     """Serves one queue of a broker with ``concurrency`` slots.
 
     ``resources`` are the worker-side objects operations take by type (a
-    sequence of instances, or a mapping type -> instance).
+    sequence of instances, or a mapping type -> instance). Leases of running
+    jobs are renewed every ``renew_every`` seconds (default: the broker's
+    lease / 3).
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class Worker:
         concurrency: int = 16,
         resources: Iterable[object] | Mapping[type, object] = (),
         worker_id: str | None = None,
+        renew_every: float | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"worker concurrency must be at least 1, not {concurrency}")
@@ -103,6 +106,7 @@ class Worker:
         else:
             self.resources = {type(r): r for r in resources}
         self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:8]}"
+        self.renew_every = renew_every or broker.url.lease / 3
         self.counters = WorkerCounters()
         self._ops = OpCache()
         self._running: dict[str, _Running] = {}
@@ -319,9 +323,8 @@ class Worker:
 
     # -- helpers ------------------------------------------------------------------
     async def _keep_leases(self) -> None:
-        interval = self.broker.url.lease / 3
         while True:
-            await trio.sleep(interval)
+            await trio.sleep(self.renew_every)
             for running in list(self._running.values()):
                 if running.why:
                     continue
