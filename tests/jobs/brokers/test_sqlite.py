@@ -437,16 +437,19 @@ async def test_forward_migration_runs_once(
 async def test_write_lock_held_elsewhere_times_out_or_cancels(
     make_url: UrlFactory, db_path: Path
 ) -> None:
-    async with open_broker(make_url(busy_timeout=0.2)) as broker:
+    async with open_broker(make_url(busy_timeout=0.5)) as broker:
         await broker.declare_queue("q")
         other = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
         other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
         try:
             with pytest.raises(BrokerUnavailable, match="locked"):
                 await broker.publish("q", _messages(["timed out"]))
+            started = trio.current_time()
             with trio.move_on_after(0.05) as scope:
                 await broker.publish("q", _messages(["cancelled"]))
             assert scope.cancelled_caught
+            # dropped once it has waited 0.1 s for the lock, not after busy_timeout
+            assert trio.current_time() - started < 0.4
         finally:
             other.execute("ROLLBACK")
             other.close()

@@ -44,11 +44,12 @@ Design
 
     *Cancellation.* Like ``trio.to_thread.run_sync``, a call handed to a thread
     runs to its end and the caller is cancelled afterwards — a cancelled
-    ``complete`` queued behind this process's own writes still completes — with
-    two exceptions: a call still waiting for *another process's* write lock is
-    dropped at once, and a ``consume`` or ``receive_replies`` cancelled after it
-    took something gives it back (uncounted, in order), so nothing is lost to a
-    timeout.
+    ``complete`` queued behind other writes still completes — with two
+    exceptions: a write that has waited more than 0.1 s for *another process's*
+    write lock is dropped as soon as it is cancelled (so a stuck lock cannot
+    hold a cancellation for ``busy_timeout``), and a ``consume`` or
+    ``receive_replies`` cancelled after it took something gives it back
+    (uncounted, in order), so nothing is lost to a timeout.
 
     *Waiting.* SQLite cannot notify, so a waiter (``consume``,
     ``receive_replies``, a subscription) is woken three ways: at once by a write
@@ -198,6 +199,7 @@ _MIN_POLL: Final = 0.001  # seconds between polls right after activity
 _FAST_POLLS: Final = 10  # polls at _MIN_POLL before backing off
 _GROUP_MAX: Final = 256  # calls at most in one group commit
 _BEGIN_MAX_SLEEP: Final = 0.005  # longest pause between two tries for the write lock
+_DROPPABLE_AFTER: Final = 0.1  # a write cancelled while waiting this long for the lock is dropped
 
 
 def _positive_seconds(name: str) -> Callable[[str], float]:
@@ -271,7 +273,8 @@ class _Call(Generic[T]):
     """One function to run on a connection thread, and the trio task awaiting it.
 
     Cancelling the task drops the call only while it is *droppable*: a read not
-    yet started, or a write still waiting for another process's write lock.
+    yet started, or a write that has waited over ``_DROPPABLE_AFTER`` for
+    another process's write lock.
     Otherwise (like ``trio.to_thread.run_sync``) the call runs to its end and the
     task is cancelled afterwards, so a cancelled ``complete`` queued behind this
     process's own writes still completes instead of being silently lost.
@@ -488,12 +491,13 @@ class _ConnectionThread:
         """Take the write lock, giving up after busy_timeout; False if every call
         was cancelled meanwhile (nothing to do).
 
-        The writer's busy timeout is 0: every attempt returns at once. Only if
-        another connection holds the lock do the calls become droppable; the
-        thread then retries after sleeps growing from 0.1 ms to
-        ``_BEGIN_MAX_SLEEP`` (SQLite's own busy handler sleeps 1, 2, 5, 10 ms...,
-        too coarse for a lock that is typically held for well under a
-        millisecond), checking for cancelled calls between attempts.
+        The writer's busy timeout is 0: every attempt returns at once. While
+        another connection holds the lock the thread retries after sleeps growing
+        from 0.1 ms to ``_BEGIN_MAX_SLEEP`` (SQLite's own busy handler sleeps 1,
+        2, 5, 10 ms..., too coarse for a lock typically held for well under a
+        millisecond). Once the wait passes ``_DROPPABLE_AFTER`` (another process
+        holds the lock unusually long) the calls become droppable, and cancelled
+        ones are dropped between attempts.
         """
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -501,10 +505,13 @@ class _ConnectionThread:
         except sqlite3.OperationalError as exc:
             if not _is_busy(exc):
                 raise
-        deadline = time.monotonic() + self._busy_timeout
+        started = time.monotonic()
+        deadline = started + self._busy_timeout
         pause = 0.0001
         while True:
-            if not [call for call in calls if call.make_droppable()]:
+            if time.monotonic() - started >= _DROPPABLE_AFTER and not [
+                call for call in calls if call.make_droppable()
+            ]:
                 return False
             time.sleep(pause)
             pause = min(pause * 2, _BEGIN_MAX_SLEEP)
