@@ -373,3 +373,35 @@ async def test_a_lost_lease_cancels_the_job_and_drops_its_result(
             assert CANCELLED["nap"] == 1
             assert on_time.counters.done == 1 and late.counters.done == 0
             nursery.cancel_scope.cancel()
+
+
+async def test_a_dead_message_fails_the_directive_never_hangs(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """max_deliveries=1: a worker takes the job and dies; the next delivery would be the
+    second, so the broker dead-letters it and the directive raises JobFailed (dead)."""
+    async with jobs.open_broker(
+        f"memory://dead-{uuid.uuid4().hex[:8]}?lease=2&max_deliveries=1"
+    ) as broker:
+        rt = jobs.Runtime(broker)
+        failures: list[jobs.JobFailed] = []
+
+        async def directive() -> None:
+            with pytest.raises(jobs.JobFailed) as info:
+                await jobs.literal(3).then(Square()).run(rt, timeout=60)
+            failures.append(info.value)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(directive)
+            (taken,) = await broker.consume("default", 1)  # ... and this "worker" dies
+            assert taken.deliveries == 1
+            worker = jobs.Worker(broker)
+            await nursery.start(worker.serve)
+            with trio.fail_after(30):
+                while not failures:
+                    await trio.sleep(0.5)
+            nursery.cancel_scope.cancel()
+        (failed,) = failures
+        assert failed.error.kind is jobs.ErrorKind.DEAD
+        assert "dead" in str(failed)
+        assert rt.counters.dead == 1
