@@ -175,13 +175,18 @@ async def test_prefixes_isolate(redis_url: UrlFactory) -> None:
         assert scope.cancelled_caught
 
 
-async def test_cancelled_blocking_reads_leave_broker_usable(redis_url: UrlFactory) -> None:
+async def test_cancelled_blocking_reads_leave_broker_usable(
+    redis_url: UrlFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Far more cancelled reads than the broker has connections for blocking reads:
+    # none may cost a connection slot (coredis alone would leak one each time).
+    monkeypatch.setattr(redis_broker, "_MAX_BLOCKING", 2)
     async with redis_broker.open(redis_url()) as broker:
-        for _ in range(3):
-            with trio.move_on_after(0.05) as scope:
+        for _ in range(10):
+            with trio.move_on_after(0.01) as scope:
                 await broker.consume("q", 10)
             assert scope.cancelled_caught
-            with trio.move_on_after(0.05) as scope:
+            with trio.move_on_after(0.01) as scope:
                 await broker.receive_replies("ch", 10)
             assert scope.cancelled_caught
         await broker.publish("q", [msg(1)])
@@ -215,6 +220,23 @@ async def test_cancelled_consumes_lose_no_message(redis_url: UrlFactory) -> None
                     timeout = timeout * 1.7 if timeout < 0.02 else 0.001
         replies = await broker.receive_replies("ch", 100)
         assert sorted(r.message_id for r in replies) == sorted(f"m{n}" for n in range(30))
+
+
+async def test_cancelling_a_blocked_read_fails_no_other_call(redis_url: UrlFactory) -> None:
+    # coredis drops the connection of a cancelled blocking command; ordinary commands
+    # whose replies are pending must never share it (they would fail "Connection lost").
+    async with redis_broker.open(redis_url(poll=5)) as broker:
+        await broker.declare_queue("idle")
+        for _ in range(30):
+            async with trio.open_nursery() as nursery:
+                for n in range(5):
+                    nursery.start_soon(broker.publish, "busy", [msg(n)])
+                with trio.move_on_after(0.002):
+                    await broker.consume("idle", 1)
+                with trio.move_on_after(0.002):
+                    await broker.receive_replies("nobody", 1)
+        [stats] = [s for s in await broker.stats() if s.queue == "busy"]
+        assert stats.queued == 150
 
 
 async def test_blocked_consume_and_receive_wake_up(redis_url: UrlFactory) -> None:
@@ -305,21 +327,22 @@ async def test_expired_lease_is_taken_over_and_stale_completion_dropped(
 
 
 async def test_expired_lease_behind_many_live_ones_is_found(redis_url: UrlFactory) -> None:
-    url = redis_url(lease=0.4)
+    url = redis_url(lease=0.6)
     async with redis_broker.open(url) as holder, redis_broker.open(url) as other:
         await holder.publish("q", [msg(n) for n in range(31)])
         held = await holder.consume("q", 31)
+        start = trio.current_time()
         await trio.sleep(0.2)
-        for d in held[:30]:  # all but the newest stay alive
+        for d in held[:30]:  # all but the newest stay alive, until about 0.8 s
             await holder.extend(d)
-        await trio.sleep(0.25)
+        await trio.sleep_until(start + 0.62)
         with trio.fail_after(0.15):
             [taken] = await other.consume("q", 1)
         assert (taken.message.id, taken.deliveries) == ("m30", 2)
 
 
 async def test_extend_keeps_the_lease(redis_url: UrlFactory) -> None:
-    url = redis_url(lease=0.3)
+    url = redis_url(lease=0.4)
     async with redis_broker.open(url) as first, redis_broker.open(url) as second:
         await first.publish("q", [msg(1)])
         [d] = await first.consume("q", 10)

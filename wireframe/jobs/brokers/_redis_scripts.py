@@ -20,6 +20,9 @@ Data model (``P`` is the broker's key prefix, ``Q`` a queue, ``C`` a channel):
 * ``P c:C`` - LIST of replies, ``LPUSH``-ed, popped from the right; each a
   msgpack array ``[message_id, kind, payload]`` with kind 0 = body, 1 = dead
   reason.
+* ``P c:C:inbox:CONSUMER:N`` - LIST that one wait of a receiver ``BLMOVE``-s one
+  reply into, so that a reply taken by a wait that was cancelled is kept, not
+  lost; deleted by the receiver's next call.
 
 Lease token of a delivery: ``"<stream entry id>|<PEL delivery count>|<consumer>"``.
 A lease is current while the PEL entry exists, belongs to that consumer, has that
@@ -36,8 +39,10 @@ __all__ = [
     "DECLARE",
     "DELETE_QUEUE",
     "EXTEND",
+    "HAND_BACK",
     "PUBLISH",
     "PURGE",
+    "RECEIVE",
     "RELEASE",
     "REQUEUE_DEAD",
     "STATS",
@@ -357,4 +362,38 @@ for _, ready in ipairs(KEYS) do
   end
 end
 return n
+"""
+
+#: KEYS: channel, then inboxes to delete (their reply was handed out), then
+#: inboxes to drain (a wait into them was cancelled or failed). ARGV: how many
+#: inboxes to delete, limit. Returns the drained replies, then up to ``limit`` in
+#: all from the channel, oldest first.
+RECEIVE = r"""
+local ndrop = tonumber(ARGV[1])
+local out = {}
+for k = 2, #KEYS do
+  if k > ndrop + 1 then
+    local kept = redis.call('LRANGE', KEYS[k], 0, -1)
+    for j = #kept, 1, -1 do out[#out + 1] = kept[j] end
+  end
+  redis.call('DEL', KEYS[k])
+end
+local want = tonumber(ARGV[2]) - #out
+if want > 0 then
+  local p = redis.call('LMPOP', 1, KEYS[1], 'RIGHT', 'COUNT', want)
+  if p then
+    for _, v in ipairs(p[2]) do out[#out + 1] = v end
+  end
+end
+return out
+"""
+
+#: KEYS: ready. ARGV: group, released, then stream entry ids. Hands entries a
+#: cancelled blocking read leased (but nobody got) to the placeholder consumer,
+#: claimable at once with their delivery count kept.
+HAND_BACK = r"""
+for k = 3, #ARGV do
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[k], 'IDLE', 1000000000000, 'JUSTID')
+end
+return #ARGV - 2
 """

@@ -36,6 +36,7 @@ delivered again, never lost. A cancelled ``receive_replies`` never loses a reply
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import secrets
@@ -52,7 +53,6 @@ import coredis.exceptions
 import msgpack
 import trio
 from coredis.retry import NoRetryPolicy
-from coredis.tokens import PureToken
 
 from wireframe.jobs.broker import (
     BrokerError,
@@ -84,10 +84,12 @@ _STALE_CONSUMER_MS = 3_600_000
 
 #: Longest a single non-blocking Redis call may take before Redis counts as gone.
 _CALL_TIMEOUT = 10.0
-#: Longest a (shielded) reply pop lingers server-side for a reply to arrive.
-_REPLY_LINGER = 0.05
+#: Most blocking reads (consume and receive waits) one broker runs at once.
+_MAX_BLOCKING = 256
+#: Longest a cancelled blocking read may take to be woken and read out.
+_UNBLOCK_TIMEOUT = 2.0
 #: Longest a reply wait blocks server-side before it is renewed.
-_REPLY_BLOCK = 5.0
+_REPLY_BLOCK = 5
 #: Most delayed/expired messages a consume moves per pass is bounded in Lua; this
 #: bounds how many replies one receive takes server-side per call.
 _MAX_BATCH = 10_000
@@ -196,17 +198,31 @@ class RedisBroker:
         self.claim_interval = min(self.poll, url.lease / 4)
         #: This broker instance's consumer name in every consumer group.
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        self._client: coredis.Redis[bytes] = coredis.Redis(
-            host=url.host or "127.0.0.1",
-            port=url.port or 6379,
-            db=self.db,
-            username=url.username,
-            password=url.password,
-            ssl_context=_tls_context(url),
-            decode_responses=False,
-            connect_timeout=min(5.0, self.reconnect),
-            retry_policy=NoRetryPolicy(),
-        )
+        tls = _tls_context(url)
+
+        def client(max_connections: int | None = None) -> coredis.Redis[bytes]:
+            return coredis.Redis(
+                max_connections=max_connections,
+                host=url.host or "127.0.0.1",
+                port=url.port or 6379,
+                db=self.db,
+                username=url.username,
+                password=url.password,
+                ssl_context=tls,
+                decode_responses=False,
+                connect_timeout=min(5.0, self.reconnect),
+                retry_policy=NoRetryPolicy(),
+            )
+
+        # Three pools. coredis multiplexes ordinary commands: a connection goes back to
+        # the pool as soon as a command is written, with its reply still to come. A
+        # blocking command holds its connection, and coredis drops the connection of
+        # a cancelled one - which would fail every multiplexed reply still pending on
+        # it. So blocking reads use a pool of their own (see _block), and so do
+        # subscriptions, whose connections coredis re-opens on its own.
+        self._client = client()
+        self._blocking = client(max_connections=_MAX_BLOCKING)
+        self._subscriber = client()
         self._stack = AsyncExitStack()
         self._closed = False
         self._last_claim: dict[str, float] = {}
@@ -225,6 +241,14 @@ class RedisBroker:
         self._purge = c.register_script(scripts.PURGE)
         self._delete = c.register_script(scripts.DELETE_QUEUE)
         self._release = c.register_script(scripts.RELEASE)
+        self._hand_back_script = c.register_script(scripts.HAND_BACK)
+        self._blocking_slots = trio.Semaphore(_MAX_BLOCKING)
+        self._receive = c.register_script(scripts.RECEIVE)
+        #: Per channel: inboxes whose reply was handed out (to delete), and inboxes
+        #: of waits that ended otherwise (to drain: they may hold a reply).
+        self._inbox_drop: dict[str, list[str]] = {}
+        self._inbox_drain: dict[str, list[str]] = {}
+        self._inbox_seq = 0
         #: Queues this broker consumed from (whose leases it releases on close).
         self._consumed: set[str] = set()
 
@@ -233,6 +257,8 @@ class RedisBroker:
 
     async def _start(self) -> None:
         await self._stack.enter_async_context(self._client)
+        await self._stack.enter_async_context(self._blocking)
+        await self._stack.enter_async_context(self._subscriber)
 
     # -- keys -----------------------------------------------------------------------
     def _q(self, queue: str, part: str) -> str:
@@ -292,30 +318,77 @@ class RedisBroker:
         """Run one of the Lua scripts through :meth:`_call`."""
         return await self._call(what, functools.partial(script, keys, args), resend=resend)
 
-    async def _wait(self, what: str, fn: Callable[[], Awaitable[T]]) -> T | None:
-        """Run one blocking Redis read, cancellable; None when Redis was unreachable.
+    async def _block(
+        self,
+        command: bytes,
+        *args: Arg,
+        late: Callable[[Any], Awaitable[None]] | None = None,
+    ) -> Any:
+        """Run one blocking Redis read on a connection of its own; cancellable.
 
-        A cancelled blocking command makes coredis drop that connection (the pool opens
-        a fresh one), so cancellation never leaves a connection in a bad state. A
-        connection error here sleeps a little and returns None, so the caller's loop
-        retries until ``reconnect`` runs out in its next ``_call``.
+        coredis would drop the connection of a cancelled blocking command (and leak
+        its pool slot), so this broker never lets it see the cancellation: when the
+        caller is cancelled, ``CLIENT UNBLOCK`` (from the ordinary pool) wakes the
+        command, its reply is read (shielded, bounded) and given to ``late`` - what a
+        cancelled read took is handed back, not lost - and the connection goes back
+        to the pool intact. Returns None when Redis could not be reached (after a
+        short pause; the caller's next ``_call`` retries and gives up in time).
         """
         if self._closed:
-            raise BrokerError(f"redis broker {self.url} is closed; {what} needs an open broker")
-        try:
-            return await fn()
-        except (coredis.exceptions.ConnectionError, TimeoutError, OSError):
-            await trio.sleep(0.05)
-            return None
-        except coredis.exceptions.AuthenticationError as exc:
-            raise self._refused(exc) from exc
-        except coredis.exceptions.ResponseError as exc:
-            # The stream or its group was deleted under a blocked XREADGROUP: the
-            # caller's next script call re-creates them.
-            if isinstance(exc, coredis.exceptions.UnblockedError) or "NOGROUP" in str(exc):
-                await trio.sleep(0.01)
+            raise BrokerError(f"redis broker {self.url} is closed")
+        pool = self._blocking.connection_pool
+        async with self._blocking_slots:  # a cancellable wait for a free connection
+            try:
+                with trio.CancelScope(shield=True), trio.fail_after(_CALL_TIMEOUT):
+                    conn = await pool.get_connection()
+            except coredis.exceptions.AuthenticationError as exc:
+                raise self._refused(exc) from exc
+            except (coredis.exceptions.ConnectionError, TimeoutError, OSError, trio.TooSlowError):
+                await trio.sleep(0.05)
                 return None
-            raise
+            try:
+                request = conn.create_request(command, *args, decode=False)
+                try:
+                    return await request
+                except trio.Cancelled:
+                    await self._unblock(conn, request, late)
+                    raise
+            except (coredis.exceptions.ConnectionError, TimeoutError, OSError):
+                await trio.sleep(0.05)
+                return None
+            except coredis.exceptions.ResponseError as exc:
+                # The stream or its group was deleted under a blocked XREADGROUP: the
+                # caller's next script call re-creates them.
+                if isinstance(exc, coredis.exceptions.UnblockedError) or "NOGROUP" in str(exc):
+                    await trio.sleep(0.01)
+                    return None
+                raise
+            finally:
+                pool.release(conn)
+                if not conn.usable:
+                    # coredis' pool forgets the slot of a connection that died while
+                    # leased; give it back so that outages do not exhaust the pool.
+                    with contextlib.suppress(Exception):
+                        pool._available_connections.append_nowait(None)
+
+    async def _unblock(
+        self, conn: Any, request: Any, late: Callable[[Any], Awaitable[None]] | None
+    ) -> None:
+        """Wake a blocked command whose caller was cancelled; hand back what it took."""
+        with trio.CancelScope(shield=True), trio.move_on_after(_UNBLOCK_TIMEOUT) as scope:
+            try:
+                while not request.complete:
+                    if conn.client_id is not None:
+                        await self._client.client_unblock(conn.client_id)
+                    with trio.move_on_after(0.005):
+                        await request
+                result = await request
+                if result and late is not None:
+                    await late(result)
+            except (coredis.exceptions.RedisError, OSError, TimeoutError):
+                conn.invalidate("its blocked command could not be woken cleanly")
+        if scope.cancelled_caught:
+            conn.invalidate("its blocked command could not be woken in time")
 
     def _refused(self, exc: Exception) -> BrokerError:
         return BrokerError(
@@ -423,22 +496,31 @@ class RedisBroker:
             if wait_ms >= 0:
                 block = min(block, wait_ms / 1000)
             block_ms = max(1, round(block * 1000))
-            read: Any = await self._wait(
-                "consume",
-                functools.partial(
-                    self._client.xreadgroup,
-                    GROUP,
-                    self.consumer,
-                    {ready: ">"},
-                    count=limit,
-                    block=block_ms,
-                ),
+            read: Any = await self._block(
+                b"XREADGROUP",
+                "GROUP",
+                GROUP,
+                self.consumer,
+                "COUNT",
+                limit,
+                "BLOCK",
+                block_ms,
+                "STREAMS",
+                ready,
+                ">",
+                late=functools.partial(self._hand_back, ready),
             )
             if not read:
                 continue
-            deliveries = await self._accept_read(queue, next(iter(read.values())))
+            deliveries = await self._accept_read(queue, _stream_entries(read))
             if deliveries:
                 return deliveries
+
+    async def _hand_back(self, ready: str, read: Any) -> None:
+        """Make entries a cancelled blocking read leased claimable again at once."""
+        ids = [_text(entry[0]) for entry in _stream_entries(read)]
+        if ids:
+            await self._hand_back_script([ready], [GROUP, _RELEASED, *ids])
 
     def _deliveries(self, queue: str, flat: Sequence[Any]) -> list[Delivery]:
         expires = self.clock() + self.url.lease
@@ -459,10 +541,10 @@ class RedisBroker:
     async def _accept_read(self, queue: str, entries: Sequence[Any]) -> list[Delivery]:
         """Turn entries of a blocking XREADGROUP into deliveries, burying those over the limit."""
         flat: list[Any] = []
-        for entry in entries:
-            fields = entry.field_values
+        for sid, pairs in entries:
+            fields = dict(zip(pairs[::2], pairs[1::2], strict=True))
             base = int(fields.get(b"n", b"0"))
-            flat += [entry.identifier, fields[b"i"], fields[b"b"], fields[b"r"], 1, base + 1]
+            flat += [sid, fields[b"i"], fields[b"b"], fields[b"r"], 1, base + 1]
         deliveries = self._deliveries(queue, flat)
         keep = []
         for d in deliveries:
@@ -564,35 +646,45 @@ class RedisBroker:
         self._check(delivery, outcome)
 
     async def receive_replies(self, channel: str, limit: int) -> list[Reply]:
-        """Pop up to ``limit`` replies; wait without taking (so a cancel loses none).
+        """Take up to ``limit`` replies; a cancelled call never loses one.
 
-        The pop is a shielded ``BLMPOP`` that lingers at most ``_REPLY_LINGER`` seconds
-        (a reply due any moment is taken in one round trip; a cancel waits that long at
-        worst); longer waits happen in a cancellable non-destructive ``BLMOVE``.
+        When replies are waiting, one script call takes them. Otherwise the wait is a
+        cancellable ``BLMOVE`` of one reply from the channel into an inbox list of
+        this wait's own, handed out at once (the next call deletes the inbox). A wait
+        cancelled just as Redis moved a reply leaves it in its inbox, which the next
+        call on the channel drains: no reply is lost, none is handed out twice, and
+        concurrent receivers each wait on their own inbox.
         """
         if limit < 1:
             raise BrokerError(f"redis broker: receive limit must be at least 1, not {limit}")
         key = self._channel(channel)
-        count = min(limit, _MAX_BATCH)
         while True:
-            popped: Any = await self._call(
-                "receive_replies",
-                functools.partial(
-                    self._client.blmpop, [key], _REPLY_LINGER, PureToken.RIGHT, count=count
-                ),
-                resend=False,
-            )
-            if popped:
-                return [self._reply(raw) for raw in popped[1]]
-            # Block until the list is non-empty *without taking anything*: moving the
-            # last element onto the same end is a no-op that wakes when one arrives. A
-            # cancelled wait therefore never swallows a reply; the pop above is shielded.
-            await self._wait(
-                "receive_replies",
-                lambda: self._client.blmove(
-                    key, key, PureToken.RIGHT, PureToken.RIGHT, timeout=_REPLY_BLOCK
-                ),
-            )
+            drop = self._inbox_drop.pop(channel, [])
+            drain = self._inbox_drain.pop(channel, [])
+            args: list[Arg] = [len(drop), min(limit, _MAX_BATCH)]
+            try:
+                taken = await self._run(
+                    "receive_replies", self._receive, [key, *drop, *drain], args, resend=False
+                )
+            except BaseException:
+                # not run, or outcome unknown: deleting or draining again is harmless
+                self._inbox_drop.setdefault(channel, []).extend(drop)
+                self._inbox_drain.setdefault(channel, []).extend(drain)
+                raise
+            if taken:
+                return [self._reply(raw) for raw in taken]
+            self._inbox_seq += 1
+            inbox = f"{key}:inbox:{self.consumer}:{self._inbox_seq}"
+            moved = None
+            try:
+                moved = await self._block(b"BLMOVE", key, inbox, "RIGHT", "LEFT", _REPLY_BLOCK)
+            finally:
+                # a reply handed out leaves an inbox to delete; any other ending may
+                # have left one in it (cancelled as Redis answered): drain it later
+                done = self._inbox_drop if moved is not None else self._inbox_drain
+                done.setdefault(channel, []).append(inbox)
+            if moved is not None:
+                return [self._reply(moved)]
 
     @staticmethod
     def _reply(raw: bytes) -> Reply:
@@ -602,9 +694,10 @@ class RedisBroker:
         return Reply(message_id=_text(mid), body=_bytes(payload))
 
     async def delete_channel(self, channel: str) -> None:
-        """Delete the channel's list."""
-        key = self._channel(channel)
-        await self._call("delete_channel", lambda: self._client.delete([key]), resend=True)
+        """Delete the channel's list (and this broker's inboxes of it)."""
+        keys = [self._channel(channel)]
+        keys += self._inbox_drop.pop(channel, []) + self._inbox_drain.pop(channel, [])
+        await self._call("delete_channel", lambda: self._client.delete(keys), resend=True)
 
     async def broadcast(self, topic: str, body: bytes) -> None:
         """PUBLISH to the topic's pub/sub channel."""
@@ -623,7 +716,7 @@ class RedisBroker:
         # coredis' subscriber retries a refused connection forever: make sure Redis
         # answers first, so that subscribing to a Redis that is gone fails in bounded time.
         await self._call("subscribe", self._client.ping, resend=True)
-        pubsub = self._client.pubsub(channels=[key], ignore_subscribe_messages=True)
+        pubsub = self._subscriber.pubsub(channels=[key], ignore_subscribe_messages=True)
         async with pubsub:
             yield _Bodies(pubsub)
 
@@ -761,6 +854,13 @@ class _GroupCommit:
             else:
                 self._busy = False
         return me.outcome
+
+
+def _stream_entries(read: Any) -> list[Any]:
+    """The entries of a one-stream XREAD(GROUP) reply (a RESP3 map or RESP2 list)."""
+    if isinstance(read, dict):
+        return list(next(iter(read.values())))
+    return list(read[0][1])
 
 
 class _Bodies:
