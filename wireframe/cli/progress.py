@@ -191,10 +191,15 @@ async def track(
                 bar.update(*read())
                 await trio.sleep(interval)
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(follow)
-            try:
-                yield bar
-            finally:
-                nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(follow)
+                try:
+                    yield bar
+                finally:
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:  # the block's own error, not wrapped in a group
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
         bar.update(*read())

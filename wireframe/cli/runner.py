@@ -87,11 +87,17 @@ async def run_with_view(
     changed = trio.Event()
     watches = [QueueWatch(url, interval=poll_interval) for url in queue_urls]
 
+    def say(line: str) -> None:
+        try:
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+        except OSError:  # a closed pipe must not break the service's own bookkeeping
+            pass
+
     def on_change(report: wf.TaskReport) -> None:
         if live:
             changed.set()
         else:
-            console.print(plain_line(report), markup=False, highlight=False)
+            say(plain_line(report))
 
     def on_signal(name: str) -> None:
         nonlocal stop_requests
@@ -108,7 +114,7 @@ async def run_with_view(
         if live:
             changed.set()
         else:
-            console.print(message, markup=False, highlight=False)
+            say(message)
 
     service.add_listener(on_change)
     outcome: Outcome | None = None

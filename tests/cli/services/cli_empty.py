@@ -1,0 +1,3 @@
+"""Defines no service at all."""
+
+VALUE = 1
