@@ -27,11 +27,13 @@ common ``lease`` and ``max_deliveries``:
 * ``tls_ca`` (path, default: the system's CAs) and ``tls_verify`` (default true;
   ``false`` skips certificate and host name checks) - for ``rediss://`` only.
 
-Closing the broker hands the leases it still holds back at once (so a worker's
-shutdown does not leave its messages waiting out their leases). A ``consume``
-cancelled in the instant its blocking read is answered leaves those messages
-leased to this consumer until the lease runs out (or the broker closes): they are
-delivered again, never lost. A cancelled ``receive_replies`` never loses a reply.
+Cancellation: every wait is cancellable. Blocking reads run on a pool of their own
+and a cancelled one is woken with ``CLIENT UNBLOCK`` rather than by dropping its
+connection; whatever it took in that instant is handed back at once (messages are
+made claimable, replies stay in an inbox the next receive drains), so a cancelled
+``consume`` or ``receive_replies`` loses nothing. Closing the broker hands the
+leases it still holds back at once, so a worker's shutdown does not leave its
+messages waiting out their leases.
 """
 
 from __future__ import annotations
@@ -242,8 +244,9 @@ class RedisBroker:
         self._delete = c.register_script(scripts.DELETE_QUEUE)
         self._release = c.register_script(scripts.RELEASE)
         self._hand_back_script = c.register_script(scripts.HAND_BACK)
-        self._blocking_slots = trio.Semaphore(_MAX_BLOCKING)
         self._receive = c.register_script(scripts.RECEIVE)
+        #: Bounds blocking reads to the blocking pool's size (see _block).
+        self._blocking_slots = trio.Semaphore(_MAX_BLOCKING)
         #: Per channel: inboxes whose reply was handed out (to delete), and inboxes
         #: of waits that ended otherwise (to drain: they may hold a reply).
         self._inbox_drop: dict[str, list[str]] = {}
