@@ -35,6 +35,7 @@ from wireframe.cli.render import (
 )
 from wireframe.cli.runner import EXIT_WIRING, Outcome, run_with_view
 from wireframe.cli.target import Target, TargetError, import_module, load_target
+from wireframe.jobs.broker import mask_password
 
 __all__ = ["app", "jobs_app", "main"]
 
@@ -325,10 +326,7 @@ def worker(
             import_module(name)
         except TargetError as exc:
             raise _fail(f"--import {name}: {exc}") from None
-    try:
-        wf_jobs_url = jobs.parse_broker_url(broker)
-    except jobs.BrokerURLError as exc:
-        raise _fail(str(exc)) from None
+    shown = mask_password(broker)
     builder = wf.ServiceBuilder(
         graceful_shutdown_timeout=30.0 if graceful_timeout is None else graceful_timeout
     )
@@ -336,12 +334,12 @@ def worker(
         builder.add_layer(jobs.WorkerLayer(broker, concurrency=concurrency, queue=queue))
     operations = sorted(jobs.registered_operations())
     _stderr().print(
-        f"worker on {wf_jobs_url}: {len(operations)} operation(s) registered"
+        f"worker on {shown}: {len(operations)} operation(s) registered"
         + (f" ({', '.join(operations)})" if operations else ""),
         markup=False,
     )
     _serve(
-        Target(f"worker {wf_jobs_url}", builder=builder),
+        Target(f"worker {shown}", builder=builder),
         graceful_timeout=graceful_timeout,
         log_level=log_level,
         as_json=as_json,
@@ -359,7 +357,7 @@ def _with_broker(url: str, fn: Callable[[Any], Awaitable[T]]) -> T:
     try:
         return trio.run(go)
     except jobs.BrokerError as exc:
-        raise _fail(f"broker {jobs.broker.mask_password(url)}: {exc}", 1) from None
+        raise _fail(f"broker {mask_password(url)}: {exc}", 1) from None
 
 
 @jobs_app.command("stats")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 import attrs
 import trio
@@ -51,6 +51,13 @@ async def _watch_signals(
             on_signal(signal.Signals(signum).name)
 
 
+async def _after(event: trio.Event, fn: Callable[[], Awaitable[None]]) -> None:
+    """Run ``fn`` once ``event`` is set: the view opens its own broker connections only after
+    the service's layers opened theirs (two first opens of one SQLite file may collide)."""
+    await event.wait()
+    await fn()
+
+
 @contextlib.contextmanager
 def _display(console: Console, live: bool) -> Iterator[Live | None]:
     if not live:
@@ -85,6 +92,7 @@ async def run_with_view(
     """
     stop_requests = 0
     changed = trio.Event()
+    wired = trio.Event()
     watches = [QueueWatch(url, interval=poll_interval) for url in queue_urls]
 
     def say(line: str) -> None:
@@ -94,6 +102,7 @@ async def run_with_view(
             pass
 
     def on_change(report: wf.TaskReport) -> None:
+        wired.set()  # tasks exist: every layer is wired (its broker connection open)
         if live:
             changed.set()
         else:
@@ -148,7 +157,7 @@ async def run_with_view(
             if handle_signals and threading.current_thread() is threading.main_thread():
                 await nursery.start(_watch_signals, on_signal)
             for watch in watches:
-                nursery.start_soon(watch.run)
+                nursery.start_soon(_after, wired, watch.run)
             if display is not None:
                 nursery.start_soon(redraw)
             try:

@@ -1,0 +1,118 @@
+"""The examples, run through the CLI: http_health answers a real GET; distributed runs on workers.
+
+``distributed`` runs in-process on ``memory://?workers=2`` through CliRunner,
+and as real processes — a ``wireframe worker`` plus the orchestrator — on an
+SQLite file and on Redis (skipped without Redis, failed under CI).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from clikit import read_until, run_wireframe, start_wireframe
+from typer.testing import CliRunner
+
+from wireframe.cli import app
+
+runner = CliRunner()
+PRIMES_BELOW_20000 = 2262
+
+
+def _get(url: str) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.slow
+def test_http_health_answers_a_real_get_then_stops_on_sigint() -> None:
+    proc = start_wireframe("run", "examples/http_health.py", "--plain", HEALTH_PORT="0")
+    try:
+        lines = read_until(proc, "ready: health on")
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/health", lines[-1])
+        assert match, lines
+        status, body = _get(match.group(0))
+        assert status == 200, body
+        assert body["status"] == "ok" and "heartbeat" in body["seconds_since_beat"]  # type: ignore[operator]
+        missing, _ = _get(match.group(0).replace("/health", "/nope"))
+        assert missing == 404
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, rest
+    assert "task 'health-http' (UnconstrainedTask, layer http-health) stopped" in rest
+
+
+def test_http_health_stops_by_itself_in_process() -> None:
+    result = runner.invoke(
+        app,
+        ["run", "examples/http_health.py", "--json"],
+        env={"HEALTH_PORT": "0", "HEALTH_SECONDS": "0.3"},
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["tasks"]["heartbeat"]["state"] == "finished"
+    assert data["tasks"]["health-http"]["state"] == "stopped"
+
+
+def test_distributed_in_process_on_memory_workers() -> None:
+    result = runner.invoke(
+        app,
+        ["run", "examples/distributed.py:make_builder", "--json"],
+        env={
+            "DISTRIBUTED_BROKER": "memory://cli-distributed?workers=2",
+            "DISTRIBUTED_LIMIT": "20000",
+            "DISTRIBUTED_CHUNK": "2000",
+        },
+    )
+    assert result.exit_code == 0, result.output
+    assert f"primes below 20000: {PRIMES_BELOW_20000}" in result.stderr
+    assert json.loads(result.stdout)["tasks"]["count-primes"]["state"] == "finished"
+
+
+def _distributed_on(url: str) -> None:
+    worker = start_wireframe(
+        "worker", "--broker", url, "--import", "examples/distributed.py", "--plain", "-c", "4"
+    )
+    try:
+        read_until(worker, "(Task, layer worker:default) running")
+        orchestrator = run_wireframe(
+            "run",
+            "examples/distributed.py",
+            "--json",
+            DISTRIBUTED_BROKER=url,
+            DISTRIBUTED_LIMIT="20000",
+            DISTRIBUTED_CHUNK="2000",
+        )
+        assert orchestrator.returncode == 0, orchestrator.stdout + orchestrator.stderr
+        assert f"primes below 20000: {PRIMES_BELOW_20000}" in orchestrator.stderr
+        worker.send_signal(signal.SIGINT)
+        rest, _ = worker.communicate(timeout=30)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, rest
+    assert "received SIGINT" in rest and "clean stop (exit 0)" in rest
+    stats = run_wireframe("jobs", "stats", "--broker", url, "--json")
+    assert stats.returncode == 0, stats.stderr
+    (default,) = [q for q in json.loads(stats.stdout) if q["queue"] == "default"]
+    assert default["queued"] == 0 and default["running"] == 0 and default["dead"] == 0
+
+
+@pytest.mark.slow
+def test_distributed_with_a_worker_process_on_sqlite(tmp_path: Path) -> None:
+    _distributed_on(f"sqlite:///{tmp_path}/jobs.db")
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_distributed_with_a_worker_process_on_redis(redis_url: str) -> None:
+    _distributed_on(redis_url)

@@ -1,0 +1,96 @@
+"""``wireframe jobs stats|dead|retry|purge`` against a real SQLite broker file (and Redis)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import trio
+from clikit import run_wireframe
+from typer.testing import CliRunner
+
+from wireframe.cli import app
+from wireframe.jobs.broker import Message, open_broker
+
+runner = CliRunner()
+
+
+async def _populate(url: str) -> None:
+    """default: 1 queued, 1 done, 1 dead ("cannot decode"); emails: declared, empty."""
+    async with open_broker(url) as broker:
+        await broker.declare_queue("default")
+        await broker.declare_queue("emails")
+        await broker.publish("default", [Message(f"m{i}", b"\xffbody %d" % i) for i in range(3)])
+        (first,) = await broker.consume("default", 1)
+        await broker.complete(first, b"ok")
+        (second,) = await broker.consume("default", 1)
+        await broker.dead_letter(second, "cannot decode: unknown operation 'nope'")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    trio.run(_populate, url)
+    return url
+
+
+def _stats(url: str) -> dict[str, dict[str, int]]:
+    result = runner.invoke(app, ["jobs", "stats", "--broker", url, "--json"])
+    assert result.exit_code == 0, result.output
+    return {q.pop("queue"): q for q in json.loads(result.stdout)}
+
+
+def test_stats_table_and_json(sqlite_url: str) -> None:
+    assert _stats(sqlite_url) == {
+        "default": {"queued": 1, "running": 0, "done": 1, "dead": 1},
+        "emails": {"queued": 0, "running": 0, "done": 0, "dead": 0},
+    }
+    table = runner.invoke(app, ["jobs", "stats", "--broker", sqlite_url])
+    assert table.exit_code == 0
+    assert "default" in table.stdout and "emails" in table.stdout
+
+
+def test_dead_lists_reasons_then_retry_requeues_and_purge_clears(sqlite_url: str) -> None:
+    dead = runner.invoke(app, ["jobs", "dead", "--broker", sqlite_url, "--json"])
+    assert dead.exit_code == 0, dead.output
+    (letter,) = json.loads(dead.stdout)
+    assert letter["queue"] == "default" and letter["deliveries"] == 1
+    assert letter["reason"] == "cannot decode: unknown operation 'nope'"
+    assert letter["body_preview"].startswith("\\xffbody")
+    table = runner.invoke(app, ["jobs", "dead", "--broker", sqlite_url, "--queue", "default"])
+    assert "unknown operation 'nope'" in table.stdout
+
+    retry = runner.invoke(app, ["jobs", "retry", "--broker", sqlite_url, "--json"])
+    assert retry.exit_code == 0 and json.loads(retry.stdout)["requeued"] == 1
+    assert _stats(sqlite_url)["default"] == {"queued": 2, "running": 0, "done": 1, "dead": 0}
+
+    purge = runner.invoke(app, ["jobs", "purge", "--broker", sqlite_url])
+    assert purge.exit_code == 0 and "purged 1 finished record(s)" in purge.stdout
+    assert _stats(sqlite_url)["default"] == {"queued": 2, "running": 0, "done": 0, "dead": 0}
+
+
+def test_a_bad_broker_url_is_a_clear_error() -> None:
+    result = runner.invoke(app, ["jobs", "stats", "--broker", "nope://x"])
+    assert result.exit_code == 1
+    assert "unknown scheme 'nope'" in result.stderr
+
+
+def test_the_broker_comes_from_the_environment_too(sqlite_url: str) -> None:
+    result = runner.invoke(app, ["jobs", "stats", "--json"], env={"WIREFRAME_BROKER": sqlite_url})
+    assert result.exit_code == 0 and json.loads(result.stdout)
+
+
+@pytest.mark.slow
+def test_subprocess_stats_json(sqlite_url: str) -> None:
+    proc = run_wireframe("jobs", "stats", "--broker", sqlite_url, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert {q["queue"]: q["dead"] for q in json.loads(proc.stdout)} == {"default": 1, "emails": 0}
+
+
+@pytest.mark.redis
+def test_stats_and_dead_on_redis(redis_url: str) -> None:
+    trio.run(_populate, redis_url)
+    assert _stats(redis_url)["default"] == {"queued": 1, "running": 0, "done": 1, "dead": 1}
+    dead = runner.invoke(app, ["jobs", "dead", "--broker", redis_url, "--json"])
+    assert json.loads(dead.stdout)[0]["reason"].startswith("cannot decode")

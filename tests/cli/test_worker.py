@@ -1,0 +1,95 @@
+"""``wireframe worker``: imports the operations, serves under the view, stops cleanly on SIGINT."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from clikit import read_until, run_wireframe, start_wireframe
+from typer.testing import CliRunner
+
+from wireframe.cli import app
+
+runner = CliRunner()
+
+
+def _worker_running() -> bool:
+    """Whether the CLI (inside CliRunner, which swapped sys.stderr) logged the worker running,
+    with trio's signal receiver in place."""
+    handler = signal.getsignal(signal.SIGINT)
+    if not getattr(handler, "__qualname__", "").startswith("open_signal_receiver"):
+        return False
+    buffer = getattr(sys.stderr, "buffer", None)
+    written = buffer.getvalue() if isinstance(buffer, io.BytesIO) else b""
+    return b"(Task, layer worker:default) running" in written
+
+
+def _sigint_once_the_worker_runs(done: threading.Event) -> None:
+    """From a helper thread: wait until the worker task runs, then send SIGINT to this process."""
+    deadline = time.monotonic() + 20
+    while not _worker_running():
+        if done.is_set() or time.monotonic() > deadline:
+            return
+        time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_worker_in_process_stops_cleanly_on_sigint(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    done = threading.Event()
+    sender = threading.Thread(target=_sigint_once_the_worker_runs, args=(done,))
+    sender.start()
+    try:
+        result = runner.invoke(
+            app,
+            ["worker", "--broker", url, "--import", "examples/wordcount.py", "--json"],
+            env={"WORDCOUNT_BROKER": url},
+        )
+    finally:
+        done.set()
+        sender.join()
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["stop_reason"] == "received SIGINT"
+    assert data["tasks"]["worker:default"]["state"] == "stopped"
+    assert "wordcount.count-words" in result.stderr  # the imported operations are listed
+
+
+def test_worker_import_errors_exit_2() -> None:
+    result = runner.invoke(app, ["worker", "--broker", "memory://", "--import", "no_such_mod_q"])
+    assert result.exit_code == 2
+    assert "--import no_such_mod_q: no module named 'no_such_mod_q'" in result.stderr
+    missing = runner.invoke(app, ["worker", "--broker", "memory://"])
+    assert missing.exit_code == 2  # --import is required
+
+
+@pytest.mark.slow
+def test_subprocess_worker_serves_two_queues_and_stops_on_sigint(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    proc = start_wireframe(
+        "worker", "--broker", url, "-i", "examples/wordcount.py", "-q", "a", "-q", "b", "--plain"
+    )
+    try:
+        read_until(proc, "(Task, layer worker:a) running")
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, rest
+    assert "task 'worker:b' (Task, layer worker:b) stopped" in rest
+    assert "clean stop (exit 0)" in rest
+
+
+@pytest.mark.slow
+def test_python_dash_m_is_the_same_command() -> None:
+    proc = run_wireframe("--help")
+    assert proc.returncode == 0
+    for command in ("run", "check", "graph", "worker", "jobs"):
+        assert command in proc.stdout
