@@ -225,3 +225,22 @@ async def test_many_messages_flow_in_batches(name: str) -> None:
         assert (stats.queued, stats.running, stats.done) == (0, 0, 2000)
         q = memory._REGISTRY[name].queues["q"]
         assert all(len(order) == 0 for order in q.orders.values()), "stale leases were trimmed"
+
+
+async def test_stale_lease_records_do_not_pile_up_behind_a_held_lease(
+    name: str, autojump_clock: MockClock
+) -> None:
+    async with memory.open(f"memory://{name}?lease=30") as broker:
+        await broker.publish("q", msgs("held"))
+        await broker.consume("q", 1)  # held, never settled, for the whole test
+        for start in range(0, 20_000, 500):
+            await broker.publish("q", msgs(*(f"m{i}" for i in range(start, start + 500))))
+            for _ in range(5):
+                batch = await broker.consume("q", 100)
+                assert len(batch) == 100
+                for d in batch:
+                    await broker.complete(d, None)
+        [stats] = await broker.stats()
+        assert (stats.queued, stats.running, stats.done) == (0, 1, 20_000)
+        order = memory._REGISTRY[name].queues["q"].orders[30.0]
+        assert len(order) <= 5000, len(order)

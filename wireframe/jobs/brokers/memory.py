@@ -92,6 +92,10 @@ def parse_memory_url(url: str) -> BrokerURL:
 # Shared state
 
 
+#: Expiry orders shorter than this are never compacted.
+_COMPACT_AT: Final = 1024
+
+
 class _Entry:
     """One message in a queue, with its delivery count and current lease."""
 
@@ -119,6 +123,26 @@ class _Queue:
         self.done = 0
         self.dead: deque[tuple[int, DeadLetter]] = deque()
         self.event: trio.Event | None = None  # set when something may have become visible
+
+    def order(self, lease: float) -> deque[tuple[float, str]]:
+        """The expiry order of leases of length ``lease``, compacted now and then.
+
+        Stale items (leases settled or extended since) leave from the head as
+        time passes; behind a long-held lease they could pile up for up to one
+        lease length, so once they outnumber live leases 4:1 they are dropped in
+        one pass (amortized O(1) per lease).
+        """
+        order = self.orders.get(lease)
+        if order is None:
+            order = self.orders[lease] = deque()
+        elif len(order) > _COMPACT_AT and len(order) > 4 * len(self.leased):
+            leased = self.leased
+            order = self.orders[lease] = deque(
+                item
+                for item in order
+                if (entry := leased.get(item[1])) is not None and entry.expires == item[0]
+            )
+        return order
 
     def notify(self) -> None:
         """Wake every consumer blocked on this queue (they look again)."""
@@ -321,9 +345,7 @@ class MemoryBroker:
         lease = self._lease_seconds
         max_deliveries = self._max_deliveries
         expires = now + lease
-        order = q.orders.get(lease)
-        if order is None:
-            order = q.orders[lease] = deque()
+        order = q.order(lease)
         ready = q.ready
         leased = q.leased
         tokens = self._state.tokens
@@ -411,10 +433,7 @@ class MemoryBroker:
         lease = self._lease_seconds
         expires = trio.current_time() + lease
         entry.expires = expires
-        order = q.orders.get(lease)
-        if order is None:
-            order = q.orders[lease] = deque()
-        order.append((expires, delivery.lease_token))
+        q.order(lease).append((expires, delivery.lease_token))
         return Delivery(
             delivery.message, delivery.queue, delivery.deliveries, delivery.lease_token, expires
         )
