@@ -28,6 +28,7 @@ broker may raise.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Protocol
 from urllib.parse import parse_qsl, urlencode
@@ -47,7 +48,7 @@ from wireframe.jobs.broker import (
     open_broker,
 )
 
-__all__ = ["BrokerConformance", "UrlFactory", "with_options"]
+__all__ = ["BrokerConformance", "UrlFactory", "fresh_memory_url", "with_options"]
 
 
 def with_options(url: str, **options: object) -> str:
@@ -60,6 +61,15 @@ def with_options(url: str, **options: object) -> str:
     pairs = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in options]
     pairs += [(k, str(v)) for k, v in options.items() if v is not None]
     return f"{base}?{urlencode(pairs)}" if pairs else base
+
+
+def fresh_memory_url(**options: object) -> str:
+    """A ``memory://`` URL with a name no one else uses, with query ``options``.
+
+    For tests that want their own in-process broker (and, with ``workers=N``,
+    emulated workers): ``jobs.connect(fresh_memory_url(workers=2))``.
+    """
+    return with_options(f"memory://test-{uuid.uuid4().hex}", **options)
 
 
 class UrlFactory(Protocol):

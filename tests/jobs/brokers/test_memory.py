@@ -12,6 +12,7 @@ from trio.testing import MockClock
 from wireframe.jobs.broker import BrokerError, Delivery, LockLost, Message
 from wireframe.jobs.brokers import memory
 from wireframe.jobs.brokers.memory import MemoryBroker
+from wireframe.testing import fresh_memory_url
 
 
 @pytest.fixture
@@ -244,3 +245,11 @@ async def test_stale_lease_records_do_not_pile_up_behind_a_held_lease(
         assert (stats.queued, stats.running, stats.done) == (0, 1, 20_000)
         order = memory._REGISTRY[name].queues["q"].orders[30.0]
         assert len(order) <= 5000, len(order)
+
+
+async def test_fresh_memory_urls_are_isolated() -> None:
+    one, two = fresh_memory_url(workers=2), fresh_memory_url()
+    assert one != two and one.endswith("?workers=2")
+    async with memory.open(one) as a, memory.open(two) as b:
+        await a.publish("q", msgs("m"))
+        assert await b.stats() == []
