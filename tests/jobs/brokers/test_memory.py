@@ -253,3 +253,25 @@ async def test_fresh_memory_urls_are_isolated() -> None:
     async with memory.open(one) as a, memory.open(two) as b:
         await a.publish("q", msgs("m"))
         assert await b.stats() == []
+
+
+async def test_delete_channel_forgets_it_unless_someone_waits(name: str) -> None:
+    async with memory.open(f"memory://{name}") as broker:
+        channels = memory._REGISTRY[name].channels
+        with trio.move_on_after(0.01):
+            await broker.receive_replies("ch", 1)  # a receiver that gave up
+        await broker.delete_channel("ch")
+        assert "ch" not in channels
+        got = []
+        async with trio.open_nursery() as nursery:
+
+            async def receive() -> None:
+                got.extend(await broker.receive_replies("ch", 1))
+
+            nursery.start_soon(receive)
+            await trio.testing.wait_all_tasks_blocked()
+            await broker.delete_channel("ch")  # the waiting receiver keeps its channel
+            await broker.publish("q", msgs("m", reply_to="ch"))
+            [d] = await broker.consume("q", 1)
+            await broker.complete(d, b"r")
+        assert [r.message_id for r in got] == ["m"]

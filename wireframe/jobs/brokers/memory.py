@@ -476,8 +476,8 @@ class MemoryBroker:
         ch = self._state.channels.get(channel)
         if ch is not None:
             ch.replies.clear()
-            if ch.event is None:  # nobody waits: forget it
-                del self._state.channels[channel]
+            if ch.event is None or not ch.event.statistics().tasks_waiting:
+                del self._state.channels[channel]  # nobody waits on it: forget it
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     # -- broadcast ---------------------------------------------------------------
