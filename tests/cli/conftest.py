@@ -1,10 +1,11 @@
-"""The CLI tests' fixture: a Redis broker URL of one's own (skipped without Redis, failed under CI)."""
+"""The CLI tests' fixtures: the repository as working folder, a Redis broker URL of one's own."""
 
 from __future__ import annotations
 
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import coredis
 import pytest
@@ -12,6 +13,7 @@ import trio
 
 from wireframe.testing import with_options
 
+ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("WIREFRAME_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
@@ -27,6 +29,12 @@ async def _redis_delete_prefix(url: str, prefix: str) -> None:
             keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
             for start in range(0, len(keys), 500):
                 await client.delete(keys[start : start + 500])
+
+
+@pytest.fixture(autouse=True)
+def in_the_repository(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run every CLI test from the repository root, so ``examples/x.py`` means the same anywhere."""
+    monkeypatch.chdir(ROOT)
 
 
 @pytest.fixture

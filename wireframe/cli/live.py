@@ -143,7 +143,7 @@ def _footer(snap: Snapshot) -> Text:
 
 
 def _tasks_table(snap: Snapshot) -> Table:
-    table = Table(expand=False, pad_edge=False, title_justify="left")
+    table = Table(expand=False, title_justify="left")
     table.add_column("id", no_wrap=True, style="bold", overflow="ellipsis", min_width=4)
     table.add_column("kind", overflow="ellipsis", min_width=4)
     table.add_column("state", no_wrap=True, min_width=5)
