@@ -13,6 +13,7 @@ import contextlib
 import enum
 import json
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Any, TypeVar
@@ -114,12 +115,19 @@ QueueOpt = Annotated[
 ]
 
 
+def _console(file: Any) -> Console:
+    console = Console(file=file, highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = max(console.width, 120)  # logs and pipes: keep report rows on one line
+    return console
+
+
 def _stdout() -> Console:
-    return Console(file=sys.stdout, highlight=False, soft_wrap=False)
+    return _console(sys.stdout)
 
 
 def _stderr() -> Console:
-    return Console(file=sys.stderr, highlight=False)
+    return _console(sys.stderr)
 
 
 def _fail(message: str, code: int = EXIT_WIRING) -> typer.Exit:
@@ -187,7 +195,6 @@ def _serve(
     """Run ``target`` under the status view, print the outcome, exit with its code."""
     from wireframe.cli.queues import broker_urls
 
-    stdout = sys.stdout
     view_console = _stderr() if as_json else _stdout()
     _setup_logging(log_level, view_console)
     try:
@@ -207,7 +214,6 @@ def _serve(
 
     with _stdout_to_stderr(as_json):
         outcome = trio.run(main)
-    sys.stdout = stdout
     if outcome.problems:
         _show_problems(outcome.problems, as_json=as_json)
     elif outcome.report is not None:

@@ -99,9 +99,10 @@ class JobProgress:
     def update(self, completed: int, total: int | None = None) -> None:
         """The progress callback: ``completed`` jobs so far, of ``total`` (if known)."""
         if total is not None:
-            self.progress.update(self.task, completed=completed, total=total)
-        else:
-            self.progress.update(self.task, completed=completed)
+            # set directly: rich's update(total=...) resets the speed samples on every change,
+            # and a directive's total grows while it feeds
+            self.progress.tasks[0].total = float(total)
+        self.progress.update(self.task, completed=completed)
         self._draw()
 
     def advance(self, n: int = 1) -> None:

@@ -87,7 +87,7 @@ def report_table(report: wf.ServiceReport, *, exit_code: int) -> RenderableType:
     """The final report: one row per task, the shutdown steps, why it stopped, the verdict."""
     tasks = Table(title="tasks", title_justify="left", expand=False)
     for column in ("id", "kind", "layer", "state", "ran"):
-        tasks.add_column(column, no_wrap=column in ("state", "ran"))
+        tasks.add_column(column, no_wrap=column in ("id", "state", "ran"), overflow="fold")
     tasks.add_column("error", overflow="fold")
     for task in report.tasks.values():
         tasks.add_row(
