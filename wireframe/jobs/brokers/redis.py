@@ -229,6 +229,9 @@ class RedisBroker:
         self._closed = False
         self._last_claim: dict[str, float] = {}
         self._claim_cursor: dict[str, str] = {}
+        #: Per queue: until when (trio clock) a consume may skip the housekeeping pass
+        #: (nothing delayed or expired is due) and read new entries directly.
+        self._quiet_until: dict[str, float] = {}
         self._completions = _GroupCommit(self._complete_many)
         c = self._client
         self._declare = c.register_script(scripts.DECLARE)
@@ -477,28 +480,34 @@ class RedisBroker:
         while True:
             now = trio.current_time()
             claim = now - self._last_claim.get(queue, -1e9) >= self.claim_interval
-            args: list[Arg] = [
-                GROUP,
-                queue,
-                self.consumer,
-                limit,
-                self.lease_ms,
-                self.url.max_deliveries,
-                self.prefix,
-                "1" if claim else "0",
-                self._claim_cursor.get(queue, "0-0"),
-            ]
-            result: Any = await self._run("consume", self._consume, keys, args, resend=True)
-            if claim:
-                self._last_claim[queue] = now
-                self._claim_cursor[queue] = _text(result[2])
-            flat, wait_ms = result[0], int(result[1])
-            if flat:
-                return self._deliveries(queue, flat)
-            block = min(self.claim_interval, self.poll)
-            if wait_ms >= 0:
-                block = min(block, wait_ms / 1000)
-            block_ms = max(1, round(block * 1000))
+            quiet = self._quiet_until.get(queue, 0.0)
+            if claim or now >= quiet:
+                args: list[Arg] = [
+                    GROUP,
+                    queue,
+                    self.consumer,
+                    limit,
+                    self.lease_ms,
+                    self.url.max_deliveries,
+                    self.prefix,
+                    "1" if claim else "0",
+                    self._claim_cursor.get(queue, "0-0"),
+                ]
+                result: Any = await self._run("consume", self._consume, keys, args, resend=True)
+                if claim:
+                    self._last_claim[queue] = now
+                    self._claim_cursor[queue] = _text(result[2])
+                flat, wait_ms = result[0], int(result[1])
+                if flat:
+                    self._quiet_until.pop(queue, None)
+                    return self._deliveries(queue, flat)
+                block = min(self.claim_interval, self.poll)
+                if wait_ms >= 0:
+                    block = min(block, wait_ms / 1000)
+                # Until then nothing is due but new entries: the next consumes read
+                # them straight away, without another housekeeping pass.
+                quiet = self._quiet_until[queue] = now + block
+            block_ms = max(1, round((quiet - now) * 1000))
             read: Any = await self._block(
                 b"XREADGROUP",
                 "GROUP",
@@ -514,6 +523,7 @@ class RedisBroker:
                 late=functools.partial(self._hand_back, ready),
             )
             if not read:
+                self._quiet_until.pop(queue, None)
                 continue
             deliveries = await self._accept_read(queue, _stream_entries(read))
             if deliveries:
