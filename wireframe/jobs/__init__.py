@@ -13,8 +13,6 @@ Brokers are found by URL scheme (``memory://``, ``sqlite:///path``,
 
 from __future__ import annotations
 
-from typing import Any
-
 from wireframe.jobs.broker import (
     Broker,
     BrokerError,
@@ -58,6 +56,14 @@ from wireframe.jobs.errors import (
     Transient,
 )
 from wireframe.jobs.jobs import Job, JobResult
+from wireframe.jobs.layers import (
+    BrokerReachable,
+    JobRuntimeLayer,
+    JobRuntimeOutput,
+    WorkerLayer,
+    WorkerOutput,
+    WorkerTask,
+)
 from wireframe.jobs.operations import Monoid, Operation, lookup_operation, registered_operations
 from wireframe.jobs.retry import RetryPolicy
 from wireframe.jobs.runtime import DEFAULT_URL, Run, Runtime, RuntimeCounters, RuntimeStats, connect
@@ -83,6 +89,7 @@ __all__ = [
     "JobFailed",
     "JobResult",
     "JobRuntimeLayer",
+    "JobRuntimeOutput",
     "JobsError",
     "Literal",
     "LockLost",
@@ -111,6 +118,7 @@ __all__ = [
     "Worker",
     "WorkerCounters",
     "WorkerLayer",
+    "WorkerOutput",
     "WorkerTask",
     "connect",
     "from_iter",
@@ -120,15 +128,3 @@ __all__ = [
     "parse_broker_url",
     "registered_operations",
 ]
-
-_LAYER_NAMES = {"BrokerReachable", "JobRuntimeLayer", "WorkerLayer", "WorkerTask", "EmulatedWorker"}
-
-
-def __getattr__(name: str) -> Any:
-    # The layers build on the service core; importing them lazily keeps
-    # ``wireframe.jobs`` importable on its own (and the import graph acyclic).
-    if name in _LAYER_NAMES:
-        from wireframe.jobs import layers
-
-        return getattr(layers, name)
-    raise AttributeError(f"module 'wireframe.jobs' has no attribute {name!r}")
