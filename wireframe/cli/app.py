@@ -362,7 +362,7 @@ def _with_broker(url: str, fn: Callable[[Any], Awaitable[T]]) -> T:
 
     try:
         return trio.run(go)
-    except jobs.BrokerError as exc:
+    except (jobs.BrokerError, OSError) as exc:
         raise _fail(f"broker {mask_password(url)}: {exc}", 1) from None
 
 
