@@ -363,6 +363,10 @@ async def test_closing_hands_held_leases_back(redis_url: UrlFactory) -> None:
         async with redis_broker.open(url) as first:
             await first.publish("q", [msg(1)])
             [held] = await first.consume("q", 10)
+            [stats] = await second.stats()
+            assert (stats.queued, stats.running) == (0, 1)
+        [stats] = await second.stats()
+        assert (stats.queued, stats.running) == (1, 0)  # handed back: claimable
         with trio.fail_after(3):  # well before the 30 s lease runs out
             [again] = await second.consume("q", 10)
         assert (again.message, again.deliveries) == (held.message, 2)

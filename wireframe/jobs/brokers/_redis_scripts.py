@@ -274,14 +274,15 @@ return 'ok'
 """
 )
 
-#: KEYS: queues. ARGV: prefix, group, then queue names (none = all known).
+#: KEYS: queues. ARGV: prefix, group, released consumer, then queue names (none =
+#: all known).
 #: Returns a flat list: queue, queued, running, done, dead per queue.
 STATS = (
     PRELUDE
     + r"""
 local names = {}
-if #ARGV > 2 then
-  for k = 3, #ARGV do names[#names + 1] = ARGV[k] end
+if #ARGV > 3 then
+  for k = 4, #ARGV do names[#names + 1] = ARGV[k] end
 else
   names = redis.call('SMEMBERS', KEYS[1])
 end
@@ -292,7 +293,13 @@ for _, q in ipairs(names) do
   local running = 0
   if redis.call('EXISTS', ready) == 1 then
     local ok, s = pcall(redis.call, 'XPENDING', ready, ARGV[2])
-    if ok then running = s[1] end
+    if ok then
+      running = s[1]
+      -- entries handed back to the placeholder consumer are claimable: queued
+      for _, c in ipairs(s[4] or {}) do
+        if c[1] == ARGV[3] then running = running - tonumber(c[2]) end
+      end
+    end
   end
   local queued = redis.call('XLEN', ready) - running + redis.call('ZCARD', base .. 'delayed')
   local done = tonumber(redis.call('GET', base .. 'done') or '0')

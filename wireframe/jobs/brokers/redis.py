@@ -737,7 +737,7 @@ class RedisBroker:
         """Counts per known queue, in one script call."""
         flat: Any = await self._call(
             "stats",
-            lambda: self._stats([self._queues_key()], [self.prefix, GROUP]),
+            lambda: self._stats([self._queues_key()], [self.prefix, GROUP, _RELEASED]),
             resend=True,
         )
         out = [
