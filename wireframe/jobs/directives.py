@@ -21,6 +21,7 @@ skipped: absent from ``collect``, the identity for ``fold``, ``None`` for
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Generic, TypeVar
@@ -40,7 +41,18 @@ from wireframe.jobs.jobs import JobResult
 from wireframe.jobs.operations import Monoid, Operation, spec_of
 from wireframe.jobs.runtime import Run, Runtime
 
-__all__ = ["Collect", "Fold", "Literal", "Map", "MapItem", "Source", "Then", "from_iter", "literal"]
+__all__ = [
+    "Collect",
+    "Fold",
+    "Literal",
+    "Map",
+    "MapItem",
+    "MapStream",
+    "Source",
+    "Then",
+    "from_iter",
+    "literal",
+]
 
 T = TypeVar("T")
 O = TypeVar("O")  # noqa: E741
@@ -255,22 +267,21 @@ class Map(_Directive[list[MapItem[O]]], Generic[T, O]):
         timeout: float | None = None,
         max_in_flight: int | None = None,
         queue: str | None = None,
-    ) -> AsyncIterator[trio.MemoryReceiveChannel[MapItem[O]]]:
+    ) -> AsyncIterator[MapStream[O]]:
         """``async with m.stream(rt) as items: async for item in items`` — results as they come.
 
         Leaving the block early aborts the remaining jobs.
         """
-        # Bounded: a slow consumer holds up the replies, and so the feeder.
-        send, receive = trio.open_memory_channel[MapItem[O]](max_in_flight or runtime.max_in_flight)
+        # Results travel in batches (one per reply batch), two batches buffered:
+        # a slow consumer holds up the replies, and so the feeder.
+        send, receive = trio.open_memory_channel[list[MapItem[O]]](2)
 
         async def on_results(results: list[tuple[Any, str, JobResult]]) -> None:
-            for index, job_id, result in results:
-                ok = _check(result, job_id, index)
-                item = MapItem(index, result.value, skipped=not ok)
-                try:
-                    send.send_nowait(item)  # no schedule point per item while there is room
-                except trio.WouldBlock:
-                    await send.send(item)
+            batch = [
+                MapItem(index, result.value, skipped=not _check(result, job_id, index))
+                for index, job_id, result in results
+            ]
+            await send.send(batch)
 
         async def drive(run: Run) -> None:
             async with send:
@@ -284,8 +295,31 @@ class Map(_Directive[list[MapItem[O]]], Generic[T, O]):
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(drive, run)
                         async with receive:
-                            yield receive
+                            yield MapStream(receive)
                         nursery.cancel_scope.cancel()
+
+
+class MapStream(Generic[O]):
+    """The results of :meth:`Map.stream`, one :class:`MapItem` at a time, as they arrive.
+
+    Items come in the batches the replies came in; taking an item of a batch
+    already received is not a schedule point.
+    """
+
+    def __init__(self, batches: trio.MemoryReceiveChannel[list[MapItem[O]]]) -> None:
+        self._batches = batches
+        self._batch: deque[MapItem[O]] = deque()
+
+    def __aiter__(self) -> MapStream[O]:
+        return self
+
+    async def __anext__(self) -> MapItem[O]:
+        while not self._batch:
+            try:
+                self._batch.extend(await self._batches.receive())
+            except trio.EndOfChannel:
+                raise StopAsyncIteration from None
+        return self._batch.popleft()
 
 
 def _no_decode(body: bytes, tag: Any) -> JobResult:

@@ -177,7 +177,7 @@ class JobRuntimeLayer(wf.WiringLayer[None, JobRuntimeOutput]):
 
     url: str | None = None
     queue: str = "default"
-    max_in_flight: int = 4096
+    max_in_flight: int = 1024
     cache: ResultCache | None = None
     worker_concurrency: int = 64
     resources: tuple[type, ...] = ()

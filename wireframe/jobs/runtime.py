@@ -79,7 +79,7 @@ class Runtime:
         broker: Broker,
         *,
         queue: str = "default",
-        max_in_flight: int = 4096,
+        max_in_flight: int = 1024,
         publish_batch: int = 512,
         cache: ResultCache | None = None,
     ) -> None:
@@ -229,7 +229,7 @@ async def connect(
     url: str | None = None,
     *,
     queue: str = "default",
-    max_in_flight: int = 4096,
+    max_in_flight: int = 1024,
     publish_batch: int = 512,
     cache: ResultCache | None = None,
     workers: int | None = None,
