@@ -751,7 +751,9 @@ class SqliteBroker:
         try:
             conn = sqlite3.connect(
                 self.path,
-                timeout=0 if writer else self._busy_timeout,
+                # the writer's too: its first pragma may meet another process
+                # setting the file up; _migrate turns it off once ready
+                timeout=self._busy_timeout,
                 isolation_level=None,
                 check_same_thread=True,
             )
