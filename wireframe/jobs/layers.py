@@ -134,7 +134,11 @@ class _Held:
 
     async def open(self) -> Broker:
         trio.lowlevel.spawn_system_task(self._hold, name="wireframe.jobs broker connection")
-        await self._opened.wait()
+        try:
+            await self._opened.wait()
+        except BaseException:  # cancelled while opening: the holder closes it when it can
+            self._release.set()
+            raise
         if self.broker is None:
             error = self.error
             raise BrokerUnavailable(f"could not open the broker: {error}") from error
