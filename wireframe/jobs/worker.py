@@ -111,6 +111,8 @@ class Worker:
         self._ops = OpCache()
         self._running: dict[str, _Running] = {}
         self._slot_free = trio.Event()
+        #: Jobs whose work is done and whose complete/abandon call is in flight.
+        self._finishing = 0
         self._aborted: OrderedDict[str, None] = OrderedDict()
         self._consume_scope: trio.CancelScope | None = None
         self._stopping = False
@@ -162,7 +164,12 @@ class Worker:
             if self._stopping:
                 scope.cancel()
             while True:
-                free = self.concurrency - len(self._running)
+                # A job's slot is free once its work is done: up to ``concurrency``
+                # more jobs may be finishing (their broker call in flight) meanwhile,
+                # so consumes and completions both go in batches.
+                free = (
+                    self.concurrency - len(self._running) + min(self._finishing, self.concurrency)
+                )
                 if free <= 0:
                     self._slot_free = trio.Event()
                     await self._slot_free.wait()
@@ -229,6 +236,7 @@ class Worker:
     ) -> None:
         body: bytes | None = None
         retry_delay: float | None = None
+        executing = True
         try:
             with running.scope:
                 try:
@@ -264,6 +272,10 @@ class Worker:
                     self.counters.failed += 1
                     error = RemoteError.from_exception(exc, ErrorKind.FATAL, Terminate)
                     body = encode_result(JobResult(error=error))
+            executing = False
+            self.counters.running -= 1
+            self._finishing += 1
+            self._slot_free.set()
             if running.scope.cancelled_caught:
                 await self._after_cancel(running)
             elif retry_delay is not None:
@@ -283,7 +295,10 @@ class Worker:
         finally:
             if self._running.get(running.delivery.message.id) is running:
                 del self._running[running.delivery.message.id]
-            self.counters.running -= 1
+            if executing:
+                self.counters.running -= 1
+            else:
+                self._finishing -= 1
             self._slot_free.set()
 
     async def _after_cancel(self, running: _Running) -> None:
