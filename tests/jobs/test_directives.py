@@ -188,3 +188,21 @@ async def test_async_source() -> None:
 
     async with jobs.connect(url()) as rt:
         assert await jobs.from_iter(agen()).map(Square()).collect().run(rt) == [0, 1, 4, 9, 16]
+
+
+async def test_a_monoid_is_an_operation_on_pairs() -> None:
+    async with jobs.connect(url(workers=1)) as rt:
+        assert await jobs.literal(("ab", "cd")).then(Concat()).run(rt) == "abcd"
+        assert await jobs.from_iter([(1, 2), (3, 4)]).map(Sum()).collect().run(rt) == [3, 7]
+
+
+async def test_concurrent_runs_share_a_runtime() -> None:
+    async with jobs.connect(url()) as rt, trio.open_nursery() as nursery:
+        results: dict[int, list[int]] = {}
+
+        async def one(k: int) -> None:
+            results[k] = await jobs.from_iter(range(50)).map(Offset(by=k)).collect().run(rt)
+
+        for k in range(4):
+            nursery.start_soon(one, k)
+    assert results == {k: [i + k for i in range(50)] for k in range(4)}
