@@ -18,7 +18,7 @@ import os
 import attrs
 import trio
 
-__all__ = ["Concat", "Work", "count_executions", "expected_fold", "render"]
+__all__ = ["Concat", "Work", "expected_fold", "render"]
 
 from wireframe import jobs
 
@@ -37,7 +37,7 @@ def expected_fold(n: int) -> str:
 class Work(jobs.Operation[int, str], name="crash.Work"):
     """Sleep a little (``pause`` seconds, scaled by the input), log the execution, render.
 
-    ``log`` is the file each execution appends ``"<index> <pid>\\n"`` to (one
+    ``log`` is the file each execution appends ``"<index> <pid> <tag>\\n"`` to (one
     ``O_APPEND`` write: lines from concurrent processes never interleave);
     ``""`` logs nothing. The line is written when the execution *starts*, so a
     job killed mid-run counts as executed.
@@ -45,12 +45,13 @@ class Work(jobs.Operation[int, str], name="crash.Work"):
 
     log: str = ""
     pause: float = 0.005
+    tag: str = ""
 
     async def execute(self, x: int) -> str:
         if self.log:
             fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                os.write(fd, f"{x} {os.getpid()}\n".encode())
+                os.write(fd, f"{x} {os.getpid()} {self.tag}\n".encode())
             finally:
                 os.close(fd)
         # 0.2x .. 2x of pause, spread deterministically over the inputs
@@ -67,15 +68,3 @@ class Concat(jobs.Monoid[str], name="crash.Concat"):
 
     def combine(self, a: str, b: str) -> str:
         return a + b
-
-
-def count_executions(log: str) -> dict[int, int]:
-    """How many times each index was executed, from a :class:`Work` log file."""
-    counts: dict[int, int] = {}
-    if not os.path.exists(log):
-        return counts
-    with open(log, encoding="ascii") as f:
-        for line in f:
-            index = int(line.split()[0])
-            counts[index] = counts.get(index, 0) + 1
-    return counts
