@@ -284,7 +284,10 @@ class Worker:
                     running.delivery, delay=retry_delay, body=env.with_attempt(env.attempt + 1)
                 )
             else:
-                await self._complete(running.delivery, body)
+                # A run aborted while this job finished has deleted its channel:
+                # post no reply that nobody would ever take.
+                aborted = env.run_id in self._aborted
+                await self._complete(running.delivery, None if aborted else body)
         except trio.Cancelled:
             # The worker itself is being cancelled (its grace period ran out):
             # give the job back so it runs again elsewhere.
