@@ -17,6 +17,7 @@ from pathlib import Path
 import coredis
 import pytest
 import trio
+from crash_harness import redis_unavailable
 
 from wireframe.testing import with_options
 
@@ -39,13 +40,6 @@ async def _redis_delete_prefix(url: str, prefix: str) -> None:
             keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
             for start in range(0, len(keys), 500):
                 await client.delete(keys[start : start + 500])
-
-
-def redis_unavailable(reason: str) -> None:
-    """Skip with ``reason``, or fail when ``CI`` is set (CI runs a Redis server)."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

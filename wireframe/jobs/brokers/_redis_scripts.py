@@ -372,11 +372,14 @@ return n
 """
 
 #: KEYS: channel, then inboxes to delete (their reply was handed out), then
-#: inboxes to drain (a wait into them was cancelled or failed). ARGV: how many
-#: inboxes to delete, limit. Returns the drained replies, then up to ``limit`` in
-#: all from the channel, oldest first.
+#: inboxes to drain (a wait into them was cancelled or failed), then this call's
+#: landing inbox (drained too). ARGV: how many inboxes to delete, limit. Returns
+#: the drained replies, then up to ``limit`` in all from the channel, oldest
+#: first - and keeps them all in the landing inbox, so that a repeat of a call
+#: whose answer was lost returns them again.
 RECEIVE = r"""
 local ndrop = tonumber(ARGV[1])
+local landing = KEYS[#KEYS]
 local out = {}
 for k = 2, #KEYS do
   if k > ndrop + 1 then
@@ -391,6 +394,9 @@ if want > 0 then
   if p then
     for _, v in ipairs(p[2]) do out[#out + 1] = v end
   end
+end
+for s = 1, #out, 1000 do
+  redis.call('LPUSH', landing, unpack(out, s, math.min(s + 999, #out)))
 end
 return out
 """

@@ -675,16 +675,25 @@ class RedisBroker:
             drop = self._inbox_drop.pop(channel, [])
             drain = self._inbox_drain.pop(channel, [])
             args: list[Arg] = [len(drop), min(limit, _MAX_BATCH)]
+            # What the script takes it also keeps in a landing inbox (deleted by the
+            # next call): a repeat after a lost answer drains it, so it may resend.
+            self._inbox_seq += 1
+            landing = f"{key}:inbox:{self.consumer}:{self._inbox_seq}"
             try:
                 taken = await self._run(
-                    "receive_replies", self._receive, [key, *drop, *drain], args, resend=False
+                    "receive_replies",
+                    self._receive,
+                    [key, *drop, *drain, landing],
+                    args,
+                    resend=True,
                 )
             except BaseException:
                 # not run, or outcome unknown: deleting or draining again is harmless
                 self._inbox_drop.setdefault(channel, []).extend(drop)
-                self._inbox_drain.setdefault(channel, []).extend(drain)
+                self._inbox_drain.setdefault(channel, []).extend([*drain, landing])
                 raise
             if taken:
+                self._inbox_drop.setdefault(channel, []).append(landing)
                 return [self._reply(raw) for raw in taken]
             self._inbox_seq += 1
             inbox = f"{key}:inbox:{self.consumer}:{self._inbox_seq}"
