@@ -8,18 +8,16 @@
   concurrency limit; it takes the worker-side resources its operations need
   (``resources=(Database,)`` makes its input ask for a ``Database``).
 
-Each layer opens its own broker connection. The connection is held by a
-small trio *system task* for the layer's lifetime rather than inside the
-``wire`` generator itself: brokers may open nurseries and cancel scopes, which
-must not stay entered across the generator's ``yield`` (the service resumes
-it from other scopes at shutdown).
+Each layer opens its own broker connection and owns it for its lifetime: its
+``wire`` is an async generator that opens the broker, yields, and closes it at
+shutdown (the service holds each lifetime in a task of its own, so a broker's
+nurseries may stay open across the ``yield``).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import attrs
@@ -28,7 +26,7 @@ import trio
 import wireframe as wf
 from wireframe.jobs.broker import Broker, BrokerUnavailable, open_broker
 from wireframe.jobs.cache import ResultCache
-from wireframe.jobs.runtime import Runtime, emulated_workers
+from wireframe.jobs.runtime import DEFAULT_URL, Runtime, emulated_workers
 from wireframe.jobs.worker import Worker
 
 __all__ = [
@@ -109,48 +107,6 @@ class WorkerOutput:
     broker_ready: BrokerReachable
 
 
-class _Held:
-    """A broker context held open by a system task until :meth:`release`."""
-
-    def __init__(self, cm: AbstractAsyncContextManager[Broker]) -> None:
-        self._cm = cm
-        self._opened = trio.Event()
-        self._release = trio.Event()
-        self._closed = trio.Event()
-        self.broker: Broker | None = None
-        self.error: BaseException | None = None
-
-    async def _hold(self) -> None:
-        try:
-            async with self._cm as broker:
-                self.broker = broker
-                self._opened.set()
-                await self._release.wait()
-        except BaseException as exc:  # reported to the layer, never crashes the run
-            self.error = exc
-        finally:
-            self._opened.set()
-            self._closed.set()
-
-    async def open(self) -> Broker:
-        trio.lowlevel.spawn_system_task(self._hold, name="wireframe.jobs broker connection")
-        try:
-            await self._opened.wait()
-        except BaseException:  # cancelled while opening: the holder closes it when it can
-            self._release.set()
-            raise
-        if self.broker is None:
-            error = self.error
-            raise BrokerUnavailable(f"could not open the broker: {error}") from error
-        return self.broker
-
-    async def close(self) -> None:
-        self._release.set()
-        await self._closed.wait()
-        if self.error is not None and not isinstance(self.error, trio.Cancelled):
-            raise self.error
-
-
 def _field_name(typ: type, taken: set[str]) -> str:
     base = re.sub(r"(?<!^)(?=[A-Z])", "_", typ.__name__).lower() or "resource"
     name, n = base, 2
@@ -197,11 +153,7 @@ class JobRuntimeLayer(wf.WiringLayer[None, JobRuntimeOutput]):
 
     async def wire(self, input: Any) -> AsyncIterator[JobRuntimeOutput]:
         """Open the broker, yield the runtime, close the broker at shutdown."""
-        from wireframe.jobs.runtime import DEFAULT_URL
-
-        held = _Held(open_broker(self.url or DEFAULT_URL))
-        broker = await held.open()
-        try:
+        async with open_broker(self.url or DEFAULT_URL) as broker:
             runtime = Runtime(
                 broker, queue=self.queue, max_in_flight=self.max_in_flight, cache=self.cache
             )
@@ -220,8 +172,6 @@ class JobRuntimeLayer(wf.WiringLayer[None, JobRuntimeOutput]):
                 for i in range(emulated_workers(broker.url))
             ]
             yield JobRuntimeOutput(runtime, BrokerReachable(broker, f"{self.name}:broker"), workers)
-        finally:
-            await held.close()
 
 
 @attrs.frozen
@@ -254,11 +204,7 @@ class WorkerLayer(wf.WiringLayer[None, WorkerOutput]):
 
     async def wire(self, input: Any) -> AsyncIterator[WorkerOutput]:
         """Open the broker, yield the worker task, close the broker at shutdown."""
-        from wireframe.jobs.runtime import DEFAULT_URL
-
-        held = _Held(open_broker(self.url or DEFAULT_URL))
-        broker = await held.open()
-        try:
+        async with open_broker(self.url or DEFAULT_URL) as broker:
             worker = Worker(
                 broker,
                 queue=self.queue,
@@ -269,5 +215,3 @@ class WorkerLayer(wf.WiringLayer[None, WorkerOutput]):
             yield WorkerOutput(
                 WorkerTask(worker, self.name), BrokerReachable(broker, f"{self.name}:broker")
             )
-        finally:
-            await held.close()
