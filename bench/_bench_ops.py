@@ -7,14 +7,16 @@
   ``wireframe worker``) serving the ``default`` queue of the broker ``URL``
   until SIGTERM/SIGINT, then a graceful stop. The operation it runs is
   :class:`Inc` (``bench.brokers-inc``), which the orchestrator imports too.
+  With ``WIREFRAME_BENCH_PROFILE=path`` set, the worker runs under cProfile
+  (CPU time) and writes the stats to ``path`` when it stops.
 * ``python bench/_bench_ops.py redis-pop HOST PORT KEY N`` — BRPOPs N
   messages from ``KEY`` one command at a time (plain socket, RESP) and prints
   the wall-clock time of the last pop.
 * ``python bench/_bench_ops.py redis-echo HOST PORT KEY N`` — N times:
   BRPOP a request from ``KEY:req`` and LPUSH it to ``KEY:rep``.
 * ``python bench/_bench_ops.py sqlite-take PATH N`` — takes N rows out of
-  table ``q`` of the SQLite file (select + delete, one transaction per pass)
-  and prints the time of the last take.
+  table ``q`` of the SQLite file (a read of up to 100, then one delete
+  transaction) and prints the time of the last take.
 
 The raw floors use a minimal blocking RESP client on a plain socket
 (:class:`Resp`) and the stdlib ``sqlite3``: nothing between the program and the
@@ -24,6 +26,7 @@ server but the kernel, so they bound what any client library can reach.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import socket
 import sqlite3
@@ -122,22 +125,21 @@ def sqlite_connect(path: str) -> sqlite3.Connection:
 
 
 def sqlite_take(path: str, n: int) -> None:
-    """The consumer of the SQLite floor: select + delete up to 100 rows per
-    transaction until n are taken (a 0.2 ms pause when there are none)."""
+    """The consumer of the SQLite floor: select up to 100 rows (a plain read), then
+    delete them in one write transaction, until n are taken (a 0.2 ms pause when
+    there are none). Reading first keeps an idle consumer off the write lock."""
     conn = sqlite_connect(path)
     print("ready", flush=True)
     taken = 0
     deadline = time.monotonic() + 60
     while taken < n:
-        conn.execute("BEGIN IMMEDIATE")
         rows = conn.execute("SELECT seq, body FROM q ORDER BY seq LIMIT 100").fetchall()
         if rows:
             conn.execute("DELETE FROM q WHERE seq <= ?", (rows[-1][0],))
-        conn.execute("COMMIT")
-        taken += len(rows)
-        if not rows:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"sqlite-take: only {taken}/{n} rows within 60 s")
+            taken += len(rows)
+        elif time.monotonic() > deadline:
+            raise SystemExit(f"sqlite-take: only {taken}/{n} rows within 60 s")
+        else:
             time.sleep(0.0002)
     print(time.time(), flush=True)
     conn.close()
@@ -178,7 +180,15 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("n", type=int)
     a = ap.parse_args(argv)
     if a.role == "worker":
-        trio.run(serve_worker, a.url, a.concurrency)
+        profile = os.environ.get("WIREFRAME_BENCH_PROFILE")
+        if profile:  # CPU-time profile of the worker, written at its graceful stop
+            import cProfile
+
+            with cProfile.Profile(time.process_time) as prof:
+                trio.run(serve_worker, a.url, a.concurrency)
+            prof.dump_stats(profile)
+        else:
+            trio.run(serve_worker, a.url, a.concurrency)
     elif a.role == "redis-pop":
         redis_pop(a.host, a.port, a.key, a.n)
     elif a.role == "redis-echo":

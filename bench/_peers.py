@@ -48,10 +48,10 @@ class PeerRow:
 
 #: RESULTS.md (2026-11-22, medians of 3 on this machine kind, Redis 7.0 on :6399).
 REFERENCE = (
-    PeerRow("saq:default", 1209, 1.78, 3.23, "RESULTS.md, concurrency 10"),
-    PeerRow("arq:tuned", 1064, 5.97, 7.55, "RESULTS.md, poll 5 ms / result poll 1 ms"),
-    PeerRow("dramatiq:p1", 1370, 8.47, 11.73, "RESULTS.md, 1 proc x 8 threads"),
-    PeerRow("rq:default", 64, 15.29, 18.88, "RESULTS.md, fork per job"),
+    PeerRow("saq:default", 1209, 1.78, 3.23, "RESULTS.md; concurrency 10"),
+    PeerRow("arq:tuned", 1064, 5.97, 7.55, "RESULTS.md; polls 5 ms/1 ms"),
+    PeerRow("dramatiq:p1", 1370, 8.47, 11.73, "RESULTS.md; 8 threads"),
+    PeerRow("rq:default", 64, 15.29, 18.88, "RESULTS.md; fork per job"),
 )
 
 
