@@ -585,3 +585,20 @@ async def test_group_commit_keeps_each_completion_separate(make_url: UrlFactory)
         assert [r for r in replies if r.message_id == "stale"] == [Reply("stale", body=b"stale")]
         [stats] = await broker.stats()
         assert (stats.queued, stats.running, stats.done) == (0, 0, 31)
+
+
+async def test_brokers_opening_one_new_file_together_all_open(tmp_path: Path) -> None:
+    """Preparing a fresh file (WAL switch, schema) while others do the same is retried."""
+    for trial in range(20):
+        url = f"sqlite:///{tmp_path}/together-{trial}.db"
+        opened: list[bool] = []
+
+        async def open_one(url: str = url, opened: list[bool] = opened) -> None:
+            async with open_broker(url) as broker:
+                await broker.declare_queue("q")
+                opened.append(True)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(open_one)
+        assert opened == [True, True, True]

@@ -764,7 +764,7 @@ class SqliteBroker:
         try:
             conn.execute(f"PRAGMA synchronous = {self._synchronous.upper()}")
             if writer:
-                self._migrate(conn)
+                self._migrate_when_free(conn)
             else:
                 conn.execute("PRAGMA query_only = 1")
         except sqlite3.Error as exc:
@@ -794,6 +794,25 @@ class SqliteBroker:
                 f"newer than version {SCHEMA_VERSION} that this wireframe understands; "
                 "upgrade wireframe to use it (nothing was written to it)"
             )
+
+    def _migrate_when_free(self, conn: sqlite3.Connection) -> None:
+        """:meth:`_migrate`, retried while another connection prepares the same new file.
+
+        SQLite does not call its busy handler in every lock state (switching a
+        fresh file to WAL while another connection does the same answers
+        "database is locked" at once), so retry here, up to ``busy_timeout``.
+        """
+        deadline = time.monotonic() + self._busy_timeout
+        pause = 0.001
+        while True:
+            try:
+                self._migrate(conn)
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)  # on the connection's own thread, never the trio thread
+            pause = min(pause * 2, 0.05)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Refuse a newer schema before writing anything; then WAL mode and migrations."""
