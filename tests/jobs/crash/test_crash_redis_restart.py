@@ -122,3 +122,36 @@ async def test_receive_replies_survives_redis_dying_under_it(tmp_path: Path) -> 
                     await procs.kill(server)
                     server = await procs.start(argv, name="redis", ready_marker=READY)
     assert [r.body for r in first] + taken == [b"a", b"b"]
+
+
+@pytest.mark.slow
+async def test_publish_survives_redis_dying_under_it(tmp_path: Path) -> None:
+    """A ``publish`` whose connection dies in flight is retried, and publishes once.
+
+    Regression: publish was not retried once its request had been sent (a
+    repeat could have added the batch twice), so a Redis restart failed the
+    orchestrator's run with BrokerUnavailable. Now each publish call carries a
+    token the script records: a repeat of a call that did land is a no-op.
+    """
+    data = tmp_path / "redis"
+    data.mkdir()
+    port = free_port()
+    argv = redis_server_argv(port, data)
+    url = f"redis://127.0.0.1:{port}/0?reconnect=20"
+    with trio.fail_after(30):
+        async with open_processes(tmp_path) as procs:
+            server = await procs.start(argv, name="redis", ready_marker=READY)
+            await server.ready.wait()
+            async with open_broker(url) as broker:
+                await broker.declare_queue("q")
+                async with coredis.Redis(port=port) as admin:
+                    await admin.client_pause(5000, coredis.PureToken.WRITE)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(broker.publish, "q", [Message("a", b""), Message("b", b"")])
+                    await trio.sleep(0.3)  # the publish script waits behind the pause
+                    await procs.kill(server)
+                    server = await procs.start(argv, name="redis", ready_marker=READY)
+                got = [d.message.id for d in await broker.consume("q", 10)]
+                stats = await broker.stats()
+    assert got == ["a", "b"]
+    assert [(s.queued, s.running) for s in stats] == [(0, 2)]

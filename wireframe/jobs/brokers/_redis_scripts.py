@@ -20,6 +20,9 @@ Data model (``P`` is the broker's key prefix, ``Q`` a queue, ``C`` a channel):
 * ``P c:C`` - LIST of replies, ``LPUSH``-ed, popped from the right; each a
   msgpack array ``[message_id, kind, payload]`` with kind 0 = body, 1 = dead
   reason.
+* ``P pub:TOKEN`` - STRING marking that one publish call landed, so that its
+  repeat after a lost answer adds nothing; deleted by the publisher's next
+  publish, expiring after ``reconnect`` + 60 s.
 * ``P c:C:inbox:CONSUMER:N`` - LIST that one wait of a receiver ``BLMOVE``-s one
   reply into, so that a reply taken by a wait that was cancelled is kept, not
   lost; deleted by the receiver's next call.
@@ -106,24 +109,29 @@ return 1
 """
 )
 
-#: KEYS: queues, ready, delayed. ARGV: group, queue, delay_ms, then id, body,
-#: reply_to for each message.
+#: KEYS: queues, ready, delayed, this call's token, then tokens of earlier calls
+#: that were answered (deleted). ARGV: group, queue, delay_ms, token ttl (s), then
+#: id, body, reply_to for each message. A call whose token exists already landed:
+#: its repeat (after a lost answer) publishes nothing and returns -1.
 PUBLISH = (
     PRELUDE
     + r"""
+for k = 5, #KEYS do redis.call('DEL', KEYS[k]) end
+if redis.call('EXISTS', KEYS[4]) == 1 then return -1 end
+redis.call('SET', KEYS[4], '1', 'EX', ARGV[4])
 ensure_queue(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 local delay = tonumber(ARGV[3])
 if delay > 0 then
   local due = now_ms() + delay
-  for k = 4, #ARGV, 3 do
+  for k = 5, #ARGV, 3 do
     redis.call('ZADD', KEYS[3], due, cmsgpack.pack({ARGV[k], ARGV[k + 1], ARGV[k + 2], 0}))
   end
 else
-  for k = 4, #ARGV, 3 do
+  for k = 5, #ARGV, 3 do
     redis.call('XADD', KEYS[2], '*', 'i', ARGV[k], 'b', ARGV[k + 1], 'r', ARGV[k + 2])
   end
 end
-return (#ARGV - 3) / 3
+return (#ARGV - 4) / 3
 """
 )
 

@@ -255,6 +255,7 @@ class RedisBroker:
         self._inbox_drop: dict[str, list[str]] = {}
         self._inbox_drain: dict[str, list[str]] = {}
         self._inbox_seq = 0
+        self._published: list[str] = []  # tokens of answered publishes, to delete
         #: Queues this broker consumed from (whose leases it releases on close).
         self._consumed: set[str] = set()
 
@@ -458,12 +459,22 @@ class RedisBroker:
 
     async def publish(self, queue: str, messages: Sequence[Message], *, delay: float = 0.0) -> None:
         """Append ``messages`` in one script call (one round trip per batch)."""
+        # A token per call makes a repeat after a lost answer harmless (see PUBLISH);
+        # the tokens of answered calls are deleted by the next call.
+        token = f"{self.prefix}pub:{self.consumer}:{secrets.token_hex(8)}"
+        answered, self._published = self._published, []
         keys = [self._queues_key(), self._q(queue, "ready"), self._q(queue, "delayed")]
+        keys += [token, *answered]
         delay_ms = max(0, round(delay * 1000)) if delay > 0 else 0
-        args: list[Arg] = [GROUP, queue, delay_ms]
+        args: list[Arg] = [GROUP, queue, delay_ms, int(self.reconnect) + 60]
         for m in messages:
             args += [m.id, m.body, m.reply_to]
-        await self._run("publish", self._publish, keys, args, resend=False)
+        try:
+            await self._run("publish", self._publish, keys, args, resend=True)
+        except BaseException:
+            self._published.extend(answered)
+            raise
+        self._published.append(token)
 
     async def consume(self, queue: str, limit: int) -> list[Delivery]:
         """Lease up to ``limit`` messages: expired leases first, then new ones; block if none."""
