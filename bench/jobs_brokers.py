@@ -420,12 +420,17 @@ def main(argv: list[str] | None = None) -> None:
     """Parse the flags, measure, print the table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10_000, help="jobs in the map+collect (10,000)")
+    ap.add_argument(
+        "n_pos", nargs="?", type=int, metavar="N", help="same as --n (nox -s bench -- N)"
+    )
     ap.add_argument("--rtt", type=int, default=1_000, help="single-job round trips (1,000)")
     ap.add_argument("--peers", action="store_true", help="run saq/arq/dramatiq now, same Redis")
     ap.add_argument("--redis", default=None, help="Redis URL for the redis rows and floor")
     ap.add_argument("--brokers", default="memory,sqlite,redis", help="comma-separated subset")
     ap.add_argument("--cli", action="store_true", help="start the worker as `wireframe worker`")
     args = ap.parse_args(argv)
+    if args.n_pos is not None:
+        args.n = args.n_pos
     console = Console(width=None if sys.stdout.isatty() else 170)
     t0 = time.perf_counter()
     rows = run(args, lambda s: console.print(f"[dim]{s}[/]"))
