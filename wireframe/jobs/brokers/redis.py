@@ -387,7 +387,7 @@ class RedisBroker:
                 while not request.complete:
                     if conn.client_id is not None:
                         await self._client.client_unblock(conn.client_id)
-                    with trio.move_on_after(0.005):
+                    with trio.move_on_after(0.001):
                         await request
                 result = await request
                 if result and late is not None:
