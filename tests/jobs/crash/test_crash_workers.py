@@ -4,12 +4,17 @@ For each durable broker (SQLite, Redis) the test process is the orchestrator:
 it runs ``from_iter(range(1000)).map(Work).fold(Concat)`` — 1,000 map jobs and
 999 combine jobs, with an associative, non-commutative monoid — while two
 worker *processes* execute them. A killer SIGKILLs a worker at a random point
-(right after it began its k-th new execution, k random in 1..12, so it holds
-leases on jobs mid-run) and starts a replacement, again and again. The lease is
+(after k more executions, k random in 1..40, the worker that ran most of them —
+so it holds leases on jobs mid-run) and starts a replacement, 40 times. The
+workers are forked from a warm zygote process (``crash_worker.py --zygote``), so
+a replacement serves within milliseconds and the test stays short. The lease is
 1 s, so a dead worker's jobs come back quickly; ``max_deliveries`` is 50.
 
 So that the run cannot end before :data:`KILLS` kills, the source is gated:
-input ``i`` is handed to the map only after ``(i + 1) * KILLS // N`` kills.
+input ``i`` is handed to the map only after ``(i + 1) * KILLS // N`` kills. (After
+each kill at least 40 released inputs have not run yet — 50 per kill, fewer than
+10 waiting in the publish batch — so the killer's k <= 40 executions always come
+and the two waits never block each other.)
 
 Proven: the fold equals the local computation (a lost, doubled or reordered
 value would change the string); afterwards no job is queued or leased and none
@@ -22,6 +27,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import trio
@@ -77,7 +83,7 @@ async def kill_workers(
 
 @pytest.mark.slow
 async def test_sigkilled_workers_lose_nothing_and_duplicate_nothing(
-    crash_url: str, tmp_path: trio.Path
+    crash_url: str, tmp_path: Path
 ) -> None:
     log_path = tmp_path / "executions.log"
     log = ExecutionLog(log_path)
