@@ -83,7 +83,7 @@ async def main(url: str, n: int, log: str, journal: str, out: str, tag: str) -> 
         for run_id, channel in aborted:
             await rt.abort(run_id)
             await broker.delete_channel(channel)
-        work = crash_ops.Work(log=log, pause=0.005, tag=tag)
+        work = crash_ops.Work(log=log, pause=0.02, tag=tag)
         values = await jobs.from_iter(range(n)).map(work).collect().run(rt)
         (run,) = rt.runs
         write_atomically(
