@@ -339,7 +339,7 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> list[Row]:
             note = _ratio(m.rate, redis_floor_rate)
             if redis_floor_p50:
                 note += f", p50 {p50 / redis_floor_p50:.0f}x"
-            verdict = f"{'MET' if m.rate >= 5000 else 'BELOW'} / {'MET' if p50 <= 1.0 else 'BELOW'}"
+            verdict = _redis_verdict(m.rate, p50)
             rows.append(
                 Row(
                     "wireframe redis://, 1 worker proc",
@@ -386,6 +386,33 @@ def _ratio(rate: float, floor: float | None) -> str:
     return f"{rate / floor * 100:.0f}% of floor" if floor else ""
 
 
+def merge(rounds: list[list[Row]]) -> list[Row]:
+    """Per row: the round with the median jobs/s, with p50/p99 the medians of all rounds."""
+    out = []
+    for same in zip(*rounds, strict=True):
+        ranked = sorted(same, key=lambda r: r.jobs_per_s or 0.0)
+        mid = ranked[len(ranked) // 2]
+        p50s = [r.p50_ms for r in same if r.p50_ms is not None]
+        p99s = [r.p99_ms for r in same if r.p99_ms is not None]
+        p50 = statistics.median(p50s) if p50s else None
+        verdict = mid.verdict
+        if mid.name.startswith("wireframe redis") and mid.jobs_per_s and p50 is not None:
+            verdict = _redis_verdict(mid.jobs_per_s, p50)
+        out.append(
+            attrs.evolve(
+                mid,
+                p50_ms=p50,
+                p99_ms=statistics.median(p99s) if p99s else None,
+                verdict=verdict,
+            )
+        )
+    return out
+
+
+def _redis_verdict(rate: float, p50: float) -> str:
+    return f"{'MET' if rate >= 5000 else 'BELOW'} / {'MET' if p50 <= 1.0 else 'BELOW'}"
+
+
 def table(rows: list[Row], title: str) -> Table:
     """The rich table of ``rows``."""
     t = Table(title=title, title_justify="left")
@@ -424,6 +451,9 @@ def main(argv: list[str] | None = None) -> None:
         "n_pos", nargs="?", type=int, metavar="N", help="same as --n (nox -s bench -- N)"
     )
     ap.add_argument("--rtt", type=int, default=1_000, help="single-job round trips (1,000)")
+    ap.add_argument(
+        "--repeat", type=int, default=1, help="rounds; medians shown (3 on a busy machine)"
+    )
     ap.add_argument("--peers", action="store_true", help="run saq/arq/dramatiq now, same Redis")
     ap.add_argument("--redis", default=None, help="Redis URL for the redis rows and floor")
     ap.add_argument("--brokers", default="memory,sqlite,redis", help="comma-separated subset")
@@ -433,11 +463,18 @@ def main(argv: list[str] | None = None) -> None:
         args.n = args.n_pos
     console = Console(width=None if sys.stdout.isatty() else 170)
     t0 = time.perf_counter()
-    rows = run(args, lambda s: console.print(f"[dim]{s}[/]"))
+    rounds = []
+    for k in range(args.repeat):
+        if args.repeat > 1:
+            console.print(f"[dim]round {k + 1} of {args.repeat}[/]")
+        rounds.append(run(args, lambda s: console.print(f"[dim]{s}[/]")))
+    rows = merge(rounds)
     worker = "wireframe worker CLI" if args.cli else "bench/_bench_ops.py worker"
     title = (
         f"wireframe brokers end to end — N={args.n:,} no-op jobs (map+collect), "
-        f"{args.rtt:,} single-job round trips, one worker process ({worker}, default "
+        f"{args.rtt:,} single-job round trips"
+        + (f", medians of {args.repeat} rounds" if args.repeat > 1 else "")
+        + f", one worker process ({worker}, default "
         f"concurrency), {os.cpu_count()} cores, trio {trio.__version__}"
     )
     console.print(table(rows, title))
