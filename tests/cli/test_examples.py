@@ -116,3 +116,32 @@ def test_distributed_with_a_worker_process_on_sqlite(tmp_path: Path) -> None:
 @pytest.mark.redis
 def test_distributed_with_a_worker_process_on_redis(redis_url: str) -> None:
     _distributed_on(redis_url)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("broker", ["sqlite", "memory://?workers=2"])
+def test_wordcount_through_the_cli(broker: str, tmp_path: Path) -> None:
+    """The README's first command, on the embedded default and in-process."""
+    url = f"sqlite:///{tmp_path}/wordcount.db" if broker == "sqlite" else broker
+    proc = run_wireframe("run", "examples/wordcount.py", "--json", WORDCOUNT_BROKER=url)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["tasks"]["wordcount"]["state"] == "finished"
+    texts = Path(__file__).resolve().parents[2] / "examples" / "texts"
+    expected = sum(
+        len(re.findall(r"\bthe\b", p.read_text(encoding="utf-8").lower()))
+        for p in texts.glob("*.txt")
+    )
+    assert re.search(rf"^\s*{expected} the$", proc.stderr, flags=re.M), proc.stderr
+
+
+def test_every_example_is_run_by_a_test() -> None:
+    """A new example must come with a test that runs it."""
+    root = Path(__file__).resolve().parents[2]
+    tests = "\n".join(p.read_text(encoding="utf-8") for p in (root / "tests").rglob("test_*.py"))
+    missing = [
+        p.name
+        for p in sorted((root / "examples").glob("*.py"))
+        if f"examples/{p.name}" not in tests and f'"{p.name}"' not in tests
+    ]
+    assert missing == []
