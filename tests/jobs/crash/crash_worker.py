@@ -33,11 +33,19 @@ def say(line: str) -> None:
     os.write(1, f"{line}\n".encode())
 
 
+async def exit_with_parent(parent: int) -> None:
+    """Exit at once when ``parent`` is gone (a test killed hard leaves no worker behind)."""
+    while os.getppid() == parent:
+        await trio.sleep(0.5)
+    os._exit(0)
+
+
 async def main(url: str, concurrency: int) -> None:
-    """Serve ``url`` until killed."""
+    """Serve ``url`` until killed (or until the parent process is gone)."""
     async with open_broker(url) as broker:
         worker = Worker(broker, concurrency=concurrency, worker_id=f"crash-{os.getpid()}")
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(exit_with_parent, os.getppid())
             await nursery.start(worker.serve)
             say(f"ready {os.getpid()}")
 
