@@ -336,9 +336,7 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> list[Row]:
             finally:
                 redis_cleanup(host, port, db, prefix)
             p50 = statistics.median(m.lat)
-            note = _ratio(m.rate, redis_floor_rate)
-            if redis_floor_p50:
-                note += f", p50 {p50 / redis_floor_p50:.0f}x"
+            note = _redis_note(m.rate, p50, redis_floor_rate, redis_floor_p50)
             verdict = _redis_verdict(m.rate, p50)
             rows.append(
                 Row(
@@ -406,7 +404,25 @@ def merge(rounds: list[list[Row]]) -> list[Row]:
                 verdict=verdict,
             )
         )
+    # the ratios against the floors' medians
+    floor = {r.name.split(" ")[1]: r for r in out if r.name.startswith("floor: ")}
+    for k, r in enumerate(out):
+        if r.jobs_per_s is None:
+            continue
+        if r.name.startswith("wireframe sqlite") and "SQLite" in floor:
+            out[k] = attrs.evolve(r, floor_note=_ratio(r.jobs_per_s, floor["SQLite"].jobs_per_s))
+        elif r.name.startswith("wireframe redis") and "Redis" in floor and r.p50_ms:
+            f = floor["Redis"]
+            note = _redis_note(r.jobs_per_s, r.p50_ms, f.jobs_per_s, f.p50_ms)
+            out[k] = attrs.evolve(r, floor_note=note)
     return out
+
+
+def _redis_note(rate: float, p50: float, floor: float | None, floor_p50: float | None) -> str:
+    note = _ratio(rate, floor)
+    if floor_p50:
+        note += f", p50 {p50 / floor_p50:.0f}x"
+    return note
 
 
 def _redis_verdict(rate: float, p50: float) -> str:
