@@ -58,6 +58,8 @@ T = TypeVar("T")
 O = TypeVar("O")  # noqa: E741
 
 _EMPTY: Any = object()  # a fold range whose items were all skipped
+#: Seconds a job of an async source may wait in a partial publish batch.
+_FLUSH_AFTER = 0.005
 
 
 @attrs.frozen
@@ -134,14 +136,37 @@ async def _drive(
             body = encode_job_body(op_bytes, run_id, index, 1, unstructure(item, in_type))
             batch.append((f"{run_id}.{index}", body, index))
             if len(batch) >= limit or len(batch) >= run.free_slots():
-                await run.send(batch)
-                batch = []
+                out, batch = batch, []
+                await run.send(out)
                 await run.wait_for_capacity()
 
         if isinstance(source, AsyncIterable):
-            async for item in source:
-                await one(item)
-                index += 1
+            # A slow async source must not hold its items back until a batch
+            # fills: whatever waited _FLUSH_AFTER seconds the flusher publishes.
+            fed = False
+            wake = trio.Event()
+
+            async def flush_idle() -> None:
+                nonlocal batch, wake
+                while True:
+                    await wake.wait()
+                    wake = trio.Event()
+                    if fed:
+                        return
+                    await trio.sleep(_FLUSH_AFTER)
+                    if batch and not fed:
+                        out, batch = batch, []
+                        await run.send(out)
+
+            async with trio.open_nursery() as flushers:
+                flushers.start_soon(flush_idle)
+                async for item in source:
+                    await one(item)
+                    index += 1
+                    if len(batch) == 1:
+                        wake.set()
+                fed = True
+                wake.set()
         else:
             for item in source:
                 await one(item)

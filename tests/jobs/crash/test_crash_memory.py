@@ -60,6 +60,35 @@ async def test_fold_combine_ids_never_collide_with_map_ids(autojump_clock: trio.
             )
 
 
+async def test_slow_async_source_is_not_held_back_by_the_publish_batch(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """An item of an async source is published before the source yields the next one.
+
+    Regression: a map published its jobs in batches of ``publish_batch`` (512) and
+    sent a partial batch only when the source ended, so a slow async source's
+    items waited for the next ones — here forever (found by the gated source of
+    the worker-kill test).
+    """
+    first_done = trio.Event()
+
+    async def source() -> AsyncIterator[int]:
+        yield 0
+        await first_done.wait()  # e.g. the next request comes only after this answer
+        yield 1
+
+    seen = []
+    with trio.fail_after(60):
+        async with (
+            jobs.connect("memory://?workers=1") as rt,
+            jobs.from_iter(source()).map(LateFirst(1)).stream(rt) as items,
+        ):
+            async for item in items:
+                seen.append(item.index)
+                first_done.set()
+    assert sorted(seen) == [0, 1]
+
+
 class Mortal:
     """One worker's view of a broker; after :meth:`die` every call hangs forever."""
 
