@@ -139,7 +139,7 @@ async def test_dying_workers_lose_nothing_and_duplicate_nothing(
                 await killed.wait()
             yield i
 
-    async with open_broker(url) as broker, jobs.connect(url, publish_batch=10) as rt:
+    async with open_broker(url) as broker, jobs.connect(url) as rt:
 
         async def worker(task_status: trio.TaskStatus[tuple[Mortal, trio.CancelScope]]) -> None:
             mortal = Mortal(broker)

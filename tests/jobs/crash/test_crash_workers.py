@@ -12,9 +12,9 @@ a replacement serves within milliseconds and the test stays short. The lease is
 
 So that the run cannot end before :data:`KILLS` kills, the source is gated:
 input ``i`` is handed to the map only after ``(i + 1) * KILLS // N`` kills. (After
-each kill at least 40 released inputs have not run yet — 50 per kill, fewer than
-10 waiting in the publish batch — so the killer's k <= 40 executions always come
-and the two waits never block each other.)
+each kill some 50 released inputs have not run yet — and the runtime publishes
+a waiting source's items within 5 ms — so the killer's k <= 40 executions always
+come and the two waits never block each other.)
 
 Proven: the fold equals the local computation (a lost, doubled or reordered
 value would change the string); afterwards no job is queued or leased and none
@@ -102,8 +102,7 @@ async def test_sigkilled_workers_lose_nothing_and_duplicate_nothing(
             await zygote.start()
             for _ in range(WORKERS):
                 await zygote.fork()
-            # small publish batches: a gated source's items go out as they come
-            async with jobs.connect(crash_url, publish_batch=10) as rt:
+            async with jobs.connect(crash_url) as rt:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(kill_workers, zygote, log, kills, rng)
                     work = Work(log=str(log_path), pause=0.005)
