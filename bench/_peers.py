@@ -15,8 +15,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
@@ -53,6 +58,44 @@ REFERENCE = (
     PeerRow("dramatiq:p1", 1370, 8.47, 11.73, "RESULTS.md; 8 threads"),
     PeerRow("rq:default", 64, 15.29, 18.88, "RESULTS.md; fork per job"),
 )
+
+
+def answers(port: int = PEER_REDIS_PORT) -> bool:
+    """True when a Redis on 127.0.0.1:``port`` answers PING."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@contextmanager
+def private_redis(port: int = PEER_REDIS_PORT) -> Iterator[None]:
+    """Make sure the peers' private Redis answers on ``port`` for the block.
+
+    If none does, start one like ``setup.sh`` does (loopback, no persistence) and
+    stop it afterwards; without a ``redis-server`` binary, do nothing (the
+    callers then report the peers as not run).
+    """
+    exe = shutil.which("redis-server")
+    if answers(port) or exe is None:
+        yield
+        return
+    args = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not answers(port) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def python() -> Path:

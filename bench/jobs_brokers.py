@@ -19,7 +19,8 @@ Every row is measured in this one run (issue 4, "Performance"):
 * **peers** — with ``--peers``, saq / arq (tuned) / dramatiq (one process)
   measured now by their own harness (``shared/peers-bench/bench.py``) on the
   same Redis (the peers' private one on :6399, which that harness FLUSHALLs;
-  ``setup.sh`` there builds it); without, the medians RESULTS.md recorded.
+  ``setup.sh`` there builds it; one is started for the run if none answers);
+  without, the medians RESULTS.md recorded.
 
 Targets on the 2-core machine: Redis >= 5,000 jobs/s and p50 <= 1 ms;
 SQLite >= 3,000 jobs/s.
@@ -33,6 +34,7 @@ with ``--peers``), each run under its own key prefix, removed afterwards.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import statistics
@@ -352,7 +354,7 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> list[Row]:
             )
     if args.peers:
         why = _peers.available()
-        if why is None and not _port_open("127.0.0.1", _peers.PEER_REDIS_PORT):
+        if why is None and not _peers.answers():
             why = f"no peers' Redis on 127.0.0.1:{_peers.PEER_REDIS_PORT}"
         if why is None:
             say(f"peers {', '.join(_peers.SPECS)} on 127.0.0.1:{_peers.PEER_REDIS_PORT} ...")
@@ -364,14 +366,6 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> list[Row]:
         for p in _peers.REFERENCE:
             rows.append(Row(f"peer {p.spec} (reference)", p.jobs_per_s, p.p50_ms, p.p99_ms, p.note))
     return rows
-
-
-def _port_open(host: str, port: int) -> bool:
-    try:
-        Resp(host, port).close()
-    except OSError:
-        return False
-    return True
 
 
 def _cpu(m: Measured) -> str:
@@ -480,10 +474,11 @@ def main(argv: list[str] | None = None) -> None:
     console = Console(width=None if sys.stdout.isatty() else 170)
     t0 = time.perf_counter()
     rounds = []
-    for k in range(args.repeat):
-        if args.repeat > 1:
-            console.print(f"[dim]round {k + 1} of {args.repeat}[/]")
-        rounds.append(run(args, lambda s: console.print(f"[dim]{s}[/]")))
+    with _peers.private_redis() if args.peers else contextlib.nullcontext():
+        for k in range(args.repeat):
+            if args.repeat > 1:
+                console.print(f"[dim]round {k + 1} of {args.repeat}[/]")
+            rounds.append(run(args, lambda s: console.print(f"[dim]{s}[/]")))
     rows = merge(rounds)
     worker = "wireframe worker CLI" if args.cli else "bench/_bench_ops.py worker"
     title = (
