@@ -27,10 +27,11 @@ broker may raise.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Protocol
+from typing import NoReturn, Protocol
 from urllib.parse import parse_qsl, urlencode
 
 import pytest
@@ -48,7 +49,25 @@ from wireframe.jobs.broker import (
     open_broker,
 )
 
-__all__ = ["BrokerConformance", "UrlFactory", "fresh_memory_url", "with_options"]
+__all__ = [
+    "BrokerConformance",
+    "UrlFactory",
+    "fresh_memory_url",
+    "service_unavailable",
+    "with_options",
+]
+
+
+def service_unavailable(reason: str) -> NoReturn:
+    """Skip the test: a backing service (a Redis server, say) does not answer — or fail it in CI.
+
+    A CI machine runs the services the tests need, so a skip there would hide
+    a broken backend: when the environment variable ``CI`` is set, this fails
+    the test instead, with the same reason.
+    """
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)")
+    pytest.skip(reason)
 
 
 def with_options(url: str, **options: object) -> str:

@@ -7,40 +7,19 @@ skipped with the reason, or fail when ``CI`` is set.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import attrs
-import coredis
 import pytest
 import trio
 
 from wireframe import jobs
 
-REDIS_URL = os.environ.get("WIREFRAME_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 CALLS: Counter[str] = Counter()
 CANCELLED: Counter[str] = Counter()
-
-
-async def _redis_up() -> str | None:
-    try:
-        with trio.fail_after(3):
-            async with coredis.Redis.from_url(REDIS_URL) as client:
-                await client.ping()
-    except Exception as exc:
-        return repr(exc)
-    return None
-
-
-async def _redis_cleanup(prefix: str) -> None:
-    with trio.fail_after(10):
-        async with coredis.Redis.from_url(REDIS_URL) as client:
-            keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
-            if keys:
-                await client.delete(keys)
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
@@ -54,17 +33,7 @@ async def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
     elif kind == "sqlite":
         yield f"sqlite:///{tmp_path / 'jobs.db'}?lease=5"
     else:
-        problem = await _redis_up()
-        if problem is not None:
-            reason = f"no Redis answers at {REDIS_URL} ({problem}); set WIREFRAME_TEST_REDIS_URL"
-            if os.environ.get("CI"):
-                pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)")
-            pytest.skip(reason)
-        prefix = f"wftest-rt-{uuid.uuid4().hex[:8]}:"
-        try:
-            yield f"{REDIS_URL}?prefix={prefix}&lease=5"
-        finally:
-            await _redis_cleanup(prefix)
+        yield request.getfixturevalue("fresh_redis_url")(lease=5)
 
 
 def with_lease(url: str, lease: float) -> str:

@@ -12,18 +12,11 @@ exist yet; any other import error fails the test.
 from __future__ import annotations
 
 import importlib
-import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import coredis
 import pytest
-import trio
-
-from wireframe.testing import with_options
-
-REDIS_URL = os.environ.get("WIREFRAME_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def require_broker_module(name: str) -> None:
@@ -53,37 +46,8 @@ def sqlite_broker_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/jobs.db"
 
 
-async def _redis_ping(url: str) -> None:
-    with trio.fail_after(3):
-        async with coredis.Redis.from_url(url) as client:
-            await client.ping()
-
-
-async def _redis_delete_prefix(url: str, prefix: str) -> None:
-    with trio.fail_after(10):
-        async with coredis.Redis.from_url(url) as client:
-            keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
-            for start in range(0, len(keys), 500):
-                await client.delete(keys[start : start + 500])
-
-
-@pytest.fixture(scope="session")
-def redis_server_url() -> str:
-    """The test Redis server's URL, once it answered a PING."""
-    try:
-        trio.run(_redis_ping, REDIS_URL)
-    except Exception as exc:
-        reason = f"no Redis answers at {REDIS_URL} ({exc!r}); set WIREFRAME_TEST_REDIS_URL"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)")
-        pytest.skip(reason)
-    return REDIS_URL
-
-
 @pytest.fixture
-def redis_broker_url(redis_server_url: str) -> Iterator[str]:
+def redis_broker_url(fresh_redis_url: Callable[..., str]) -> str:
     """A ``redis://`` URL under a fresh key prefix; its keys are deleted afterwards."""
     require_broker_module("redis")
-    prefix = f"wf-test-{uuid.uuid4().hex}:"
-    yield with_options(redis_server_url, prefix=prefix)
-    trio.run(_redis_delete_prefix, redis_server_url, prefix)
+    return fresh_redis_url()

@@ -14,8 +14,7 @@ import os
 import shutil
 import socket
 import subprocess
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import coredis
@@ -35,50 +34,14 @@ from wireframe.jobs.brokers import redis as redis_broker
 
 pytestmark = pytest.mark.redis
 
-REDIS_URL = os.environ.get("WIREFRAME_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 UrlFactory = Callable[..., str]
 
 
-async def _redis_answers(url: str) -> str | None:
-    """None when Redis at ``url`` answers a PING, else why not."""
-    parsed = parse_broker_url(url, redis_broker.OPTIONS)
-    client = coredis.Redis(
-        host=parsed.host, port=parsed.port or 6379, password=parsed.password, connect_timeout=1
-    )
-    try:
-        async with client:
-            with trio.fail_after(2):
-                await client.ping()
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
 @pytest.fixture
-async def redis_url() -> AsyncIterator[UrlFactory]:
-    """Make URLs under one fresh key prefix; delete its keys afterwards."""
-    problem = await _redis_answers(REDIS_URL)
-    if problem is not None:
-        message = f"no Redis answers at {REDIS_URL} (WIREFRAME_TEST_REDIS_URL): {problem}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    prefix = f"wf-test-{uuid.uuid4().hex}:"
-
-    def make(prefix: str = prefix, **options: object) -> str:
-        query = "&".join([f"prefix={prefix}", *(f"{k}={v}" for k, v in options.items())])
-        sep = "&" if "?" in REDIS_URL else "?"
-        return f"{REDIS_URL}{sep}{query}"
-
-    yield make
-    parsed = parse_broker_url(REDIS_URL, redis_broker.OPTIONS)
-    client = coredis.Redis(host=parsed.host, port=parsed.port or 6379, password=parsed.password)
-    async with client:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
-        keys += [k async for k in client.scan_iter(match="wf-test-other-*")]
-        if keys:
-            await client.delete(keys)
+def redis_url(fresh_redis_url: UrlFactory) -> UrlFactory:
+    """Make URLs under this test's own key prefixes (deleted afterwards)."""
+    return fresh_redis_url
 
 
 def msg(n: int, reply_to: str = "ch") -> Message:
@@ -157,10 +120,9 @@ async def test_round_trip_and_batches(redis_url: UrlFactory) -> None:
 
 
 async def test_prefixes_isolate(redis_url: UrlFactory) -> None:
-    other = f"wf-test-other-{uuid.uuid4().hex}:"
     async with (
         redis_broker.open(redis_url()) as one,
-        redis_broker.open(redis_url(prefix=other)) as two,
+        redis_broker.open(redis_url("other")) as two,
     ):
         await one.publish("q", [msg(1)])
         await two.publish("q", [msg(2)])

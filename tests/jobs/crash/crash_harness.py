@@ -24,10 +24,10 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import NoReturn
 
-import pytest
 import trio
+
+from wireframe.testing import service_unavailable
 
 __all__ = [
     "HERE",
@@ -40,7 +40,6 @@ __all__ = [
     "free_port",
     "open_processes",
     "redis_server_argv",
-    "redis_unavailable",
 ]
 
 HERE = Path(__file__).resolve().parent
@@ -66,18 +65,11 @@ def free_port() -> int:
         return port
 
 
-def redis_unavailable(reason: str) -> NoReturn:
-    """Skip with ``reason``, or fail when ``CI`` is set (CI runs a Redis server)."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)")
-    pytest.skip(reason)
-
-
 def redis_server_argv(port: int, directory: Path) -> list[str]:
     """A foreground redis-server on ``port`` with AOF (fsync always) in ``directory``."""
     server = shutil.which("redis-server")
     if server is None:
-        redis_unavailable("redis-server is not on PATH: cannot start a Redis of the test's own")
+        service_unavailable("redis-server is not on PATH: cannot start a Redis of the test's own")
     return [
         server,
         "--port",

@@ -1,0 +1,65 @@
+"""Fixtures every test folder shares: the test Redis server, under a key prefix per test.
+
+Tests that need Redis use the server of ``WIREFRAME_TEST_REDIS_URL`` (default
+``redis://127.0.0.1:6379/0``). Where no Redis answers they are skipped with the
+reason — or fail when ``CI`` is set, since CI machines run a Redis server and a
+skip there would hide a broken backend (:func:`wireframe.testing.service_unavailable`).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import coredis
+import pytest
+import trio
+
+from wireframe.testing import service_unavailable, with_options
+
+REDIS_URL = os.environ.get("WIREFRAME_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+async def _ping(url: str) -> None:
+    with trio.fail_after(3):
+        async with coredis.Redis.from_url(url) as client:
+            await client.ping()
+
+
+async def _delete_prefix(url: str, prefix: str) -> None:
+    with trio.fail_after(10):
+        async with coredis.Redis.from_url(url) as client:
+            keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+            for start in range(0, len(keys), 500):
+                await client.delete(keys[start : start + 500])
+
+
+@pytest.fixture(scope="session")
+def redis_server_url() -> str:
+    """The test Redis server's URL, once it answered a PING (else skip, or fail under CI)."""
+    try:
+        trio.run(_ping, REDIS_URL)
+    except Exception as exc:
+        service_unavailable(
+            f"no Redis answers at {REDIS_URL} ({exc!r}); set WIREFRAME_TEST_REDIS_URL"
+        )
+    return REDIS_URL
+
+
+@pytest.fixture
+def fresh_redis_url(redis_server_url: str) -> Iterator[Callable[..., str]]:
+    """Make ``redis://`` URLs under this test's own key prefix; its keys are deleted after.
+
+    ``fresh_redis_url(lease=5)`` gives the test's URL with options;
+    ``fresh_redis_url("other")`` a sibling prefix (``wf-test-<id>-other:``), for
+    tests of prefix isolation; both are deleted after.
+    """
+    base = f"wf-test-{uuid.uuid4().hex}"
+
+    def make(sibling: str = "", **options: object) -> str:
+        prefix = f"{base}-{sibling}:" if sibling else f"{base}:"
+        return with_options(redis_server_url, prefix=prefix, **options)
+
+    yield make
+    trio.run(_delete_prefix, redis_server_url, base)
