@@ -50,9 +50,11 @@ __all__ = [
     "Message",
     "QueueStats",
     "Reply",
+    "count_option",
     "mask_password",
     "open_broker",
     "parse_broker_url",
+    "seconds_option",
 ]
 
 
@@ -292,7 +294,9 @@ class Broker(Protocol):
 # URLs
 
 
-def _positive_float(name: str) -> Callable[[str], float]:
+def seconds_option(name: str) -> Callable[[str], float]:
+    """A converter for a URL option that is a positive, finite number of seconds."""
+
     def convert(text: str) -> float:
         try:
             value = float(text)
@@ -305,14 +309,17 @@ def _positive_float(name: str) -> Callable[[str], float]:
     return convert
 
 
-def _positive_int(name: str) -> Callable[[str], int]:
+def count_option(name: str, minimum: int = 1) -> Callable[[str], int]:
+    """A converter for a URL option that is a whole number of at least ``minimum``."""
+
     def convert(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise BrokerURLError(f"option {name}={text!r} is not a whole number") from None
-        if value <= 0:
-            raise BrokerURLError(f"option {name}={text!r} must be at least 1")
+        if value < minimum:
+            at_least = "at least 1" if minimum == 1 else f"{minimum} or more"
+            raise BrokerURLError(f"option {name}={text!r} must be {at_least}")
         return value
 
     return convert
@@ -320,8 +327,8 @@ def _positive_int(name: str) -> Callable[[str], int]:
 
 #: Options every broker URL accepts, with their converters and defaults.
 COMMON_OPTIONS: Mapping[str, tuple[Callable[[str], object], object]] = {
-    "lease": (_positive_float("lease"), 30.0),
-    "max_deliveries": (_positive_int("max_deliveries"), 5),
+    "lease": (seconds_option("lease"), 30.0),
+    "max_deliveries": (count_option("max_deliveries"), 5),
 }
 
 

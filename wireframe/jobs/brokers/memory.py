@@ -48,25 +48,16 @@ from wireframe.jobs.broker import (
     Message,
     QueueStats,
     Reply,
+    count_option,
     parse_broker_url,
 )
 
 __all__ = ["MEMORY_OPTIONS", "MemoryBroker", "open", "parse_memory_url"]
 
 
-def _workers(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise BrokerURLError(f"option workers={text!r} is not a whole number") from None
-    if value < 0:
-        raise BrokerURLError(f"option workers={text!r} must be 0 or more")
-    return value
-
-
 #: Options ``memory://`` accepts beyond the common ones, as ``(converter, default)``.
 MEMORY_OPTIONS: Final[Mapping[str, tuple[Callable[[str], object], object]]] = {
-    "workers": (_workers, 0)
+    "workers": (count_option("workers", minimum=0), 0)
 }
 
 

@@ -68,6 +68,7 @@ from wireframe.jobs.broker import (
     QueueStats,
     Reply,
     parse_broker_url,
+    seconds_option,
 )
 from wireframe.jobs.brokers import _redis_scripts as scripts
 
@@ -107,19 +108,6 @@ def _prefix(text: str) -> str:
     return text
 
 
-def _seconds(name: str) -> Callable[[str], float]:
-    def convert(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise BrokerURLError(f"option {name}={text!r} is not a number") from None
-        if not value > 0 or value == float("inf"):
-            raise BrokerURLError(f"option {name}={text!r} must be a positive number of seconds")
-        return value
-
-    return convert
-
-
 def _flag(name: str) -> Callable[[str], bool]:
     def convert(text: str) -> bool:
         value = text.strip().lower()
@@ -135,8 +123,8 @@ def _flag(name: str) -> Callable[[str], bool]:
 #: The redis-specific URL options: name -> (converter, default).
 OPTIONS: dict[str, tuple[Callable[[str], object], object]] = {
     "prefix": (_prefix, "wireframe:"),
-    "reconnect": (_seconds("reconnect"), 10.0),
-    "poll": (_seconds("poll"), 0.25),
+    "reconnect": (seconds_option("reconnect"), 10.0),
+    "poll": (seconds_option("poll"), 0.25),
     "tls_ca": (str, ""),
     "tls_verify": (_flag("tls_verify"), True),
 }

@@ -109,6 +109,7 @@ from wireframe.jobs.broker import (
     QueueStats,
     Reply,
     parse_broker_url,
+    seconds_option,
 )
 
 __all__ = [
@@ -202,19 +203,6 @@ _BEGIN_MAX_SLEEP: Final = 0.005  # longest pause between two tries for the write
 _DROPPABLE_AFTER: Final = 0.1  # a write cancelled while waiting this long for the lock is dropped
 
 
-def _positive_seconds(name: str) -> Callable[[str], float]:
-    def convert(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise BrokerURLError(f"option {name}={text!r} is not a number") from None
-        if not math.isfinite(value) or value <= 0:
-            raise BrokerURLError(f"option {name}={text!r} must be a positive number of seconds")
-        return value
-
-    return convert
-
-
 def _synchronous(text: str) -> str:
     value = text.lower()
     if value not in ("normal", "full"):
@@ -223,8 +211,8 @@ def _synchronous(text: str) -> str:
 
 
 _SQLITE_OPTIONS: Final[dict[str, tuple[Callable[[str], object], object]]] = {
-    "poll": (_positive_seconds("poll"), 0.05),
-    "busy_timeout": (_positive_seconds("busy_timeout"), 10.0),
+    "poll": (seconds_option("poll"), 0.05),
+    "busy_timeout": (seconds_option("busy_timeout"), 10.0),
     "synchronous": (_synchronous, "normal"),
 }
 
