@@ -1,0 +1,61 @@
+"""The package's import rules (DESIGN.md, "Layout") hold, read off the source with ``ast``.
+
+``service`` imports no other part; ``jobs`` builds on ``service`` and never on a
+particular broker (brokers are found by URL scheme); a broker module imports the
+protocol, never another broker; nothing but ``cli`` itself imports ``cli``.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "wireframe"
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every ``wireframe...`` module a file imports, at any depth (lazy imports count)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    return {name for name in found if name.split(".")[0] == "wireframe"}
+
+
+def modules(folder: str) -> list[Path]:
+    return sorted((PACKAGE / folder).rglob("*.py"))
+
+
+def test_service_imports_no_other_part() -> None:
+    for path in modules("service"):
+        bad = {m for m in imports_of(path) if not m.startswith("wireframe.service")}
+        assert not bad, f"{path.relative_to(PACKAGE)} imports {bad}"
+
+
+def test_jobs_never_imports_a_particular_broker() -> None:
+    for path in (PACKAGE / "jobs").glob("*.py"):
+        bad = {m for m in imports_of(path) if m.startswith("wireframe.jobs.brokers")}
+        assert not bad, f"{path.relative_to(PACKAGE)} imports {bad}"
+
+
+def test_a_broker_imports_no_other_broker() -> None:
+    for path in modules("jobs/brokers"):
+        own = path.stem.lstrip("_").removesuffix("_scripts")
+        others = {
+            m
+            for m in imports_of(path)
+            if m.startswith("wireframe.jobs.brokers.")
+            and own not in m.removeprefix("wireframe.jobs.brokers.")
+        }
+        assert not others, f"{path.relative_to(PACKAGE)} imports {others}"
+
+
+def test_nothing_imports_cli() -> None:
+    for path in PACKAGE.rglob("*.py"):
+        if path.is_relative_to(PACKAGE / "cli") or path.name == "__main__.py":
+            continue
+        bad = {m for m in imports_of(path) if m.startswith("wireframe.cli")}
+        assert not bad, f"{path.relative_to(PACKAGE)} imports {bad}"
