@@ -403,3 +403,22 @@ async def test_wire_returning_wrong_type_names_the_layer() -> None:
         wf.WiringError, match="layer 'liar': wire\\(\\) returned str, expected DbOut"
     ):
         await builder().add_layer(Liar()).build().run()
+
+
+async def test_a_layer_taking_its_own_output_is_named_plainly() -> None:
+    @attrs.frozen
+    class SelfIn:
+        db: Database
+
+    @attrs.frozen
+    class SelfLayer(wf.WiringLayer[SelfIn, DbOut]):
+        name = "selfish"
+
+        async def wire(self, input: SelfIn) -> DbOut:
+            raise AssertionError
+
+    with pytest.raises(wf.WiringError) as info:
+        builder().add_layer(SelfLayer()).build()
+    (problem,) = info.value.problems
+    assert problem.resource == "Database"
+    assert "which it gives itself" in problem.message

@@ -321,6 +321,20 @@ def _cycle_problems(
         if len(component) == 1 and component[0] not in deps[component[0]]:
             continue  # only waits on a cycle; the cycle itself is reported
         members = sorted(component, key=lambda n: by_name[n].index)
+        if len(members) == 1:  # a layer that takes what it gives itself
+            node = by_name[members[0]]
+            given = {p.type for p in node.outputs}
+            for port in node.inputs:
+                if port.type in given:
+                    problems.append(
+                        WiringProblem(
+                            node.name,
+                            f"takes resource {port.type_name} (field {port.field!r}), which it "
+                            "gives itself; a layer cannot take its own output",
+                            port.type_name,
+                        )
+                    )
+            continue
         edges = []
         for name in members:
             for port in by_name[name].inputs:
