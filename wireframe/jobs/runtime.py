@@ -20,7 +20,14 @@ from typing import Any
 import attrs
 import trio
 
-from wireframe.jobs.broker import Broker, BrokerURL, Message, QueueStats, open_broker
+from wireframe.jobs.broker import (
+    Broker,
+    BrokerError,
+    BrokerURL,
+    Message,
+    QueueStats,
+    open_broker,
+)
 from wireframe.jobs.cache import ResultCache
 from wireframe.jobs.channel import ResultChannel
 from wireframe.jobs.codec import encode_abort
@@ -40,6 +47,7 @@ DEFAULT_URL = "sqlite:///wireframe-jobs.db"
 #: The broadcast topic every worker listens to for aborts.
 ABORT_TOPIC = "wireframe.abort"
 _ABORT_GRACE = 5.0  # seconds a shielded abort broadcast may take on the way out
+_MAX_FINISHED = 256  # finished runs' channels waiting for deletion at most
 
 
 @attrs.define
@@ -91,6 +99,9 @@ class Runtime:
         self.publish_batch = publish_batch
         self.cache = cache
         self.counters = RuntimeCounters(started_at=trio.current_time())
+        #: Result channels of runs that got every reply: garbage, deleted by a later
+        #: run right after it publishes (while it waits for its workers anyway).
+        self._finished_channels: list[str] = []
 
     @property
     def url(self) -> BrokerURL:
@@ -119,8 +130,11 @@ class Runtime:
         """Lease a coordinated run: its id, result channel and in-flight bound.
 
         Leaving the block before the run is done (an error, a timeout, a
-        cancellation) aborts its remaining jobs on every worker; the result
-        channel is deleted either way.
+        cancellation) aborts its remaining jobs on every worker and deletes the
+        result channel. A run that got every reply leaves its channel to be
+        deleted by the next run right after that one publishes (while it waits
+        for its workers anyway) or when ``connect()`` exits: one round trip
+        less on every run's own path.
         """
         run = Run(self, queue or self.queue, max_in_flight or self.max_in_flight)
         self.counters.runs_started += 1
@@ -129,10 +143,27 @@ class Runtime:
             yield run
         finally:
             self.counters.runs_active -= 1
-            with trio.CancelScope(shield=True), trio.move_on_after(_ABORT_GRACE):
-                if not run.channel.done and run.sent:
-                    await self.abort(run.run_id)
-                await self.broker.delete_channel(run.channel.name)
+            finished = self._finished_channels
+            if run.channel.done and len(finished) < _MAX_FINISHED:
+                finished.append(run.channel.name)  # off this run's path: see Run.send
+            else:
+                with trio.CancelScope(shield=True), trio.move_on_after(_ABORT_GRACE):
+                    if not run.channel.done and run.sent:
+                        await self.abort(run.run_id)
+                    await self.broker.delete_channel(run.channel.name)
+
+    async def _delete_finished_channels(self) -> None:
+        """Delete the result channels of finished runs (``connect()`` does on exit too).
+
+        Each holds nothing anyone waits for, so one that cannot be deleted (the
+        broker is gone) is left behind rather than failing the caller.
+        """
+        names, self._finished_channels = self._finished_channels, []
+        for name in names:
+            try:
+                await self.broker.delete_channel(name)
+            except BrokerError:
+                pass
 
 
 class Run:
@@ -193,6 +224,9 @@ class Run:
             await self.broker.publish(
                 self.queue, [Message(jid, body, reply_to) for jid, body, _ in chunk], delay=delay
             )
+        if self.runtime._finished_channels:
+            # the jobs are out: clean up earlier runs while their workers run them
+            await self.runtime._delete_finished_channels()
 
     def close(self) -> None:
         """Nothing more will be sent: the reply stream ends with the last pending reply."""
@@ -255,7 +289,11 @@ async def connect(
         )
         n = workers if workers is not None else emulated_workers(broker.url)
         if n <= 0:
-            yield rt
+            try:
+                yield rt
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(_ABORT_GRACE):
+                    await rt._delete_finished_channels()
             return
         async with trio.open_nursery() as nursery:
             pool = [
@@ -273,6 +311,8 @@ async def connect(
             try:
                 yield rt
             finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(_ABORT_GRACE):
+                    await rt._delete_finished_channels()
                 for w in pool:
                     w.stop()
                 nursery.cancel_scope.deadline = trio.current_time() + _ABORT_GRACE
