@@ -405,3 +405,15 @@ async def test_a_dead_message_fails_the_directive_never_hangs(
         assert failed.error.kind is jobs.ErrorKind.DEAD
         assert "dead" in str(failed)
         assert rt.counters.dead == 1
+
+
+async def test_an_unreachable_broker_at_cleanup_does_not_hide_the_runs_own_error() -> None:
+    """A run that ends with an error while the broker is gone keeps its error, with a note."""
+    async with jobs.connect(f"memory://cleanup-{uuid.uuid4().hex[:8]}") as rt:
+        with pytest.raises(ZeroDivisionError) as info:
+            async with rt.open_run() as run:
+                await run.send([(run.job_id(), b"never decoded", None)])
+                await rt.broker.aclose()  # the broker goes away; the abort cannot be sent
+                1 / 0  # noqa: B018 - the run's own failure
+    notes = getattr(info.value, "__notes__", [])
+    assert any("could not reach the broker" in note for note in notes), notes

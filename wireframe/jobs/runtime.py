@@ -31,6 +31,7 @@ from wireframe.jobs.broker import (
 from wireframe.jobs.cache import ResultCache
 from wireframe.jobs.channel import ResultChannel
 from wireframe.jobs.codec import encode_abort
+from wireframe.service.report import describe
 
 __all__ = [
     "ABORT_TOPIC",
@@ -139,8 +140,12 @@ class Runtime:
         run = Run(self, queue or self.queue, max_in_flight or self.max_in_flight)
         self.counters.runs_started += 1
         self.counters.runs_active += 1
+        pending: BaseException | None = None  # what ends the run, if it ends with an error
         try:
             yield run
+        except BaseException as exc:
+            pending = exc
+            raise
         finally:
             self.counters.runs_active -= 1
             finished = self._finished_channels
@@ -148,9 +153,19 @@ class Runtime:
                 finished.append(run.channel.name)  # off this run's path: see Run.send
             else:
                 with trio.CancelScope(shield=True), trio.move_on_after(_ABORT_GRACE):
-                    if not run.channel.done and run.sent:
-                        await self.abort(run.run_id)
-                    await self.broker.delete_channel(run.channel.name)
+                    try:
+                        if not run.channel.done and run.sent:
+                            await self.abort(run.run_id)
+                        await self.broker.delete_channel(run.channel.name)
+                    except BrokerError as exc:
+                        # The broker is gone (that may be why the run ended): the run's own
+                        # outcome is what the caller needs, so this one must not replace it.
+                        if pending is not None:
+                            pending.add_note(
+                                f"wireframe: the cleanup of run {run.run_id} could not reach "
+                                f"the broker ({describe(exc)}); its remaining jobs may still run "
+                                "and their replies are left behind"
+                            )
 
     async def _delete_finished_channels(self) -> None:
         """Delete the result channels of finished runs (``connect()`` does on exit too).
