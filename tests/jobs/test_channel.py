@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import trio
+import trio.testing
 
 from wireframe import jobs
 
@@ -47,7 +48,7 @@ async def test_close_while_waiting_with_nothing_pending(broker: jobs.Broker) -> 
             got.append(await drain(ch))
 
         nursery.start_soon(receiver)
-        await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()  # the receiver waits for a reply
         ch.close()
     assert got == [[]]
 
