@@ -1,11 +1,13 @@
 """http_health: an HTTP health endpoint as an UnconstrainedTask, on trio's own sockets.
 
 ``HealthLayer`` gives a ``Health`` resource that tasks report into;
-``heartbeat`` (a Task) beats into it every 0.2 s. ``HttpHealthLayer`` gives
-``health-http``, an UnconstrainedTask — it starts at once, before any
-precondition, as a health endpoint must — serving ``GET /health`` with
-``trio.serve_tcp`` (no HTTP library): 200 and a JSON body while the service
-runs and every heartbeat is fresh, 503 once it is stopping or a beat is stale.
+``heartbeat`` (a Task) beats into it every 0.2 s. ``HttpHealthLayer`` takes it
+and ``wf.ServiceStatus`` — the resource every service gives itself, a live view
+of its own tasks — and gives ``health-http``, an UnconstrainedTask (it starts
+at once, before any precondition, as a health endpoint must) serving ``GET
+/health`` with ``trio.serve_tcp`` (no HTTP library): 200 and a JSON body with
+every task's state while the service runs, no task has failed and every
+heartbeat is fresh; 503 otherwise.
 
 Run it::
 
@@ -41,14 +43,18 @@ class Health:
         """Record that ``check`` is alive now."""
         self.beats[check] = trio.current_time()
 
-    def report(self, stopping: bool) -> tuple[int, dict[str, object]]:
+    def report(self, service: wf.ServiceStatus) -> tuple[int, dict[str, object]]:
         """The HTTP status and JSON body of ``GET /health``."""
         now = trio.current_time()
         checks = {name: round(now - at, 3) for name, at in self.beats.items()}
-        healthy = not stopping and all(age < STALE_AFTER for age in checks.values())
+        tasks = {t.id: t.state.value for t in service.report().tasks.values()}
+        failing = [i for i, s in tasks.items() if wf.TaskState(s).is_failure]
+        running = service.phase == "running"
+        healthy = running and not failing and all(age < STALE_AFTER for age in checks.values())
         body = {
-            "status": "ok" if healthy else ("stopping" if stopping else "degraded"),
+            "status": "ok" if healthy else ("degraded" if running else service.phase),
             "uptime": round(now - self.started, 3),
+            "tasks": tasks,
             "seconds_since_beat": checks,
         }
         return (200 if healthy else 503), body
@@ -75,13 +81,14 @@ class HealthServer(wf.UnconstrainedTask):
     """Serves ``GET /health`` on ``port`` until the stop."""
 
     health: Health
+    service: wf.ServiceStatus
     port: int
     id = "health-http"
 
     async def run(self, stop: wf.StopReceiver) -> None:
         async def handle(conn: trio.SocketStream) -> None:
             with trio.move_on_after(5):
-                await self._answer(conn, stop)
+                await self._answer(conn)
             await trio.aclose_forcefully(conn)
 
         async with trio.open_nursery() as nursery:
@@ -91,7 +98,7 @@ class HealthServer(wf.UnconstrainedTask):
             await stop.wait()
             nursery.cancel_scope.cancel()
 
-    async def _answer(self, conn: trio.SocketStream, stop: wf.StopReceiver) -> None:
+    async def _answer(self, conn: trio.SocketStream) -> None:
         request = b""
         while b"\r\n\r\n" not in request and len(request) < 8192:
             chunk = await conn.receive_some(4096)
@@ -100,10 +107,11 @@ class HealthServer(wf.UnconstrainedTask):
             request += chunk
         method, _, rest = request.partition(b" ")
         path = rest.split(b" ", 1)[0]
+        body: dict[str, object]
         if method != b"GET" or path != b"/health":
             status, body = 404, {"error": "not found; try GET /health"}
         else:
-            status, body = self.health.report(stop.is_set)
+            status, body = self.health.report(self.service)
         payload = json.dumps(body).encode()
         reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
         head = (
@@ -131,6 +139,7 @@ class HealthLayer(wf.WiringLayer[None, HealthOut]):
 @attrs.frozen
 class HttpIn:
     health: Health
+    service: wf.ServiceStatus  # given by the service itself
 
 
 @attrs.frozen
@@ -141,7 +150,7 @@ class HttpOut:
 
 @attrs.frozen
 class HttpHealthLayer(wf.WiringLayer[HttpIn, HttpOut]):
-    """Takes Health; gives the HTTP endpoint and a heartbeat feeding it."""
+    """Takes Health and the service's status; gives the HTTP endpoint and a heartbeat."""
 
     port: int = 8080
     name = "http-health"
@@ -149,7 +158,7 @@ class HttpHealthLayer(wf.WiringLayer[HttpIn, HttpOut]):
     async def wire(self, input: HttpIn) -> HttpOut:
         seconds = os.environ.get("HEALTH_SECONDS")
         return HttpOut(
-            HealthServer(input.health, self.port),
+            HealthServer(input.health, input.service, self.port),
             Heartbeat(input.health, float(seconds) if seconds else None),
         )
 

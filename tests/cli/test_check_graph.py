@@ -76,7 +76,7 @@ def test_graph_json_lists_takes_gives_and_tasks() -> None:
         "announce": "OneshotTask",
         "banner": "UnconstrainedOneshotTask",
     }
-    assert data["resources"] == {"Greeting": "config"}
+    assert data["resources"] == {"ServiceStatus": "(the service)", "Greeting": "config"}
 
 
 def test_graph_dot_is_valid_dot() -> None:

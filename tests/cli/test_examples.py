@@ -42,6 +42,7 @@ def test_http_health_answers_a_real_get_then_stops_on_sigint() -> None:
         status, body = _get(match.group(0))
         assert status == 200, body
         assert body["status"] == "ok" and "heartbeat" in body["seconds_since_beat"]  # type: ignore[operator]
+        assert body["tasks"] == {"heartbeat": "running", "health-http": "running"}
         missing, _ = _get(match.group(0).replace("/health", "/nope"))
         assert missing == 404
         proc.send_signal(signal.SIGINT)

@@ -422,3 +422,45 @@ async def test_a_layer_taking_its_own_output_is_named_plainly() -> None:
     (problem,) = info.value.problems
     assert problem.resource == "Database"
     assert "which it gives itself" in problem.message
+
+
+@attrs.frozen
+class StatusIn:
+    status: wf.ServiceStatus
+
+
+async def test_every_service_gives_its_own_status() -> None:
+    seen: list[tuple[str, bool, dict[str, str]]] = []
+
+    @attrs.frozen
+    class Watcher(wf.WiringLayer[StatusIn, TasksOut]):
+        name = "watcher"
+
+        async def wire(self, input: StatusIn) -> TasksOut:
+            async def look(stop: wf.StopReceiver) -> None:
+                report = input.status.report()
+                states = {t.id: t.state.value for t in report.tasks.values()}
+                seen.append((input.status.phase, input.status.barrier_open, states))
+
+            return TasksOut([make_task(K.ONESHOT, "look", look, [])])
+
+    plan = builder().add_layer(Watcher()).plan()
+    assert plan.providers[wf.ServiceStatus] == "(the service)"
+    await builder().add_layer(Watcher()).build().run()
+    assert seen == [("running", True, {"look": "running"})]
+
+
+async def test_no_layer_may_give_the_service_status() -> None:
+    @attrs.frozen
+    class StatusOut:
+        status: wf.ServiceStatus
+
+    @attrs.frozen
+    class Impostor(wf.WiringLayer[None, StatusOut]):
+        name = "impostor"
+
+        async def wire(self, input: None) -> StatusOut:
+            raise AssertionError
+
+    with pytest.raises(wf.WiringError, match="which the service gives itself"):
+        builder().add_layer(Impostor()).build()

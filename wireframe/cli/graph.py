@@ -12,6 +12,7 @@ from typing import Any
 from rich.tree import Tree
 
 import wireframe as wf
+from wireframe.service.graph import type_name
 
 __all__ = ["plan_dot", "plan_json", "plan_tree"]
 
@@ -78,10 +79,7 @@ def plan_json(plan: wf.WiringPlan) -> dict[str, Any]:
         )
     return {
         "layers": layers,
-        "resources": {
-            next(p.type_name for n in plan.layers for p in n.outputs if p.type == tp): name
-            for tp, name in plan.providers.items()
-        },
+        "resources": {type_name(tp): name for tp, name in plan.providers.items()},
     }
 
 

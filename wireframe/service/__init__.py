@@ -24,6 +24,7 @@ from wireframe.service.report import (
 )
 from wireframe.service.resources import ResourceTaken, Unique
 from wireframe.service.service import Service, ServiceBuilder, run
+from wireframe.service.status import ServiceStatus
 from wireframe.service.stop import StopReceiver
 from wireframe.service.tasks import (
     OneshotTask,
@@ -49,6 +50,7 @@ __all__ = [
     "ServiceBuilder",
     "ServiceError",
     "ServiceReport",
+    "ServiceStatus",
     "ShutdownHook",
     "StopReceiver",
     "Task",

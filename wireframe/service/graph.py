@@ -20,6 +20,7 @@ import attrs
 
 from wireframe.service.layers import ShutdownHook, WiringLayer
 from wireframe.service.report import ErrorInfo
+from wireframe.service.status import BUILT_IN, ServiceStatus
 from wireframe.service.tasks import is_task_type
 
 __all__ = [
@@ -227,14 +228,23 @@ def plan_wiring(layers: Sequence[WiringLayer[Any, Any]]) -> WiringPlan:
     problems: list[WiringProblem] = []
     nodes = [_node(layer, i, problems) for i, layer in enumerate(layers)]
 
-    providers: dict[Any, str] = {}
+    providers: dict[Any, str] = {ServiceStatus: BUILT_IN}
     duplicate = False
     for node in nodes:
         for port in node.outputs:
             if port.role is not PortRole.RESOURCE:
                 continue
             first = providers.setdefault(port.type, node.name)
-            if first != node.name:
+            if first == BUILT_IN:
+                problems.append(
+                    WiringProblem(
+                        node.name,
+                        f"gives resource {port.type_name}, which the service gives itself; "
+                        "take it instead",
+                        port.type_name,
+                    )
+                )
+            elif first != node.name:
                 duplicate = True
                 problems.append(
                     WiringProblem(
@@ -251,6 +261,8 @@ def plan_wiring(layers: Sequence[WiringLayer[Any, Any]]) -> WiringPlan:
         deps[node.name] = set()
         for port in node.inputs:
             provider = providers.get(port.type)
+            if provider == BUILT_IN:
+                continue
             if provider is not None:
                 deps[node.name].add(provider)
             elif not port.optional:

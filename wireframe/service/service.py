@@ -41,6 +41,7 @@ from wireframe.service.report import (
     TaskState,
     describe,
 )
+from wireframe.service.status import ServiceStatus
 from wireframe.service.stop import StopSignal
 from wireframe.service.tasks import AnyTask, TaskKind
 
@@ -263,7 +264,7 @@ class Service:
     async def _wire(
         self, held: trio.Nursery, lifetimes: list[Lifetime], hooks: list[ShutdownHook]
     ) -> None:
-        resources: dict[Any, Any] = {}
+        resources: dict[Any, Any] = {ServiceStatus: ServiceStatus(self)}
         problems: list[WiringProblem] = []
         failed: set[str] = set()
         for node in self.plan.layers:

@@ -1,0 +1,55 @@
+"""The one resource every service gives itself: a read-only view of its own status.
+
+A health endpoint or a metrics exporter needs to see the service it runs in,
+but a layer only sees what other layers give it. So the service gives one
+resource itself: take ``status: wf.ServiceStatus`` like any other resource and
+read the live :class:`~wireframe.service.report.ServiceReport` from it. No layer
+may give this type.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from wireframe.service.report import ServiceReport
+
+__all__ = ["BUILT_IN", "ServiceStatus"]
+
+#: The provider name the wiring plan shows for resources the service gives itself.
+BUILT_IN = "(the service)"
+
+
+class _Observed(Protocol):
+    @property
+    def phase(self) -> str: ...
+
+    @property
+    def barrier_open(self) -> bool: ...
+
+    def status(self) -> ServiceReport: ...
+
+
+class ServiceStatus:
+    """A live, read-only view of the running service, for health and metrics tasks."""
+
+    __slots__ = ("_service",)
+
+    def __init__(self, service: _Observed) -> None:
+        self._service = service
+
+    @property
+    def phase(self) -> str:
+        """``wiring``, ``running``, ``stopping``, ``shutting_down`` or ``done``."""
+        return self._service.phase
+
+    @property
+    def barrier_open(self) -> bool:
+        """Whether every precondition has returned."""
+        return self._service.barrier_open
+
+    def report(self) -> ServiceReport:
+        """A snapshot of every task's state (what ``Service.status()`` returns)."""
+        return self._service.status()
+
+    def __repr__(self) -> str:
+        return f"<ServiceStatus {self.phase}>"
