@@ -50,6 +50,7 @@ from wireframe.jobs.jobs import Job, JobResult
 from wireframe.jobs.operations import Operation, OpSpec, lookup_operation, spec_of
 
 __all__ = [
+    "ABORT_TOPIC",
     "Envelope",
     "OpCache",
     "UnknownOperation",
@@ -277,6 +278,10 @@ def decode_result(body: bytes, output_type: Any = Any) -> JobResult:
             error=RemoteError(kind, str(data[2]), str(data[3]), str(data[4]), strategy)
         )
     raise CodecError(f"result body has an unknown shape: {data!r}")
+
+
+#: The broadcast topic aborts travel on; every worker listens to it.
+ABORT_TOPIC = "wireframe.abort"
 
 
 def encode_abort(kind: str, target: str) -> bytes:

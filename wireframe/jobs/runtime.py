@@ -30,11 +30,10 @@ from wireframe.jobs.broker import (
 )
 from wireframe.jobs.cache import ResultCache
 from wireframe.jobs.channel import ResultChannel
-from wireframe.jobs.codec import encode_abort
+from wireframe.jobs.codec import ABORT_TOPIC, encode_abort
 from wireframe.service.report import describe
 
 __all__ = [
-    "ABORT_TOPIC",
     "DEFAULT_URL",
     "Run",
     "Runtime",
@@ -45,8 +44,6 @@ __all__ = [
 
 #: The broker URL ``connect()`` uses when given none: the embedded default.
 DEFAULT_URL = "sqlite:///wireframe-jobs.db"
-#: The broadcast topic every worker listens to for aborts.
-ABORT_TOPIC = "wireframe.abort"
 _ABORT_GRACE = 5.0  # seconds a shielded abort broadcast may take on the way out
 _MAX_FINISHED = 256  # finished runs' channels waiting for deletion at most
 

@@ -33,6 +33,7 @@ import trio
 
 from wireframe.jobs.broker import Broker, Delivery, LockLost
 from wireframe.jobs.codec import (
+    ABORT_TOPIC,
     Envelope,
     OpCache,
     UnknownOperation,
@@ -46,7 +47,6 @@ from wireframe.jobs.errors import CodecError, ErrorKind, Fatal, RemoteError, Ter
 from wireframe.jobs.jobs import JobResult
 from wireframe.jobs.operations import Operation, OpSpec, call_kwargs
 from wireframe.jobs.retry import DEFAULT_RETRY
-from wireframe.jobs.runtime import ABORT_TOPIC
 
 __all__ = ["Worker", "WorkerCounters"]
 
