@@ -61,12 +61,13 @@ def test_nothing_imports_cli() -> None:
         assert not bad, f"{path.relative_to(PACKAGE)} imports {bad}"
 
 
-def test_the_worker_and_the_orchestrator_do_not_import_each_other() -> None:
-    """A job's data path — directive, runtime, broker, worker — crosses each module once."""
-    orchestrator = {"wireframe.jobs.runtime", "wireframe.jobs.directives"}
+def test_the_worker_does_not_import_the_orchestrator_side() -> None:
+    """A job's data path — directive, runtime, broker, worker — crosses each module once.
+
+    (The runtime's ``connect`` may start emulated workers: that composes them.)
+    """
+    orchestrator = ("wireframe.jobs.runtime", "wireframe.jobs.directives")
     worker = imports_of(PACKAGE / "jobs" / "worker.py")
-    assert not {m for m in worker if m.split(".")[:3] == ["wireframe", "jobs", "runtime"]}
-    assert not {m for m in worker if m.startswith(tuple(orchestrator))}
-    for name in ("runtime.py", "directives.py"):
-        side = imports_of(PACKAGE / "jobs" / name)
-        assert not {m for m in side if m.startswith("wireframe.jobs.worker")}, name
+    assert not {m for m in worker if m.startswith(orchestrator)}
+    directives = imports_of(PACKAGE / "jobs" / "directives.py")
+    assert not {m for m in directives if m.startswith("wireframe.jobs.worker")}

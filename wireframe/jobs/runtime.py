@@ -31,6 +31,7 @@ from wireframe.jobs.broker import (
 from wireframe.jobs.cache import ResultCache
 from wireframe.jobs.channel import ResultChannel
 from wireframe.jobs.codec import ABORT_TOPIC, encode_abort
+from wireframe.jobs.worker import Worker  # emulated workers, for memory://?workers=N
 from wireframe.service.report import describe
 
 __all__ = [
@@ -289,8 +290,6 @@ async def connect(
     slots and the given worker-side ``resources``; they stop when the block
     ends.
     """
-    from wireframe.jobs.worker import Worker  # the worker builds on the runtime's modules
-
     async with open_broker(url or DEFAULT_URL) as broker:
         rt = Runtime(
             broker,
