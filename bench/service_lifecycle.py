@@ -44,7 +44,9 @@ class Counter:
 
 
 @attrs.define
-class Trivial(wf.Task):
+class _Parked:
+    """A trivial task body: count itself running, then park until the stop."""
+
     id: str
     counter: Counter
 
@@ -54,13 +56,13 @@ class Trivial(wf.Task):
 
 
 @attrs.define
-class Free(wf.UnconstrainedTask):
-    id: str
-    counter: Counter
+class Trivial(_Parked, wf.Task):
+    """Gated on the preconditions."""
 
-    async def run(self, stop: wf.StopReceiver) -> None:
-        self.counter.started()
-        await stop.wait()
+
+@attrs.define
+class Free(_Parked, wf.UnconstrainedTask):
+    """Starts at once."""
 
 
 @attrs.define

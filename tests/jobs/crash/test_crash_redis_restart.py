@@ -32,12 +32,17 @@ CONCURRENCY = 8
 READY = b"Ready to accept connections"
 
 
-@pytest.mark.slow
-async def test_redis_killed_and_restarted_mid_run_loses_nothing(tmp_path: Path) -> None:
+def private_redis(tmp_path: Path) -> tuple[list[str], int]:
+    """The command line of a redis-server of the test's own (free port, AOF in tmp_path)."""
     data = tmp_path / "redis"
     data.mkdir()
     port = free_port()
-    argv = redis_server_argv(port, data)
+    return redis_server_argv(port, data), port
+
+
+@pytest.mark.slow
+async def test_redis_killed_and_restarted_mid_run_loses_nothing(tmp_path: Path) -> None:
+    argv, port = private_redis(tmp_path)
     url = f"redis://127.0.0.1:{port}/0?lease=1&max_deliveries=50&reconnect=30"
     log_path = tmp_path / "executions.log"
     log = ExecutionLog(log_path)
@@ -95,10 +100,7 @@ async def test_receive_replies_survives_redis_dying_under_it(tmp_path: Path) -> 
     Redis restart failed the orchestrator's run with BrokerUnavailable. Now the
     popped replies land in an inbox the retry drains.
     """
-    data = tmp_path / "redis"
-    data.mkdir()
-    port = free_port()
-    argv = redis_server_argv(port, data)
+    argv, port = private_redis(tmp_path)
     url = f"redis://127.0.0.1:{port}/0?reconnect=20"
     with trio.fail_after(30):
         async with open_processes(tmp_path) as procs:
@@ -133,10 +135,7 @@ async def test_publish_survives_redis_dying_under_it(tmp_path: Path) -> None:
     orchestrator's run with BrokerUnavailable. Now each publish call carries a
     token the script records: a repeat of a call that did land is a no-op.
     """
-    data = tmp_path / "redis"
-    data.mkdir()
-    port = free_port()
-    argv = redis_server_argv(port, data)
+    argv, port = private_redis(tmp_path)
     url = f"redis://127.0.0.1:{port}/0?reconnect=20"
     with trio.fail_after(30):
         async with open_processes(tmp_path) as procs:
