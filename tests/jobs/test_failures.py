@@ -129,12 +129,13 @@ async def test_terminate_aborts_the_others_and_raises_remote_type(
         assert "Traceback" in info.value.remote_traceback
         await trio.sleep(5)
         # Every other job that had started (the 6 slots, plus at most one slot
-        # refilled before the abort arrived) was cancelled; the queued ones
-        # were skipped when consumed, never started.
+        # refilled before the abort arrived) was cancelled; the queued ones were
+        # never started: the broker settles the jobs of a closed run's channel.
         started = len(CALLS["started"])
         assert 6 <= started <= 7
         assert CANCELLED["explode"] == started - 1
-        assert sum(w.counters.skipped_aborted for w in workers) == 20 - started
+        (stats,) = await rt.broker.stats()
+        assert (stats.queued, stats.running, stats.done) == (0, 0, 20)
         assert all(w.running == 0 for w in workers)
         # ... and the worker loops go on.
         assert await jobs.literal(7).then(Flaky(0, jobs.RetryPolicy())).run(rt) == 7
@@ -216,7 +217,9 @@ async def test_directive_timeout_cancels_remote_work(autojump_clock: trio.abc.Cl
         await trio.sleep(1)
         assert CANCELLED["explode"] == 4
         assert workers[0].running == 0
-        assert workers[0].counters.skipped_aborted == 4
+        assert len(CALLS["started"]) == 4, "a queued job of the timed-out run started"
+        (stats,) = await rt.broker.stats()
+        assert (stats.queued, stats.running, stats.done) == (0, 0, 8)
 
 
 async def test_cancelling_a_run_aborts_it(autojump_clock: trio.abc.Clock) -> None:

@@ -24,7 +24,21 @@ suite):
   request (a worker that cannot decode a message).
 * **Broadcast reaches every subscriber**, not one of them.
 * **Queues are created idempotently**; :meth:`Broker.purge` deletes finished
-  state (completed records, dead letters) and never a queued or leased message.
+  state (completed records, dead letters, replies nobody will take) and never a
+  queued or leased message.
+* **Run channels live while their run does.** A directive run opens its result
+  channel with :meth:`Broker.open_channel` and keeps it alive with
+  :meth:`Broker.keep_channel`; :meth:`Broker.close_channel` ends it. A channel
+  that was closed, or not kept alive within its ``ttl`` (its orchestrator died),
+  is *dead*: a message replying to it is an orphan that ``consume`` settles
+  without handing it out, a completion posts nothing to it, and ``purge``
+  deletes its replies. A channel never opened is unmanaged and behaves as a
+  plain mailbox. ``keep_channel`` raises :class:`ChannelLost` when the broker
+  no longer has the channel's record: the broker lost its state (a Redis
+  restarted without persistence), so the run's jobs in flight are gone too.
+* **Workers announce themselves** with :meth:`Broker.heartbeat`; a worker not
+  heard from within its ``ttl`` is presumed dead and :meth:`Broker.workers` no
+  longer lists it.
 """
 
 from __future__ import annotations
@@ -39,18 +53,22 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import attrs
 
 __all__ = [
+    "DEAD_CHANNEL_RETENTION",
     "Broker",
     "BrokerError",
     "BrokerURL",
     "BrokerURLError",
     "BrokerUnavailable",
+    "ChannelLost",
     "DeadLetter",
     "Delivery",
     "LockLost",
     "Message",
     "QueueStats",
     "Reply",
+    "WorkerInfo",
     "count_option",
+    "count_workers",
     "mask_password",
     "open_broker",
     "parse_broker_url",
@@ -85,6 +103,26 @@ class LockLost(BrokerError):
             f"lease on message {message_id!r} of queue {queue!r} was lost{extra}; "
             "its result was dropped and the message will run (or ran) elsewhere"
         )
+
+
+class ChannelLost(BrokerError):
+    """A run's result channel is gone: its replies will never come.
+
+    Either the broker lost its state (a Redis restarted without persistence, or
+    its keys were deleted) and with it the run's queued jobs, or the channel
+    expired because its run did not keep it alive in time (the process was
+    stopped, or its event loop blocked), so workers now skip the run's jobs.
+    """
+
+    def __init__(self, channel: str, detail: str) -> None:
+        self.channel = channel
+        self.detail = detail
+        super().__init__(f"result channel {channel!r} is gone: {detail}")
+
+
+#: How long (seconds) a dead run channel's record is kept: its orphaned jobs
+#: still queued within that time are skipped, not run.
+DEAD_CHANNEL_RETENTION = 86_400.0
 
 
 @attrs.frozen
@@ -155,8 +193,40 @@ class QueueStats:
     queue: str
     queued: int  # visible now or delayed
     running: int  # leased
-    done: int  # completed and not yet purged
+    done: int  # completed (or settled as orphans) and not yet purged
     dead: int
+    workers: int = 0  # live workers consuming this queue
+
+
+@attrs.frozen
+class WorkerInfo:
+    """A worker as it announces itself with :meth:`Broker.heartbeat`.
+
+    ``seen_at`` is the broker's clock reading of the last heartbeat; the broker
+    sets it (a worker sends 0).
+    """
+
+    id: str
+    queue: str
+    concurrency: int
+    host: str
+    pid: int
+    started_at: float  # wall-clock seconds since the epoch
+    running: int = 0  # jobs running at the last heartbeat
+    seen_at: float = 0.0
+
+
+def count_workers(stats: Sequence[QueueStats], workers: Sequence[WorkerInfo]) -> list[QueueStats]:
+    """``stats`` with each queue's live worker count filled in from ``workers``.
+
+    A queue that live workers consume but that has no stats yet is listed too.
+    """
+    per_queue: dict[str, int] = {}
+    for worker in workers:
+        per_queue[worker.queue] = per_queue.get(worker.queue, 0) + 1
+    out = [attrs.evolve(s, workers=per_queue.pop(s.queue, 0)) for s in stats]
+    out += [QueueStats(q, 0, 0, 0, 0, n) for q, n in per_queue.items()]
+    return sorted(out, key=lambda s: s.queue)
 
 
 @runtime_checkable
@@ -253,7 +323,32 @@ class Broker(Protocol):
         ...
 
     async def delete_channel(self, channel: str) -> None:
-        """Drop a channel and any replies left in it."""
+        """Drop a channel, any replies left in it and its record: it is unmanaged again."""
+        ...
+
+    async def open_channel(self, channel: str, ttl: float) -> None:
+        """Record ``channel`` as live for ``ttl`` seconds (a run's result channel)."""
+        ...
+
+    async def keep_channel(self, channel: str, ttl: float) -> None:
+        """Keep an open channel live for ``ttl`` more seconds.
+
+        Raises :class:`ChannelLost` if the broker has no record of it (it lost
+        its state) or it is dead (closed, or not kept alive in time).
+        """
+        ...
+
+    async def close_channel(self, channel: str) -> None:
+        """End a channel: drop its replies; it is dead from now on (see the module doc)."""
+        ...
+
+    # -- workers ---------------------------------------------------------------------
+    async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
+        """Record ``worker`` as live for ``ttl`` seconds; ``ttl=0`` removes it (it stopped)."""
+        ...
+
+    async def workers(self, queue: str | None = None) -> list[WorkerInfo]:
+        """The live workers (of one queue, or all), sorted by queue and id."""
         ...
 
     # -- broadcast ---------------------------------------------------------------
@@ -271,7 +366,7 @@ class Broker(Protocol):
 
     # -- inspection and housekeeping --------------------------------------------
     async def stats(self) -> list[QueueStats]:
-        """Counts per known queue, sorted by queue name."""
+        """Counts per known queue with its live workers, sorted by queue name."""
         ...
 
     async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
@@ -285,7 +380,9 @@ class Broker(Protocol):
     async def purge(self, queue: str | None = None) -> int:
         """Delete finished state (completed records, dead letters); count it.
 
-        Never touches a queued or leased message.
+        Without ``queue`` it also deletes the replies of dead channels (counted)
+        and the records of channels dead longer than
+        :data:`DEAD_CHANNEL_RETENTION`. Never touches a queued or leased message.
         """
         ...
 

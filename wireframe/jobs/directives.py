@@ -238,13 +238,39 @@ class _Directive(Generic[T]):
         max_in_flight: int | None = None,
         queue: str | None = None,
     ) -> T:
-        """Run on ``runtime``; ``timeout`` seconds (``trio.TooSlowError``) aborts the jobs."""
-        with trio.fail_after(math.inf if timeout is None else timeout):
+        """Run on ``runtime``; ``timeout`` seconds (``trio.TooSlowError``) aborts the jobs.
+
+        The timeout's message says how far the run got and whether any worker
+        was consuming its queue.
+        """
+        opened: list[Run] = []
+        with trio.move_on_after(math.inf if timeout is None else timeout):
             async with runtime.open_run(queue=queue, max_in_flight=max_in_flight) as run:
+                opened.append(run)
                 return await self._execute(run)
+        assert timeout is not None
+        raise trio.TooSlowError(_timed_out(opened[0] if opened else None, timeout))
 
     async def _execute(self, run: Run) -> T:
         raise NotImplementedError
+
+
+def _timed_out(run: Run | None, timeout: float) -> str:
+    """What a run's timeout says: how far it got, and whether a worker was there."""
+    if run is None:
+        return f"directive run timed out after {timeout:g} s before it could start"
+    text = (
+        f"directive run {run.run_id} on queue {run.queue!r} timed out after {timeout:g} s "
+        f"with {run.channel.pending} of {run.sent} jobs unanswered"
+    )
+    if run.no_worker_since is not None:
+        idle = trio.current_time() - run.no_worker_since
+        text += (
+            f"; no live worker has consumed queue {run.queue!r} of broker {run.broker.url} "
+            f"for the last {idle:.1f} s: start one with "
+            "`wireframe worker --broker URL --import MODULE`"
+        )
+    return text
 
 
 @attrs.frozen

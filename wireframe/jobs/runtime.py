@@ -7,10 +7,19 @@ directive asks the runtime for a :class:`Run`: a run id, a result channel
 leased for it, a bound on jobs in flight, and — when the run ends early
 (failure, timeout, cancellation) — an abort broadcast that makes every worker
 skip its queued jobs and cancel its running ones.
+
+While a run lives, a watcher task keeps its result channel alive in the broker
+(:meth:`~wireframe.jobs.broker.Broker.keep_channel`), so that the jobs of a run
+whose process died are skipped once the channel expires, and a broker that
+lost the run's state (a Redis restarted without persistence) fails the run
+with :class:`~wireframe.jobs.broker.ChannelLost` instead of leaving it waiting
+forever. The watcher also looks for live workers on the run's queue and logs a
+warning when there are none (:attr:`Run.no_worker_since`).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -24,6 +33,7 @@ from wireframe.jobs.broker import (
     Broker,
     BrokerError,
     BrokerURL,
+    ChannelLost,
     Message,
     QueueStats,
     open_broker,
@@ -47,6 +57,16 @@ __all__ = [
 DEFAULT_URL = "sqlite:///wireframe-jobs.db"
 _ABORT_GRACE = 5.0  # seconds a shielded abort broadcast may take on the way out
 _MAX_FINISHED = 256  # finished runs' channels waiting for deletion at most
+#: A run's channel lives this many leases after its last renewal (at least
+#: _MIN_CHANNEL_TTL seconds): a run whose process died is given up after that.
+_CHANNEL_TTL_LEASES = 2.0
+_MIN_CHANNEL_TTL = 30.0
+#: A run that still waits this long after it opened starts looking for workers.
+_FIRST_WATCH = 2.0
+#: The longest pause between two looks of a run's watcher.
+_MAX_WATCH_EVERY = 5.0
+
+logger = logging.getLogger("wireframe.jobs")
 
 
 @attrs.define
@@ -140,7 +160,17 @@ class Runtime:
         self.counters.runs_active += 1
         pending: BaseException | None = None  # what ends the run, if it ends with an error
         try:
-            yield run
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_run, run)
+                try:
+                    yield run
+                finally:
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            pending = _lone(group)
+            if pending is group:
+                raise
+            raise pending from pending.__cause__
         except BaseException as exc:
             pending = exc
             raise
@@ -154,7 +184,7 @@ class Runtime:
                     try:
                         if not run.channel.done and run.sent:
                             await self.abort(run.run_id)
-                        await self.broker.delete_channel(run.channel.name)
+                        await self.broker.close_channel(run.channel.name)
                     except BrokerError as exc:
                         # The broker is gone (that may be why the run ended): the run's own
                         # outcome is what the caller needs, so this one must not replace it.
@@ -166,17 +196,67 @@ class Runtime:
                             )
 
     async def _delete_finished_channels(self) -> None:
-        """Delete the result channels of finished runs (``connect()`` does on exit too).
+        """Close the result channels of finished runs (``connect()`` does on exit too).
 
-        Each holds nothing anyone waits for, so one that cannot be deleted (the
-        broker is gone) is left behind rather than failing the caller.
+        Each holds nothing anyone waits for, so one that cannot be closed (the
+        broker is gone) is left behind, to expire, rather than failing the caller.
         """
         names, self._finished_channels = self._finished_channels, []
         for name in names:
             try:
-                await self.broker.delete_channel(name)
+                await self.broker.close_channel(name)
             except BrokerError:
                 pass
+
+    @property
+    def channel_ttl(self) -> float:
+        """How long (seconds) a run's channel stays live after its last renewal."""
+        return max(_CHANNEL_TTL_LEASES * self.broker.url.lease, _MIN_CHANNEL_TTL)
+
+    async def _watch_run(self, run: Run) -> None:
+        """Keep ``run``'s channel alive and look for workers on its queue, until cancelled.
+
+        Raises :class:`ChannelLost` (which ends the run) when the broker no longer
+        has the channel. Other broker errors are passing: the run's own calls
+        report a broker that stays away.
+        """
+        broker, name, ttl = self.broker, run.channel.name, self.channel_ttl
+        every = min(self.broker.url.lease / 3, ttl / 3, _MAX_WATCH_EVERY)
+        try:
+            await broker.open_channel(name, ttl)
+        except BrokerError:
+            pass  # keep_channel below says ChannelLost if the open never landed
+        await trio.sleep(min(_FIRST_WATCH, every))
+        while True:
+            try:
+                await broker.keep_channel(name, ttl)
+                await self._look_for_workers(run)
+            except ChannelLost as exc:
+                raise ChannelLost(
+                    exc.channel,
+                    f"{exc.detail}; run {run.run_id} on broker "
+                    f"{broker.url} had {run.in_flight} jobs in flight, whose results "
+                    "will never arrive",
+                ) from None
+            except BrokerError as exc:
+                logger.debug("run %s: the broker did not answer its watcher: %s", run.run_id, exc)
+            await trio.sleep(every)
+
+    async def _look_for_workers(self, run: Run) -> None:
+        """Note (and log, once) when no live worker consumes ``run``'s queue."""
+        if await self.broker.workers(run.queue):
+            run.no_worker_since = None
+            return
+        if run.no_worker_since is None:
+            run.no_worker_since = trio.current_time()
+            logger.warning(
+                "run %s waits for %d jobs, but no live worker consumes queue %r of "
+                "broker %s; start one with: wireframe worker --broker URL --import MODULE",
+                run.run_id,
+                run.in_flight,
+                run.queue,
+                self.broker.url,
+            )
 
 
 class Run:
@@ -189,6 +269,9 @@ class Run:
         self.max_in_flight = max_in_flight
         self.run_id = uuid.uuid4().hex
         self.channel = ResultChannel(self.broker, f"wireframe.reply.{self.run_id}")
+        #: When (trio clock) the run's watcher first found no live worker on its
+        #: queue, or ``None`` while one is seen (or nobody looked yet).
+        self.no_worker_since: float | None = None
         self.sent = 0
         self._seq = 0
         self._in_flight = 0
@@ -327,6 +410,14 @@ async def connect(
                 for w in pool:
                     w.stop()
                 nursery.cancel_scope.deadline = trio.current_time() + _ABORT_GRACE
+
+
+def _lone(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception inside nested single-member groups, or ``group`` itself."""
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+        leaf = leaf.exceptions[0]
+    return leaf
 
 
 def emulated_workers(url: BrokerURL) -> int:

@@ -14,6 +14,11 @@ worker listens on the abort topic: a run abort cancels that run's running jobs
 and makes queued ones complete with no reply; a worker abort cancels what it
 runs now (each gets an error result) and the loop goes on.
 
+The worker announces itself: a heartbeat every ``renew_every`` seconds records
+it in the broker as live for a lease (:meth:`~wireframe.jobs.broker.Broker.heartbeat`),
+so that ``wireframe jobs stats`` lists it and a run whose queue has no live
+worker can say so; a clean stop removes the record.
+
 :meth:`Worker.stop` is the graceful stop: consuming stops, running jobs finish,
 then :meth:`Worker.serve` returns. If the worker is cancelled before they
 finish, each unfinished job is abandoned (given back to the queue), so none is
@@ -23,6 +28,10 @@ lost.
 from __future__ import annotations
 
 import functools
+import logging
+import os
+import socket
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -31,7 +40,7 @@ from typing import Any
 import attrs
 import trio
 
-from wireframe.jobs.broker import Broker, Delivery, LockLost
+from wireframe.jobs.broker import Broker, BrokerError, Delivery, LockLost, WorkerInfo
 from wireframe.jobs.codec import (
     ABORT_TOPIC,
     Envelope,
@@ -50,7 +59,11 @@ from wireframe.jobs.retry import DEFAULT_RETRY
 
 __all__ = ["Worker", "WorkerCounters"]
 
+_HOST = socket.gethostname()
+
 _ABANDON_GRACE = 5.0
+
+logger = logging.getLogger("wireframe.jobs")
 
 
 @attrs.define
@@ -116,6 +129,7 @@ class Worker:
         self._aborted: OrderedDict[str, None] = OrderedDict()
         self._consume_scope: trio.CancelScope | None = None
         self._stopping = False
+        self._started_at = time.time()
 
     # -- control ------------------------------------------------------------------
     def stop(self) -> None:
@@ -153,10 +167,15 @@ class Worker:
         async with trio.open_nursery() as helpers:
             await helpers.start(self._listen_aborts)
             helpers.start_soon(self._keep_leases)
-            async with trio.open_nursery() as jobs:
-                task_status.started()
-                await self._consume(jobs)
-            helpers.cancel_scope.cancel()
+            helpers.start_soon(self._announce)
+            try:
+                async with trio.open_nursery() as jobs:
+                    task_status.started()
+                    await self._consume(jobs)
+            finally:
+                helpers.cancel_scope.cancel()
+                with trio.CancelScope(shield=True), trio.move_on_after(_ABANDON_GRACE):
+                    await self._heartbeat(0.0)  # gone: no longer listed as live
 
     async def _consume(self, jobs: trio.Nursery) -> None:
         with trio.CancelScope() as scope:
@@ -340,6 +359,31 @@ class Worker:
             self.counters.lost += 1
 
     # -- helpers ------------------------------------------------------------------
+    def info(self) -> WorkerInfo:
+        """How this worker announces itself in the broker."""
+        return WorkerInfo(
+            id=self.worker_id,
+            queue=self.queue,
+            concurrency=self.concurrency,
+            host=_HOST,
+            pid=os.getpid(),
+            started_at=self._started_at,
+            running=len(self._running),
+        )
+
+    async def _heartbeat(self, ttl: float) -> None:
+        try:
+            await self.broker.heartbeat(self.info(), ttl)
+        except BrokerError as exc:  # passing: the next heartbeat tries again
+            logger.debug("worker %s: heartbeat failed: %s", self.worker_id, exc)
+
+    async def _announce(self) -> None:
+        """Heartbeat every ``renew_every`` seconds, each live for a lease (at least 3 beats)."""
+        ttl = max(self.broker.url.lease, 3 * self.renew_every)
+        while True:
+            await self._heartbeat(ttl)
+            await trio.sleep(self.renew_every)
+
     async def _keep_leases(self) -> None:
         while True:
             await trio.sleep(self.renew_every)

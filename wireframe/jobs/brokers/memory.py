@@ -36,19 +36,24 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Final
 
+import attrs
 import trio
 
 from wireframe.jobs.broker import (
+    DEAD_CHANNEL_RETENTION,
     BrokerError,
     BrokerURL,
     BrokerURLError,
+    ChannelLost,
     DeadLetter,
     Delivery,
     LockLost,
     Message,
     QueueStats,
     Reply,
+    WorkerInfo,
     count_option,
+    count_workers,
     parse_broker_url,
 )
 
@@ -85,6 +90,8 @@ def parse_memory_url(url: str) -> BrokerURL:
 
 #: Expiry orders shorter than this are never compacted.
 _COMPACT_AT: Final = 1024
+#: Every this many opened channels, records of long-dead ones are dropped.
+_SWEEP_EVERY: Final = 1024
 
 
 class _Entry:
@@ -194,6 +201,10 @@ class _State:
         self.queues: dict[str, _Queue] = {}
         self.channels: dict[str, _Channel] = {}
         self.topics: dict[str, set[trio.MemorySendChannel[bytes]]] = {}
+        #: channel -> until when it is live (dead once passed); absent: unmanaged
+        self.deadlines: dict[str, float] = {}
+        self.opened = 0  # channels opened: every _SWEEP_EVERY, old records are dropped
+        self.workers: dict[str, tuple[WorkerInfo, float]] = {}  # id -> (info, expires)
         self.tokens: Iterator[int] = itertools.count(1)
         self.seq: Iterator[int] = itertools.count()
         self.refs = 0
@@ -209,6 +220,22 @@ class _State:
         if ch is None:
             ch = self.channels[name] = _Channel()
         return ch
+
+    def dead(self, channel: str, now: float) -> bool:
+        """Whether ``channel`` is a run channel that was closed or not kept alive."""
+        deadline = self.deadlines.get(channel)
+        return deadline is not None and deadline <= now
+
+    def drop_replies(self, channel: str) -> int:
+        """Drop ``channel``'s replies (and the channel, if nobody waits on it); count them."""
+        ch = self.channels.get(channel)
+        if ch is None:
+            return 0
+        count = len(ch.replies)
+        ch.replies.clear()
+        if ch.event is None or not ch.event.statistics().tasks_waiting:
+            del self.channels[channel]  # nobody waits on it: forget it
+        return count
 
     def post(self, channel: str, reply: Reply) -> None:
         ch = self.channel(channel)
@@ -342,8 +369,13 @@ class MemoryBroker:
         tokens = self._state.tokens
         name = q.name
         out: list[Delivery] = []
+        dead = self._state.dead
         while ready and len(out) < limit:
             entry = ready.popleft()
+            reply_to = entry.message.reply_to
+            if reply_to and dead(reply_to, now):
+                q.done += 1  # an orphan: its run is gone, nobody wants its result
+                continue
             if entry.deliveries >= max_deliveries:
                 self._state.kill(
                     q,
@@ -395,7 +427,9 @@ class MemoryBroker:
         q.done += 1
         message = entry.message
         if reply is not None and message.reply_to:
-            self._state.post(message.reply_to, Reply(message.id, body=reply))
+            state = self._state
+            if not (state.deadlines and state.dead(message.reply_to, trio.current_time())):
+                state.post(message.reply_to, Reply(message.id, body=reply))
 
     async def abandon(
         self, delivery: Delivery, *, delay: float = 0.0, body: bytes | None = None
@@ -461,16 +495,72 @@ class MemoryBroker:
             await event.wait()
 
     async def delete_channel(self, channel: str) -> None:
-        """Drop ``channel`` and its replies; blocked receivers keep waiting on it."""
+        """Drop ``channel``, its replies and its record; blocked receivers keep waiting."""
         await trio.lowlevel.checkpoint_if_cancelled()
         self._check_open()
-        ch = self._state.channels.get(channel)
-        if ch is not None:
-            ch.replies.clear()
-            if ch.event is None or not ch.event.statistics().tasks_waiting:
-                del self._state.channels[channel]  # nobody waits on it: forget it
+        self._state.drop_replies(channel)
+        self._state.deadlines.pop(channel, None)
         await trio.lowlevel.cancel_shielded_checkpoint()
 
+    async def open_channel(self, channel: str, ttl: float) -> None:
+        """Record ``channel`` as live for ``ttl`` seconds."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        state = self._state
+        now = trio.current_time()
+        state.deadlines[channel] = now + ttl
+        state.opened += 1
+        if state.opened % _SWEEP_EVERY == 0:  # forget long-dead channels, amortized
+            old = now - DEAD_CHANNEL_RETENTION
+            for name in [c for c, deadline in state.deadlines.items() if deadline <= old]:
+                del state.deadlines[name]
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def keep_channel(self, channel: str, ttl: float) -> None:
+        """Keep ``channel`` live for ``ttl`` more seconds; :class:`ChannelLost` if it is not."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        now = trio.current_time()
+        deadline = self._state.deadlines.get(channel)
+        if deadline is None:
+            raise ChannelLost(channel, f"memory broker {self.url} has no record of it")
+        if deadline <= now:
+            raise ChannelLost(channel, f"it was closed or expired {now - deadline:.3f} s ago")
+        self._state.deadlines[channel] = now + ttl
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def close_channel(self, channel: str) -> None:
+        """Drop ``channel``'s replies and mark it dead from now on."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        self._state.drop_replies(channel)
+        now = trio.current_time()
+        deadlines = self._state.deadlines
+        deadlines[channel] = min(deadlines.get(channel, now), now)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    # -- workers ---------------------------------------------------------------------
+    async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
+        """Record ``worker`` as live for ``ttl`` seconds (``0``: remove it)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        now = trio.current_time()
+        if ttl > 0:
+            self._state.workers[worker.id] = (attrs.evolve(worker, seen_at=now), now + ttl)
+        else:
+            self._state.workers.pop(worker.id, None)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def workers(self, queue: str | None = None) -> list[WorkerInfo]:
+        """The live workers (of ``queue``, or all), sorted by queue and id."""
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        now = trio.current_time()
+        known = self._state.workers
+        for worker_id in [k for k, (_, expires) in known.items() if expires <= now]:
+            del known[worker_id]
+        live = [info for info, _ in known.values() if queue is None or info.queue == queue]
+        return sorted(live, key=lambda w: (w.queue, w.id))
     # -- broadcast ---------------------------------------------------------------
     async def broadcast(self, topic: str, body: bytes) -> None:
         """Send ``body`` to every live subscription of ``topic``, in any broker of this name."""
@@ -517,8 +607,8 @@ class MemoryBroker:
 
     async def stats(self) -> list[QueueStats]:
         """Counts per queue, sorted by name; expired leases count as queued."""
-        await trio.lowlevel.checkpoint()
         now = trio.current_time()
+        workers = await self.workers()
         out = []
         for q in self._queues(None):
             q.reclaim(now)
@@ -527,8 +617,7 @@ class MemoryBroker:
                     q.name, len(q.ready) + len(q.delayed), len(q.leased), q.done, len(q.dead)
                 )
             )
-        out.sort(key=lambda s: s.queue)
-        return out
+        return count_workers(out, workers)
 
     async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
         """The oldest ``limit`` dead letters, of one queue or of all."""
@@ -557,7 +646,20 @@ class MemoryBroker:
             count += q.done + len(q.dead)
             q.done = 0
             q.dead.clear()
+        if queue is None:
+            count += self._purge_dead_channels(trio.current_time())
         await trio.lowlevel.cancel_shielded_checkpoint()
+        return count
+
+    def _purge_dead_channels(self, now: float) -> int:
+        """Drop dead channels' replies (counted) and their old records."""
+        count = 0
+        deadlines = self._state.deadlines
+        for channel, deadline in list(deadlines.items()):
+            if deadline <= now:
+                count += self._state.drop_replies(channel)
+                if deadline <= now - DEAD_CHANNEL_RETENTION:
+                    del deadlines[channel]
         return count
 
 
