@@ -417,18 +417,43 @@ async def test_forward_migration_runs_once(
 ) -> None:
     async with open_broker(make_url()) as broker:
         await broker.publish("q", _messages(["kept"]))
-    monkeypatch.setattr(sqlite_broker, "SCHEMA_VERSION", 2)
+    after = sqlite_broker.SCHEMA_VERSION + 1
+    monkeypatch.setattr(sqlite_broker, "SCHEMA_VERSION", after)
     monkeypatch.setitem(
-        sqlite_broker.MIGRATIONS, 2, ("ALTER TABLE wf_queues ADD COLUMN note TEXT",)
+        sqlite_broker.MIGRATIONS, after, ("ALTER TABLE wf_queues ADD COLUMN note TEXT",)
     )
-    for _ in range(2):  # the second open finds version 2 and migrates nothing
+    for _ in range(2):  # the second open finds the new version and migrates nothing
         async with open_broker(make_url()) as broker:
             assert [s.queued for s in await broker.stats()] == [1]
     raw = sqlite3.connect(db_path)
-    assert raw.execute("SELECT version FROM wf_schema").fetchall() == [(2,)]
+    assert raw.execute("SELECT version FROM wf_schema").fetchall() == [(after,)]
     columns = [row[1] for row in raw.execute("PRAGMA table_info(wf_queues)")]
     raw.close()
     assert "note" in columns
+
+
+async def test_a_version_1_database_is_migrated_keeping_its_messages(
+    make_url: UrlFactory, db_path: Path
+) -> None:
+    raw = sqlite3.connect(db_path, isolation_level=None)
+    for statement in sqlite_broker.MIGRATIONS[1]:
+        raw.execute(statement)
+    raw.execute("UPDATE wf_schema SET version = 1")
+    raw.execute("INSERT INTO wf_queues (name, created_at) VALUES ('q', 0)")
+    raw.execute(
+        "INSERT INTO wf_messages (queue, id, body, reply_to, visible_at) VALUES"
+        " ('q', 'old', x'01', 'ch', 0)"
+    )
+    raw.close()
+    async with open_broker(make_url()) as broker:
+        delivery = await broker.consume("q", 1)
+        assert [d.message.id for d in delivery] == ["old"]
+        await broker.open_channel("run", 30)  # the tables version 2 added work
+        await broker.keep_channel("run", 30)
+    raw = sqlite3.connect(db_path)
+    version = raw.execute("SELECT version FROM wf_schema").fetchall()
+    raw.close()
+    assert version == [(sqlite_broker.SCHEMA_VERSION,)]
 
 
 # -- locks, cancellation and group commit ------------------------------------------

@@ -108,9 +108,12 @@ from wireframe.jobs.broker import (
     Message,
     QueueStats,
     Reply,
+    WorkerInfo,
+    count_workers,
     parse_broker_url,
     seconds_option,
 )
+from wireframe.jobs.brokers import _sqlite_presence as presence
 
 __all__ = [
     "BROADCAST_RETENTION",
@@ -125,7 +128,7 @@ __all__ = [
 T = TypeVar("T")
 
 #: The schema version this code writes and understands.
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 #: ``MIGRATIONS[v]`` takes a database from version ``v - 1`` to ``v``.
 MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
@@ -185,6 +188,7 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         )""",
         "CREATE INDEX wf_broadcasts_by_topic ON wf_broadcasts (topic, id)",
     ),
+    2: presence.MIGRATION,  # run channels and workers
 }
 
 _INSERT_REPLY: Final = (
@@ -686,6 +690,25 @@ def _post_dead(
         conn.execute(_INSERT_REPLY, (reply_to, message_id, None, reason))
 
 
+def _settle_orphans(
+    conn: sqlite3.Connection, queue: str, rows: list[Any], now: float
+) -> list[Any]:
+    """Mark the claimable ``rows`` whose run channel is dead as done; return the others.
+
+    Their run is gone (aborted, or its process died), so nobody wants their results.
+    """
+    orphans = presence.dead_channels(conn, (r[3] for r in rows if isinstance(r[3], str)), now)
+    if not orphans:
+        return rows
+    settled = [(now, r[0]) for r in rows if r[3] in orphans]
+    conn.executemany(
+        "UPDATE wf_messages SET done_at = ?, lease_token = NULL, body = x'' WHERE seq = ?",
+        settled,
+    )
+    conn.execute("UPDATE wf_queues SET done = done + ? WHERE name = ?", (len(settled), queue))
+    return [r for r in rows if r[3] not in orphans]
+
+
 @attrs.frozen
 class _Claim:
     """What one claim transaction of ``consume`` did."""
@@ -1028,6 +1051,9 @@ class SqliteBroker:
                 ).fetchall()
                 if not rows:
                     break
+                rows = _settle_orphans(conn, queue, rows, now)
+                if not rows:
+                    continue  # every one was an orphan: look further
                 leased: list[tuple[str, float, int]] = []
                 dead: list[int] = []
                 for seq, message_id, body, reply_to, deliveries in rows:
@@ -1136,9 +1162,10 @@ class SqliteBroker:
         post = reply is not None and bool(reply_to)
 
         def finish(conn: sqlite3.Connection) -> None:
-            _end_lease(conn, delivery, time.time(), done=True)
+            now = time.time()
+            _end_lease(conn, delivery, now, done=True)
             conn.execute("UPDATE wf_queues SET done = done + 1 WHERE name = ?", (delivery.queue,))
-            if post:
+            if post and not presence.dead_channels(conn, (reply_to,), now):
                 conn.execute(_INSERT_REPLY, (reply_to, delivery.message.id, reply, None))
 
         await self._write(finish)
@@ -1276,10 +1303,33 @@ class SqliteBroker:
         self._notify(("c", channel))
 
     async def delete_channel(self, channel: str) -> None:
-        """Drop ``channel`` and any replies left in it."""
+        """Drop ``channel``, any replies left in it and its record."""
+        await self._write(lambda conn: presence.forget_channel(conn, channel))
+
+    async def open_channel(self, channel: str, ttl: float) -> None:
+        """Record ``channel`` as live for ``ttl`` seconds."""
+        await self._write(lambda conn: presence.open_channel(conn, channel, ttl, time.time()))
+
+    async def keep_channel(self, channel: str, ttl: float) -> None:
+        """Keep ``channel`` live for ``ttl`` more seconds; :class:`ChannelLost` if it is not."""
+        where = f"SQLite database {str(self.path)!r}"
         await self._write(
-            lambda conn: conn.execute("DELETE FROM wf_replies WHERE channel = ?", (channel,))
+            lambda conn: presence.keep_channel(conn, channel, ttl, time.time(), where)
         )
+
+    async def close_channel(self, channel: str) -> None:
+        """Drop ``channel``'s replies and make it dead from now on."""
+        await self._write(lambda conn: presence.close_channel(conn, channel, time.time()))
+
+    # -- workers ---------------------------------------------------------------------
+
+    async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
+        """Record ``worker`` as live for ``ttl`` seconds (``0``: remove it)."""
+        await self._write(lambda conn: presence.heartbeat(conn, worker, ttl, time.time()))
+
+    async def workers(self, queue: str | None = None) -> list[WorkerInfo]:
+        """The live workers (of ``queue``, or all), sorted by queue and id."""
+        return await self._read(lambda conn: presence.live_workers(conn, queue, time.time()))
 
     # -- broadcast ---------------------------------------------------------------------
 
@@ -1339,7 +1389,7 @@ class SqliteBroker:
                 for name, queued, running, done, dead in rows
             ]
 
-        return await self._read(count)
+        return count_workers(await self._read(count), await self.workers())
 
     async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
         """The oldest ``limit`` dead letters, of ``queue`` or of every queue."""
@@ -1398,6 +1448,7 @@ class SqliteBroker:
                 done = conn.execute("DELETE FROM wf_messages WHERE done_at IS NOT NULL").rowcount
                 dead = conn.execute("DELETE FROM wf_dead").rowcount
                 conn.execute("UPDATE wf_queues SET done = 0")
+                done += presence.purge_dead_channels(conn, time.time())
             else:
                 done = conn.execute(
                     "DELETE FROM wf_messages WHERE queue = ? AND done_at IS NOT NULL", (queue,)
