@@ -9,8 +9,10 @@ skip there would hide a broken backend (:func:`wireframe.testing.service_unavail
 from __future__ import annotations
 
 import os
+import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import coredis
 import pytest
@@ -35,11 +37,30 @@ async def _delete_prefix(url: str, prefix: str) -> None:
                 await client.delete(keys[start : start + 500])
 
 
+def _run_apart(fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+    """``trio.run(fn, *args)`` in a thread of its own: a sync fixture may be set up
+    from inside a trio test (an async fixture asking for it), where a nested
+    ``trio.run`` is refused."""
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            trio.run(fn, *args)
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=target, name="wireframe-test-redis")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
 @pytest.fixture(scope="session")
 def redis_server_url() -> str:
     """The test Redis server's URL, once it answered a PING (else skip, or fail under CI)."""
     try:
-        trio.run(_ping, REDIS_URL)
+        _run_apart(_ping, REDIS_URL)
     except Exception as exc:
         service_unavailable(
             f"no Redis answers at {REDIS_URL} ({exc!r}); set WIREFRAME_TEST_REDIS_URL"
@@ -62,4 +83,4 @@ def fresh_redis_url(redis_server_url: str) -> Iterator[Callable[..., str]]:
         return with_options(redis_server_url, prefix=prefix, **options)
 
     yield make
-    trio.run(_delete_prefix, redis_server_url, base)
+    _run_apart(_delete_prefix, redis_server_url, base)

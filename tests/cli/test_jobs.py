@@ -63,11 +63,23 @@ def test_dead_lists_reasons_then_retry_requeues_and_purge_clears(sqlite_url: str
 
     retry = runner.invoke(app, ["jobs", "retry", "--broker", sqlite_url, "--json"])
     assert retry.exit_code == 0 and json.loads(retry.stdout)["requeued"] == 1
-    assert _stats(sqlite_url)["default"] == {"queued": 2, "running": 0, "done": 1, "dead": 0, "workers": 0}
+    assert _stats(sqlite_url)["default"] == {
+        "queued": 2,
+        "running": 0,
+        "done": 1,
+        "dead": 0,
+        "workers": 0,
+    }
 
     purge = runner.invoke(app, ["jobs", "purge", "--broker", sqlite_url])
     assert purge.exit_code == 0 and "purged 1 finished record(s)" in purge.stdout
-    assert _stats(sqlite_url)["default"] == {"queued": 2, "running": 0, "done": 0, "dead": 0, "workers": 0}
+    assert _stats(sqlite_url)["default"] == {
+        "queued": 2,
+        "running": 0,
+        "done": 0,
+        "dead": 0,
+        "workers": 0,
+    }
 
 
 def test_a_bad_broker_url_is_a_clear_error() -> None:
@@ -91,6 +103,12 @@ def test_subprocess_stats_json(sqlite_url: str) -> None:
 @pytest.mark.redis
 def test_stats_and_dead_on_redis(redis_url: str) -> None:
     trio.run(_populate, redis_url)
-    assert _stats(redis_url)["default"] == {"queued": 1, "running": 0, "done": 1, "dead": 1, "workers": 0}
+    assert _stats(redis_url)["default"] == {
+        "queued": 1,
+        "running": 0,
+        "done": 1,
+        "dead": 1,
+        "workers": 0,
+    }
     dead = runner.invoke(app, ["jobs", "dead", "--broker", redis_url, "--json"])
     assert json.loads(dead.stdout)[0]["reason"].startswith("cannot decode")

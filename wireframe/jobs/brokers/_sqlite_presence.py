@@ -111,9 +111,7 @@ def purge_dead_channels(conn: sqlite3.Connection, now: float) -> int:
         " (SELECT name FROM wf_channels WHERE alive_until <= ?)",
         (now,),
     ).rowcount
-    conn.execute(
-        "DELETE FROM wf_channels WHERE alive_until <= ?", (now - DEAD_CHANNEL_RETENTION,)
-    )
+    conn.execute("DELETE FROM wf_channels WHERE alive_until <= ?", (now - DEAD_CHANNEL_RETENTION,))
     return int(count)
 
 

@@ -561,6 +561,7 @@ class MemoryBroker:
             del known[worker_id]
         live = [info for info, _ in known.values() if queue is None or info.queue == queue]
         return sorted(live, key=lambda w: (w.queue, w.id))
+
     # -- broadcast ---------------------------------------------------------------
     async def broadcast(self, topic: str, body: bytes) -> None:
         """Send ``body`` to every live subscription of ``topic``, in any broker of this name."""

@@ -57,19 +57,24 @@ import trio
 from coredis.retry import NoRetryPolicy
 
 from wireframe.jobs.broker import (
+    DEAD_CHANNEL_RETENTION,
     BrokerError,
     BrokerUnavailable,
     BrokerURL,
     BrokerURLError,
+    ChannelLost,
     DeadLetter,
     Delivery,
     LockLost,
     Message,
     QueueStats,
     Reply,
+    WorkerInfo,
+    count_workers,
     parse_broker_url,
     seconds_option,
 )
+from wireframe.jobs.brokers import _redis_presence as presence
 from wireframe.jobs.brokers import _redis_scripts as scripts
 
 __all__ = ["OPTIONS", "RedisBroker", "open"]
@@ -236,6 +241,13 @@ class RedisBroker:
         self._release = c.register_script(scripts.RELEASE)
         self._hand_back_script = c.register_script(scripts.HAND_BACK)
         self._receive = c.register_script(scripts.RECEIVE)
+        self._open_channel = c.register_script(presence.OPEN_CHANNEL)
+        self._keep_channel = c.register_script(presence.KEEP_CHANNEL)
+        self._close_channel = c.register_script(presence.CLOSE_CHANNEL)
+        self._delete_channel = c.register_script(presence.DELETE_CHANNEL)
+        self._purge_channels = c.register_script(presence.PURGE_CHANNELS)
+        self._heartbeat = c.register_script(presence.HEARTBEAT)
+        self._workers = c.register_script(presence.WORKERS)
         #: Bounds blocking reads to the blocking pool's size (see _block).
         self._blocking_slots = trio.Semaphore(_MAX_BLOCKING)
         #: Per channel: inboxes whose reply was handed out (to delete), and inboxes
@@ -266,6 +278,12 @@ class RedisBroker:
 
     def _channel(self, channel: str) -> str:
         return f"{self.prefix}c:{channel}"
+
+    def _channels_key(self) -> str:
+        return f"{self.prefix}channels"
+
+    def _workers_key(self) -> str:
+        return f"{self.prefix}workers"
 
     def _topic(self, topic: str) -> str:
         return f"{self.prefix}b:{topic}"
@@ -714,11 +732,70 @@ class RedisBroker:
             return Reply(message_id=_text(mid), dead_reason=_text(payload))
         return Reply(message_id=_text(mid), body=_bytes(payload))
 
+    def _channel_keys(self, channel: str) -> list[str]:
+        """The channel's record set, its reply list and this broker's inboxes of it."""
+        keys = [self._channels_key(), self._channel(channel)]
+        return keys + self._inbox_drop.pop(channel, []) + self._inbox_drain.pop(channel, [])
+
     async def delete_channel(self, channel: str) -> None:
-        """Delete the channel's list (and this broker's inboxes of it)."""
-        keys = [self._channel(channel)]
-        keys += self._inbox_drop.pop(channel, []) + self._inbox_drain.pop(channel, [])
-        await self._call("delete_channel", lambda: self._client.delete(keys), resend=True)
+        """Delete the channel's list, its record (and this broker's inboxes of it)."""
+        keys = self._channel_keys(channel)
+        await self._run("delete_channel", self._delete_channel, keys, [channel], resend=True)
+
+    async def open_channel(self, channel: str, ttl: float) -> None:
+        """Record ``channel`` as live for ``ttl`` seconds."""
+        args: list[Arg] = [channel, _ms(ttl), _ms(DEAD_CHANNEL_RETENTION), self.prefix]
+        keys = [self._channels_key()]
+        await self._run("open_channel", self._open_channel, keys, args, resend=True)
+
+    async def keep_channel(self, channel: str, ttl: float) -> None:
+        """Keep ``channel`` live for ``ttl`` more seconds; :class:`ChannelLost` if it is not."""
+        keys = [self._channels_key()]
+        outcome = _text(
+            await self._run(
+                "keep_channel", self._keep_channel, keys, [channel, _ms(ttl)], resend=True
+            )
+        )
+        if outcome == "missing":
+            raise ChannelLost(
+                channel,
+                f"Redis at {self.url} has no record of it: it lost its data (restarted "
+                "without persistence, or the keys were deleted)",
+            )
+        if outcome != "ok":
+            ago = int(outcome.split()[-1]) / 1000
+            raise ChannelLost(channel, f"it was closed or expired {ago:.3f} s ago")
+
+    async def close_channel(self, channel: str) -> None:
+        """Drop ``channel``'s replies and make it dead from now on."""
+        keys = self._channel_keys(channel)
+        await self._run("close_channel", self._close_channel, keys, [channel], resend=True)
+
+    async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
+        """Record ``worker`` as live for ``ttl`` seconds (``0``: remove it)."""
+        info = msgpack.packb(
+            [
+                worker.queue,
+                worker.concurrency,
+                worker.host,
+                worker.pid,
+                worker.started_at,
+                worker.running,
+            ],
+            use_bin_type=True,
+        )
+        args: list[Arg] = [worker.id, _ms(ttl) if ttl > 0 else 0, info]
+        keys = [self._workers_key()]
+        await self._run("heartbeat", self._heartbeat, keys, args, resend=True)
+
+    async def workers(self, queue: str | None = None) -> list[WorkerInfo]:
+        """The live workers (of ``queue``, or all), sorted by queue and id."""
+        raw: Any = await self._run("workers", self._workers, [self._workers_key()], [], resend=True)
+        pairs = zip(raw[::2], raw[1::2], strict=True)
+        out = [w for w in (_worker(_text(i), entry) for i, entry in pairs) if w is not None]
+        if queue is not None:
+            out = [w for w in out if w.queue == queue]
+        return sorted(out, key=lambda w: (w.queue, w.id))
 
     async def broadcast(self, topic: str, body: bytes) -> None:
         """PUBLISH to the topic's pub/sub channel."""
@@ -758,7 +835,7 @@ class RedisBroker:
             )
             for k in range(0, len(flat), 5)
         ]
-        return sorted(out, key=lambda s: s.queue)
+        return count_workers(out, await self.workers())
 
     async def _queues(self, queue: str | None) -> list[str]:
         if queue is not None:
@@ -811,6 +888,10 @@ class RedisBroker:
             keys = [self._q(q, "dead"), self._q(q, "done")]
             n = await self._run("purge", self._purge, keys, [], resend=False)
             total += int(n)
+        if queue is None:
+            keys = [self._channels_key()]
+            args: list[Arg] = [self.prefix, _ms(DEAD_CHANNEL_RETENTION)]
+            total += int(await self._run("purge", self._purge_channels, keys, args, resend=True))
         return total
 
 
@@ -875,6 +956,30 @@ class _GroupCommit:
             else:
                 self._busy = False
         return me.outcome
+
+
+def _ms(seconds: float) -> int:
+    """Whole milliseconds, at least 1."""
+    return max(1, round(seconds * 1000))
+
+
+def _worker(worker_id: str, raw: bytes) -> WorkerInfo | None:
+    """A worker entry of ``P workers`` (see ``_redis_presence``), or None if unreadable."""
+    try:
+        seen_ms, _, info = msgpack.unpackb(raw, raw=True)
+        queue, concurrency, host, pid, started_at, running = msgpack.unpackb(info, raw=False)
+        return WorkerInfo(
+            id=worker_id,
+            queue=str(queue),
+            concurrency=int(concurrency),
+            host=str(host),
+            pid=int(pid),
+            started_at=float(started_at),
+            running=int(running),
+            seen_at=int(seen_ms) / 1000,
+        )
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None
 
 
 def _stream_entries(read: Any) -> list[Any]:

@@ -690,9 +690,7 @@ def _post_dead(
         conn.execute(_INSERT_REPLY, (reply_to, message_id, None, reason))
 
 
-def _settle_orphans(
-    conn: sqlite3.Connection, queue: str, rows: list[Any], now: float
-) -> list[Any]:
+def _settle_orphans(conn: sqlite3.Connection, queue: str, rows: list[Any], now: float) -> list[Any]:
     """Mark the claimable ``rows`` whose run channel is dead as done; return the others.
 
     Their run is gone (aborted, or its process died), so nobody wants their results.
