@@ -34,11 +34,13 @@ from collections.abc import Sequence
 from typing import NoReturn, Protocol
 from urllib.parse import parse_qsl, urlencode
 
+import attrs
 import pytest
 import trio
 
 from wireframe.jobs.broker import (
     Broker,
+    ChannelLost,
     BrokerURL,
     DeadLetter,
     Delivery,
@@ -46,6 +48,7 @@ from wireframe.jobs.broker import (
     Message,
     QueueStats,
     Reply,
+    WorkerInfo,
     open_broker,
 )
 
@@ -765,3 +768,79 @@ class BrokerConformance:
             for key in ("a1", "a2", "b"):
                 assert sorted(received[key]) == [b"one", b"two"], (key, received)
             assert received["other"] == [], "a topic's broadcast reached another topic"
+
+    # -- run channels -------------------------------------------------------------------
+    async def test_closed_channel_drops_late_replies_and_settles_its_jobs(
+        self, make_url: UrlFactory, broker_clock: trio.abc.Clock | None
+    ) -> None:
+        async with open_broker(make_url()) as broker:
+            await broker.open_channel("run", 60.0)
+            await broker.publish("q", _messages(["running", "queued"], reply_to="run"))
+            running = await self.take_one(broker, "q")
+            await broker.complete(await self.take_one(broker, "q"), b"before the close")
+            await broker.close_channel("run")
+            await broker.complete(running, b"after the close")  # its lease still holds
+            await self.assert_no_reply(broker, "run", 0.1)
+            await broker.publish("q", _messages(["orphan"], reply_to="run"))
+            await self.assert_no_delivery(broker, "q", 0.2)
+            with pytest.raises(ChannelLost):
+                await broker.keep_channel("run", 60.0)
+            (stats,) = [s for s in await broker.stats() if s.queue == "q"]
+            assert (stats.queued, stats.running, stats.done) == (0, 0, 3)
+
+    async def test_channel_not_kept_alive_dies(
+        self, make_url: UrlFactory, broker_clock: trio.abc.Clock | None
+    ) -> None:
+        ttl = self.lease
+        async with open_broker(make_url()) as broker:
+            await broker.open_channel("kept", ttl)
+            await broker.open_channel("left", ttl)
+            await broker.publish("q", _messages(["to-left"], reply_to="left"))
+            await broker.complete(await self.take_one(broker, "q"), b"waiting in left")
+            await broker.publish("q", _messages(["orphan"], reply_to="left"))
+            await broker.publish("q", _messages(["alive"], reply_to="kept"))
+            deadline = trio.current_time() + 3 * ttl
+            while trio.current_time() < deadline:
+                await broker.keep_channel("kept", ttl)
+                await trio.sleep(ttl / 4)
+            with pytest.raises(ChannelLost, match="'left'"):
+                await broker.keep_channel("left", ttl)
+            assert _ids([await self.take_one(broker, "q")]) == ["alive"]
+            await self.assert_no_delivery(broker, "q", 0.1)
+            assert await broker.purge() >= 1, "purge left the dead channel's reply"
+            await self.assert_no_reply(broker, "left", 0.1)
+
+    async def test_keep_channel_of_an_unknown_channel_raises_channel_lost(
+        self, make_url: UrlFactory, broker_clock: trio.abc.Clock | None
+    ) -> None:
+        async with open_broker(make_url()) as broker:
+            with pytest.raises(ChannelLost) as info:
+                await broker.keep_channel("never-opened", 30.0)
+            assert info.value.channel == "never-opened"
+            assert "no record" in str(info.value)
+            await broker.open_channel("opened", 30.0)
+            await broker.delete_channel("opened")  # forgotten, as a broker that lost its data
+            with pytest.raises(ChannelLost):
+                await broker.keep_channel("opened", 30.0)
+
+    # -- workers ------------------------------------------------------------------------
+    async def test_heartbeats_list_live_workers(
+        self, make_url: UrlFactory, broker_clock: trio.abc.Clock | None
+    ) -> None:
+        url = make_url()
+        async with open_broker(url) as a, open_broker(url) as b:
+            w1 = WorkerInfo("w1", "q", 4, "host-a", 11, started_at=time.time(), running=2)
+            w2 = WorkerInfo("w2", "other", 1, "host-b", 12, started_at=time.time())
+            await a.heartbeat(w1, 60.0)
+            await a.heartbeat(w2, self.lease)
+            listed = await b.workers()
+            assert [w.id for w in listed] == ["w2", "w1"], "sorted by queue, then id"
+            (one,) = await b.workers("q")
+            assert attrs.evolve(one, seen_at=0.0) == w1
+            assert abs(one.seen_at - b.clock()) < 5.0
+            by_queue = _by_queue(await b.stats())
+            assert (by_queue["q"].workers, by_queue["other"].workers) == (1, 1)
+            await trio.sleep(self.lease * 1.5)
+            assert [w.id for w in await b.workers()] == ["w1"], "an expired worker is listed"
+            await a.heartbeat(w1, 0.0)
+            assert await b.workers() == []

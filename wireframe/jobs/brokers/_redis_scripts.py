@@ -26,6 +26,11 @@ Data model (``P`` is the broker's key prefix, ``Q`` a queue, ``C`` a channel):
 * ``P c:C:inbox:CONSUMER:N`` - LIST that one wait of a receiver ``BLMOVE``-s one
   reply into, so that a reply taken by a wait that was cancelled is kept, not
   lost; deleted by the receiver's next call.
+* ``P channels`` and ``P workers`` - run channel and worker records, see
+  ``_redis_presence``. ``CONSUME`` settles a message whose run channel is dead
+  (counted as done, never handed out) and ``COMPLETE`` posts no reply to one.
+  Entries that reach a consumer through its blocking ``XREADGROUP`` (published
+  while it waited) are not checked: such an orphan runs, and its reply is dropped.
 
 Lease token of a delivery: ``"<stream entry id>|<PEL delivery count>|<consumer>"``.
 A lease is current while the PEL entry exists, belongs to that consumer, has that
@@ -157,7 +162,18 @@ for _, m in ipairs(due) do
   redis.call('ZREM', delayed, m)
 end
 local out, got = {}, 0
+local channels, done = prefix .. 'channels', prefix .. 'q:' .. ARGV[2] .. ':done'
 local function take(sid, f, count)
+  if f['r'] and f['r'] ~= '' then
+    local score = redis.call('ZSCORE', channels, f['r'])
+    if score and tonumber(score) <= now then
+      -- an orphan: its run channel is dead, nobody wants its result
+      redis.call('XACK', ready, group, sid)
+      redis.call('XDEL', ready, sid)
+      redis.call('INCR', done)
+      return
+    end
+  end
   local total = tonumber(f['n'] or '0') + count
   if total > maxd then
     bury(ready, dead, group, prefix, sid, f, total - 1,
@@ -199,15 +215,17 @@ return {out, wait, cursor}
 )
 
 #: Completes many deliveries at once (group commit). No KEYS (the keys vary per
-#: item; this broker targets standalone Redis). ARGV: group, lease_ms, then per
-#: delivery: ready key, done key, sid, count, consumer, reply key ('' = no reply),
-#: reply payload. Returns one outcome per delivery: 'ok' or why the lease is lost.
+#: item; this broker targets standalone Redis). ARGV: group, lease_ms, channels
+#: key, then per delivery: ready key, done key, sid, count, consumer, reply key
+#: ('' = no reply), reply payload, channel name. A reply to a dead run channel
+#: is not posted. Returns one outcome per delivery: 'ok' or why the lease is lost.
 COMPLETE = (
     PRELUDE
     + r"""
-local group, lease_ms = ARGV[1], tonumber(ARGV[2])
+local group, lease_ms, channels = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local now = now_ms()
 local out = {}
-for k = 3, #ARGV, 7 do
+for k = 4, #ARGV, 8 do
   local ready, sid = ARGV[k], ARGV[k + 2]
   local _, why = check_lease(ready, group, sid, ARGV[k + 4], tonumber(ARGV[k + 3]), lease_ms)
   if why then
@@ -216,7 +234,12 @@ for k = 3, #ARGV, 7 do
     redis.call('XACK', ready, group, sid)
     redis.call('XDEL', ready, sid)
     redis.call('INCR', ARGV[k + 1])
-    if ARGV[k + 5] ~= '' then redis.call('LPUSH', ARGV[k + 5], ARGV[k + 6]) end
+    if ARGV[k + 5] ~= '' then
+      local score = redis.call('ZSCORE', channels, ARGV[k + 7])
+      if not (score and tonumber(score) <= now) then
+        redis.call('LPUSH', ARGV[k + 5], ARGV[k + 6])
+      end
+    end
     out[#out + 1] = 'ok'
   end
 end

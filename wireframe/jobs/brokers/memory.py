@@ -22,7 +22,9 @@ is a cancellation point but does not yield to the scheduler: it is the per-job
 hot path, and a full schedule point there costs more than the broker's own work
 (the worker yields in ``consume`` anyway). Every other call is a full
 checkpoint. A message that becomes visible again (lease expired, abandoned, delay
-over, requeued) joins the back of its queue.
+over, requeued) joins the back of its queue. Run channels are a dict of
+deadlines and workers a dict of heartbeats; a message replying to a dead run
+channel is settled when it reaches the head of its queue.
 """
 
 from __future__ import annotations

@@ -626,11 +626,12 @@ class RedisBroker:
             consumer,
             reply_key,
             payload,
+            channel,
         ]
         self._check(delivery, await self._completions.submit(item))
 
     async def _complete_many(self, items: list[list[Arg]]) -> list[object]:
-        args: list[Arg] = [GROUP, self.lease_ms]
+        args: list[Arg] = [GROUP, self.lease_ms, self._channels_key()]
         for item in items:
             args += item
         outcomes = await self._run("complete", self._complete, [], args, resend=True)

@@ -67,7 +67,9 @@ Design
     ``WITHOUT ROWID`` table keyed by (channel, seq); dead letters in
     ``wf_dead``; broadcasts in ``wf_broadcasts`` with an ever-growing id, read
     by each subscriber from the id current when it subscribed and deleted after
-    :data:`BROADCAST_RETENTION` seconds.
+    :data:`BROADCAST_RETENTION` seconds. Run channels and worker heartbeats
+    live in ``wf_channels`` and ``wf_workers`` (see ``_sqlite_presence``); a
+    claim settles the messages of dead run channels instead of leasing them.
 
     *Schema.* ``wf_schema`` holds the schema version; :data:`MIGRATIONS` moves
     a database forward one version at a time inside one transaction. A file
