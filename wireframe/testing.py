@@ -40,8 +40,8 @@ import trio
 
 from wireframe.jobs.broker import (
     Broker,
-    ChannelLost,
     BrokerURL,
+    ChannelLost,
     DeadLetter,
     Delivery,
     LockLost,
