@@ -49,7 +49,7 @@ def test_executor_is_chosen_by_the_class() -> None:
     assert spec_of(Pid).executor == "process"
     assert spec_of(Where).executor == "thread"
     assert spec_of(InlineWhere).executor == "inline"
-    assert spec_of(Busy).executor == "async"
+    assert spec_of(Upper).executor == "async"
 
 
 async def test_sync_ops_run_in_a_thread_or_inline() -> None:
@@ -89,7 +89,7 @@ async def test_a_thread_op_is_cancelled_by_the_directive_timeout() -> None:
 
 
 @attrs.frozen
-class Busy(jobs.Operation[str, str]):
+class Upper(jobs.Operation[str, str]):
     async def execute(self, x: str) -> str:
         await trio.lowlevel.checkpoint()
         return x.upper()
@@ -103,10 +103,10 @@ async def test_queues_route_to_their_own_worker_pools() -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(images.serve)
             await nursery.start(default.serve)
-            assert await jobs.from_iter(["a", "b"]).map(Busy()).collect().run(
+            assert await jobs.from_iter(["a", "b"]).map(Upper()).collect().run(
                 rt, queue="images"
             ) == ["A", "B"]
-            assert await jobs.literal("c").then(Busy()).run(rt) == "C"
+            assert await jobs.literal("c").then(Upper()).run(rt) == "C"
             images.stop()
             default.stop()
         assert (images.counters.done, default.counters.done) == (2, 1)
@@ -118,7 +118,7 @@ async def test_runtime_stats_and_worker_counters() -> None:
         worker = jobs.Worker(broker, concurrency=4)
         async with trio.open_nursery() as nursery:
             await nursery.start(worker.serve)
-            await jobs.from_iter("abc").map(Busy()).collect().run(rt)
+            await jobs.from_iter("abc").map(Upper()).collect().run(rt)
             stats = await rt.stats()
             worker.stop()
     (queue,) = stats.queues
@@ -135,5 +135,5 @@ async def test_connect_defaults_to_an_sqlite_file(
     monkeypatch.chdir(tmp_path)
     async with jobs.connect(workers=1) as rt:
         assert rt.url.scheme == "sqlite"
-        assert await jobs.literal("x").then(Busy()).run(rt, timeout=30) == "X"
+        assert await jobs.literal("x").then(Upper()).run(rt, timeout=30) == "X"
     assert (tmp_path / "wireframe-jobs.db").exists()
