@@ -8,6 +8,7 @@ loaded twice (as ``__main__`` and as a module) is not.
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 import textwrap
@@ -123,8 +124,14 @@ def test_a_script_that_imports_itself_runs_one_operation_under_one_name(tmp_path
             """
         )
     )
+    env = {**os.environ, "PYTHONPATH": str(Path(jobs.__file__).parents[2])}  # this wireframe
     done = subprocess.run(
-        [sys.executable, "svc.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+        [sys.executable, "svc.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["AddOne", "AddOne", "['AddOne']"]
