@@ -167,3 +167,20 @@ def test_the_unknown_operation_message_without_look_alikes() -> None:
     assert "it knows no operations at all" in str(nothing)
     spelled = jobs.UnknownOperation("addone", known=["AddOne", "AddTwo", "Square"])
     assert spelled.alike[0] == "AddOne"
+
+
+def test_an_abstract_attrs_intermediate_stays_unregistered_through_the_slotted_rebuild() -> None:
+    """attrs rebuilds a slotted class without the class keywords; abstract=True must survive."""
+
+    @attrs.frozen
+    class AbstractBase(jobs.Operation[int, int], abstract=True):
+        step: int = 1
+
+    @attrs.frozen
+    class Concrete(AbstractBase):
+        def execute(self, x: int) -> int:
+            return x + self.step
+
+    names = jobs.registered_operations()
+    assert not any(name.endswith("AbstractBase") for name in names)
+    assert Concrete in names.values()
