@@ -117,10 +117,17 @@ class LaterInner:
     n: int
 
 
-async def test_a_forward_referenced_input_round_trips() -> None:
+@attrs.frozen
+class Nothing(jobs.Operation[None, None]):  # cattrs itself has no hook for None
+    def execute(self, x: None) -> None:
+        return None
+
+
+async def test_a_forward_referenced_input_and_none_round_trip() -> None:
     async with jobs.connect(f"memory://types-{uuid.uuid4().hex[:8]}?workers=1") as rt:
         x = LaterInput(LaterInner(3))
         assert await jobs.literal(x).then(LaterOp()).run(rt) == [x, x]
+        assert await jobs.from_iter([None, None]).map(Nothing()).collect().run(rt) == [None, None]
 
 
 def test_operation_parameters_the_codec_cannot_build_fail_on_first_use() -> None:

@@ -46,6 +46,8 @@ class WireTypeError(TypeError):
 
 def type_name(typ: Any) -> str:
     """A readable name for a type or type expression."""
+    if typ is type(None) or typ is None:
+        return "None"
     if isinstance(typ, type) and not typing.get_args(typ):
         return typ.__qualname__
     return repr(typ).replace("typing.", "")
@@ -64,7 +66,8 @@ def _strict(expected: type, accept: tuple[type, ...]) -> Callable[[Any, Any], An
             return expected(value)
         shown = repr(value)
         shown = shown if len(shown) <= 40 else shown[:37] + "..."
-        raise WireTypeError(f"expected {expected.__name__}, got {kind.__name__} {shown}")
+        want = "None" if expected is type(None) else expected.__name__
+        raise WireTypeError(f"expected {want}, got {kind.__name__} {shown}")
 
     return hook
 
@@ -75,6 +78,7 @@ for _scalar, _accept in (
     (float, (int,)),
     (bool, ()),
     (bytes, ()),
+    (type(None), ()),  # cattrs has no hook for None at all: Operation[None, None] needs one
 ):
     converter.register_structure_hook(_scalar, _strict(_scalar, _accept))
 

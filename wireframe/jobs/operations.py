@@ -247,7 +247,7 @@ def _check_wire_types(cls: type, name: str, *, resolve: bool) -> tuple[Any, Any]
         except Exception as exc:  # cattrs choking on an odd type expression
             raise OperationError(f"{where} is not usable: {type(exc).__name__}: {exc}") from None
         types.append(typ)
-    return (types[0], types[1]) if len(types) >= 2 else (inp, out)
+    return types[0], types[1]
 
 
 def spec_of(cls: type[Operation[Any, Any]]) -> OpSpec:
