@@ -6,13 +6,14 @@ import io
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from clikit import read_until, run_wireframe, start_wireframe
+from clikit import cli_env, read_until, run_wireframe, start_wireframe
 from typer.testing import CliRunner
 
 from wireframe.cli import app
@@ -93,3 +94,54 @@ def test_python_dash_m_is_the_same_command() -> None:
     assert proc.returncode == 0
     for command in ("run", "check", "graph", "worker", "jobs"):
         assert command in proc.stdout
+
+
+SCRIPT_WITHOUT_NAMES = """
+import sys
+
+import attrs
+import trio
+
+from wireframe import jobs
+
+
+@attrs.frozen
+class AddOne(jobs.Operation[int, int]):  # no name=: its name is its qualname, "AddOne"
+    def execute(self, x: int) -> int:
+        return x + 1
+
+
+async def main(url: str) -> None:
+    async with jobs.connect(url) as rt:
+        print(await jobs.from_iter(range(5)).map(AddOne()).collect().run(rt, timeout=60))
+
+
+if __name__ == "__main__":
+    trio.run(main, sys.argv[1])
+"""
+
+
+@pytest.mark.slow
+def test_a_worker_importing_a_script_runs_what_the_script_sends(tmp_path: Path) -> None:
+    """Fault 12 of issue 8: ``python svc.py`` sends ``AddOne`` defined in ``__main__``; the
+    worker imported ``svc.py`` as a module. Both must call the operation ``AddOne``."""
+    script = tmp_path / "svc.py"
+    script.write_text(SCRIPT_WITHOUT_NAMES)
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    worker = start_wireframe("worker", "--broker", url, "--import", str(script), "--plain")
+    try:
+        read_until(worker, "(Task, layer worker:default) running")
+        sender = subprocess.run(
+            [sys.executable, str(script), url],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            env=cli_env(),
+        )
+        worker.send_signal(signal.SIGINT)
+        rest, _ = worker.communicate(timeout=30)
+    finally:
+        worker.kill()
+    assert sender.returncode == 0, sender.stderr
+    assert sender.stdout.strip() == "[1, 2, 3, 4, 5]"
+    assert worker.returncode == 0, rest

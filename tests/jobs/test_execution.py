@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -49,7 +52,7 @@ def test_executor_is_chosen_by_the_class() -> None:
     assert spec_of(Pid).executor == "process"
     assert spec_of(Where).executor == "thread"
     assert spec_of(InlineWhere).executor == "inline"
-    assert spec_of(Busy).executor == "async"
+    assert spec_of(Upper).executor == "async"
 
 
 async def test_sync_ops_run_in_a_thread_or_inline() -> None:
@@ -63,6 +66,80 @@ async def test_cpu_bound_ops_run_in_another_process() -> None:
     async with jobs.connect(f"memory://exec-{uuid.uuid4().hex[:8]}?workers=1") as rt:
         pids = await jobs.from_iter(range(2)).map(Pid()).collect().run(rt, timeout=60)
     assert os.getpid() not in pids
+
+
+CPU_SCRIPT = """
+import attrs
+import trio
+
+from wireframe import jobs
+
+
+@attrs.frozen
+class Heavy(jobs.Operation[int, int], cpu_bound=True):
+    def execute(self, x: int) -> int:
+        return x * 2
+
+
+async def main() -> None:
+    async with jobs.connect("memory://?workers=1") as rt:
+        print(await jobs.literal(3).then(Heavy()).run(rt, timeout=60))
+
+
+{call}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("guarded", [False, True])
+def test_a_cpu_bound_op_in_a_script_without_a_main_guard_says_why_it_fails(
+    tmp_path: Path, guarded: bool
+) -> None:
+    """The process pool re-imports the main module: unguarded, it runs trio.run(main) again
+    and the pool's process dies; the job's error says so and how to fix it."""
+    call = 'if __name__ == "__main__":\n    trio.run(main)' if guarded else "trio.run(main)"
+    (tmp_path / "heavy.py").write_text(CPU_SCRIPT.format(call=call))
+    env = {**os.environ, "PYTHONPATH": str(Path(jobs.__file__).parents[2])}  # this wireframe
+    done = subprocess.run(
+        [sys.executable, "heavy.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    if guarded:
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "6"
+        return
+    assert done.returncode == 1
+    out = done.stderr
+    assert "the process running cpu_bound operation 'Heavy' died" in out
+    assert f"re-import the main module ({tmp_path / 'heavy.py'})" in out
+    assert 'guard that code with `if __name__ == "__main__":`' in out
+    assert "move the operation into a module of its own" in out
+
+
+@attrs.frozen
+class BlockingInline(jobs.Operation[float, float], executor="inline"):
+    """Holds the trio thread (time.sleep): what executor="inline" must not be used for."""
+
+    def execute(self, seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+
+async def test_an_inline_op_that_blocks_the_loop_is_warned_about_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="wireframe.jobs.worker")
+    async with jobs.connect(f"memory://exec-{uuid.uuid4().hex[:8]}?workers=1") as rt:
+        got = await jobs.from_iter([0.15, 0.15]).map(BlockingInline()).collect().run(rt)
+        assert got == [0.15, 0.15]
+    (warning,) = [r.getMessage() for r in caplog.records if "ran inline" in r.getMessage()]
+    assert "operation 'BlockingInline' ran inline on worker emulated-0 for 0." in warning
+    assert "blocking the trio loop" in warning and "Ctrl-C" in warning
+    assert 'give it executor="thread"' in warning
 
 
 @attrs.frozen
@@ -89,7 +166,7 @@ async def test_a_thread_op_is_cancelled_by_the_directive_timeout() -> None:
 
 
 @attrs.frozen
-class Busy(jobs.Operation[str, str]):
+class Upper(jobs.Operation[str, str]):
     async def execute(self, x: str) -> str:
         await trio.lowlevel.checkpoint()
         return x.upper()
@@ -103,10 +180,10 @@ async def test_queues_route_to_their_own_worker_pools() -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(images.serve)
             await nursery.start(default.serve)
-            assert await jobs.from_iter(["a", "b"]).map(Busy()).collect().run(
+            assert await jobs.from_iter(["a", "b"]).map(Upper()).collect().run(
                 rt, queue="images"
             ) == ["A", "B"]
-            assert await jobs.literal("c").then(Busy()).run(rt) == "C"
+            assert await jobs.literal("c").then(Upper()).run(rt) == "C"
             images.stop()
             default.stop()
         assert (images.counters.done, default.counters.done) == (2, 1)
@@ -118,7 +195,7 @@ async def test_runtime_stats_and_worker_counters() -> None:
         worker = jobs.Worker(broker, concurrency=4)
         async with trio.open_nursery() as nursery:
             await nursery.start(worker.serve)
-            await jobs.from_iter("abc").map(Busy()).collect().run(rt)
+            await jobs.from_iter("abc").map(Upper()).collect().run(rt)
             stats = await rt.stats()
             worker.stop()
     (queue,) = stats.queues
@@ -135,5 +212,5 @@ async def test_connect_defaults_to_an_sqlite_file(
     monkeypatch.chdir(tmp_path)
     async with jobs.connect(workers=1) as rt:
         assert rt.url.scheme == "sqlite"
-        assert await jobs.literal("x").then(Busy()).run(rt, timeout=30) == "X"
+        assert await jobs.literal("x").then(Upper()).run(rt, timeout=30) == "X"
     assert (tmp_path / "wireframe-jobs.db").exists()

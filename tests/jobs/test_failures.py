@@ -190,7 +190,7 @@ async def test_undecodable_payload_is_dead_lettered_and_the_worker_goes_on() -> 
         await rt.broker.publish(
             "default", [jobs.Message("garbage-1", b"\xc1\xff not msgpack", "ch")]
         )
-        bad_input = encode_job_body(msgpack.packb([Square.op_name, {}]), "r", 0, 1, "seven")
+        bad_input = encode_job_body(msgpack.packb([SquareProbe.op_name, {}]), "r", 0, 1, "seven")
         await rt.broker.publish("default", [jobs.Message("garbage-2", bad_input, "ch")])
         replies = await rt.broker.receive_replies("ch", 10)
         while len(replies) < 2:
@@ -200,11 +200,11 @@ async def test_undecodable_payload_is_dead_lettered_and_the_worker_goes_on() -> 
         assert "not msgpack" in dead["garbage-1"]
         assert "$.input" in dead["garbage-2"]
         assert workers[0].counters.dead == 2
-        assert await jobs.from_iter(range(3)).map(Square()).collect().run(rt) == [0, 1, 4]
+        assert await jobs.from_iter(range(3)).map(SquareProbe()).collect().run(rt) == [0, 1, 4]
 
 
 @attrs.frozen
-class Square(jobs.Operation[int, int]):
+class SquareProbe(jobs.Operation[int, int]):
     async def execute(self, x: int) -> int:
         CALLS["square"].append(x)
         return x * x
@@ -331,7 +331,7 @@ async def test_per_worker_abort_keeps_the_loop(autojump_clock: trio.abc.Clock) -
             await trio.sleep(2)
             assert workers[0].running == 2
             await rt.abort_workers()
-        assert await jobs.literal(4).then(Square()).run(rt) == 16
+        assert await jobs.literal(4).then(SquareProbe()).run(rt) == 16
 
 
 @attrs.frozen
@@ -391,7 +391,7 @@ async def test_a_dead_message_fails_the_directive_never_hangs(
 
         async def directive() -> None:
             with pytest.raises(jobs.JobFailed) as info:
-                await jobs.literal(3).then(Square()).run(rt, timeout=60)
+                await jobs.literal(3).then(SquareProbe()).run(rt, timeout=60)
             failures.append(info.value)
 
         async with trio.open_nursery() as nursery:

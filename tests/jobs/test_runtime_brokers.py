@@ -53,7 +53,7 @@ class Letter(jobs.Operation[int, str]):
 
 
 @attrs.frozen
-class Concat(jobs.Monoid[str]):
+class JoinLetters(jobs.Monoid[str]):
     def empty(self) -> str:
         return ""
 
@@ -67,7 +67,7 @@ async def test_map_collect_fold_then(broker_url: str) -> None:
             assert await jobs.from_iter(range(300)).map(Triple()).collect().run(rt) == [
                 3 * i for i in range(300)
             ]
-            word = await jobs.from_iter(range(60)).map(Letter()).fold(Concat()).run(rt)
+            word = await jobs.from_iter(range(60)).map(Letter()).fold(JoinLetters()).run(rt)
             assert word == "".join(chr(ord("a") + i % 26) for i in range(60))
             assert await jobs.literal(14).then(Triple()).run(rt) == 42
 
@@ -99,7 +99,7 @@ async def test_terminate_aborts_running_jobs(broker_url: str) -> None:
 
 
 @attrs.frozen
-class Flaky(jobs.Operation[int, int]):
+class FlakyTwice(jobs.Operation[int, int]):
     async def execute(self, x: int) -> int:
         CALLS["flaky"] += 1
         if CALLS["flaky"] < 3:
@@ -110,7 +110,7 @@ class Flaky(jobs.Operation[int, int]):
 async def test_transient_retry(broker_url: str) -> None:
     async with jobs.connect(broker_url, workers=1) as rt:
         with trio.fail_after(30):
-            assert await jobs.literal(9).then(Flaky()).run(rt) == 9
+            assert await jobs.literal(9).then(FlakyTwice()).run(rt) == 9
         assert CALLS["flaky"] == 3
 
 

@@ -32,22 +32,33 @@ bodies, is served by ``wireframe jobs dead``. End to end the codec is a small
 part of a job's cost either way (see ``bench/jobs_memory.py``).
 
 A payload that does not decode raises :class:`~wireframe.jobs.errors.CodecError`
-naming the part that was wrong (``$.input.name``, ``$.operation(word-count).path``).
+naming the part that was wrong (``$.input.name``, ``$.operation(word-count).path``);
+so does a value that cannot be encoded, naming the operation, the item and the
+part of the value msgpack cannot carry. The converter and its strict scalar
+rules live in :mod:`wireframe.jobs.convert`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import difflib
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
 import cattrs
 import msgpack
-from cattrs.preconf.msgpack import make_converter
+from cattrs.v import format_exception
 
-from wireframe.jobs.errors import CodecError, ErrorKind, RemoteError, Strategy
+from wireframe.jobs.convert import SUPPORTED_TYPES, WireTypeError, converter, type_name
+from wireframe.jobs.errors import CodecError, ErrorKind, OperationError, RemoteError, Strategy
 from wireframe.jobs.jobs import Job, JobResult
-from wireframe.jobs.operations import Operation, OpSpec, lookup_operation, spec_of
+from wireframe.jobs.operations import (
+    Operation,
+    OpSpec,
+    lookup_operation,
+    registered_operations,
+    spec_of,
+)
 
 __all__ = [
     "ABORT_TOPIC",
@@ -57,16 +68,15 @@ __all__ = [
     "converter",
     "decode_envelope",
     "decode_result",
+    "encode_input",
     "encode_job",
     "encode_job_body",
     "encode_operation",
+    "encode_output",
     "encode_result",
     "structure",
     "unstructure",
 ]
-
-#: The one cattrs converter every payload goes through.
-converter: cattrs.Converter = make_converter()
 
 _WIRE_VERSION = 1
 _OK, _SKIPPED, _ERROR = 0, 1, 2
@@ -97,24 +107,39 @@ def unstructure(value: Any, typ: Any = Any) -> Any:
 
 
 def structure(data: Any, typ: Any, where: str) -> Any:
-    """``data`` structured as ``typ``; on failure a :class:`CodecError` naming ``where``."""
+    """``data`` structured as ``typ``.
+
+    Raises :class:`CodecError` naming ``where`` when the data does not fit the
+    type (a malformed payload), and :class:`OperationError` when the codec has
+    no way to build ``typ`` at all (the operation's type is unusable; class
+    definition rejects most such types, this catches the rest).
+    """
     if typ is Any:
         return data
     if typ in _PASSTHROUGH and type(data) is typ:
         return data
     hook = _structure_hooks.get(typ)
     if hook is None:
-        hook = converter.get_structure_hook(typ)
+        try:
+            hook = converter.get_structure_hook(typ)
+        except Exception as exc:
+            raise OperationError(
+                f"cannot decode {where}: the codec has no way to build {type_name(typ)} "
+                f"({type(exc).__name__}: {exc}); supported: {SUPPORTED_TYPES}"
+            ) from None
         _structure_hooks[typ] = hook
     try:
         return hook(data, typ)
     except Exception as exc:
-        details = "; ".join(cattrs.transform_error(exc, path=where))
-        raise CodecError(f"cannot decode {where} as {_type_name(typ)}: {details}") from None
+        details = "; ".join(cattrs.transform_error(exc, path=where, format_exception=_explain))
+        raise CodecError(f"cannot decode {where} as {type_name(typ)}: {details}") from None
 
 
-def _type_name(typ: Any) -> str:
-    return getattr(typ, "__qualname__", None) or repr(typ)
+def _explain(exc: BaseException, typ: type | None) -> str:
+    """cattrs' wording for a structure failure, but ours for a strict scalar mismatch."""
+    if isinstance(exc, WireTypeError):
+        return str(exc)
+    return format_exception(exc, typ)
 
 
 def encode_operation(op: Operation[Any, Any]) -> bytes:
@@ -139,14 +164,79 @@ def encode_job_body(
 def encode_job(job: Job) -> bytes:
     """The body of ``job``'s broker message."""
     spec = spec_of(type(job.operation))
-    return encode_job_body(
-        encode_operation(job.operation),
-        job.run_id,
-        job.index,
-        job.attempt,
-        unstructure(job.input, spec.input_type),
-        job.metadata,
+    try:
+        return encode_job_body(
+            encode_operation(job.operation),
+            job.run_id,
+            job.index,
+            job.attempt,
+            unstructure(job.input, spec.input_type),
+            job.metadata,
+        )
+    except Exception as exc:
+        what = f"item {job.index} of operation {spec.name!r}"
+        raise CodecError(_cannot_encode(what, job.input, spec.input_type, exc)) from None
+
+
+def encode_input(
+    op: bytes, run_id: str, index: int, item: Any, spec: OpSpec, label: str | None = None
+) -> bytes:
+    """A first-attempt job body for ``item`` of the operation ``op`` (from :func:`encode_operation`).
+
+    Raises :class:`CodecError` naming the operation, the item (``label``,
+    default ``item {index}``) and the part of the value msgpack cannot carry.
+    """
+    try:
+        return _packb(
+            [_WIRE_VERSION, op, run_id, index, 1, unstructure(item, spec.input_type), None]
+        )
+    except Exception as exc:
+        what = f"{label or f'item {index}'} of operation {spec.name!r}"
+        raise CodecError(_cannot_encode(what, item, spec.input_type, exc)) from None
+
+
+def _cannot_encode(what: str, value: Any, typ: Any, exc: Exception) -> str:
+    """Why ``value`` (declared as ``typ``) could not be encoded, for a :class:`CodecError`."""
+    try:
+        data = unstructure(value, typ)
+    except Exception as inner:
+        why = f"converting it as {type_name(typ)} failed ({type(inner).__name__}: {inner})"
+    else:
+        why = _unencodable(data, "$") or f"{type(exc).__name__}: {exc}"
+    return (
+        f"cannot encode {what} (declared type {type_name(typ)}): {why}; "
+        f"a value is converted by its declared type, which may be {SUPPORTED_TYPES}"
     )
+
+
+def _unencodable(data: Any, path: str) -> str | None:
+    """The first part of plain ``data`` msgpack cannot carry, described; ``None`` if all can."""
+    if data is None or isinstance(data, bool | float | bytes | msgpack.ExtType):
+        return None
+    if isinstance(data, int):
+        if -(2**63) <= data < 2**64:
+            return None
+        return f"{path} is the int {data}, outside msgpack's 64-bit range"
+    if isinstance(data, str):
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return f"{path} is a str that is not valid Unicode ({exc.reason} at index {exc.start})"
+        return None
+    if isinstance(data, list | tuple):
+        for i, item in enumerate(data):
+            if (why := _unencodable(item, f"{path}[{i}]")) is not None:
+                return why
+        return None
+    if isinstance(data, dict):
+        for key, item in data.items():
+            why = _unencodable(key, f"{path} key {key!r}") or _unencodable(
+                item, f"{path}.{key}" if isinstance(key, str) else f"{path}[{key!r}]"
+            )
+            if why is not None:
+                return why
+        return None
+    return f"{path} is a {type(data).__qualname__}, which msgpack cannot carry"
 
 
 @attrs.frozen
@@ -194,14 +284,43 @@ def decode_envelope(body: bytes) -> Envelope:
 
 
 class UnknownOperation(CodecError):
-    """A job names an operation this process never registered."""
+    """A job names an operation this process never registered.
 
-    def __init__(self, name: str) -> None:
+    The message lists the registered names that look alike (``known``,
+    default: this process's registry) and says how to make the worker know
+    it, and how names are made, since a name that differs between the sending
+    and the running process is the usual cause.
+    """
+
+    def __init__(self, name: str, known: Iterable[str] | None = None) -> None:
         self.name = name
+        names = sorted(registered_operations() if known is None else known)
+        self.alike = _alike(name, names)
+        if self.alike:
+            have = "names that look alike here: " + ", ".join(map(repr, self.alike))
+        elif names:
+            shown = ", ".join(map(repr, names[:10])) + (", ..." if len(names) > 10 else "")
+            have = f"it knows {len(names)} operation(s), none alike: {shown}"
+        else:
+            have = "it knows no operations at all"
         super().__init__(
-            f"unknown operation {name!r}: it is not registered in this worker "
-            "(import the module that defines it)"
+            f"unknown operation {name!r}: this worker has no operation by that name ({have}). "
+            "Start the worker with --import of the module that defines it "
+            "(wireframe worker --import path/to/module.py); an operation's name is its "
+            "class's __qualname__ unless the class passes name='...'"
         )
+
+
+def _alike(name: str, names: list[str]) -> list[str]:
+    """Registered names close to ``name``: by spelling, case, or a dotted prefix or suffix."""
+    folded = name.casefold()
+    near = [
+        n
+        for n in names
+        if n.casefold() == folded or name.endswith("." + n) or n.endswith("." + name)
+    ]
+    near += [n for n in difflib.get_close_matches(name, names, n=5, cutoff=0.6) if n not in near]
+    return near[:5]
 
 
 class OpCache:
@@ -241,18 +360,44 @@ class OpCache:
 
 
 def encode_result(result: JobResult, output_type: Any = Any) -> bytes:
-    """The reply body for a job's result."""
+    """The reply body for a job's result.
+
+    An error always encodes: text msgpack cannot carry (a lone surrogate in an
+    exception's message) is escaped, so reporting a failure cannot fail.
+    """
     if result.error is not None:
         e = result.error
-        return _packb([_ERROR, e.kind.value, e.type_name, e.message, e.traceback, e.strategy.value])
+        fields = [e.type_name, e.message, e.traceback]
+        try:
+            return _packb([_ERROR, e.kind.value, *fields, e.strategy.value])
+        except (UnicodeEncodeError, TypeError):
+            safe = [_printable(f) for f in fields]
+            return _packb([_ERROR, e.kind.value, *safe, e.strategy.value])
     if result.skipped:
         return _packb([_SKIPPED])
     return _packb([_OK, unstructure(result.value, output_type)])
 
 
+def _printable(text: object) -> str:
+    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def encode_value(value: Any, output_type: Any = Any) -> bytes:
     """The reply body for a successful value (the hot path of :func:`encode_result`)."""
     return _packb([_OK, unstructure(value, output_type)])
+
+
+def encode_output(value: Any, spec: OpSpec) -> bytes:
+    """The reply body for a value ``spec``'s operation returned.
+
+    Raises :class:`CodecError` naming the operation and the part of the value
+    msgpack cannot carry (the worker fails the job with it).
+    """
+    try:
+        return _packb([_OK, unstructure(value, spec.output_type)])
+    except Exception as exc:
+        what = f"the result of operation {spec.name!r}"
+        raise CodecError(_cannot_encode(what, value, spec.output_type, exc)) from None
 
 
 def decode_result(body: bytes, output_type: Any = Any) -> JobResult:

@@ -30,13 +30,8 @@ import attrs
 import trio
 
 from wireframe.jobs.broker import Reply
-from wireframe.jobs.codec import (
-    decode_result,
-    encode_job_body,
-    encode_operation,
-    unstructure,
-)
-from wireframe.jobs.errors import ErrorKind, Ignore, JobFailed, RemoteError, Terminate
+from wireframe.jobs.codec import decode_result, encode_input, encode_operation
+from wireframe.jobs.errors import CodecError, ErrorKind, Ignore, JobFailed, RemoteError, Terminate
 from wireframe.jobs.jobs import JobResult
 from wireframe.jobs.operations import Monoid, Operation, spec_of
 from wireframe.jobs.runtime import Run, Runtime
@@ -78,6 +73,13 @@ def _dead(reply: Reply) -> JobResult:
     )
 
 
+def _undecodable(exc: CodecError, op_name: str) -> JobResult:
+    message = f"the result of operation {op_name!r} does not decode here: {exc}"
+    return JobResult(
+        error=RemoteError(ErrorKind.FATAL, "wireframe.jobs.CodecError", message, "", Terminate)
+    )
+
+
 def _check(result: JobResult, job_id: str, index: int | None) -> bool:
     """True for a value, False for a skip; raise JobFailed for a Terminate error."""
     error = result.error
@@ -109,7 +111,6 @@ async def _drive(
     """
     spec = spec_of(type(op))
     op_bytes = encode_operation(op)
-    in_type = spec.input_type
     out_type = spec.output_type
     run_id = run.run_id
     use_cache = run.runtime.cache is not None
@@ -133,7 +134,7 @@ async def _drive(
                         )
                         return
                     cache_keys[index] = full
-            body = encode_job_body(op_bytes, run_id, index, 1, unstructure(item, in_type))
+            body = encode_input(op_bytes, run_id, index, item, spec)
             batch.append((f"{run_id}.{index}", body, index))
             if len(batch) >= limit or len(batch) >= run.free_slots():
                 out, batch = batch, []
@@ -180,31 +181,39 @@ async def _drive(
     with _unwrapped():
         async with trio.open_nursery() as nursery:
             nursery.start_soon(feed)
-            await _receive_all(run, on_results, decode, out_type, cache_keys)
+            await _receive_all(run, on_results, decode, spec.name, out_type, cache_keys)
 
 
 async def _receive_all(
     run: Run,
     on_results: OnResults,
     decode: Callable[[bytes, Any], JobResult],
+    op_name: str,
     out_type: Any,
     cache_keys: dict[int, bytes],
 ) -> None:
-    """Decode every reply of ``run`` until its stream ends; hand them on in batches."""
+    """Decode every reply of ``run`` until its stream ends; hand them on in batches.
+
+    A reply that does not decode (a value of the wrong type for the
+    operation's output) fails its job, like an error the worker reported.
+    """
     while (replies := await run.receive()) is not None:
         results: list[tuple[Any, str, JobResult]] = []
         for reply, tag in replies:
             body = reply.body
-            if body is None:
-                result = _dead(reply)
-            elif type(tag) is int:
-                result = decode_result(body, out_type)
-                if cache_keys and result.ok:
-                    key = cache_keys.pop(tag, None)
-                    if key is not None:
-                        await run.cache_set(key, body)
-            else:
-                result = decode(body, tag)
+            try:
+                if body is None:
+                    result = _dead(reply)
+                elif type(tag) is int:
+                    result = decode_result(body, out_type)
+                    if cache_keys and result.ok:
+                        key = cache_keys.pop(tag, None)
+                        if key is not None:
+                            await run.cache_set(key, body)
+                else:
+                    result = decode(body, tag)
+            except CodecError as exc:
+                result = _undecodable(exc, op_name)
             if result.error is not None:
                 run.runtime.counters.failed += 1
                 if result.error.kind is ErrorKind.DEAD:
@@ -407,7 +416,6 @@ class Fold(_Directive[O], Generic[T, O]):
     async def _execute(self, run: Run) -> O:
         monoid = self.monoid
         mspec = spec_of(type(monoid))
-        pair_type = mspec.input_type
         value_type = mspec.output_type
         mono_bytes = encode_operation(monoid)
         by_start: dict[int, tuple[int, Any]] = {}
@@ -435,9 +443,8 @@ class Fold(_Directive[O], Generic[T, O]):
                 if lo is _EMPTY or hi is _EMPTY:
                     start, end, value = a, b, (hi if lo is _EMPTY else lo)
                     continue
-                body = encode_job_body(
-                    mono_bytes, run.run_id, -1, 1, unstructure((lo, hi), pair_type)
-                )
+                label = f"the combine of items {a}..{b - 1}"
+                body = encode_input(mono_bytes, run.run_id, -1, (lo, hi), mspec, label)
                 jobs.append((run.job_id(), body, (a, b)))
                 combining += 1
                 return
@@ -474,7 +481,10 @@ class Fold(_Directive[O], Generic[T, O]):
             check_done()
 
         def decode(body: bytes, tag: Any) -> JobResult:
-            return decode_result(body, value_type)
+            try:
+                return decode_result(body, value_type)
+            except CodecError as exc:
+                return _undecodable(exc, mspec.name)
 
         await _drive(
             run,

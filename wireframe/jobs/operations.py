@@ -2,10 +2,15 @@
 
 An operation is an attrs class whose fields are its parameters (they travel with
 every job) and whose ``execute(self, input)`` computes the output. Defining the
-class registers it under a stable name (``module.QualName`` unless the class
-says ``name="..."``); the worker resolves names **only** through this registry,
-so a message can never name arbitrary code. A second class with a name already
-taken raises :class:`~wireframe.jobs.errors.OperationError` at import.
+class registers it under a stable name: the class's ``__qualname__``
+(``AddOne``) unless the class says ``name="..."``. The name crosses the wire,
+so it must not depend on how the module was imported (``python svc.py`` makes
+it ``__main__``, ``wireframe worker --import svc.py`` makes it ``svc``, a
+package makes it ``pkg.svc``): the module is never part of it. The worker
+resolves names **only** through this registry, so a message can never name
+arbitrary code. A different class claiming a name already taken raises
+:class:`~wireframe.jobs.errors.OperationError` at import, and so does an input
+or output type the codec cannot carry (see :mod:`wireframe.jobs.convert`).
 
 Where ``execute`` runs is the class's choice: ``async def execute`` runs on
 trio; a plain ``def execute`` runs in a worker thread by default
@@ -23,12 +28,15 @@ resources the worker was given.
 from __future__ import annotations
 
 import inspect
+import os
+import sys
 import typing
 from collections.abc import Mapping
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import attrs
 
+from wireframe.jobs.convert import check_wire_type
 from wireframe.jobs.errors import OperationError
 
 __all__ = ["Monoid", "OpSpec", "Operation", "lookup_operation", "registered_operations", "spec_of"]
@@ -45,7 +53,8 @@ _REGISTRY: dict[str, type[Operation[Any, Any]]] = {}
 class Operation(Generic[I, O]):
     """Base class of every operation: subclass as ``Operation[In, Out]`` and define ``execute``.
 
-    Class keywords: ``name=`` (the stable registry name), ``cpu_bound=True``
+    Class keywords: ``name=`` (the registry name; default the class's
+    ``__qualname__``), ``cpu_bound=True``
     (run a sync ``execute`` in a process pool), ``executor="inline"`` (run a
     sync ``execute`` on the trio thread), ``abstract=True`` (an intermediate
     base class that is not registered).
@@ -56,6 +65,10 @@ class Operation(Generic[I, O]):
 
     op_name: ClassVar[str]
     op_executor: ClassVar[Executor] = "thread"
+    #: Set in the class's own ``__dict__`` by ``abstract=True`` (see ``__init_subclass__``).
+    _op_abstract: ClassVar[bool] = False
+    #: The file the class was defined in (see ``_same_class``), recorded at definition.
+    _op_source: ClassVar[str]
 
     def __init_subclass__(
         cls,
@@ -71,25 +84,27 @@ class Operation(Generic[I, O]):
             cls.op_executor = executor
         elif cpu_bound:
             cls.op_executor = "process"
-        if abstract:
+        # attrs' slotted classes are rebuilt from the class's __dict__, and the
+        # rebuild passes no class keywords: what the keywords said must live
+        # in that __dict__ (op_executor above, _op_abstract and op_name here).
+        if abstract or cls.__dict__.get("_op_abstract"):
+            cls._op_abstract = True
             return
-        # attrs' slotted classes are rebuilt: the rebuilt class inherits the
-        # explicit name through the registry entry of its predecessor.
-        qual = f"{cls.__module__}.{cls.__qualname__}"
         if name is None:
             inherited = cls.__dict__.get("op_name")
-            name = inherited if isinstance(inherited, str) else qual
+            name = inherited if isinstance(inherited, str) else cls.__qualname__
         if not name:
-            raise OperationError(f"operation {qual}: name must be a non-empty string")
+            raise OperationError(f"operation {_where(cls)}: name must be a non-empty string")
+        cls._op_source = _source(cls)
         existing = _REGISTRY.get(name)
-        if existing is not None and f"{existing.__module__}.{existing.__qualname__}" != qual:
+        if existing is not None and not _same_class(existing, cls):
             raise OperationError(
-                f"operation name {name!r} of {qual} is already taken by "
-                f"{existing.__module__}.{existing.__qualname__}; pass name='...' to choose another"
+                f"operation name {name!r} of {_where(cls)} is already taken by "
+                f"{_where(existing)}; pass name='...' to one of them to choose another"
             )
+        _check_wire_types(cls, name, resolve=False)
         cls.op_name = name
         _REGISTRY[name] = cls
-        _SPECS.pop(name, None)
 
     def cache_key(self, input: I) -> str | None:
         """A key under which this job's result may be cached, or ``None`` (never cached)."""
@@ -129,7 +144,64 @@ class OpSpec:
     resources: tuple[tuple[str, type], ...]  # (keyword, resource type)
 
 
-_SPECS: dict[str, OpSpec] = {}
+#: Specs by class (not by name: a class loaded twice shares a name, see _same_class).
+_SPECS: dict[type, OpSpec] = {}
+
+
+def _where(cls: type) -> str:
+    """``module.QualName`` of a class, and its file when it has one (for messages)."""
+    source = cls.__dict__.get("_op_source") or _source(cls)
+    at = f" in {source}" if source != cls.__module__ else ""
+    return f"{cls.__module__}.{cls.__qualname__}{at}"
+
+
+def _source(cls: type) -> str:
+    """The file a class is defined in, or its module's name when it has no file.
+
+    Asked while the class statement runs, when its module is being executed:
+    the module's ``__file__`` if it is in ``sys.modules`` (an import, a
+    script's ``__main__``), else the file its methods were compiled from.
+    """
+    module = sys.modules.get(cls.__module__)
+    file = getattr(module, "__file__", None)
+    if not isinstance(file, str):
+        codes = (getattr(v, "__code__", None) for v in vars(cls).values())
+        file = next((c.co_filename for c in codes if c is not None), None)
+    if not isinstance(file, str):
+        return cls.__module__
+    return file if file.startswith("<") else os.path.realpath(file)  # "<stdin>", "<string>"
+
+
+def _same_class(a: type[Operation[Any, Any]], b: type[Operation[Any, Any]]) -> bool:
+    """Whether ``a`` and ``b`` are one class definition, loaded or built twice.
+
+    The same qualname in the same source file is the same operation: a script
+    run as ``__main__`` and imported under its module name (``python svc.py``
+    whose code imports ``svc``, or a process pool re-importing the main
+    module), a module reloaded, a function defining the class run again, or
+    attrs rebuilding a slotted class. They run the same code, so the name may
+    move to the newest; two classes from different files (or different
+    qualnames in one file) are two operations and must not share a name.
+    """
+    return a.__qualname__ == b.__qualname__ and a._op_source == b._op_source
+
+
+def _has_forward_ref(typ: Any) -> bool:
+    if isinstance(typ, str | typing.ForwardRef):
+        return True
+    return any(_has_forward_ref(arg) for arg in typing.get_args(typ))
+
+
+def _resolve(typ: Any, cls: type) -> Any:
+    """``typ`` with its forward references evaluated in the module defining ``cls``."""
+    if not _has_forward_ref(typ):
+        return typ
+    module = sys.modules.get(cls.__module__)
+
+    def holder() -> None: ...
+
+    holder.__annotations__ = {"t": typ}
+    return typing.get_type_hints(holder, globalns=dict(vars(module)) if module else {})["t"]
 
 
 def _type_args(cls: type) -> tuple[Any, Any]:
@@ -148,17 +220,66 @@ def _type_args(cls: type) -> tuple[Any, Any]:
     return Any, Any
 
 
+def _check_wire_types(cls: type, name: str, *, resolve: bool) -> tuple[Any, Any]:
+    """The (input, output) types of operation ``cls``, checked to cross the wire.
+
+    At class definition (``resolve=False``) a type that does not resolve yet
+    (a forward reference to a class defined further down) is let through; the
+    first use (:func:`spec_of`, ``resolve=True``) resolves and checks it, and
+    the operation's parameters too: attrs makes the fields only after the
+    class statement has run, so they cannot be checked at definition.
+    """
+    inp, out = _type_args(cls)
+    checks: list[tuple[str, Any]] = [("input type", inp), ("output type", out)]
+    if resolve:
+        checks.append(("parameters", cls if attrs.has(cls) else Any))
+    types: list[Any] = []
+    for role, typ in checks:
+        where = f"the {role} of operation {name!r} ({_where(cls)})"
+        try:
+            typ = _resolve(typ, cls) if resolve else typ
+            check_wire_type(typ, where)
+        except NameError as exc:
+            if resolve:
+                raise OperationError(f"{where} does not resolve: {exc}") from None
+        except TypeError as exc:
+            raise OperationError(str(exc)) from None
+        except Exception as exc:  # cattrs choking on an odd type expression
+            raise OperationError(f"{where} is not usable: {type(exc).__name__}: {exc}") from None
+        types.append(typ)
+    return types[0], types[1]
+
+
 def spec_of(cls: type[Operation[Any, Any]]) -> OpSpec:
-    """The :class:`OpSpec` of a registered operation class (cached)."""
-    name = cls.op_name
-    spec = _SPECS.get(name)
-    if spec is not None and spec.cls is cls:
+    """The :class:`OpSpec` of a registered operation class (cached).
+
+    Raises :class:`OperationError` when the class cannot run as a job: no
+    ``execute``, a resource parameter without a class, or an input, output or
+    parameter type the codec cannot carry.
+    """
+    spec = _SPECS.get(cls)
+    if spec is not None:
         return spec
+    name = cls.op_name
     execute = getattr(cls, "execute", None)
     if not callable(execute):
         raise OperationError(f"operation {name!r} ({cls.__qualname__}) defines no execute()")
     is_async = inspect.iscoroutinefunction(execute)
     executor: Executor = "async" if is_async else cls.op_executor
+    resources = _resources(name, execute)
+    if resources and executor == "process":
+        raise OperationError(
+            f"operation {name!r} is cpu_bound and takes resources; "
+            "resources cannot cross into a process pool"
+        )
+    inp, out = _check_wire_types(cls, name, resolve=True)
+    spec = OpSpec(name, cls, inp, out, executor, resources)
+    _SPECS[cls] = spec
+    return spec
+
+
+def _resources(name: str, execute: Any) -> tuple[tuple[str, type], ...]:
+    """The (keyword, resource class) pairs ``execute`` takes as keyword-only parameters."""
     resources: list[tuple[str, type]] = []
     sig = inspect.signature(execute)
     kw_only = [p for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
@@ -177,15 +298,7 @@ def spec_of(cls: type[Operation[Any, Any]]) -> OpSpec:
                     "must be annotated with a resource class"
                 )
             resources.append((p.name, hint))
-    if resources and executor == "process":
-        raise OperationError(
-            f"operation {name!r} is cpu_bound and takes resources; "
-            "resources cannot cross into a process pool"
-        )
-    inp, out = _type_args(cls)
-    spec = OpSpec(name, cls, inp, out, executor, tuple(resources))
-    _SPECS[name] = spec
-    return spec
+    return tuple(resources)
 
 
 def lookup_operation(name: str) -> OpSpec | None:

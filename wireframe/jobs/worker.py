@@ -31,6 +31,7 @@ import functools
 import logging
 import os
 import socket
+import sys
 import time
 import uuid
 from collections import OrderedDict
@@ -48,11 +49,19 @@ from wireframe.jobs.codec import (
     UnknownOperation,
     decode_abort,
     decode_envelope,
+    encode_output,
     encode_result,
-    encode_value,
     structure,
 )
-from wireframe.jobs.errors import CodecError, ErrorKind, Fatal, RemoteError, Terminate, Transient
+from wireframe.jobs.errors import (
+    CodecError,
+    ErrorKind,
+    Fatal,
+    RemoteError,
+    Strategy,
+    Terminate,
+    Transient,
+)
 from wireframe.jobs.jobs import JobResult
 from wireframe.jobs.operations import Operation, OpSpec, call_kwargs
 from wireframe.jobs.retry import DEFAULT_RETRY
@@ -62,8 +71,10 @@ __all__ = ["Worker", "WorkerCounters"]
 _HOST = socket.gethostname()
 
 _ABANDON_GRACE = 5.0
+#: Seconds an ``executor="inline"`` operation may hold the trio thread before a warning.
+INLINE_WARN_AFTER = 0.1
 
-logger = logging.getLogger("wireframe.jobs")
+log = logging.getLogger(__name__)
 
 
 @attrs.define
@@ -130,6 +141,7 @@ class Worker:
         self._consume_scope: trio.CancelScope | None = None
         self._stopping = False
         self._started_at = time.time()
+        self._warned_inline: set[str] = set()
 
     # -- control ------------------------------------------------------------------
     def stop(self) -> None:
@@ -199,40 +211,10 @@ class Worker:
         self._consume_scope = None
 
     async def _start(self, jobs: trio.Nursery, delivery: Delivery) -> None:
-        try:
-            env = decode_envelope(delivery.message.body)
-        except CodecError as exc:
-            await self._dead_letter(delivery, str(exc))
+        prepared = await self._prepare(delivery)
+        if prepared is None:
             return
-        if env.run_id in self._aborted:
-            self.counters.skipped_aborted += 1
-            await self._complete(delivery, None)
-            return
-        try:
-            spec, op = self._ops.resolve(env.op)
-        except UnknownOperation as exc:
-            self.counters.failed += 1
-            error = RemoteError.from_exception(exc, ErrorKind.UNKNOWN_OPERATION)
-            await self._complete(delivery, encode_result(JobResult(error=error)))
-            return
-        except CodecError as exc:
-            await self._dead_letter(delivery, str(exc))
-            return
-        try:
-            value = structure(env.input, spec.input_type, "$.input")
-        except CodecError as exc:
-            await self._dead_letter(delivery, str(exc))
-            return
-        kwargs = call_kwargs(spec, self.resources)
-        if isinstance(kwargs, type):
-            self.counters.failed += 1
-            missing = LookupError(
-                f"operation {spec.name!r} takes a resource of type {kwargs.__qualname__}, "
-                f"which worker {self.worker_id!r} was not given"
-            )
-            error = RemoteError.from_exception(missing, ErrorKind.MISSING_RESOURCE)
-            await self._complete(delivery, encode_result(JobResult(error=error)))
-            return
+        env, spec, op, value, kwargs = prepared
         running = _Running(delivery, env.run_id, trio.CancelScope())
         stale = self._running.get(delivery.message.id)
         if stale is not None:  # delivered again while still running here: that lease is lost
@@ -243,6 +225,52 @@ class Worker:
         if self.counters.running > self.counters.peak_running:
             self.counters.peak_running = self.counters.running
         jobs.start_soon(self._run_job, running, env, spec, op, value, kwargs)
+
+    async def _prepare(self, delivery: Delivery) -> _Prepared | None:
+        """Decode a delivery and resolve its operation, input and resources.
+
+        A job that cannot run is settled here and ``None`` returned: a body
+        that does not decode goes to the dead-letter store with the reason;
+        an unknown operation, a missing resource or an operation whose types
+        the codec cannot build gets a typed error result. Nothing raised here
+        may end the loop (the rest of the consumed batch would be lost with
+        it), so whatever else goes wrong fails this one job.
+        """
+        try:
+            env = decode_envelope(delivery.message.body)
+        except Exception as exc:  # a CodecError, or anything a broken decoder raised
+            await self._dead_letter(delivery, _reason(exc))
+            return None
+        if env.run_id in self._aborted:
+            self.counters.skipped_aborted += 1
+            await self._complete(delivery, None)
+            return None
+        try:
+            spec, op = self._ops.resolve(env.op)
+            value = structure(env.input, spec.input_type, "$.input")
+            kwargs = call_kwargs(spec, self.resources)
+        except UnknownOperation as exc:
+            await self._fail(delivery, exc, ErrorKind.UNKNOWN_OPERATION)
+            return None
+        except CodecError as exc:  # the body's data does not fit the operation
+            await self._dead_letter(delivery, str(exc))
+            return None
+        except Exception as exc:  # OperationError (an unusable type), or worse
+            await self._fail(delivery, exc, ErrorKind.FATAL)
+            return None
+        if isinstance(kwargs, type):
+            missing = LookupError(
+                f"operation {spec.name!r} takes a resource of type {kwargs.__qualname__}, "
+                f"which worker {self.worker_id!r} was not given"
+            )
+            await self._fail(delivery, missing, ErrorKind.MISSING_RESOURCE)
+            return None
+        return env, spec, op, value, kwargs
+
+    async def _fail(self, delivery: Delivery, exc: BaseException, kind: ErrorKind) -> None:
+        """Complete a job that did not run with an error result describing ``exc``."""
+        self.counters.failed += 1
+        await self._complete(delivery, _error_body(exc, kind))
 
     async def _run_job(
         self,
@@ -259,38 +287,11 @@ class Worker:
         try:
             with running.scope:
                 try:
-                    if spec.executor == "async":
-                        result = await op.execute(value, **kwargs)  # type: ignore[attr-defined]
-                    elif spec.executor == "inline":
-                        result = op.execute(value, **kwargs)  # type: ignore[attr-defined]
-                    elif spec.executor == "thread":
-                        call = functools.partial(op.execute, value, **kwargs)  # type: ignore[attr-defined]
-                        result = await trio.to_thread.run_sync(call)
-                    else:
-                        import trio_parallel
-
-                        result = await trio_parallel.run_sync(
-                            op.execute,  # type: ignore[attr-defined]
-                            value,
-                            kill_on_cancel=True,
-                        )
-                    body = encode_value(result, spec.output_type)
+                    result = await self._execute(spec, op, value, kwargs)
+                    body = encode_output(result, spec)
                     self.counters.done += 1
-                except Transient as exc:
-                    policy = exc.retry or DEFAULT_RETRY
-                    retry_delay = policy.delay_before(env.attempt + 1)
-                    if retry_delay is None:
-                        self.counters.failed += 1
-                        error = RemoteError.from_exception(exc, ErrorKind.RETRIES_EXHAUSTED)
-                        body = encode_result(JobResult(error=error))
-                except Fatal as exc:
-                    self.counters.failed += 1
-                    error = RemoteError.from_exception(exc, ErrorKind.FATAL, exc.strategy)
-                    body = encode_result(JobResult(error=error))
                 except Exception as exc:
-                    self.counters.failed += 1
-                    error = RemoteError.from_exception(exc, ErrorKind.FATAL, Terminate)
-                    body = encode_result(JobResult(error=error))
+                    body, retry_delay = self._outcome(exc, env)
             executing = False
             self.counters.running -= 1
             self._finishing += 1
@@ -322,6 +323,64 @@ class Worker:
             else:
                 self._finishing -= 1
             self._slot_free.set()
+
+    async def _execute(
+        self, spec: OpSpec, op: Operation[Any, Any], value: Any, kwargs: dict[str, object]
+    ) -> Any:
+        """Call ``op.execute`` where its spec says it runs; return what it returned."""
+        execute = op.execute  # type: ignore[attr-defined]
+        if spec.executor == "async":
+            return await execute(value, **kwargs)
+        if spec.executor == "inline":
+            started = time.perf_counter()
+            try:
+                return execute(value, **kwargs)
+            finally:
+                self._check_inline(spec, time.perf_counter() - started)
+        if spec.executor == "thread":
+            return await trio.to_thread.run_sync(functools.partial(execute, value, **kwargs))
+        import trio_parallel
+
+        try:
+            return await trio_parallel.run_sync(execute, value, kill_on_cancel=True)
+        except trio_parallel.BrokenWorkerError as exc:
+            raise _process_died(spec, exc) from exc
+
+    def _check_inline(self, spec: OpSpec, seconds: float) -> None:
+        """Warn (once per operation) that an inline operation held the trio thread too long.
+
+        While it runs nothing else on the worker does: no other job, no lease
+        renewal, no Ctrl-C. A worker thread costs a little per job but keeps
+        the loop free.
+        """
+        if seconds <= INLINE_WARN_AFTER or spec.name in self._warned_inline:
+            return
+        self._warned_inline.add(spec.name)
+        log.warning(
+            "operation %r ran inline on worker %s for %.2f s, blocking the trio loop "
+            "(other jobs, lease renewals and Ctrl-C wait meanwhile); give it "
+            'executor="thread" (or cpu_bound=True for CPU-heavy work)',
+            spec.name,
+            self.worker_id,
+            seconds,
+        )
+
+    def _outcome(self, exc: Exception, env: Envelope) -> tuple[bytes | None, float | None]:
+        """The reply body and retry delay for a job whose execute raised ``exc``."""
+        if isinstance(exc, Transient):
+            try:
+                delay = (exc.retry or DEFAULT_RETRY).delay_before(env.attempt + 1)
+            except Exception as broken:  # a retry policy that cannot answer fails the job
+                self.counters.failed += 1
+                return _error_body(broken, ErrorKind.FATAL), None
+            if delay is not None:
+                return None, delay
+            self.counters.failed += 1
+            return _error_body(exc, ErrorKind.RETRIES_EXHAUSTED), None
+        self.counters.failed += 1
+        if isinstance(exc, Fatal):
+            return _error_body(exc, ErrorKind.FATAL, exc.strategy), None
+        return _error_body(exc, ErrorKind.FATAL), None
 
     async def _after_cancel(self, running: _Running) -> None:
         self.counters.cancelled += 1
@@ -375,7 +434,7 @@ class Worker:
         try:
             await self.broker.heartbeat(self.info(), ttl)
         except BrokerError as exc:  # passing: the next heartbeat tries again
-            logger.debug("worker %s: heartbeat failed: %s", self.worker_id, exc)
+            log.debug("worker %s: heartbeat failed: %s", self.worker_id, exc)
 
     async def _announce(self) -> None:
         """Heartbeat every ``renew_every`` seconds, each live for a lease (at least 3 beats)."""
@@ -409,3 +468,35 @@ class Worker:
                     self.abort_run(target)
                 elif kind == "worker" and target in ("*", self.worker_id):
                     self.abort_running()
+
+
+_Prepared = tuple[Envelope, OpSpec, Operation[Any, Any], Any, dict[str, object]]
+
+
+def _reason(exc: BaseException) -> str:
+    """A dead-letter reason for ``exc``: a CodecError's own words, else its type too."""
+    return str(exc) if isinstance(exc, CodecError) else f"{type(exc).__name__}: {exc}"
+
+
+def _error_body(exc: BaseException, kind: ErrorKind, strategy: Strategy = Terminate) -> bytes:
+    """An error reply describing ``exc``; never raises (an exception may not even print)."""
+    try:
+        error = RemoteError.from_exception(exc, kind, strategy)
+    except Exception:
+        name = f"{type(exc).__module__}.{type(exc).__qualname__}"
+        error = RemoteError(kind, name, "(the exception's message could not be rendered)")
+    return encode_result(JobResult(error=error))
+
+
+def _process_died(spec: OpSpec, exc: BaseException) -> RuntimeError:
+    """The error for a cpu_bound job whose pool process died, saying the usual why."""
+    main = sys.modules.get("__main__")
+    script = getattr(main, "__file__", None)
+    where = f" ({script})" if isinstance(script, str) else ""
+    return RuntimeError(
+        f"the process running cpu_bound operation {spec.name!r} died ({exc}). A cpu_bound "
+        f"operation runs in a process pool whose processes re-import the main module{where}: "
+        "if that script starts work at import (trio.run(...) at top level), guard that code "
+        'with `if __name__ == "__main__":`, or move the operation into a module of its own. '
+        "Otherwise the process crashed or was killed (out of memory?)"
+    )

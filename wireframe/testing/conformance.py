@@ -1,4 +1,4 @@
-"""Helpers for users' own tests, chiefly the broker conformance suite.
+"""The broker conformance suite: the behaviour every broker shares, as pytest tests.
 
 Every broker behind :class:`~wireframe.jobs.broker.Broker` must behave the same;
 :class:`BrokerConformance` checks that it does. Subclass it in a test module and
@@ -11,28 +11,27 @@ give it a ``broker_url`` fixture returning a fresh, isolated URL per test::
         def broker_url(self, tmp_path):
             return f"mybroker:///{tmp_path}/state"
 
+This module imports pytest; :mod:`wireframe.testing` loads it only when
+``BrokerConformance`` is asked for, so the rest of ``wireframe.testing``
+imports without pytest installed.
+
 Each test opens brokers with :func:`~wireframe.jobs.broker.open_broker` on that
 URL with extra query options (a short ``lease``, a small ``max_deliveries``,
-see :func:`with_options`), so two brokers opened in one test share the same
-store, as two processes would. The tests are marked ``@pytest.mark.trio`` and
-need pytest-trio but not its ``trio_mode``.
+see :func:`~wireframe.testing.with_options`), so two brokers opened in one test
+share the same store, as two processes would. The tests are marked
+``@pytest.mark.trio`` and need pytest-trio but not its ``trio_mode``.
 
 Time: brokers measuring leases on the wall clock (SQLite, Redis) run the suite
 in real time, a few seconds in all (each wait is at most ~0.6 s). A broker that
 measures on trio's clock (``memory://``) may override the ``broker_clock``
 fixture to return ``trio.testing.MockClock(autojump_threshold=0)`` and run the
 suite in virtual time. ``lease`` and ``patience`` are class attributes a slow
-broker may raise.
-"""
+broker may raise."""
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
 from collections.abc import Sequence
-from typing import NoReturn, Protocol
-from urllib.parse import parse_qsl, urlencode
 
 import attrs
 import pytest
@@ -51,55 +50,9 @@ from wireframe.jobs.broker import (
     WorkerInfo,
     open_broker,
 )
+from wireframe.testing import UrlFactory, with_options
 
-__all__ = [
-    "BrokerConformance",
-    "UrlFactory",
-    "fresh_memory_url",
-    "service_unavailable",
-    "with_options",
-]
-
-
-def service_unavailable(reason: str) -> NoReturn:
-    """Skip the test: a backing service (a Redis server, say) does not answer — or fail it in CI.
-
-    A CI machine runs the services the tests need, so a skip there would hide
-    a broken backend: when the environment variable ``CI`` is set, this fails
-    the test instead, with the same reason.
-    """
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)")
-    pytest.skip(reason)
-
-
-def with_options(url: str, **options: object) -> str:
-    """``url`` with query ``options`` set (replacing same-named ones); None drops one.
-
-    Plain string surgery, so ``memory://?x=1`` and ``sqlite:////abs/path`` keep
-    their exact shape (``urlunsplit`` would not).
-    """
-    base, _, query = url.partition("?")
-    pairs = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in options]
-    pairs += [(k, str(v)) for k, v in options.items() if v is not None]
-    return f"{base}?{urlencode(pairs)}" if pairs else base
-
-
-def fresh_memory_url(**options: object) -> str:
-    """A ``memory://`` URL with a name no one else uses, with query ``options``.
-
-    For tests that want their own in-process broker (and, with ``workers=N``,
-    emulated workers): ``jobs.connect(fresh_memory_url(workers=2))``.
-    """
-    return with_options(f"memory://test-{uuid.uuid4().hex}", **options)
-
-
-class UrlFactory(Protocol):
-    """The ``make_url`` fixture: the test's broker URL with suite options set."""
-
-    def __call__(self, *, lease: float | None = None, max_deliveries: int | None = None) -> str:
-        """The URL with ``lease``/``max_deliveries`` set where given."""
-        ...
+__all__ = ["BrokerConformance"]
 
 
 def _messages(ids: Sequence[str], reply_to: str = "") -> list[Message]:

@@ -1,0 +1,55 @@
+"""``wireframe.testing`` after a plain install (fault 14 of issue 8): no pytest needed to import it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import wireframe
+
+WITHOUT_PYTEST = """
+import sys
+sys.modules["pytest"] = None  # as if not installed: `import pytest` raises ImportError
+
+import wireframe.testing as t
+from wireframe.testing import fresh_memory_url, service_unavailable, with_options
+
+assert with_options("memory://x", workers=2) == "memory://x?workers=2"
+assert fresh_memory_url(workers=1).startswith("memory://test-")
+try:
+    t.BrokerConformance
+except ImportError as exc:
+    print("BrokerConformance needs pytest:", exc)
+print("imported")
+"""
+
+
+def test_wireframe_testing_imports_without_pytest(tmp_path: Path) -> None:
+    # This wireframe, whatever the current folder and the installed copy are.
+    env = {**os.environ, "PYTHONPATH": str(Path(wireframe.__file__).parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_PYTEST],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "BrokerConformance needs pytest: import of pytest halted; None in sys.modules",
+        "imported",
+    ]
+
+
+def test_the_conformance_suite_is_still_importable_from_wireframe_testing() -> None:
+    from wireframe.testing import BrokerConformance
+    from wireframe.testing.conformance import BrokerConformance as Same
+
+    assert BrokerConformance is Same
+
+
+def test_the_package_is_marked_typed() -> None:
+    assert (Path(wireframe.__file__).parent / "py.typed").is_file()

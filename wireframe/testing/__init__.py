@@ -1,0 +1,80 @@
+"""Helpers for users' own tests; importable without pytest.
+
+A plain install of wireframe has no pytest, and a program may import
+``wireframe.testing`` for :func:`fresh_memory_url` or :func:`with_options`
+alone, so this package imports nothing of pytest itself. The broker
+conformance suite, :class:`BrokerConformance`, is pytest tests: it lives in
+:mod:`wireframe.testing.conformance` and is loaded on first use of the name
+(``from wireframe.testing import BrokerConformance`` keeps working), which is
+when pytest is needed.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from urllib.parse import parse_qsl, urlencode
+
+if TYPE_CHECKING:
+    from wireframe.testing.conformance import BrokerConformance
+
+__all__ = [
+    "BrokerConformance",
+    "UrlFactory",
+    "fresh_memory_url",
+    "service_unavailable",
+    "with_options",
+]
+
+
+def service_unavailable(reason: str) -> NoReturn:
+    """Skip the test: a backing service (a Redis server, say) does not answer — or fail it in CI.
+
+    A CI machine runs the services the tests need, so a skip there would hide
+    a broken backend: when the environment variable ``CI`` is set, this fails
+    the test instead, with the same reason.
+    """
+    import pytest  # here, not at module level: importing wireframe.testing needs no pytest
+
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)")
+    pytest.skip(reason)
+
+
+def with_options(url: str, **options: object) -> str:
+    """``url`` with query ``options`` set (replacing same-named ones); None drops one.
+
+    Plain string surgery, so ``memory://?x=1`` and ``sqlite:////abs/path`` keep
+    their exact shape (``urlunsplit`` would not).
+    """
+    base, _, query = url.partition("?")
+    pairs = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in options]
+    pairs += [(k, str(v)) for k, v in options.items() if v is not None]
+    return f"{base}?{urlencode(pairs)}" if pairs else base
+
+
+def fresh_memory_url(**options: object) -> str:
+    """A ``memory://`` URL with a name no one else uses, with query ``options``.
+
+    For tests that want their own in-process broker (and, with ``workers=N``,
+    emulated workers): ``jobs.connect(fresh_memory_url(workers=2))``.
+    """
+    return with_options(f"memory://test-{uuid.uuid4().hex}", **options)
+
+
+class UrlFactory(Protocol):
+    """The ``make_url`` fixture: the test's broker URL with suite options set."""
+
+    def __call__(self, *, lease: float | None = None, max_deliveries: int | None = None) -> str:
+        """The URL with ``lease``/``max_deliveries`` set where given."""
+        ...
+
+
+def __getattr__(name: str) -> Any:
+    """Load :class:`BrokerConformance` (and pytest with it) only when it is asked for."""
+    if name == "BrokerConformance":
+        from wireframe.testing.conformance import BrokerConformance
+
+        return BrokerConformance
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
