@@ -477,6 +477,74 @@ async def test_waits_are_cancellable(make_url: UrlFactory) -> None:
         assert d.deliveries == 1, "a cancelled consume claimed nothing"
 
 
+class _StepCounter(trio.abc.Instrument):
+    """Counts the steps of the tasks whose name contains ``part`` (a real trio hook)."""
+
+    def __init__(self, part: str) -> None:
+        self.part = part
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if self.part in task.name:
+            self.steps += 1
+
+
+async def test_an_idle_waiter_outlasts_any_backoff(
+    make_url: UrlFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle worker must wait for days: its watcher's backoff stays bounded.
+
+    With ``poll`` tiny, thousands of idle data_version polls (each one a step of
+    the watcher task after its thread call and one after its sleep) pass in a
+    fraction of a second; the backoff that once grew as 2 ** polls overflowed
+    after ~1,030 of them and killed the broker. Afterwards another process's
+    write still wakes the waiter: the watcher is alive and polling.
+    """
+    url = make_url(poll=0.00001)
+    counter = _StepCounter("._watch")
+    trio.lowlevel.add_instrument(counter)
+    try:
+        async with (
+            open_broker(url) as remote,
+            open_broker(url) as local,
+            trio.open_nursery() as nursery,
+        ):
+            assert isinstance(remote, sqlite_broker.SqliteBroker)
+            monkeypatch.setattr(remote, "_notify", lambda key: None)  # "another process"
+            got: list[str] = []
+
+            async def wait() -> None:
+                got.extend(d.message.id for d in await local.consume("q", 1))
+
+            nursery.start_soon(wait)
+            with trio.fail_after(60):
+                while counter.steps < 3 * 2 * 1100:  # > 3,000 idle polls of each watcher
+                    await trio.sleep(0.01)
+                await remote.publish("q", _messages(["after a long idle"]))
+                while not got:
+                    await trio.sleep(0.001)
+            assert got == ["after a long idle"]
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+
+
+async def test_wake_up_state_does_not_grow_with_finished_waits(make_url: UrlFactory) -> None:
+    """Every run has a channel of its own: once nobody waits on it, the broker keeps
+    nothing for it (a long-lived orchestrator runs millions)."""
+    async with open_broker(make_url()) as broker:
+        assert isinstance(broker, sqlite_broker.SqliteBroker)
+        for i in range(20):
+            await broker.publish("q", _messages([f"m{i}"], reply_to=f"ch{i}"))
+            [d] = await _take(broker, "q", 1)
+            await broker.complete(d, b"r")
+            assert await _replies(broker, f"ch{i}", 1) == [Reply(f"m{i}", body=b"r")]
+            with trio.move_on_after(0.001):
+                await broker.receive_replies(f"idle{i}", 1)
+            with trio.move_on_after(0.001):
+                await broker.consume(f"idle{i}", 1)
+        assert broker._wake._signals == {}
+
+
 async def test_subscription_ends_when_the_broker_closes(make_url: UrlFactory) -> None:
     received: list[bytes] = []
     async with open_broker(make_url()) as broker:

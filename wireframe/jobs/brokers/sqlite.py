@@ -570,14 +570,61 @@ class _ConnectionThread:
 # Wake-ups
 
 
+class _Backoff:
+    """The watcher's pause between two polls: ``_FAST_POLLS`` at ``_MIN_POLL`` after
+    activity, then doubling up to the ``poll`` option, where it stays.
+
+    Only the pause itself is kept, never a count of quiet polls: a worker idles
+    for days, and a count (or an exponent made from it) would grow for as long.
+    """
+
+    __slots__ = ("_fast_left", "_limit", "_pause")
+
+    def __init__(self, limit: float) -> None:
+        self._limit = limit
+        self._pause = min(_MIN_POLL, limit)
+        self._fast_left = _FAST_POLLS
+
+    def reset(self) -> None:
+        """Something changed: poll fast again."""
+        self._pause = min(_MIN_POLL, self._limit)
+        self._fast_left = _FAST_POLLS
+
+    def next(self) -> float:
+        """The pause before the next poll (a quiet one just happened)."""
+        pause = self._pause
+        if self._fast_left > 0:
+            self._fast_left -= 1
+        else:
+            self._pause = min(self._pause * 2.0, self._limit)
+        return pause
+
+
 class _Signal:
-    """One generation of wake-up for one key; ``local`` says this process wrote."""
+    """One generation of wake-up for one key; ``local`` says this process wrote.
 
-    __slots__ = ("event", "local")
+    A context manager: each holder enters it before looking for work and leaves
+    it once done waiting, and the last holder to leave an unfired signal removes
+    it from its :class:`_Wakeups`, so keys nobody waits on any more (the channel
+    of every finished run) do not pile up in a long-lived process.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_key", "_signals", "event", "holders", "local")
+
+    def __init__(self, signals: dict[tuple[str, str], _Signal], key: tuple[str, str]) -> None:
+        self._signals = signals
+        self._key = key
         self.event = trio.Event()
         self.local = False
+        self.holders = 0
+
+    def __enter__(self) -> _Signal:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.holders -= 1
+        if self.holders == 0 and self._signals.get(self._key) is self:
+            del self._signals[self._key]
 
 
 class _Wakeups:
@@ -589,10 +636,12 @@ class _Wakeups:
         self.waiters_arrived = trio.Event()
 
     def signal(self, key: tuple[str, str]) -> _Signal:
-        """The signal to wait on for ``key`` (get it *before* looking for work)."""
+        """The signal to wait on for ``key``: enter it (``with``) *before* looking
+        for work, and wait on it inside."""
         found = self._signals.get(key)
         if found is None:
-            found = self._signals[key] = _Signal()
+            found = self._signals[key] = _Signal(self._signals, key)
+        found.holders += 1
         return found
 
     def notify(self, key: tuple[str, str]) -> None:
@@ -947,22 +996,18 @@ class SqliteBroker:
 
         with self._watch_scope:
             last = await poll()
-            quiet = 0  # polls since the last change
+            backoff = _Backoff(self._max_poll)
             while True:
                 if self._wake.waiting == 0:
                     self._wake.waiters_arrived = trio.Event()
                     await self._wake.waiters_arrived.wait()
-                    quiet = 0
+                    backoff.reset()
                 current = await poll()
                 if current != last or current is None:
                     last = current
                     self._wake.notify_all()
-                    quiet = 0
-                else:
-                    quiet += 1
-                # _FAST_POLLS polls at the minimum after activity, then doubling to `poll`
-                backoff = _MIN_POLL * 2.0 ** max(0, quiet - _FAST_POLLS)
-                await trio.sleep(min(backoff, self._max_poll))
+                    backoff.reset()
+                await trio.sleep(backoff.next())
 
     # -- queues ---------------------------------------------------------------------
 
@@ -1108,24 +1153,24 @@ class SqliteBroker:
         claim = self._claim(queue, limit)
         direct = True
         while True:
-            signal = self._wake.signal(("q", queue))
-            if direct:
-                result, cancelled = await self._write_raw(claim)
-                for channel in result.dead_channels:
-                    self._notify(("c", channel))
-                if result.deliveries:
-                    if cancelled:
-                        await self._give_back(result.deliveries)
-                        await trio.lowlevel.checkpoint()
-                    return result.deliveries
-                next_visible = result.next_visible
-            else:
-                peek = await self._read(self._peek_queue(queue))
-                if peek.ready:
-                    direct = True
-                    continue
-                next_visible = peek.next_visible
-            await self._wait(signal, next_visible)
+            with self._wake.signal(("q", queue)) as signal:
+                if direct:
+                    result, cancelled = await self._write_raw(claim)
+                    for channel in result.dead_channels:
+                        self._notify(("c", channel))
+                    if result.deliveries:
+                        if cancelled:
+                            await self._give_back(result.deliveries)
+                            await trio.lowlevel.checkpoint()
+                        return result.deliveries
+                    next_visible = result.next_visible
+                else:
+                    peek = await self._read(self._peek_queue(queue))
+                    if peek.ready:
+                        direct = True
+                        continue
+                    next_visible = peek.next_visible
+                await self._wait(signal, next_visible)
             # a local write or a lease/delay timer: claim at once; a change seen in
             # another process: peek first, without taking the write lock.
             direct = signal.local or not signal.event.is_set()
@@ -1241,18 +1286,18 @@ class SqliteBroker:
 
         direct = True
         while True:
-            signal = self._wake.signal(("c", channel))
-            if direct or await self._read(peek):
-                rows, cancelled = await self._write_raw(take)
-                if rows:
-                    if cancelled:
-                        await self._put_back(channel, rows)
-                        await trio.lowlevel.checkpoint()
-                    return [
-                        Reply(message_id=mid, body=body, dead_reason=reason)
-                        for _, mid, body, reason in rows
-                    ]
-            await self._wait(signal, None)
+            with self._wake.signal(("c", channel)) as signal:
+                if direct or await self._read(peek):
+                    rows, cancelled = await self._write_raw(take)
+                    if rows:
+                        if cancelled:
+                            await self._put_back(channel, rows)
+                            await trio.lowlevel.checkpoint()
+                        return [
+                            Reply(message_id=mid, body=body, dead_reason=reason)
+                            for _, mid, body, reason in rows
+                        ]
+                await self._wait(signal, None)
             direct = signal.local
 
     async def _put_back(
@@ -1440,18 +1485,18 @@ class _Subscription:
         while not self._pending:
             if broker._closed:
                 raise StopAsyncIteration  # the iteration ends when the broker closes
-            signal = broker._wake.signal(("b", topic))
-            try:
-                rows = await broker._read(_broadcasts_after(topic, self._after))
-            except BrokerError:
-                if broker._closed:
-                    raise StopAsyncIteration from None
-                raise
-            if rows:
-                self._after = rows[-1][0]
-                self._pending = [body for _, body in rows]
-                break
-            await broker._wait(signal, None)
+            with broker._wake.signal(("b", topic)) as signal:
+                try:
+                    rows = await broker._read(_broadcasts_after(topic, self._after))
+                except BrokerError:
+                    if broker._closed:
+                        raise StopAsyncIteration from None
+                    raise
+                if rows:
+                    self._after = rows[-1][0]
+                    self._pending = [body for _, body in rows]
+                    break
+                await broker._wait(signal, None)
         await trio.lowlevel.checkpoint()
         return self._pending.pop(0)
 
