@@ -69,6 +69,14 @@ Design
     by each subscriber from the id current when it subscribed and deleted after
     :data:`BROADCAST_RETENTION` seconds.
 
+    *Malformed rows.* SQLite keeps any value in any column, so a hand edit or
+    a damaged file can leave a TEXT body or a negative delivery count behind.
+    Each row is checked before it is trusted (:mod:`._sqlite_rows`): a message
+    that is not well formed goes to the dead-letter store with a reason naming
+    its seq, column and value (and a dead reply to its channel, if readable), a
+    malformed reply reaches its waiter as a dead reply, a malformed broadcast is
+    skipped with a logged warning. No bad row makes every read of a queue fail.
+
     *Schema.* ``wf_schema`` holds the schema version; :data:`MIGRATIONS` moves
     a database forward one version at a time inside one transaction. A file
     written by a newer wireframe is refused with a :class:`BrokerError` naming
@@ -81,6 +89,7 @@ Design
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import queue as queue_module
@@ -111,6 +120,14 @@ from wireframe.jobs.broker import (
     parse_broker_url,
     seconds_option,
 )
+from wireframe.jobs.brokers._sqlite_rows import (
+    dead_letter_from_row,
+    dead_letter_values,
+    described,
+    fetch_all,
+    message_problems,
+    reply_from_row,
+)
 
 __all__ = [
     "BROADCAST_RETENTION",
@@ -123,6 +140,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+_log = logging.getLogger(__name__)
 
 #: The schema version this code writes and understands.
 SCHEMA_VERSION: Final = 1
@@ -187,9 +206,27 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     ),
 }
 
+# The channel's highest numeric seq + 1 (`seq < ''` holds for numbers only: a
+# hand-edited TEXT seq must not make every new reply collide with seq 1).
 _INSERT_REPLY: Final = (
-    "INSERT INTO wf_replies (channel, seq, message_id, body, dead_reason) VALUES"
-    " (?1, (SELECT coalesce(max(seq), 0) + 1 FROM wf_replies WHERE channel = ?1), ?2, ?3, ?4)"
+    "INSERT INTO wf_replies (channel, seq, message_id, body, dead_reason) VALUES (?1, coalesce("
+    "(SELECT seq FROM wf_replies WHERE channel = ?1 AND seq < '' ORDER BY seq DESC LIMIT 1), 0)"
+    " + 1, ?2, ?3, ?4)"
+)
+
+# A row whose visible_at is not a number (hand-edited, damaged) is claimable at
+# once, to be dead-lettered with its reason; otherwise it would sit there unseen.
+_CLAIMABLE: Final = (
+    "SELECT seq, id, body, reply_to, deliveries, visible_at FROM wf_messages"
+    " WHERE queue = ? AND done_at IS NULL"
+    " AND (visible_at <= ? OR typeof(visible_at) NOT IN ('integer', 'real'))"
+    " ORDER BY seq LIMIT ?"
+)
+
+# When the queue's next message becomes visible (0, i.e. now, for a malformed one).
+_EARLIEST: Final = (
+    "SELECT min(CASE WHEN typeof(visible_at) IN ('integer', 'real') THEN visible_at ELSE 0 END)"
+    " FROM wf_messages WHERE queue = ? AND done_at IS NULL"
 )
 
 #: Broadcasts older than this (seconds) are deleted; a subscriber that lags
@@ -1065,28 +1102,28 @@ class SqliteBroker:
             out: list[Delivery] = []
             dead_channels: set[str] = set()
             while len(out) < limit:
-                rows = conn.execute(
-                    "SELECT seq, id, body, reply_to, deliveries FROM wf_messages"
-                    " WHERE queue = ? AND done_at IS NULL AND visible_at <= ?"
-                    " ORDER BY seq LIMIT ?",
-                    (queue, now, limit - len(out)),
-                ).fetchall()
+                rows = fetch_all(conn, _CLAIMABLE, (queue, now, limit - len(out)))
                 if not rows:
                     break
                 leased: list[tuple[str, float, int]] = []
                 dead: list[int] = []
-                for seq, message_id, body, reply_to, deliveries in rows:
-                    if deliveries >= max_deliveries:
+                for seq, message_id, body, reply_to, deliveries, visible_at in rows:
+                    reason = message_problems(
+                        seq, message_id, body, reply_to, deliveries, visible_at
+                    )
+                    if reason is None and deliveries >= max_deliveries:
                         reason = (
                             f"delivered {deliveries} times without completing "
                             f"(max_deliveries={max_deliveries})"
                         )
-                        _post_dead(
-                            conn, queue, (message_id, body, reply_to), reason, deliveries, now
+                    if reason is not None:
+                        letter = dead_letter_values(
+                            seq, "wf_messages", message_id, body, reply_to, deliveries
                         )
+                        _post_dead(conn, queue, letter[:3], reason, letter[3], now)
                         dead.append(seq)
-                        if reply_to:
-                            dead_channels.add(reply_to)
+                        if letter[2]:
+                            dead_channels.add(letter[2])
                         continue
                     token = f"{seq}.{nonce}"
                     leased.append((token, expires, seq))
@@ -1109,11 +1146,7 @@ class SqliteBroker:
                 conn.executemany("DELETE FROM wf_messages WHERE seq = ?", [(s,) for s in dead])
             next_visible = None
             if not out:
-                row = conn.execute(
-                    "SELECT min(visible_at) FROM wf_messages WHERE queue = ? AND done_at IS NULL",
-                    (queue,),
-                ).fetchone()
-                next_visible = row[0]
+                next_visible = conn.execute(_EARLIEST, (queue,)).fetchone()[0]
             return _Claim(out, frozenset(dead_channels), next_visible)
 
         return claim
@@ -1121,11 +1154,7 @@ class SqliteBroker:
     @staticmethod
     def _peek_queue(queue: str) -> Callable[[sqlite3.Connection], _Peek]:
         def peek(conn: sqlite3.Connection) -> _Peek:
-            row = conn.execute(
-                "SELECT min(visible_at) FROM wf_messages WHERE queue = ? AND done_at IS NULL",
-                (queue,),
-            ).fetchone()
-            earliest = row[0]
+            earliest = conn.execute(_EARLIEST, (queue,)).fetchone()[0]
             return _Peek(earliest is not None and earliest <= time.time(), earliest)
 
         return peek
@@ -1266,17 +1295,24 @@ class SqliteBroker:
         if limit < 1:
             raise ValueError(f"receive_replies from {channel!r}: limit={limit!r} must be >= 1")
 
-        def take(conn: sqlite3.Connection) -> list[tuple[int, str, bytes | None, str | None]]:
-            rows: list[tuple[int, str, bytes | None, str | None]] = conn.execute(
+        def take(conn: sqlite3.Connection) -> list[Reply]:
+            rows = fetch_all(
+                conn,
                 "SELECT seq, message_id, body, dead_reason FROM wf_replies"
                 " WHERE channel = ? ORDER BY seq LIMIT ?",
                 (channel, limit),
-            ).fetchall()
-            if rows:
+            )
+            if rows and all(type(row[0]) is int for row in rows):
                 conn.execute(
                     "DELETE FROM wf_replies WHERE channel = ? AND seq <= ?", (channel, rows[-1][0])
                 )
-            return rows
+            elif rows:  # a hand-edited seq: delete exactly what was read, compared in SQL
+                conn.execute(
+                    "DELETE FROM wf_replies WHERE channel = ?1 AND seq IN"
+                    " (SELECT seq FROM wf_replies WHERE channel = ?1 ORDER BY seq LIMIT ?2)",
+                    (channel, limit),
+                )
+            return [reply_from_row(channel, *row) for row in rows]
 
         def peek(conn: sqlite3.Connection) -> bool:
             row = conn.execute(
@@ -1288,32 +1324,32 @@ class SqliteBroker:
         while True:
             with self._wake.signal(("c", channel)) as signal:
                 if direct or await self._read(peek):
-                    rows, cancelled = await self._write_raw(take)
-                    if rows:
+                    replies, cancelled = await self._write_raw(take)
+                    if replies:
                         if cancelled:
-                            await self._put_back(channel, rows)
+                            await self._put_back(channel, replies)
                             await trio.lowlevel.checkpoint()
-                        return [
-                            Reply(message_id=mid, body=body, dead_reason=reason)
-                            for _, mid, body, reason in rows
-                        ]
+                        return replies
                 await self._wait(signal, None)
             direct = signal.local
 
-    async def _put_back(
-        self, channel: str, rows: list[tuple[int, str, bytes | None, str | None]]
-    ) -> None:
-        """Undo a take whose caller was cancelled: same rows, same order."""
+    async def _put_back(self, channel: str, replies: list[Reply]) -> None:
+        """Undo a take whose caller was cancelled: same replies, same order, first."""
 
         def restore(conn: sqlite3.Connection) -> None:
-            lowest = conn.execute(
-                "SELECT min(seq) FROM wf_replies WHERE channel = ?", (channel,)
-            ).fetchone()[0]
-            shift = 0 if lowest is None or rows[-1][0] < lowest else rows[-1][0] - lowest + 1
+            # below the lowest numeric seq left (replies posted since, or not taken)
+            row = conn.execute(
+                "SELECT seq FROM wf_replies WHERE channel = ? AND seq < '' ORDER BY seq LIMIT 1",
+                (channel,),
+            ).fetchone()
+            start = (len(replies) + 1 if row is None else row[0]) - len(replies)
             conn.executemany(
                 "INSERT INTO wf_replies (channel, seq, message_id, body, dead_reason)"
                 " VALUES (?, ?, ?, ?, ?)",
-                [(channel, seq - shift, mid, body, reason) for seq, mid, body, reason in rows],
+                [
+                    (channel, start + i, r.message_id, r.body, r.dead_reason)
+                    for i, r in enumerate(replies)
+                ],
             )
 
         with trio.CancelScope(shield=True):
@@ -1339,7 +1375,9 @@ class SqliteBroker:
                 (topic, data, now),
             )
             conn.execute(
-                "DELETE FROM wf_broadcasts WHERE sent_at < ?", (now - BROADCAST_RETENTION,)
+                "DELETE FROM wf_broadcasts WHERE sent_at < ?"
+                " OR typeof(sent_at) NOT IN ('integer', 'real')",  # hand-edited: never expires
+                (now - BROADCAST_RETENTION,),
             )
 
         await self._write(send)
@@ -1391,21 +1429,13 @@ class SqliteBroker:
 
         def fetch(conn: sqlite3.Connection) -> list[DeadLetter]:
             where, args = ("WHERE queue = ?", (queue,)) if queue is not None else ("", ())
-            rows = conn.execute(
-                "SELECT queue, id, body, reply_to, reason, deliveries, died_at FROM wf_dead"
+            rows = fetch_all(
+                conn,
+                "SELECT seq, queue, id, body, reply_to, reason, deliveries, died_at FROM wf_dead"
                 f" {where} ORDER BY seq LIMIT ?",
                 (*args, limit),
-            ).fetchall()
-            return [
-                DeadLetter(
-                    message=Message(id=mid, body=body, reply_to=reply_to),
-                    queue=q,
-                    reason=reason,
-                    deliveries=deliveries,
-                    died_at=died_at,
-                )
-                for q, mid, body, reply_to, reason, deliveries, died_at in rows
-            ]
+            )
+            return [dead_letter_from_row(*row) for row in rows]
 
         return await self._read(fetch)
 
@@ -1415,20 +1445,24 @@ class SqliteBroker:
         def requeue(conn: sqlite3.Connection) -> list[str]:
             now = time.time()
             where, args = ("WHERE queue = ?", (queue,)) if queue is not None else ("", ())
-            rows = conn.execute(
-                f"SELECT seq, queue, id, body, reply_to FROM wf_dead {where} ORDER BY seq", args
-            ).fetchall()
+            rows = fetch_all(
+                conn,
+                "SELECT seq, queue, id, body, reply_to, reason, deliveries, died_at"
+                f" FROM wf_dead {where} ORDER BY seq",
+                args,
+            )
+            letters = [dead_letter_from_row(*row) for row in rows]
             conn.executemany(
                 "INSERT OR IGNORE INTO wf_queues (name, created_at) VALUES (?, ?)",
-                [(q, now) for q in {row[1] for row in rows}],
+                [(q, now) for q in {letter.queue for letter in letters}],
             )
             conn.executemany(
                 "INSERT INTO wf_messages (queue, id, body, reply_to, visible_at, deliveries)"
                 " VALUES (?, ?, ?, ?, ?, 0)",
-                [(q, mid, body, reply_to, now) for _, q, mid, body, reply_to in rows],
+                [(d.queue, d.message.id, d.message.body, d.message.reply_to, now) for d in letters],
             )
             conn.executemany("DELETE FROM wf_dead WHERE seq = ?", [(row[0],) for row in rows])
-            return [row[1] for row in rows]
+            return [letter.queue for letter in letters]
 
         queues = await self._write(requeue)
         for name in set(queues):
@@ -1454,15 +1488,34 @@ class SqliteBroker:
         return await self._write(delete)
 
 
-def _broadcasts_after(
-    topic: str, after: int
-) -> Callable[[sqlite3.Connection], list[tuple[int, bytes]]]:
-    def fetch(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
-        rows: list[tuple[int, bytes]] = conn.execute(
+@attrs.frozen
+class _Broadcasts:
+    """What one read of a topic found: the last id read, the bodies, and why any
+    row was skipped."""
+
+    last_id: int
+    bodies: list[bytes]
+    skipped: list[str]
+
+
+def _broadcasts_after(topic: str, after: int) -> Callable[[sqlite3.Connection], _Broadcasts]:
+    def fetch(conn: sqlite3.Connection) -> _Broadcasts:
+        rows = fetch_all(
+            conn,
             "SELECT id, body FROM wf_broadcasts WHERE topic = ? AND id > ? ORDER BY id LIMIT 100",
             (topic, after),
-        ).fetchall()
-        return rows
+        )
+        bodies: list[bytes] = []
+        skipped: list[str] = []
+        for row_id, body in rows:
+            if type(body) is bytes:
+                bodies.append(body)
+            else:
+                skipped.append(
+                    f"skipped a malformed broadcast row (wf_broadcasts id {row_id}, topic "
+                    f"{topic!r}): body holds {described(body)}, expected a BLOB"
+                )
+        return _Broadcasts(rows[-1][0] if rows else after, bodies, skipped)
 
     return fetch
 
@@ -1487,15 +1540,17 @@ class _Subscription:
                 raise StopAsyncIteration  # the iteration ends when the broker closes
             with broker._wake.signal(("b", topic)) as signal:
                 try:
-                    rows = await broker._read(_broadcasts_after(topic, self._after))
+                    found = await broker._read(_broadcasts_after(topic, self._after))
                 except BrokerError:
                     if broker._closed:
                         raise StopAsyncIteration from None
                     raise
-                if rows:
-                    self._after = rows[-1][0]
-                    self._pending = [body for _, body in rows]
-                    break
+                for reason in found.skipped:
+                    _log.warning("SQLite broker %s: %s", broker.url, reason)
+                if found.last_id != self._after:
+                    self._after = found.last_id
+                    self._pending = found.bodies
+                    continue  # look again at once (the loop ends if something was found)
                 await broker._wait(signal, None)
         await trio.lowlevel.checkpoint()
         return self._pending.pop(0)
