@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,43 @@ def test_stats_and_dead_on_redis(redis_url: str) -> None:
     assert _stats(redis_url)["default"] == {"queued": 1, "running": 0, "done": 1, "dead": 1}
     dead = runner.invoke(app, ["jobs", "dead", "--broker", redis_url, "--json"])
     assert json.loads(dead.stdout)[0]["reason"].startswith("cannot decode")
+
+
+def _damage(db: Path) -> None:
+    """Overwrite every page but the schema's and wf_schema's with garbage: the file
+    opens (its schema and version read fine) and every query of a queue fails."""
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+        schema_root = "SELECT rootpage FROM sqlite_master WHERE name = 'wf_schema'"
+        keep = {1, conn.execute(schema_root).fetchone()[0]}
+    finally:
+        conn.close()
+    pages = db.stat().st_size // size
+    with db.open("r+b") as f:
+        for page in range(1, pages + 1):
+            if page not in keep:
+                f.seek((page - 1) * size)
+                f.write(b"\xff" * size)
+
+
+@pytest.mark.parametrize("damage", ["pages", "garbage"])
+@pytest.mark.parametrize("command", ["stats", "dead", "retry", "purge"])
+def test_a_damaged_database_is_a_one_line_error_naming_the_file(
+    sqlite_url: str, tmp_path: Path, command: str, damage: str
+) -> None:
+    db = tmp_path / "jobs.db"
+    if damage == "pages":
+        _damage(db)
+        complaint = "database disk image is malformed"
+    else:
+        db.write_bytes(bytes(range(256)) * 64)
+        complaint = "file is not a database"
+    result = runner.invoke(app, ["jobs", command, "--broker", sqlite_url])
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: broker {sqlite_url}: ")
+    assert str(db) in line and complaint in line
+    assert "Traceback" not in result.output and "ExceptionGroup" not in result.output

@@ -128,6 +128,7 @@ from wireframe.jobs.brokers._sqlite_rows import (
     message_problems,
     reply_from_row,
 )
+from wireframe.service.background import background_tasks
 
 __all__ = [
     "BROADCAST_RETENTION",
@@ -1569,7 +1570,8 @@ def open(url: str) -> AbstractAsyncContextManager[SqliteBroker]:
 @asynccontextmanager
 async def _open(broker: SqliteBroker) -> AsyncIterator[SqliteBroker]:
     await broker._start()
-    async with trio.open_nursery() as nursery:
+    # the block's exception leaves bare, not in the watcher nursery's group
+    async with background_tasks() as nursery:
         nursery.start_soon(broker._watch)
         try:
             yield broker
