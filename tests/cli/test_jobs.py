@@ -135,3 +135,17 @@ def test_a_damaged_database_is_a_one_line_error_naming_the_file(
     assert line.startswith(f"error: broker {sqlite_url}: ")
     assert str(db) in line and complaint in line
     assert "Traceback" not in result.output and "ExceptionGroup" not in result.output
+
+
+@pytest.mark.parametrize("command", ["stats", "dead", "retry", "purge"])
+def test_a_mistyped_sqlite_path_is_an_error_and_creates_nothing(
+    tmp_path: Path, command: str
+) -> None:
+    url = f"sqlite:///{tmp_path}/jbos.db"
+    result = runner.invoke(app, ["jobs", command, "--broker", url])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines() == [
+        f"error: broker {url}: no SQLite database at {str(tmp_path / 'jbos.db')!r} ({url}): "
+        "inspection commands never create one; check the path"
+    ]
+    assert list(tmp_path.iterdir()) == []

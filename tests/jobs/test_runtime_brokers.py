@@ -172,3 +172,11 @@ async def test_a_failed_job_and_a_timeout_leave_connect_bare(broker_url: str) ->
     with pytest.raises(trio.TooSlowError):
         async with jobs.connect(broker_url) as rt:  # no worker: the run times out
             await jobs.literal(1).then(Triple()).run(rt, timeout=0.05)
+
+
+async def test_every_broker_opens_with_create_false_once_it_exists(broker_url: str) -> None:
+    """``open_broker(url, create=False)`` (what inspection uses) works on every broker."""
+    async with jobs.open_broker(broker_url) as broker:  # (memory:// lives while one is open)
+        await broker.declare_queue("q")
+        async with jobs.open_broker(broker_url, create=False) as looking:
+            assert [s.queue for s in await looking.stats()] == ["q"]

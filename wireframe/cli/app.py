@@ -361,7 +361,7 @@ def _with_broker(url: str, fn: Callable[[Any], Awaitable[T]]) -> T:
     from wireframe import jobs
 
     async def go() -> T:
-        async with jobs.open_broker(url) as broker:
+        async with jobs.open_broker(url, create=False) as broker:  # inspecting creates nothing
             return await fn(broker)
 
     try:

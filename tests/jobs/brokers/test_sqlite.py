@@ -143,6 +143,51 @@ async def test_a_file_that_is_not_a_database_is_an_error_naming_it(db_path: Path
     assert _sqlite_threads() == []
 
 
+@pytest.mark.parametrize("where", ["jobs.db", "missing-dir/jobs.db"])
+async def test_create_false_refuses_a_missing_file_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{where}"
+    with pytest.raises(BrokerError) as info:
+        async with open_broker(url, create=False):
+            pass  # pragma: no cover
+    assert str(info.value) == (
+        f"no SQLite database at {str(tmp_path / where)!r} ({url}): "
+        "inspection commands never create one; check the path"
+    )
+    assert not isinstance(info.value, BrokerUnavailable)
+    assert list(await trio.Path(tmp_path).iterdir()) == []
+    assert _sqlite_threads() == []
+
+
+@pytest.mark.parametrize("content", [b"", None])
+async def test_create_false_refuses_a_file_without_broker_tables_and_leaves_it(
+    db_path: Path, content: bytes | None
+) -> None:
+    if content is None:  # another application's database
+        other = sqlite3.connect(db_path)
+        other.execute("CREATE TABLE invoices (id INTEGER)")
+        other.commit()
+        other.close()
+    else:
+        await trio.Path(db_path).write_bytes(content)
+    before = await trio.Path(db_path).read_bytes()
+    with pytest.raises(BrokerError, match="holds no job broker tables") as info:
+        async with open_broker(f"sqlite:///{db_path}", create=False):
+            pass  # pragma: no cover
+    assert str(db_path) in str(info.value)
+    assert await trio.Path(db_path).read_bytes() == before
+    assert [p.name for p in await trio.Path(db_path.parent).iterdir()] == ["jobs.db"]
+
+
+async def test_create_false_opens_an_existing_broker_database(make_url: UrlFactory) -> None:
+    async with open_broker(make_url()) as broker:
+        await broker.publish("q", _messages(["m"]))
+    async with open_broker(make_url(), create=False) as broker:
+        assert await broker.stats() == [QueueStats("q", queued=1, running=0, done=0, dead=0)]
+
+
 # -- lifecycle ---------------------------------------------------------------------
 
 

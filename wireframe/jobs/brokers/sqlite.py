@@ -11,7 +11,8 @@ URL
     ``sqlite:///relative/jobs.db`` (three slashes) names a path relative to the
     current directory *at the time the broker is opened*; ``sqlite:////abs/jobs.db``
     (four slashes) an absolute path. The directory must exist; the file is
-    created. There is no host. ``sqlite:///:memory:`` is **not supported**: a
+    created (except by ``open(url, create=False)``, what inspection commands
+    use: a mistyped path must not leave an empty database). There is no host. ``sqlite:///:memory:`` is **not supported**: a
     private in-memory database could be neither shared by the broker's threads
     and processes nor survive a restart — use ``memory://`` for that.
 
@@ -801,10 +802,11 @@ class SqliteBroker:
     usable only inside that ``async with``.
     """
 
-    def __init__(self, url: BrokerURL, path: Path) -> None:
+    def __init__(self, url: BrokerURL, path: Path, *, create: bool = True) -> None:
         self.url = url
         #: The absolute path of the database file.
         self.path = path
+        self._create = create
         self._lease = url.lease
         self._max_deliveries = url.max_deliveries
         self._max_poll = float(url.options["poll"])  # type: ignore[arg-type]
@@ -823,14 +825,21 @@ class SqliteBroker:
     def _connect(self, *, writer: bool) -> sqlite3.Connection:
         """Open a connection (on the thread that will own it); the writer's also
         checks and migrates the schema."""
+        if not self._create and not self.path.exists():
+            raise BrokerError(
+                f"no SQLite database at {str(self.path)!r} ({self.url}): inspection commands "
+                "never create one; check the path"
+            )
         try:
             conn = sqlite3.connect(
-                self.path,
+                # mode=rw: the file must exist, even if it went away since the check
+                self.path if self._create else f"{self.path.as_uri()}?mode=rw",
                 # the writer's too: its first pragma may meet another process
                 # setting the file up; _migrate turns it off once ready
                 timeout=self._busy_timeout,
                 isolation_level=None,
                 check_same_thread=True,
+                uri=not self._create,
             )
         except sqlite3.Error as exc:
             raise BrokerUnavailable(
@@ -893,7 +902,13 @@ class SqliteBroker:
         """Refuse a newer schema before writing anything; then WAL mode and migrations."""
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-            self._check_not_newer(self._schema_version(conn))
+            version = self._schema_version(conn)
+            if version == 0 and not self._create:
+                raise BrokerError(
+                    f"SQLite database {str(self.path)!r} ({self.url}) holds no job broker "
+                    "tables: inspection commands never create them; check the path"
+                )
+            self._check_not_newer(version)
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise BrokerError(
@@ -1557,14 +1572,17 @@ class _Subscription:
         return self._pending.pop(0)
 
 
-def open(url: str) -> AbstractAsyncContextManager[SqliteBroker]:
+def open(url: str, *, create: bool = True) -> AbstractAsyncContextManager[SqliteBroker]:
     """Open the SQLite broker a ``sqlite://`` URL names; use as ``async with``.
 
     The URL is checked at once (:class:`BrokerURLError`); the file is opened,
     checked and migrated on entry; the broker's threads are joined on exit.
+    With ``create=False`` (inspection: ``wireframe jobs ...``) a missing file,
+    or one without the broker's tables, is a :class:`BrokerError` and nothing
+    is created: a mistyped path must not leave an empty database behind.
     """
     parsed = parse_sqlite_url(url)
-    return _open(SqliteBroker(parsed, database_path(parsed)))
+    return _open(SqliteBroker(parsed, database_path(parsed), create=create))
 
 
 @asynccontextmanager
