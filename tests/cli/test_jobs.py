@@ -149,3 +149,29 @@ def test_a_mistyped_sqlite_path_is_an_error_and_creates_nothing(
         "inspection commands never create one; check the path"
     ]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_dead_shows_reasons_and_ids_as_written_not_as_markup(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/jobs.db"
+
+    async def populate() -> None:
+        async with open_broker(url) as broker:
+            await broker.publish("[q]", [Message("[bold]id", b"x")])
+            (d,) = await broker.consume("[q]", 1)
+            await broker.dead_letter(d, "ValueError: expected [red] or [/] in 'x'")
+
+    trio.run(populate)
+    conn = sqlite3.connect(tmp_path / "jobs.db")
+    with conn:  # a damaged dead letter: the CLI lists it, with what was wrong
+        conn.execute(
+            "INSERT INTO wf_dead (queue, id, body, reply_to, reason, deliveries, died_at)"
+            " VALUES ('[q]', 'm2', 'text', '', 'old', 'many', 0)"
+        )
+    conn.close()
+    table = runner.invoke(app, ["jobs", "dead", "--broker", url], env={"COLUMNS": "400"})
+    assert table.exit_code == 0, table.output
+    assert "[bold]id" in table.stdout
+    assert "ValueError: expected [red] or [/] in 'x'" in table.stdout
+    assert "old [malformed dead-letter row (wf_dead seq 2): body holds TEXT 'text';" in table.stdout
+    stats = runner.invoke(app, ["jobs", "stats", "--broker", url])
+    assert "[q]" in stats.stdout

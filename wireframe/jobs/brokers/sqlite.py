@@ -12,9 +12,10 @@ URL
     current directory *at the time the broker is opened*; ``sqlite:////abs/jobs.db``
     (four slashes) an absolute path. The directory must exist; the file is
     created (except by ``open(url, create=False)``, what inspection commands
-    use: a mistyped path must not leave an empty database). There is no host. ``sqlite:///:memory:`` is **not supported**: a
-    private in-memory database could be neither shared by the broker's threads
-    and processes nor survive a restart — use ``memory://`` for that.
+    use: a mistyped path must not leave an empty database). There is no host.
+    ``sqlite:///:memory:`` is **not supported**: a private in-memory database
+    could be neither shared by the broker's threads and processes nor survive
+    a restart — use ``memory://`` for that.
 
 Options (``?name=value&...``)
     ``lease`` (seconds, default 30) and ``max_deliveries`` (default 5) as on
