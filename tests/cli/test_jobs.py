@@ -75,6 +75,8 @@ def test_a_bad_broker_url_is_a_clear_error() -> None:
     result = runner.invoke(app, ["jobs", "stats", "--broker", "nope://x"])
     assert result.exit_code == 1
     assert "unknown scheme 'nope'" in result.stderr
+    brackets = runner.invoke(app, ["jobs", "stats", "--broker", "nope://[x]"])
+    assert "'nope://[x]'" in brackets.stderr, "an error message is text, never rich markup"
 
 
 def test_the_broker_comes_from_the_environment_too(sqlite_url: str) -> None:
