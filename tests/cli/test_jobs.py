@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,8 @@ def test_a_bad_broker_url_is_a_clear_error() -> None:
     result = runner.invoke(app, ["jobs", "stats", "--broker", "nope://x"])
     assert result.exit_code == 1
     assert "unknown scheme 'nope'" in result.stderr
+    brackets = runner.invoke(app, ["jobs", "stats", "--broker", "nope://[x]"])
+    assert "'nope://[x]'" in brackets.stderr, "an error message is text, never rich markup"
 
 
 def test_the_broker_comes_from_the_environment_too(sqlite_url: str) -> None:
@@ -112,3 +115,83 @@ def test_stats_and_dead_on_redis(redis_url: str) -> None:
     }
     dead = runner.invoke(app, ["jobs", "dead", "--broker", redis_url, "--json"])
     assert json.loads(dead.stdout)[0]["reason"].startswith("cannot decode")
+
+
+def _damage(db: Path) -> None:
+    """Overwrite every page but the schema's and wf_schema's with garbage: the file
+    opens (its schema and version read fine) and every query of a queue fails."""
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+        schema_root = "SELECT rootpage FROM sqlite_master WHERE name = 'wf_schema'"
+        keep = {1, conn.execute(schema_root).fetchone()[0]}
+    finally:
+        conn.close()
+    pages = db.stat().st_size // size
+    with db.open("r+b") as f:
+        for page in range(1, pages + 1):
+            if page not in keep:
+                f.seek((page - 1) * size)
+                f.write(b"\xff" * size)
+
+
+@pytest.mark.parametrize("damage", ["pages", "garbage"])
+@pytest.mark.parametrize("command", ["stats", "dead", "retry", "purge"])
+def test_a_damaged_database_is_a_one_line_error_naming_the_file(
+    sqlite_url: str, tmp_path: Path, command: str, damage: str
+) -> None:
+    db = tmp_path / "jobs.db"
+    if damage == "pages":
+        _damage(db)
+        complaint = "database disk image is malformed"
+    else:
+        db.write_bytes(bytes(range(256)) * 64)
+        complaint = "file is not a database"
+    result = runner.invoke(app, ["jobs", command, "--broker", sqlite_url])
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: broker {sqlite_url}: ")
+    assert str(db) in line and complaint in line
+    assert "Traceback" not in result.output and "ExceptionGroup" not in result.output
+
+
+@pytest.mark.parametrize("command", ["stats", "dead", "retry", "purge"])
+def test_a_mistyped_sqlite_path_is_an_error_and_creates_nothing(
+    tmp_path: Path, command: str
+) -> None:
+    url = f"sqlite:///{tmp_path}/jbos.db"
+    result = runner.invoke(app, ["jobs", command, "--broker", url])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines() == [
+        f"error: broker {url}: no SQLite database at {str(tmp_path / 'jbos.db')!r} ({url}): "
+        "inspection commands never create one; check the path"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dead_shows_reasons_and_ids_as_written_not_as_markup(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/jobs.db"
+
+    async def populate() -> None:
+        async with open_broker(url) as broker:
+            await broker.publish("[q]", [Message("[bold]id", b"x")])
+            (d,) = await broker.consume("[q]", 1)
+            await broker.dead_letter(d, "ValueError: expected [red] or [/] in 'x'")
+
+    trio.run(populate)
+    conn = sqlite3.connect(tmp_path / "jobs.db")
+    with conn:  # a damaged dead letter: the CLI lists it, with what was wrong
+        conn.execute(
+            "INSERT INTO wf_dead (queue, id, body, reply_to, reason, deliveries, died_at)"
+            " VALUES ('[q]', 'm2', 'text', '', 'old', 'many', 0)"
+        )
+    conn.close()
+    table = runner.invoke(app, ["jobs", "dead", "--broker", url], env={"COLUMNS": "400"})
+    assert table.exit_code == 0, table.output
+    assert "[bold]id" in table.stdout
+    assert "ValueError: expected [red] or [/] in 'x'" in table.stdout
+    assert "old [malformed dead-letter row (wf_dead seq 2): body holds TEXT 'text';" in table.stdout
+    stats = runner.invoke(app, ["jobs", "stats", "--broker", url])
+    assert "[q]" in stats.stdout

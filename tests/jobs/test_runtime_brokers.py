@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
@@ -23,8 +23,12 @@ CANCELLED: Counter[str] = Counter()
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-async def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A fresh broker URL of each kind; the options go after ``?`` / ``&``."""
+def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh broker URL of each kind; the options go after ``?`` / ``&``.
+
+    Not async: the Redis fixtures it asks for run ``trio.run`` themselves (a
+    PING, the cleanup), which cannot happen inside the test's own trio run.
+    """
     CALLS.clear()
     CANCELLED.clear()
     kind = request.param
@@ -139,3 +143,40 @@ async def test_undecodable_message_goes_to_dead_letters(broker_url: str) -> None
             (dead,) = await rt.broker.dead_letters("default")
             assert dead.message.id == "junk"
             assert await jobs.literal(2).then(Triple()).run(rt) == 6
+
+
+@attrs.frozen
+class Refuse(jobs.Operation[int, int]):
+    async def execute(self, x: int) -> int:
+        raise KeyError(f"no item {x}")
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+async def test_the_block_s_exception_leaves_connect_as_raised(
+    broker_url: str, workers: int
+) -> None:
+    """Not wrapped in an ExceptionGroup by the broker's or the emulated workers' nursery:
+    ``except KeyError`` around ``async with jobs.connect(...)`` must catch a KeyError."""
+    for raised in (KeyError("k"), trio.TooSlowError(), jobs.BrokerError("gone")):
+        with pytest.raises(type(raised)) as info:
+            async with jobs.connect(broker_url, workers=workers):
+                raise raised
+        assert info.value is raised
+
+
+async def test_a_failed_job_and_a_timeout_leave_connect_bare(broker_url: str) -> None:
+    with pytest.raises(jobs.JobFailed, match="no item 1"):
+        async with jobs.connect(broker_url, workers=1) as rt:
+            with trio.fail_after(30):
+                await jobs.literal(1).then(Refuse()).run(rt)
+    with pytest.raises(trio.TooSlowError):
+        async with jobs.connect(broker_url) as rt:  # no worker: the run times out
+            await jobs.literal(1).then(Triple()).run(rt, timeout=0.05)
+
+
+async def test_every_broker_opens_with_create_false_once_it_exists(broker_url: str) -> None:
+    """``open_broker(url, create=False)`` (what inspection uses) works on every broker."""
+    async with jobs.open_broker(broker_url) as broker:  # (memory:// lives while one is open)
+        await broker.declare_queue("q")
+        async with jobs.open_broker(broker_url, create=False) as looking:
+            assert [s.queue for s in await looking.stats()] == ["q"]

@@ -21,6 +21,7 @@ from typing import Annotated, Any, TypeVar
 import trio
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 import wireframe as wf
 from wireframe.cli.graph import plan_dot, plan_json, plan_tree
@@ -131,7 +132,10 @@ def _stderr() -> Console:
 
 
 def _fail(message: str, code: int = EXIT_WIRING) -> typer.Exit:
-    _stderr().print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    # soft_wrap: one line however long (a path), so a log or grep sees all of it
+    _stderr().print(
+        f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True
+    )
     return typer.Exit(code)
 
 
@@ -357,7 +361,7 @@ def _with_broker(url: str, fn: Callable[[Any], Awaitable[T]]) -> T:
     from wireframe import jobs
 
     async def go() -> T:
-        async with jobs.open_broker(url) as broker:
+        async with jobs.open_broker(url, create=False) as broker:  # inspecting creates nothing
             return await fn(broker)
 
     try:

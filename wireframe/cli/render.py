@@ -158,8 +158,9 @@ def queue_stats_table(
     if rates is not None:
         table.add_column("done/s", justify="right")
     for q in stats:
-        row = [q.queue, str(q.queued), str(q.running), str(q.done)]
-        row.append(Text(str(q.dead), style="red" if q.dead else ""))  # type: ignore[arg-type]
+        # Text, not str: a queue name is data, never rich markup ("[x]" stays "[x]")
+        row: list[RenderableType] = [Text(q.queue), str(q.queued), str(q.running), str(q.done)]
+        row.append(Text(str(q.dead), style="red" if q.dead else ""))
         if rates is not None:
             row.append(f"{rates.get(q.queue, 0.0):.1f}")
         table.add_row(*row)
@@ -185,8 +186,13 @@ def dead_letters_table(letters: Sequence[DeadLetter]) -> Table:
     table.add_column("message", overflow="fold")
     table.add_column("deliveries", justify="right")
     table.add_column("reason", overflow="fold")
-    for letter in letters:
-        table.add_row(letter.queue, letter.message.id, str(letter.deliveries), letter.reason)
+    for letter in letters:  # Text: ids and reasons are data, never rich markup
+        table.add_row(
+            Text(letter.queue),
+            Text(letter.message.id),
+            str(letter.deliveries),
+            Text(letter.reason),
+        )
     return table
 
 

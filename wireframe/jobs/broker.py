@@ -543,7 +543,8 @@ def parse_broker_url(
 
 
 #: URL scheme -> module under ``wireframe.jobs.brokers`` that implements it.
-#: Each module defines ``open(url: str) -> AbstractAsyncContextManager[Broker]``.
+#: Each module defines
+#: ``open(url: str, *, create: bool = True) -> AbstractAsyncContextManager[Broker]``.
 SCHEMES: Mapping[str, str] = {
     "memory": "memory",
     "sqlite": "sqlite",
@@ -552,11 +553,14 @@ SCHEMES: Mapping[str, str] = {
 }
 
 
-def open_broker(url: str) -> AbstractAsyncContextManager[Broker]:
+def open_broker(url: str, *, create: bool = True) -> AbstractAsyncContextManager[Broker]:
     """Open the broker a URL names, by its scheme; use as ``async with``.
 
     Broker modules are imported only when their scheme is used, so the job
-    runtime never depends on a particular broker.
+    runtime never depends on a particular broker. ``create=False`` is for
+    tools that only look (``wireframe jobs stats``...): a broker whose storage
+    would be created by opening it (a SQLite file at a mistyped path) raises
+    :class:`BrokerError` instead; brokers that create nothing on open ignore it.
     """
     scheme = url.split("://", 1)[0].lower() if isinstance(url, str) and "://" in url else ""
     module_name = SCHEMES.get(scheme)
@@ -567,5 +571,5 @@ def open_broker(url: str) -> AbstractAsyncContextManager[Broker]:
             f"known schemes are {', '.join(sorted(SCHEMES))}"
         )
     module = importlib.import_module(f"wireframe.jobs.brokers.{module_name}")
-    opener: Callable[[str], AbstractAsyncContextManager[Broker]] = module.open
-    return opener(url)
+    opener: Callable[..., AbstractAsyncContextManager[Broker]] = module.open
+    return opener(url, create=create)

@@ -42,6 +42,7 @@ from wireframe.jobs.cache import ResultCache
 from wireframe.jobs.channel import ResultChannel
 from wireframe.jobs.codec import ABORT_TOPIC, encode_abort
 from wireframe.jobs.worker import Worker  # emulated workers, for memory://?workers=N
+from wireframe.service.background import background_tasks
 from wireframe.service.report import describe
 
 __all__ = [
@@ -372,6 +373,11 @@ async def connect(
     runs N emulated workers on ``queue``, each with ``worker_concurrency``
     slots and the given worker-side ``resources``; they stop when the block
     ends.
+
+    What the block raises leaves ``connect()`` exactly as raised (never wrapped
+    in an ``ExceptionGroup`` by the broker's or the workers' nursery), so
+    ``except jobs.JobFailed`` or ``except trio.TooSlowError`` around the
+    ``async with`` catches it; so does a lone failure of an emulated worker.
     """
     async with open_broker(url or DEFAULT_URL) as broker:
         rt = Runtime(
@@ -389,7 +395,7 @@ async def connect(
                 with trio.CancelScope(shield=True), trio.move_on_after(_ABORT_GRACE):
                     await rt._delete_finished_channels()
             return
-        async with trio.open_nursery() as nursery:
+        async with background_tasks() as nursery:  # the block's exception leaves bare
             pool = [
                 Worker(
                     broker,

@@ -143,6 +143,51 @@ async def test_a_file_that_is_not_a_database_is_an_error_naming_it(db_path: Path
     assert _sqlite_threads() == []
 
 
+@pytest.mark.parametrize("where", ["jobs.db", "missing-dir/jobs.db"])
+async def test_create_false_refuses_a_missing_file_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{where}"
+    with pytest.raises(BrokerError) as info:
+        async with open_broker(url, create=False):
+            pass  # pragma: no cover
+    assert str(info.value) == (
+        f"no SQLite database at {str(tmp_path / where)!r} ({url}): "
+        "inspection commands never create one; check the path"
+    )
+    assert not isinstance(info.value, BrokerUnavailable)
+    assert list(await trio.Path(tmp_path).iterdir()) == []
+    assert _sqlite_threads() == []
+
+
+@pytest.mark.parametrize("content", [b"", None])
+async def test_create_false_refuses_a_file_without_broker_tables_and_leaves_it(
+    db_path: Path, content: bytes | None
+) -> None:
+    if content is None:  # another application's database
+        other = sqlite3.connect(db_path)
+        other.execute("CREATE TABLE invoices (id INTEGER)")
+        other.commit()
+        other.close()
+    else:
+        await trio.Path(db_path).write_bytes(content)
+    before = await trio.Path(db_path).read_bytes()
+    with pytest.raises(BrokerError, match="holds no job broker tables") as info:
+        async with open_broker(f"sqlite:///{db_path}", create=False):
+            pass  # pragma: no cover
+    assert str(db_path) in str(info.value)
+    assert await trio.Path(db_path).read_bytes() == before
+    assert [p.name for p in await trio.Path(db_path.parent).iterdir()] == ["jobs.db"]
+
+
+async def test_create_false_opens_an_existing_broker_database(make_url: UrlFactory) -> None:
+    async with open_broker(make_url()) as broker:
+        await broker.publish("q", _messages(["m"]))
+    async with open_broker(make_url(), create=False) as broker:
+        assert await broker.stats() == [QueueStats("q", queued=1, running=0, done=0, dead=0)]
+
+
 # -- lifecycle ---------------------------------------------------------------------
 
 
@@ -500,6 +545,74 @@ async def test_waits_are_cancellable(make_url: UrlFactory) -> None:
         await broker.publish("q", _messages(["m"], reply_to="ch"))
         [d] = await _take(broker, "q", 1)
         assert d.deliveries == 1, "a cancelled consume claimed nothing"
+
+
+class _StepCounter(trio.abc.Instrument):
+    """Counts the steps of the tasks whose name contains ``part`` (a real trio hook)."""
+
+    def __init__(self, part: str) -> None:
+        self.part = part
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if self.part in task.name:
+            self.steps += 1
+
+
+async def test_an_idle_waiter_outlasts_any_backoff(
+    make_url: UrlFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle worker must wait for days: its watcher's backoff stays bounded.
+
+    With ``poll`` tiny, thousands of idle data_version polls (each one a step of
+    the watcher task after its thread call and one after its sleep) pass in a
+    fraction of a second; the backoff that once grew as 2 ** polls overflowed
+    after ~1,030 of them and killed the broker. Afterwards another process's
+    write still wakes the waiter: the watcher is alive and polling.
+    """
+    url = make_url(poll=0.00001)
+    counter = _StepCounter("._watch")
+    trio.lowlevel.add_instrument(counter)
+    try:
+        async with (
+            open_broker(url) as remote,
+            open_broker(url) as local,
+            trio.open_nursery() as nursery,
+        ):
+            assert isinstance(remote, sqlite_broker.SqliteBroker)
+            monkeypatch.setattr(remote, "_notify", lambda key: None)  # "another process"
+            got: list[str] = []
+
+            async def wait() -> None:
+                got.extend(d.message.id for d in await local.consume("q", 1))
+
+            nursery.start_soon(wait)
+            with trio.fail_after(60):
+                while counter.steps < 3 * 2 * 1100:  # > 3,000 idle polls of each watcher
+                    await trio.sleep(0.01)
+                await remote.publish("q", _messages(["after a long idle"]))
+                while not got:
+                    await trio.sleep(0.001)
+            assert got == ["after a long idle"]
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+
+
+async def test_wake_up_state_does_not_grow_with_finished_waits(make_url: UrlFactory) -> None:
+    """Every run has a channel of its own: once nobody waits on it, the broker keeps
+    nothing for it (a long-lived orchestrator runs millions)."""
+    async with open_broker(make_url()) as broker:
+        assert isinstance(broker, sqlite_broker.SqliteBroker)
+        for i in range(20):
+            await broker.publish("q", _messages([f"m{i}"], reply_to=f"ch{i}"))
+            [d] = await _take(broker, "q", 1)
+            await broker.complete(d, b"r")
+            assert await _replies(broker, f"ch{i}", 1) == [Reply(f"m{i}", body=b"r")]
+            with trio.move_on_after(0.001):
+                await broker.receive_replies(f"idle{i}", 1)
+            with trio.move_on_after(0.001):
+                await broker.consume(f"idle{i}", 1)
+        assert broker._wake._signals == {}
 
 
 async def test_subscription_ends_when_the_broker_closes(make_url: UrlFactory) -> None:

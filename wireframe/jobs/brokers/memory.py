@@ -681,9 +681,11 @@ async def _open(url: str) -> AsyncIterator[MemoryBroker]:
         await broker.aclose()
 
 
-def open(url: str) -> AbstractAsyncContextManager[MemoryBroker]:
+def open(url: str, *, create: bool = True) -> AbstractAsyncContextManager[MemoryBroker]:
     """Open a memory broker: ``async with open("memory://name?lease=5") as broker``.
 
-    Brokers of the same name share state while any of them is open.
+    Brokers of the same name share state while any of them is open. ``create``
+    is accepted for :func:`~wireframe.jobs.broker.open_broker` and ignored:
+    nothing outlives the process.
     """
     return _open(url)

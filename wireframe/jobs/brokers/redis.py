@@ -1015,11 +1015,12 @@ async def _open(broker: RedisBroker) -> AsyncIterator[RedisBroker]:
         await broker.aclose()
 
 
-def open(url: str) -> AbstractAsyncContextManager[RedisBroker]:
+def open(url: str, *, create: bool = True) -> AbstractAsyncContextManager[RedisBroker]:
     """Open a Redis broker for ``url``; use as ``async with open(url) as broker``.
 
     The URL is checked at once (:class:`BrokerURLError`); opening does not connect:
-    the first call does (``ping`` to check).
+    the first call does (``ping`` to check). ``create`` is accepted for
+    :func:`~wireframe.jobs.broker.open_broker` and ignored: opening writes nothing.
     """
     parsed = parse_broker_url(url, OPTIONS)
     if parsed.scheme not in ("redis", "rediss"):

@@ -11,9 +11,11 @@ URL
     ``sqlite:///relative/jobs.db`` (three slashes) names a path relative to the
     current directory *at the time the broker is opened*; ``sqlite:////abs/jobs.db``
     (four slashes) an absolute path. The directory must exist; the file is
-    created. There is no host. ``sqlite:///:memory:`` is **not supported**: a
-    private in-memory database could be neither shared by the broker's threads
-    and processes nor survive a restart — use ``memory://`` for that.
+    created (except by ``open(url, create=False)``, what inspection commands
+    use: a mistyped path must not leave an empty database). There is no host.
+    ``sqlite:///:memory:`` is **not supported**: a private in-memory database
+    could be neither shared by the broker's threads and processes nor survive
+    a restart — use ``memory://`` for that.
 
 Options (``?name=value&...``)
     ``lease`` (seconds, default 30) and ``max_deliveries`` (default 5) as on
@@ -71,6 +73,14 @@ Design
     live in ``wf_channels`` and ``wf_workers`` (see ``_sqlite_presence``); a
     claim settles the messages of dead run channels instead of leasing them.
 
+    *Malformed rows.* SQLite keeps any value in any column, so a hand edit or
+    a damaged file can leave a TEXT body or a negative delivery count behind.
+    Each row is checked before it is trusted (:mod:`._sqlite_rows`): a message
+    that is not well formed goes to the dead-letter store with a reason naming
+    its seq, column and value (and a dead reply to its channel, if readable), a
+    malformed reply reaches its waiter as a dead reply, a malformed broadcast is
+    skipped with a logged warning. No bad row makes every read of a queue fail.
+
     *Schema.* ``wf_schema`` holds the schema version; :data:`MIGRATIONS` moves
     a database forward one version at a time inside one transaction. A file
     written by a newer wireframe is refused with a :class:`BrokerError` naming
@@ -83,6 +93,7 @@ Design
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import queue as queue_module
@@ -116,6 +127,15 @@ from wireframe.jobs.broker import (
     seconds_option,
 )
 from wireframe.jobs.brokers import _sqlite_presence as presence
+from wireframe.jobs.brokers._sqlite_rows import (
+    dead_letter_from_row,
+    dead_letter_values,
+    described,
+    fetch_all,
+    message_problems,
+    reply_from_row,
+)
+from wireframe.service.background import background_tasks
 
 __all__ = [
     "BROADCAST_RETENTION",
@@ -128,6 +148,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+_log = logging.getLogger(__name__)
 
 #: The schema version this code writes and understands.
 SCHEMA_VERSION: Final = 2
@@ -193,9 +215,27 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     2: presence.MIGRATION,  # run channels and workers
 }
 
+# The channel's highest numeric seq + 1 (`seq < ''` holds for numbers only: a
+# hand-edited TEXT seq must not make every new reply collide with seq 1).
 _INSERT_REPLY: Final = (
-    "INSERT INTO wf_replies (channel, seq, message_id, body, dead_reason) VALUES"
-    " (?1, (SELECT coalesce(max(seq), 0) + 1 FROM wf_replies WHERE channel = ?1), ?2, ?3, ?4)"
+    "INSERT INTO wf_replies (channel, seq, message_id, body, dead_reason) VALUES (?1, coalesce("
+    "(SELECT seq FROM wf_replies WHERE channel = ?1 AND seq < '' ORDER BY seq DESC LIMIT 1), 0)"
+    " + 1, ?2, ?3, ?4)"
+)
+
+# A row whose visible_at is not a number (hand-edited, damaged) is claimable at
+# once, to be dead-lettered with its reason; otherwise it would sit there unseen.
+_CLAIMABLE: Final = (
+    "SELECT seq, id, body, reply_to, deliveries, visible_at FROM wf_messages"
+    " WHERE queue = ? AND done_at IS NULL"
+    " AND (visible_at <= ? OR typeof(visible_at) NOT IN ('integer', 'real'))"
+    " ORDER BY seq LIMIT ?"
+)
+
+# When the queue's next message becomes visible (0, i.e. now, for a malformed one).
+_EARLIEST: Final = (
+    "SELECT min(CASE WHEN typeof(visible_at) IN ('integer', 'real') THEN visible_at ELSE 0 END)"
+    " FROM wf_messages WHERE queue = ? AND done_at IS NULL"
 )
 
 #: Broadcasts older than this (seconds) are deleted; a subscriber that lags
@@ -576,14 +616,61 @@ class _ConnectionThread:
 # Wake-ups
 
 
+class _Backoff:
+    """The watcher's pause between two polls: ``_FAST_POLLS`` at ``_MIN_POLL`` after
+    activity, then doubling up to the ``poll`` option, where it stays.
+
+    Only the pause itself is kept, never a count of quiet polls: a worker idles
+    for days, and a count (or an exponent made from it) would grow for as long.
+    """
+
+    __slots__ = ("_fast_left", "_limit", "_pause")
+
+    def __init__(self, limit: float) -> None:
+        self._limit = limit
+        self._pause = min(_MIN_POLL, limit)
+        self._fast_left = _FAST_POLLS
+
+    def reset(self) -> None:
+        """Something changed: poll fast again."""
+        self._pause = min(_MIN_POLL, self._limit)
+        self._fast_left = _FAST_POLLS
+
+    def next(self) -> float:
+        """The pause before the next poll (a quiet one just happened)."""
+        pause = self._pause
+        if self._fast_left > 0:
+            self._fast_left -= 1
+        else:
+            self._pause = min(self._pause * 2.0, self._limit)
+        return pause
+
+
 class _Signal:
-    """One generation of wake-up for one key; ``local`` says this process wrote."""
+    """One generation of wake-up for one key; ``local`` says this process wrote.
 
-    __slots__ = ("event", "local")
+    A context manager: each holder enters it before looking for work and leaves
+    it once done waiting, and the last holder to leave an unfired signal removes
+    it from its :class:`_Wakeups`, so keys nobody waits on any more (the channel
+    of every finished run) do not pile up in a long-lived process.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_key", "_signals", "event", "holders", "local")
+
+    def __init__(self, signals: dict[tuple[str, str], _Signal], key: tuple[str, str]) -> None:
+        self._signals = signals
+        self._key = key
         self.event = trio.Event()
         self.local = False
+        self.holders = 0
+
+    def __enter__(self) -> _Signal:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.holders -= 1
+        if self.holders == 0 and self._signals.get(self._key) is self:
+            del self._signals[self._key]
 
 
 class _Wakeups:
@@ -595,10 +682,12 @@ class _Wakeups:
         self.waiters_arrived = trio.Event()
 
     def signal(self, key: tuple[str, str]) -> _Signal:
-        """The signal to wait on for ``key`` (get it *before* looking for work)."""
+        """The signal to wait on for ``key``: enter it (``with``) *before* looking
+        for work, and wait on it inside."""
         found = self._signals.get(key)
         if found is None:
-            found = self._signals[key] = _Signal()
+            found = self._signals[key] = _Signal(self._signals, key)
+        found.holders += 1
         return found
 
     def notify(self, key: tuple[str, str]) -> None:
@@ -737,10 +826,11 @@ class SqliteBroker:
     usable only inside that ``async with``.
     """
 
-    def __init__(self, url: BrokerURL, path: Path) -> None:
+    def __init__(self, url: BrokerURL, path: Path, *, create: bool = True) -> None:
         self.url = url
         #: The absolute path of the database file.
         self.path = path
+        self._create = create
         self._lease = url.lease
         self._max_deliveries = url.max_deliveries
         self._max_poll = float(url.options["poll"])  # type: ignore[arg-type]
@@ -759,14 +849,21 @@ class SqliteBroker:
     def _connect(self, *, writer: bool) -> sqlite3.Connection:
         """Open a connection (on the thread that will own it); the writer's also
         checks and migrates the schema."""
+        if not self._create and not self.path.exists():
+            raise BrokerError(
+                f"no SQLite database at {str(self.path)!r} ({self.url}): inspection commands "
+                "never create one; check the path"
+            )
         try:
             conn = sqlite3.connect(
-                self.path,
+                # mode=rw: the file must exist, even if it went away since the check
+                self.path if self._create else f"{self.path.as_uri()}?mode=rw",
                 # the writer's too: its first pragma may meet another process
                 # setting the file up; _migrate turns it off once ready
                 timeout=self._busy_timeout,
                 isolation_level=None,
                 check_same_thread=True,
+                uri=not self._create,
             )
         except sqlite3.Error as exc:
             raise BrokerUnavailable(
@@ -829,7 +926,13 @@ class SqliteBroker:
         """Refuse a newer schema before writing anything; then WAL mode and migrations."""
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-            self._check_not_newer(self._schema_version(conn))
+            version = self._schema_version(conn)
+            if version == 0 and not self._create:
+                raise BrokerError(
+                    f"SQLite database {str(self.path)!r} ({self.url}) holds no job broker "
+                    "tables: inspection commands never create them; check the path"
+                )
+            self._check_not_newer(version)
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise BrokerError(
@@ -970,22 +1073,18 @@ class SqliteBroker:
 
         with self._watch_scope:
             last = await poll()
-            quiet = 0  # polls since the last change
+            backoff = _Backoff(self._max_poll)
             while True:
                 if self._wake.waiting == 0:
                     self._wake.waiters_arrived = trio.Event()
                     await self._wake.waiters_arrived.wait()
-                    quiet = 0
+                    backoff.reset()
                 current = await poll()
                 if current != last or current is None:
                     last = current
                     self._wake.notify_all()
-                    quiet = 0
-                else:
-                    quiet += 1
-                # _FAST_POLLS polls at the minimum after activity, then doubling to `poll`
-                backoff = _MIN_POLL * 2.0 ** max(0, quiet - _FAST_POLLS)
-                await trio.sleep(min(backoff, self._max_poll))
+                    backoff.reset()
+                await trio.sleep(backoff.next())
 
     # -- queues ---------------------------------------------------------------------
 
@@ -1043,12 +1142,7 @@ class SqliteBroker:
             out: list[Delivery] = []
             dead_channels: set[str] = set()
             while len(out) < limit:
-                rows = conn.execute(
-                    "SELECT seq, id, body, reply_to, deliveries FROM wf_messages"
-                    " WHERE queue = ? AND done_at IS NULL AND visible_at <= ?"
-                    " ORDER BY seq LIMIT ?",
-                    (queue, now, limit - len(out)),
-                ).fetchall()
+                rows = fetch_all(conn, _CLAIMABLE, (queue, now, limit - len(out)))
                 if not rows:
                     break
                 rows = _settle_orphans(conn, queue, rows, now)
@@ -1056,18 +1150,23 @@ class SqliteBroker:
                     continue  # every one was an orphan: look further
                 leased: list[tuple[str, float, int]] = []
                 dead: list[int] = []
-                for seq, message_id, body, reply_to, deliveries in rows:
-                    if deliveries >= max_deliveries:
+                for seq, message_id, body, reply_to, deliveries, visible_at in rows:
+                    reason = message_problems(
+                        seq, message_id, body, reply_to, deliveries, visible_at
+                    )
+                    if reason is None and deliveries >= max_deliveries:
                         reason = (
                             f"delivered {deliveries} times without completing "
                             f"(max_deliveries={max_deliveries})"
                         )
-                        _post_dead(
-                            conn, queue, (message_id, body, reply_to), reason, deliveries, now
+                    if reason is not None:
+                        letter = dead_letter_values(
+                            seq, "wf_messages", message_id, body, reply_to, deliveries
                         )
+                        _post_dead(conn, queue, letter[:3], reason, letter[3], now)
                         dead.append(seq)
-                        if reply_to:
-                            dead_channels.add(reply_to)
+                        if letter[2]:
+                            dead_channels.add(letter[2])
                         continue
                     token = f"{seq}.{nonce}"
                     leased.append((token, expires, seq))
@@ -1090,11 +1189,7 @@ class SqliteBroker:
                 conn.executemany("DELETE FROM wf_messages WHERE seq = ?", [(s,) for s in dead])
             next_visible = None
             if not out:
-                row = conn.execute(
-                    "SELECT min(visible_at) FROM wf_messages WHERE queue = ? AND done_at IS NULL",
-                    (queue,),
-                ).fetchone()
-                next_visible = row[0]
+                next_visible = conn.execute(_EARLIEST, (queue,)).fetchone()[0]
             return _Claim(out, frozenset(dead_channels), next_visible)
 
         return claim
@@ -1102,11 +1197,7 @@ class SqliteBroker:
     @staticmethod
     def _peek_queue(queue: str) -> Callable[[sqlite3.Connection], _Peek]:
         def peek(conn: sqlite3.Connection) -> _Peek:
-            row = conn.execute(
-                "SELECT min(visible_at) FROM wf_messages WHERE queue = ? AND done_at IS NULL",
-                (queue,),
-            ).fetchone()
-            earliest = row[0]
+            earliest = conn.execute(_EARLIEST, (queue,)).fetchone()[0]
             return _Peek(earliest is not None and earliest <= time.time(), earliest)
 
         return peek
@@ -1134,24 +1225,24 @@ class SqliteBroker:
         claim = self._claim(queue, limit)
         direct = True
         while True:
-            signal = self._wake.signal(("q", queue))
-            if direct:
-                result, cancelled = await self._write_raw(claim)
-                for channel in result.dead_channels:
-                    self._notify(("c", channel))
-                if result.deliveries:
-                    if cancelled:
-                        await self._give_back(result.deliveries)
-                        await trio.lowlevel.checkpoint()
-                    return result.deliveries
-                next_visible = result.next_visible
-            else:
-                peek = await self._read(self._peek_queue(queue))
-                if peek.ready:
-                    direct = True
-                    continue
-                next_visible = peek.next_visible
-            await self._wait(signal, next_visible)
+            with self._wake.signal(("q", queue)) as signal:
+                if direct:
+                    result, cancelled = await self._write_raw(claim)
+                    for channel in result.dead_channels:
+                        self._notify(("c", channel))
+                    if result.deliveries:
+                        if cancelled:
+                            await self._give_back(result.deliveries)
+                            await trio.lowlevel.checkpoint()
+                        return result.deliveries
+                    next_visible = result.next_visible
+                else:
+                    peek = await self._read(self._peek_queue(queue))
+                    if peek.ready:
+                        direct = True
+                        continue
+                    next_visible = peek.next_visible
+                await self._wait(signal, next_visible)
             # a local write or a lease/delay timer: claim at once; a change seen in
             # another process: peek first, without taking the write lock.
             direct = signal.local or not signal.event.is_set()
@@ -1248,17 +1339,24 @@ class SqliteBroker:
         if limit < 1:
             raise ValueError(f"receive_replies from {channel!r}: limit={limit!r} must be >= 1")
 
-        def take(conn: sqlite3.Connection) -> list[tuple[int, str, bytes | None, str | None]]:
-            rows: list[tuple[int, str, bytes | None, str | None]] = conn.execute(
+        def take(conn: sqlite3.Connection) -> list[Reply]:
+            rows = fetch_all(
+                conn,
                 "SELECT seq, message_id, body, dead_reason FROM wf_replies"
                 " WHERE channel = ? ORDER BY seq LIMIT ?",
                 (channel, limit),
-            ).fetchall()
-            if rows:
+            )
+            if rows and all(type(row[0]) is int for row in rows):
                 conn.execute(
                     "DELETE FROM wf_replies WHERE channel = ? AND seq <= ?", (channel, rows[-1][0])
                 )
-            return rows
+            elif rows:  # a hand-edited seq: delete exactly what was read, compared in SQL
+                conn.execute(
+                    "DELETE FROM wf_replies WHERE channel = ?1 AND seq IN"
+                    " (SELECT seq FROM wf_replies WHERE channel = ?1 ORDER BY seq LIMIT ?2)",
+                    (channel, limit),
+                )
+            return [reply_from_row(channel, *row) for row in rows]
 
         def peek(conn: sqlite3.Connection) -> bool:
             row = conn.execute(
@@ -1268,34 +1366,34 @@ class SqliteBroker:
 
         direct = True
         while True:
-            signal = self._wake.signal(("c", channel))
-            if direct or await self._read(peek):
-                rows, cancelled = await self._write_raw(take)
-                if rows:
-                    if cancelled:
-                        await self._put_back(channel, rows)
-                        await trio.lowlevel.checkpoint()
-                    return [
-                        Reply(message_id=mid, body=body, dead_reason=reason)
-                        for _, mid, body, reason in rows
-                    ]
-            await self._wait(signal, None)
+            with self._wake.signal(("c", channel)) as signal:
+                if direct or await self._read(peek):
+                    replies, cancelled = await self._write_raw(take)
+                    if replies:
+                        if cancelled:
+                            await self._put_back(channel, replies)
+                            await trio.lowlevel.checkpoint()
+                        return replies
+                await self._wait(signal, None)
             direct = signal.local
 
-    async def _put_back(
-        self, channel: str, rows: list[tuple[int, str, bytes | None, str | None]]
-    ) -> None:
-        """Undo a take whose caller was cancelled: same rows, same order."""
+    async def _put_back(self, channel: str, replies: list[Reply]) -> None:
+        """Undo a take whose caller was cancelled: same replies, same order, first."""
 
         def restore(conn: sqlite3.Connection) -> None:
-            lowest = conn.execute(
-                "SELECT min(seq) FROM wf_replies WHERE channel = ?", (channel,)
-            ).fetchone()[0]
-            shift = 0 if lowest is None or rows[-1][0] < lowest else rows[-1][0] - lowest + 1
+            # below the lowest numeric seq left (replies posted since, or not taken)
+            row = conn.execute(
+                "SELECT seq FROM wf_replies WHERE channel = ? AND seq < '' ORDER BY seq LIMIT 1",
+                (channel,),
+            ).fetchone()
+            start = (len(replies) + 1 if row is None else row[0]) - len(replies)
             conn.executemany(
                 "INSERT INTO wf_replies (channel, seq, message_id, body, dead_reason)"
                 " VALUES (?, ?, ?, ?, ?)",
-                [(channel, seq - shift, mid, body, reason) for seq, mid, body, reason in rows],
+                [
+                    (channel, start + i, r.message_id, r.body, r.dead_reason)
+                    for i, r in enumerate(replies)
+                ],
             )
 
         with trio.CancelScope(shield=True):
@@ -1344,7 +1442,9 @@ class SqliteBroker:
                 (topic, data, now),
             )
             conn.execute(
-                "DELETE FROM wf_broadcasts WHERE sent_at < ?", (now - BROADCAST_RETENTION,)
+                "DELETE FROM wf_broadcasts WHERE sent_at < ?"
+                " OR typeof(sent_at) NOT IN ('integer', 'real')",  # hand-edited: never expires
+                (now - BROADCAST_RETENTION,),
             )
 
         await self._write(send)
@@ -1396,21 +1496,13 @@ class SqliteBroker:
 
         def fetch(conn: sqlite3.Connection) -> list[DeadLetter]:
             where, args = ("WHERE queue = ?", (queue,)) if queue is not None else ("", ())
-            rows = conn.execute(
-                "SELECT queue, id, body, reply_to, reason, deliveries, died_at FROM wf_dead"
+            rows = fetch_all(
+                conn,
+                "SELECT seq, queue, id, body, reply_to, reason, deliveries, died_at FROM wf_dead"
                 f" {where} ORDER BY seq LIMIT ?",
                 (*args, limit),
-            ).fetchall()
-            return [
-                DeadLetter(
-                    message=Message(id=mid, body=body, reply_to=reply_to),
-                    queue=q,
-                    reason=reason,
-                    deliveries=deliveries,
-                    died_at=died_at,
-                )
-                for q, mid, body, reply_to, reason, deliveries, died_at in rows
-            ]
+            )
+            return [dead_letter_from_row(*row) for row in rows]
 
         return await self._read(fetch)
 
@@ -1420,20 +1512,24 @@ class SqliteBroker:
         def requeue(conn: sqlite3.Connection) -> list[str]:
             now = time.time()
             where, args = ("WHERE queue = ?", (queue,)) if queue is not None else ("", ())
-            rows = conn.execute(
-                f"SELECT seq, queue, id, body, reply_to FROM wf_dead {where} ORDER BY seq", args
-            ).fetchall()
+            rows = fetch_all(
+                conn,
+                "SELECT seq, queue, id, body, reply_to, reason, deliveries, died_at"
+                f" FROM wf_dead {where} ORDER BY seq",
+                args,
+            )
+            letters = [dead_letter_from_row(*row) for row in rows]
             conn.executemany(
                 "INSERT OR IGNORE INTO wf_queues (name, created_at) VALUES (?, ?)",
-                [(q, now) for q in {row[1] for row in rows}],
+                [(q, now) for q in {letter.queue for letter in letters}],
             )
             conn.executemany(
                 "INSERT INTO wf_messages (queue, id, body, reply_to, visible_at, deliveries)"
                 " VALUES (?, ?, ?, ?, ?, 0)",
-                [(q, mid, body, reply_to, now) for _, q, mid, body, reply_to in rows],
+                [(d.queue, d.message.id, d.message.body, d.message.reply_to, now) for d in letters],
             )
             conn.executemany("DELETE FROM wf_dead WHERE seq = ?", [(row[0],) for row in rows])
-            return [row[1] for row in rows]
+            return [letter.queue for letter in letters]
 
         queues = await self._write(requeue)
         for name in set(queues):
@@ -1460,15 +1556,34 @@ class SqliteBroker:
         return await self._write(delete)
 
 
-def _broadcasts_after(
-    topic: str, after: int
-) -> Callable[[sqlite3.Connection], list[tuple[int, bytes]]]:
-    def fetch(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
-        rows: list[tuple[int, bytes]] = conn.execute(
+@attrs.frozen
+class _Broadcasts:
+    """What one read of a topic found: the last id read, the bodies, and why any
+    row was skipped."""
+
+    last_id: int
+    bodies: list[bytes]
+    skipped: list[str]
+
+
+def _broadcasts_after(topic: str, after: int) -> Callable[[sqlite3.Connection], _Broadcasts]:
+    def fetch(conn: sqlite3.Connection) -> _Broadcasts:
+        rows = fetch_all(
+            conn,
             "SELECT id, body FROM wf_broadcasts WHERE topic = ? AND id > ? ORDER BY id LIMIT 100",
             (topic, after),
-        ).fetchall()
-        return rows
+        )
+        bodies: list[bytes] = []
+        skipped: list[str] = []
+        for row_id, body in rows:
+            if type(body) is bytes:
+                bodies.append(body)
+            else:
+                skipped.append(
+                    f"skipped a malformed broadcast row (wf_broadcasts id {row_id}, topic "
+                    f"{topic!r}): body holds {described(body)}, expected a BLOB"
+                )
+        return _Broadcasts(rows[-1][0] if rows else after, bodies, skipped)
 
     return fetch
 
@@ -1491,36 +1606,42 @@ class _Subscription:
         while not self._pending:
             if broker._closed:
                 raise StopAsyncIteration  # the iteration ends when the broker closes
-            signal = broker._wake.signal(("b", topic))
-            try:
-                rows = await broker._read(_broadcasts_after(topic, self._after))
-            except BrokerError:
-                if broker._closed:
-                    raise StopAsyncIteration from None
-                raise
-            if rows:
-                self._after = rows[-1][0]
-                self._pending = [body for _, body in rows]
-                break
-            await broker._wait(signal, None)
+            with broker._wake.signal(("b", topic)) as signal:
+                try:
+                    found = await broker._read(_broadcasts_after(topic, self._after))
+                except BrokerError:
+                    if broker._closed:
+                        raise StopAsyncIteration from None
+                    raise
+                for reason in found.skipped:
+                    _log.warning("SQLite broker %s: %s", broker.url, reason)
+                if found.last_id != self._after:
+                    self._after = found.last_id
+                    self._pending = found.bodies
+                    continue  # look again at once (the loop ends if something was found)
+                await broker._wait(signal, None)
         await trio.lowlevel.checkpoint()
         return self._pending.pop(0)
 
 
-def open(url: str) -> AbstractAsyncContextManager[SqliteBroker]:
+def open(url: str, *, create: bool = True) -> AbstractAsyncContextManager[SqliteBroker]:
     """Open the SQLite broker a ``sqlite://`` URL names; use as ``async with``.
 
     The URL is checked at once (:class:`BrokerURLError`); the file is opened,
     checked and migrated on entry; the broker's threads are joined on exit.
+    With ``create=False`` (inspection: ``wireframe jobs ...``) a missing file,
+    or one without the broker's tables, is a :class:`BrokerError` and nothing
+    is created: a mistyped path must not leave an empty database behind.
     """
     parsed = parse_sqlite_url(url)
-    return _open(SqliteBroker(parsed, database_path(parsed)))
+    return _open(SqliteBroker(parsed, database_path(parsed), create=create))
 
 
 @asynccontextmanager
 async def _open(broker: SqliteBroker) -> AsyncIterator[SqliteBroker]:
     await broker._start()
-    async with trio.open_nursery() as nursery:
+    # the block's exception leaves bare, not in the watcher nursery's group
+    async with background_tasks() as nursery:
         nursery.start_soon(broker._watch)
         try:
             yield broker
