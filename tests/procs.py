@@ -47,6 +47,7 @@ __all__ = [
 
 REPO = Path(__file__).resolve().parents[1]
 _POLL = 0.005  # seconds between looks at a file another process writes
+_KEPT_STDOUT = 8192  # bytes of a child's stdout kept for failure messages
 
 
 def child_env(home: Path) -> dict[str, str]:
@@ -67,11 +68,14 @@ def free_port() -> int:
         return port
 
 
-def redis_server_argv(port: int, directory: Path, *, persist: bool = True) -> list[str]:
+def redis_server_argv(
+    port: int, directory: Path, *, persist: bool = True, extra: Sequence[str] = ()
+) -> list[str]:
     """A foreground redis-server on ``port`` keeping its files in ``directory``.
 
     ``persist=True``: AOF with fsync always (a restart keeps every acknowledged
     write); ``persist=False``: no AOF and no snapshots (a restart comes back empty).
+    ``extra`` are more ``--option value`` arguments.
     """
     server = shutil.which("redis-server")
     if server is None:
@@ -92,6 +96,7 @@ def redis_server_argv(port: int, directory: Path, *, persist: bool = True) -> li
         "",
         "--daemonize",
         "no",
+        *extra,
     ]
 
 
@@ -105,6 +110,7 @@ class Child:
         self.expect_exit = expect_exit
         self.ready = trio.Event()
         self.killed = False
+        self.stdout = b""  # the last few KB the child wrote to stdout
 
     @property
     def pid(self) -> int:
@@ -122,6 +128,11 @@ class Child:
             return self.stderr.read_text(errors="replace")[-limit:]
         except OSError:
             return ""
+
+    def output_tail(self, limit: int = 3000) -> str:
+        """The tails of what the child wrote to stdout and stderr, for a failure message."""
+        out = self.stdout.decode(errors="replace")[-limit:]
+        return f"stdout:\n{out}\nstderr:\n{self.stderr_tail(limit)}"
 
 
 class ChildDied(Exception):
@@ -223,6 +234,7 @@ class Processes:
         rest = b""
         async with stdout:
             while chunk := await stdout.receive_some(65536):
+                child.stdout = (child.stdout + chunk)[-_KEPT_STDOUT:]
                 if not child.ready.is_set():
                     seen = (seen + chunk)[-(len(marker) + len(chunk)) :]
                     if marker in seen:
@@ -235,7 +247,7 @@ class Processes:
         if not child.killed and not child.expect_exit:
             raise ChildDied(
                 f"{child.name} (pid {child.pid}) exited by itself with {code}; "
-                f"stderr:\n{child.stderr_tail()}"
+                f"{child.output_tail()}"
             )
 
     async def aclose(self) -> None:
@@ -271,17 +283,25 @@ class RedisServer:
     """A ``redis-server`` of one test: a free port, files under ``directory``, stopped by pid.
 
     ``persist`` picks AOF with fsync always (a restart keeps everything) or no
-    persistence at all (a restart comes back empty), see :func:`redis_server_argv`.
+    persistence at all (a restart comes back empty), see :func:`redis_server_argv`;
+    ``extra`` are more server arguments.
     """
 
     READY = b"Ready to accept connections"
 
-    def __init__(self, procs: Processes, directory: Path, *, persist: bool = True) -> None:
+    def __init__(
+        self,
+        procs: Processes,
+        directory: Path,
+        *,
+        persist: bool = True,
+        extra: Sequence[str] = (),
+    ) -> None:
         self._procs = procs
         self.port = free_port()
         self.dir = directory / f"redis-{self.port}"
         self.dir.mkdir(parents=True)
-        self.argv = redis_server_argv(self.port, self.dir, persist=persist)
+        self.argv = redis_server_argv(self.port, self.dir, persist=persist, extra=extra)
         self.child: Child | None = None
 
     def url(self, **options: object) -> str:
