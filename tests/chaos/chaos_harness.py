@@ -113,13 +113,18 @@ class Workers:
         await self._procs.kill(child)
 
     def check_alive(self) -> None:
-        """Fail (with its stderr) if a worker not killed on purpose has exited."""
+        """Fail (with its output) if a worker not killed on purpose has exited, or if one
+        showed its user a bare exception group (an error must say what went wrong)."""
         for child in self.children:
             if not child.running:
                 raise ChildDied(
                     f"worker pid {child.pid} exited with {child.process.returncode}; "
                     f"{child.output_tail()}"
                 )
+            output = child.output_tail(limit=1 << 20)
+            assert "ExceptionGroup" not in output, (
+                f"worker pid {child.pid} printed an exception group:\n{output[-3000:]}"
+            )
 
     async def roll_call(self, rt: Runtime, directory: Path) -> None:
         """Prove every live worker consumes: a run of ``workers x concurrency`` jobs that
