@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import coredis
 import trio
 from chaos_ops import RollCall
 from chaos_orchestrator import CountingRuntime, open_runtime
@@ -48,6 +49,7 @@ __all__ = [
     "open_runtime",
     "open_scene",
     "process_state",
+    "redis_count",
     "signal_and_wait",
     "start_run",
     "wait_drained",
@@ -259,6 +261,17 @@ def _describe(exc: BaseException) -> str:
         inner = "; ".join(_describe(e) for e in exc.exceptions)
         return f"{exc!r} containing [{inner}]"
     return f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"
+
+
+async def redis_count(port: int, section: str, name: str, field: str) -> int:
+    """One counter of the Redis server on ``port``: ``INFO section``'s ``name``'s ``field``
+    (``"commandstats", "cmdstat_xreadgroup", "calls"``; 0 while the server has none)."""
+    async with coredis.Redis(port=port, decode_responses=True) as admin:
+        info = await admin.info(section)
+    entry = info.get(name)
+    if isinstance(entry, str):  # "count=3,..." where coredis does not split it
+        entry = dict(pair.split("=", 1) for pair in entry.split(","))
+    return int(entry[field]) if isinstance(entry, dict) and field in entry else 0
 
 
 def process_state(pid: int) -> str:

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import coredis
 import pytest
 import trio
-from chaos_harness import context_switches, open_runtime, open_scene
+from chaos_harness import context_switches, open_runtime, open_scene, redis_count
 from chaos_ops import Work, render
 
 from wireframe import jobs
@@ -41,14 +40,6 @@ async def test_idle_sqlite_worker_outlives_its_backoff_cap(tmp_path: Path) -> No
                 await scene.workers.roll_call(rt, tmp_path)
 
 
-async def redis_blocking_reads(port: int) -> int:
-    """How many XREADGROUP calls the server has answered."""
-    async with coredis.Redis(port=port) as admin:
-        stats = await admin.info("commandstats")
-    entry = stats.get("cmdstat_xreadgroup")
-    return int(entry["calls"]) if isinstance(entry, dict) else 0
-
-
 async def test_idle_redis_worker_outlives_its_backoff_cap(tmp_path: Path) -> None:
     with trio.fail_after(60):
         redis_args = ["--hz", "500"]  # a blocked read's 1 ms timeout ends in ~2 ms, not 100
@@ -56,8 +47,12 @@ async def test_idle_redis_worker_outlives_its_backoff_cap(tmp_path: Path) -> Non
             tmp_path, "redis", workers=1, redis_args=redis_args, poll=0.001
         ) as scene:
             assert scene.redis is not None
-            base = await redis_blocking_reads(scene.redis.port)
-            while await redis_blocking_reads(scene.redis.port) - base < IDLE_POLLS:
+            port = scene.redis.port
+            base = await redis_count(port, "commandstats", "cmdstat_xreadgroup", "calls")
+            while (
+                await redis_count(port, "commandstats", "cmdstat_xreadgroup", "calls") - base
+                < IDLE_POLLS
+            ):
                 await trio.sleep(0.05)  # the worker idles meanwhile: that is the test
             async with open_runtime(scene.url) as rt:
                 assert await jobs.literal(7).then(Work()).run(rt) == render(7)

@@ -12,10 +12,13 @@ directive run; then it does to the server what an operator or a bad day does:
 * ``CLIENT PAUSE`` for longer than the lease: every lease runs out meanwhile, the
   jobs run again elsewhere, stale completions are dropped: nothing lost, no
   reply twice;
-* ``maxmemory`` with ``noeviction``: publishing raises a ``BrokerError`` carrying
-  the server's "OOM" reason, never a coredis type (fault 3); the workers, which
-  meet the full memory too when they complete, stay alive; once memory is freed
-  work goes on and nothing accepted before is lost.
+* ``maxmemory`` with ``noeviction``: a new orchestrator's publish raises a
+  ``BrokerError`` carrying the server's "OOM" reason, never a coredis type (fault
+  3); the workers finish the jobs they hold and keep polling under the full
+  memory without dying; once memory is freed work goes on and nothing accepted
+  before is lost. (A *new* orchestrator: Redis refuses a script only while it
+  has written nothing yet, and a runtime's later publishes start by deleting
+  the previous publish's marker, after which Redis lets them through.)
 
 Every case ends with a roll call: each worker process still consumes.
 """
@@ -23,7 +26,6 @@ Every case ends with a roll call: each worker process still consumes.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import coredis
 import pytest
@@ -35,6 +37,7 @@ from chaos_harness import (
     gated,
     open_runtime,
     open_scene,
+    redis_count,
     start_run,
     wait_drained,
 )
@@ -62,13 +65,6 @@ def work(scene: Scene, tag: str = "", pause: float = 0.02, ballast: str = "") ->
 def expected(n: int) -> list[str]:
     """What ``collect()`` of :class:`Work` over ``range(n)`` must give."""
     return [render(i) for i in range(n)]
-
-
-async def error_count(admin: coredis.Redis[Any], prefix: str) -> int:
-    """How many errors with ``prefix`` (``OOM``, ...) the server has answered."""
-    stats = await admin.info("errorstats")
-    entry = stats.get(f"errorstat_{prefix}")
-    return int(entry["count"]) if isinstance(entry, dict) else 0
 
 
 async def test_redis_restarted_with_its_data_loses_nothing(tmp_path: Path) -> None:
@@ -165,14 +161,15 @@ async def test_redis_paused_past_the_lease_loses_nothing(tmp_path: Path) -> None
 async def test_redis_out_of_memory_raises_broker_errors_and_recovers(tmp_path: Path) -> None:
     slots = 8  # two workers x four: every slot busy when memory runs out
     with trio.fail_after(90):
-        async with open_scene(tmp_path, "redis") as scene:
+        async with open_scene(tmp_path, "redis", reconnect=2) as scene:
             assert scene.redis is not None
+            port = scene.redis.port
             async with (
-                coredis.Redis(port=scene.redis.port, decode_responses=True) as admin,
+                coredis.Redis(port=port) as admin,
                 open_runtime(scene.url) as rt,
             ):
                 async with trio.open_nursery() as nursery:
-                    # jobs in flight when memory runs out: their completions meet it
+                    # jobs in flight when memory runs out: they end, and complete, under it
                     slow = work(scene, tag="before", pause=0.5)
                     before = start_run(
                         nursery, jobs.from_iter(range(slots)).map(slow).collect().run, rt
@@ -180,15 +177,21 @@ async def test_redis_out_of_memory_raises_broker_errors_and_recovers(tmp_path: P
                     await scene.log.wait_until(lambda log: log.by_tag["before"] >= slots)
                     await admin.config_set({"maxmemory-policy": "noeviction", "maxmemory": 1})
 
-                    big = work(scene, tag="refused", ballast="x" * 10_000)
-                    with pytest.raises(Exception) as raised:
-                        await jobs.from_iter(range(20)).map(big).collect().run(rt)
+                    # a new orchestrator's publish is refused, with the server's reason
+                    async with open_runtime(scene.url) as fresh:
+                        big = work(scene, tag="refused", ballast="x" * 10_000)
+                        with pytest.raises(Exception) as raised:
+                            await jobs.from_iter(range(20)).map(big).collect().run(fresh)
                     check_broker_error(raised.value, "OOM")
-                    refused = await error_count(admin, "OOM")
 
-                    # the workers finish their jobs and meet the full memory completing them
+                    # the workers go on under the full memory: they finish their jobs
+                    # and keep polling (a few dozen blocking reads) without dying
                     await scene.done.wait_until(lambda log: log.by_tag["before"] >= slots)
-                    while await error_count(admin, "OOM") <= refused:
+                    reads = await redis_count(port, "commandstats", "cmdstat_xreadgroup", "calls")
+                    while (
+                        await redis_count(port, "commandstats", "cmdstat_xreadgroup", "calls")
+                        < reads + 20
+                    ):
                         await trio.sleep(0.02)
                     scene.workers.check_alive()
 
