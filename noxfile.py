@@ -1,4 +1,4 @@
-"""Sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s typecheck``, ``nox -s bench``."""
+"""Sessions: ``nox -s tests``, ``nox -s chaos``, ``nox -s lint``, ``nox -s typecheck``, ``nox -s bench``."""
 
 from __future__ import annotations
 
@@ -10,9 +10,20 @@ nox.options.reuse_existing_virtualenvs = True
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the whole test suite (pytest-trio)."""
+    """Run the test suite (pytest-trio), all but the chaos suite (``nox -s chaos`` runs that)."""
     session.install("-e", ".[dev]")
-    session.run("pytest", *session.posargs)
+    session.run("pytest", "-m", "not chaos", *session.posargs)
+
+
+@nox.session
+def chaos(session: nox.Session) -> None:
+    """The chaos suite: real ``wireframe worker`` processes and Redis servers under faults.
+
+    It starts its own ``redis-server`` processes (which must be on PATH) and takes
+    about a minute, so it runs here and in ``.ci/run`` rather than in ``tests``.
+    """
+    session.install("-e", ".[dev]")
+    session.run("pytest", "-m", "chaos", "tests/chaos", *session.posargs)
 
 
 @nox.session

@@ -1,33 +1,31 @@
-"""Real processes for the crash tests: start them, see them ready, SIGKILL them, reap them all.
+"""The crash tests' process harness: the shared one of ``tests/procs.py``, rooted here.
 
-:func:`open_processes` is the one way a crash test starts a subprocess: every
-child lives inside its nursery, its stdout is drained (and watched for a
-"ready" marker), its stderr goes to a file, and on the way out every child
-still running is SIGKILLed and waited for — no process outlives its test. A
-child that exits on its own while it was expected to run fails the test at
-once with the tail of its stderr.
-
-:class:`ExecutionLog` tails the per-test file :class:`crash_ops.Work` appends
-to, counting executions in total and per worker pid.
+:func:`open_processes` is :func:`procs.open_processes` with this directory as
+the home of the helper scripts (``crash_worker.py``, ``crash_orchestrator.py``),
+importable in every child; :class:`Zygote` forks warm worker processes.
+Everything else is re-exported from :mod:`procs`, which the chaos suite shares.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import signal
-import socket
-import subprocess
-import sys
-from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
-
-from wireframe.testing import service_unavailable
+from procs import (
+    REPO,
+    Child,
+    ChildDied,
+    ExecutionLog,
+    Processes,
+    free_port,
+    redis_server_argv,
+)
+from procs import child_env as _child_env
+from procs import open_processes as _open_processes
 
 __all__ = [
     "HERE",
@@ -43,256 +41,18 @@ __all__ = [
 ]
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[2]
-_POLL = 0.005  # seconds between looks at a file another process writes
 
 
 def child_env() -> dict[str, str]:
     """The environment of a child: ours, with the repo root and this directory importable."""
-    env = dict(os.environ)
-    paths = [str(REPO), str(HERE)]
-    if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    return env
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def redis_server_argv(port: int, directory: Path) -> list[str]:
-    """A foreground redis-server on ``port`` with AOF (fsync always) in ``directory``."""
-    server = shutil.which("redis-server")
-    if server is None:
-        service_unavailable("redis-server is not on PATH: cannot start a Redis of the test's own")
-    return [
-        server,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--dir",
-        str(directory),
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--save",
-        "",
-        "--daemonize",
-        "no",
-    ]
-
-
-class Child:
-    """One subprocess: its name, its process, and an event set when it printed its marker."""
-
-    def __init__(self, name: str, process: trio.Process, stderr: Path, expect_exit: bool) -> None:
-        self.name = name
-        self.process = process
-        self.stderr = stderr
-        self.expect_exit = expect_exit
-        self.ready = trio.Event()
-        self.killed = False
-
-    @property
-    def pid(self) -> int:
-        """The child's process id."""
-        return self.process.pid
-
-    def stderr_tail(self, limit: int = 3000) -> str:
-        """The last ``limit`` characters the child wrote to stderr."""
-        try:
-            return self.stderr.read_text(errors="replace")[-limit:]
-        except OSError:
-            return ""
-
-
-class ChildDied(Exception):
-    """A child that should still be running exited on its own."""
-
-
-class Processes:
-    """The children of one test; see :func:`open_processes`."""
-
-    def __init__(self, nursery: trio.Nursery, directory: Path) -> None:
-        self._nursery = nursery
-        self._dir = directory
-        self.children: list[Child] = []
-        self.kills = 0
-        self._count = 0
-
-    async def start(
-        self,
-        argv: Sequence[str],
-        *,
-        name: str,
-        ready_marker: bytes = b"ready",
-        expect_exit: bool = False,
-        stdin: bool = False,
-        on_line: Callable[[bytes], None] | None = None,
-    ) -> Child:
-        """Start ``argv``; its stdout is drained and watched for ``ready_marker``.
-
-        With ``stdin=True`` the child's stdin is a pipe; ``on_line`` is called
-        with every line of its stdout. The child leads a process group of its
-        own, and the whole group is SIGKILLed at the end (its forks included).
-
-        A child with ``expect_exit=False`` that exits without being killed
-        through :meth:`kill` fails the test (``ChildDied``, with its stderr).
-        """
-        self._count += 1
-        err_path = self._dir / f"{name}-{self._count}.err"
-        err_fd = _open_for_child(err_path)
-        try:
-            process = await trio.lowlevel.open_process(
-                list(argv),
-                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=err_fd,
-                env=child_env(),
-                start_new_session=True,
-            )
-        finally:
-            os.close(err_fd)
-        child = Child(name, process, err_path, expect_exit)
-        self.children.append(child)
-        self._nursery.start_soon(self._drain, child, ready_marker, on_line)
-        return child
-
-    async def start_python(
-        self,
-        script: str,
-        *args: str,
-        name: str,
-        expect_exit: bool = False,
-        stdin: bool = False,
-        on_line: Callable[[bytes], None] | None = None,
-        ready_marker: bytes = b"ready",
-    ) -> Child:
-        """Start ``python HERE/script args...`` (a helper of this directory)."""
-        return await self.start(
-            [sys.executable, str(HERE / script), *args],
-            name=name,
-            expect_exit=expect_exit,
-            stdin=stdin,
-            on_line=on_line,
-            ready_marker=ready_marker,
-        )
-
-    async def kill(self, child: Child) -> None:
-        """SIGKILL ``child`` and wait until it is gone."""
-        child.killed = True
-        if child.process.returncode is None:
-            child.process.send_signal(signal.SIGKILL)
-            self.kills += 1
-        await child.process.wait()
-
-    @property
-    def running(self) -> list[Child]:
-        """Children not killed and not exited (spares included)."""
-        return [c for c in self.children if not c.killed and c.process.returncode is None]
-
-    async def _drain(
-        self, child: Child, marker: bytes, on_line: Callable[[bytes], None] | None
-    ) -> None:
-        stdout = child.process.stdout
-        assert stdout is not None
-        seen = b""
-        rest = b""
-        async with stdout:
-            while chunk := await stdout.receive_some(65536):
-                if not child.ready.is_set():
-                    seen = (seen + chunk)[-(len(marker) + len(chunk)) :]
-                    if marker in seen:
-                        child.ready.set()
-                if on_line is not None:
-                    *lines, rest = (rest + chunk).split(b"\n")
-                    for line in lines:
-                        on_line(line)
-        code = await child.process.wait()
-        if not child.killed and not child.expect_exit:
-            raise ChildDied(
-                f"{child.name} (pid {child.pid}) exited by itself with {code}; "
-                f"stderr:\n{child.stderr_tail()}"
-            )
-
-    async def aclose(self) -> None:
-        """SIGKILL and reap every child still running."""
-        with trio.CancelScope(shield=True):
-            for child in self.children:
-                child.killed = True
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.pid, signal.SIGKILL)  # the child and its forks
-            for child in self.children:
-                await child.process.wait()
-                if child.process.stdin is not None:
-                    await child.process.stdin.aclose()
-
-
-def _open_for_child(path: Path) -> int:
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    return _child_env(HERE)
 
 
 @asynccontextmanager
 async def open_processes(directory: Path) -> AsyncIterator[Processes]:
-    """A :class:`Processes` whose children are all killed and reaped when the block ends."""
-    async with trio.open_nursery() as nursery:
-        processes = Processes(nursery, directory)
-        try:
-            yield processes
-        finally:
-            await processes.aclose()
-            nursery.cancel_scope.cancel()
-
-
-class ExecutionLog:
-    """Counts the lines of a :class:`crash_ops.Work` log: executions in total, per pid,
-    per input index and per tag."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.total = 0
-        self.by_pid: Counter[int] = Counter()
-        self.by_index: Counter[int] = Counter()
-        self.by_tag: Counter[str] = Counter()
-        self._offset = 0
-        self._rest = b""
-
-    def poll(self) -> None:
-        """Read what was appended since the last look."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
-            return
-        try:
-            os.lseek(fd, self._offset, os.SEEK_SET)
-            data = b""
-            while chunk := os.read(fd, 1 << 16):
-                data += chunk
-        finally:
-            os.close(fd)
-        self._offset += len(data)
-        *lines, self._rest = (self._rest + data).split(b"\n")
-        for line in lines:
-            index, pid, *tag = line.decode("ascii").split()
-            self.total += 1
-            self.by_pid[int(pid)] += 1
-            self.by_index[int(index)] += 1
-            self.by_tag[tag[0] if tag else ""] += 1
-
-    async def wait_until(self, predicate: Callable[[ExecutionLog], bool]) -> None:
-        """Return once ``predicate(self)`` holds (looking every few milliseconds)."""
-        while True:
-            self.poll()
-            if predicate(self):
-                return
-            await trio.sleep(_POLL)
+    """The children of one crash test (helper scripts from this directory), all reaped at the end."""
+    async with _open_processes(directory, home=HERE) as processes:
+        yield processes
 
 
 class Zygote:
