@@ -169,6 +169,29 @@ async def test_worker_retries_while_redis_is_down_and_loses_no_result(
     assert RUNS == [4]
 
 
+async def test_a_subscription_goes_on_across_redis_restarts(redis_server: Server) -> None:
+    """Regression: coredis' own iterator ended (StopAsyncIteration) when a message
+    came while it re-subscribed after a reconnect, so a worker stopped hearing aborts."""
+    proc = await start(redis_server, *NO_DATA)
+    url = f"redis://127.0.0.1:{redis_server.port}/0?reconnect=5"  # type: ignore[attr-defined]
+    async with open_broker(url) as broker, broker.subscribe("t") as bodies:
+
+        async def keep_broadcasting(body: bytes) -> None:
+            while True:
+                await broker.broadcast("t", body)
+                await trio.sleep(0.01)
+
+        for n in range(3):
+            with trio.fail_after(10):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(keep_broadcasting, b"%d" % n)
+                    while await bodies.__anext__() != b"%d" % n:
+                        pass
+                    nursery.cancel_scope.cancel()
+            await kill(proc)
+            proc = await start(redis_server, *NO_DATA)
+
+
 async def test_stop_ends_a_worker_that_waits_for_redis(
     redis_server: Server, caplog: pytest.LogCaptureFixture
 ) -> None:

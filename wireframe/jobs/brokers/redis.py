@@ -65,6 +65,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar
 
+import anyio
 import attrs
 import coredis
 import coredis.exceptions
@@ -821,12 +822,17 @@ class RedisBroker:
         )
         own: BaseException | None = None  # what the block itself raised
         try:
-            async with pubsub:
-                try:
-                    yield _Bodies(pubsub, f"redis broker {self.url}: subscription to {topic!r}")
-                except BaseException as exc:
-                    own = exc
-                    raise
+            with trio.CancelScope() as scope:
+                async with pubsub:
+                    try:
+                        yield _Bodies(pubsub, f"redis broker {self.url}: subscription to {topic!r}")
+                    except BaseException as exc:
+                        own = exc
+                        raise
+                    finally:
+                        # coredis' own exit waits forever if it is re-connecting right
+                        # then (its cancel misses the retry loop): end its tasks here.
+                        scope.cancel()
         except BaseException as exc:
             errors = [e for e in leaves(exc) if not isinstance(e, trio.Cancelled)]
             if own is not None and any(e is own for e in errors):
@@ -1033,13 +1039,17 @@ class _Bodies:
         return self
 
     async def __anext__(self) -> bytes:
+        # Not the pubsub's own iterator: that one ends (StopAsyncIteration) when a
+        # message arrives while coredis re-subscribes after a reconnect.
         while True:
             try:
-                message = await self._pubsub.__anext__()
+                message = await self._pubsub.get_message()
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                raise StopAsyncIteration from None  # the subscription was closed
             except Exception as exc:
                 if not is_failure(exc):
                     raise
-                raise BrokerError(f"{self._what} is closed: {exc!r}") from exc
+                raise BrokerError(f"{self._what} failed: {exc!r}") from exc
             if message is not None and message.get("type") == "message":
                 return _bytes(message["data"])
 
