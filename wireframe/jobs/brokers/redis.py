@@ -935,7 +935,13 @@ class _GroupCommit:
                 await me.done.wait()
             if not me.lead:
                 if me.error is not None:
-                    raise BrokerUnavailable(str(me.error)) from me.error
+                    # the batch's error, as its kind: whether waiting can help is the same
+                    kind = (
+                        BrokerUnavailable
+                        if isinstance(me.error, BrokerUnavailable)
+                        else BrokerError
+                    )
+                    raise kind(str(me.error)) from me.error
                 return me.outcome
         else:
             self._busy = True
