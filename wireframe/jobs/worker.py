@@ -23,6 +23,14 @@ worker can say so; a clean stop removes the record.
 then :meth:`Worker.serve` returns. If the worker is cancelled before they
 finish, each unfinished job is abandoned (given back to the queue), so none is
 lost.
+
+A worker outlives its broker's outages: a broker call that fails with
+:class:`~wireframe.jobs.broker.BrokerUnavailable` (unreachable, restarting,
+paused, out of memory) is logged and retried with a capped backoff - a
+completion too, so a finished job's result is not dropped while its lease may
+still hold (if the lease is lost meanwhile, the job runs again elsewhere:
+at-least-once). Only a consume that fails for a reason waiting cannot mend ends
+:meth:`Worker.serve`, with that error (bare, not in an exception group).
 """
 
 from __future__ import annotations
@@ -35,13 +43,21 @@ import sys
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 import attrs
 import trio
 
-from wireframe.jobs.broker import Broker, BrokerError, Delivery, LockLost, WorkerInfo
+from wireframe.jobs.broker import (
+    Broker,
+    BrokerError,
+    BrokerUnavailable,
+    Delivery,
+    LockLost,
+    WorkerInfo,
+)
 from wireframe.jobs.codec import (
     ABORT_TOPIC,
     Envelope,
@@ -73,8 +89,13 @@ _HOST = socket.gethostname()
 _ABANDON_GRACE = 5.0
 #: Seconds an ``executor="inline"`` operation may hold the trio thread before a warning.
 INLINE_WARN_AFTER = 0.1
+#: The first and the longest pause (seconds) before retrying a broker call that
+#: failed with BrokerUnavailable.
+_RETRY_FIRST = 0.05
+_RETRY_CAP = 5.0
 
-log = logging.getLogger(__name__)
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @attrs.define
@@ -175,19 +196,23 @@ class Worker:
     # -- the loop -----------------------------------------------------------------
     async def serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until :meth:`stop`; ``task_status.started()`` once subscribed and consuming."""
+        async with _bare():
+            await self._retrying("declare the queue", self._declare)
+            async with trio.open_nursery() as helpers:
+                await helpers.start(self._listen_aborts)
+                helpers.start_soon(self._keep_leases)
+                helpers.start_soon(self._announce)
+                try:
+                    async with trio.open_nursery() as jobs:
+                        task_status.started()
+                        await self._consume(jobs)
+                finally:
+                    helpers.cancel_scope.cancel()
+                    with trio.CancelScope(shield=True), trio.move_on_after(_ABANDON_GRACE):
+                        await self._heartbeat(0.0)  # gone: no longer listed as live
+
+    async def _declare(self) -> None:
         await self.broker.declare_queue(self.queue)
-        async with trio.open_nursery() as helpers:
-            await helpers.start(self._listen_aborts)
-            helpers.start_soon(self._keep_leases)
-            helpers.start_soon(self._announce)
-            try:
-                async with trio.open_nursery() as jobs:
-                    task_status.started()
-                    await self._consume(jobs)
-            finally:
-                helpers.cancel_scope.cancel()
-                with trio.CancelScope(shield=True), trio.move_on_after(_ABANDON_GRACE):
-                    await self._heartbeat(0.0)  # gone: no longer listed as live
 
     async def _consume(self, jobs: trio.Nursery) -> None:
         with trio.CancelScope() as scope:
@@ -205,7 +230,8 @@ class Worker:
                     self._slot_free = trio.Event()
                     await self._slot_free.wait()
                     continue
-                deliveries = await self.broker.consume(self.queue, free)
+                consume = functools.partial(self.broker.consume, self.queue, free)
+                deliveries = await self._retrying("consume", consume)
                 for delivery in deliveries:
                     await self._start(jobs, delivery)
         self._consume_scope = None
@@ -356,7 +382,7 @@ class Worker:
         if seconds <= INLINE_WARN_AFTER or spec.name in self._warned_inline:
             return
         self._warned_inline.add(spec.name)
-        log.warning(
+        _log.warning(
             "operation %r ran inline on worker %s for %.2f s, blocking the trio loop "
             "(other jobs, lease renewals and Ctrl-C wait meanwhile); give it "
             'executor="thread" (or cpu_bound=True for CPU-heavy work)',
@@ -395,27 +421,67 @@ class Worker:
             await self._complete(running.delivery, encode_result(JobResult(error=error)))
         # "lost": the lease is gone, the result is dropped; nothing to tell the broker.
 
-    # -- broker calls that tolerate a lost lease ----------------------------------------
-    async def _complete(self, delivery: Delivery, body: bytes | None) -> None:
+    # -- broker calls that survive outages and tolerate a lost lease -------------------------
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, retried with a capped backoff while the broker is unavailable.
+
+        Each retry is logged; the pause is cancellable (a stop cancels a consume's).
+        """
+        delay = _RETRY_FIRST
+        failed = False
+        while True:
+            try:
+                result = await call()
+            except BrokerUnavailable as exc:
+                failed = True
+                _log.warning(
+                    "worker %s: %s failed, retrying in %.2g s: %s", self.worker_id, what, delay, exc
+                )
+            else:
+                if failed:
+                    _log.warning("worker %s: %s succeeded again", self.worker_id, what)
+                return result
+            await trio.sleep(delay)
+            delay = min(delay * 2, _RETRY_CAP)
+
+    async def _settle(
+        self, what: str, delivery: Delivery, call: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Tell the broker how a delivery ended, retrying while it is unavailable.
+
+        A lost lease drops the outcome (the message runs again elsewhere, or
+        Redis lost it); so does an error waiting cannot mend, logged, leaving the
+        message to come back when its lease runs out - never killing the loop.
+        """
         try:
-            await self.broker.complete(delivery, body)
-        except LockLost:
+            await self._retrying(f"{what} of message {delivery.message.id!r}", call)
+        except LockLost as exc:
             self.counters.lost += 1
+            _log.warning("worker %s: %s dropped: %s", self.worker_id, what, exc)
+        except BrokerError as exc:
+            self.counters.lost += 1
+            _log.error(
+                "worker %s: %s of message %r failed (it runs again once its lease runs out): %s",
+                self.worker_id,
+                what,
+                delivery.message.id,
+                exc,
+            )
+
+    async def _complete(self, delivery: Delivery, body: bytes | None) -> None:
+        call = functools.partial(self.broker.complete, delivery, body)
+        await self._settle("completion", delivery, call)
 
     async def _abandon(
         self, delivery: Delivery, *, delay: float = 0.0, body: bytes | None = None
     ) -> None:
-        try:
-            await self.broker.abandon(delivery, delay=delay, body=body)
-        except LockLost:
-            self.counters.lost += 1
+        call = functools.partial(self.broker.abandon, delivery, delay=delay, body=body)
+        await self._settle("abandon", delivery, call)
 
     async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         self.counters.dead += 1
-        try:
-            await self.broker.dead_letter(delivery, reason)
-        except LockLost:
-            self.counters.lost += 1
+        call = functools.partial(self.broker.dead_letter, delivery, reason)
+        await self._settle("dead-lettering", delivery, call)
 
     # -- helpers ------------------------------------------------------------------
     def info(self) -> WorkerInfo:
@@ -434,7 +500,7 @@ class Worker:
         try:
             await self.broker.heartbeat(self.info(), ttl)
         except BrokerError as exc:  # passing: the next heartbeat tries again
-            log.debug("worker %s: heartbeat failed: %s", self.worker_id, exc)
+            _log.debug("worker %s: heartbeat failed: %s", self.worker_id, exc)
 
     async def _announce(self) -> None:
         """Heartbeat every ``renew_every`` seconds, each live for a lease (at least 3 beats)."""
@@ -451,23 +517,74 @@ class Worker:
                     continue
                 try:
                     running.delivery = await self.broker.extend(running.delivery)
-                except LockLost:
+                except LockLost as exc:
                     self.counters.lost += 1
                     running.why = "lost"
                     running.scope.cancel()
+                    _log.warning("worker %s: job cancelled: %s", self.worker_id, exc)
+                except BrokerError as exc:  # the next round tries again
+                    _log.warning("worker %s: cannot renew leases now: %s", self.worker_id, exc)
+                    break
 
     async def _listen_aborts(self, task_status: trio.TaskStatus[None]) -> None:
-        async with self.broker.subscribe(ABORT_TOPIC) as bodies:
-            task_status.started()
-            async for body in bodies:
-                message = decode_abort(body)
-                if message is None:
-                    continue
-                kind, target = message
-                if kind == "run":
-                    self.abort_run(target)
-                elif kind == "worker" and target in ("*", self.worker_id):
-                    self.abort_running()
+        """Follow the abort topic; subscribe again (with a capped backoff) if it fails."""
+        started = False
+        delay = _RETRY_FIRST
+        while True:
+            try:
+                async with self.broker.subscribe(ABORT_TOPIC) as bodies:
+                    if not started:
+                        task_status.started()
+                        started = True
+                    delay = _RETRY_FIRST
+                    async for body in bodies:
+                        self._on_abort(body)
+                return  # the iteration ends when the broker closes
+            except BrokerUnavailable as exc:
+                _log.warning(
+                    "worker %s: abort subscription failed, again in %.2g s: %s",
+                    self.worker_id,
+                    delay,
+                    exc,
+                )
+            await trio.sleep(delay)
+            delay = min(delay * 2, _RETRY_CAP)
+
+    def _on_abort(self, body: bytes) -> None:
+        message = decode_abort(body)
+        if message is None:
+            return
+        kind, target = message
+        if kind == "run":
+            self.abort_run(target)
+        elif kind == "worker" and target in ("*", self.worker_id):
+            self.abort_running()
+
+
+@asynccontextmanager
+async def _bare() -> AsyncIterator[None]:
+    """Let an error out of the worker's nurseries as itself, not in exception groups.
+
+    When several tasks failed at once, the first error leaves with the others
+    noted on it.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        errors = _leaves(group)
+        real = [e for e in errors if not isinstance(e, trio.Cancelled)]
+        if not real:
+            raise
+        first = real[0]
+        for other in real[1:]:
+            first.add_note(f"also: {type(other).__name__}: {other}")
+        raise first from None
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
 
 
 _Prepared = tuple[Envelope, OpSpec, Operation[Any, Any], Any, dict[str, object]]

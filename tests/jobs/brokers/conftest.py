@@ -7,16 +7,25 @@ prefix of its own, whose keys are deleted after the test. Without a Redis
 server the Redis tests are skipped with the reason, or fail when ``CI`` is set.
 The SQLite and Redis fixtures skip only while their broker module does not
 exist yet; any other import error fails the test.
+
+``redis_server`` starts redis-servers of the test's own (on a free port, killed
+by pid at the end), for tests that restart Redis, fill its memory or pause it -
+never the shared server.
 """
 
 from __future__ import annotations
 
 import importlib
+import shutil
+import socket
+import subprocess
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from wireframe.testing import service_unavailable
 
 
 def require_broker_module(name: str) -> None:
@@ -51,3 +60,44 @@ def redis_broker_url(fresh_redis_url: Callable[..., str]) -> str:
     """A ``redis://`` URL under a fresh key prefix; its keys are deleted afterwards."""
     require_broker_module("redis")
     return fresh_redis_url()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    return _free_port()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start (and restart) a private redis-server; every one is killed at the end.
+
+    ``redis_server(*extra)`` starts one on the same free port (``.port``) and
+    directory each time, with AOF (fsync always) unless ``extra`` says otherwise
+    (``"--appendonly", "no"``: a restart loses everything).
+    """
+    exe = shutil.which("redis-server")
+    if exe is None:
+        service_unavailable("redis-server is not on PATH: cannot start a Redis of the test's own")
+    port = _free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*extra: str) -> subprocess.Popen[bytes]:
+        args = [exe, "--port", str(port), "--dir", str(tmp_path), "--appendonly", "yes"]
+        args += ["--save", "", "--appendfsync", "always", "--bind", "127.0.0.1", *extra]
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(proc)
+        return proc
+
+    start.port = port  # type: ignore[attr-defined]
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()

@@ -10,12 +10,8 @@ fail when the environment variable CI is set).
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import subprocess
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import coredis
 import pytest
@@ -450,45 +446,13 @@ async def test_broadcast_reaches_every_subscriber(redis_url: UrlFactory) -> None
 # -- Redis going away --------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-async def test_ping_and_calls_fail_when_nothing_answers() -> None:
-    url = f"redis://127.0.0.1:{_free_port()}/0?reconnect=0.2"
+async def test_ping_and_calls_fail_when_nothing_answers(unused_port: int) -> None:
+    url = f"redis://127.0.0.1:{unused_port}/0?reconnect=0.2"
     async with redis_broker.open(url) as broker:
         with pytest.raises(BrokerUnavailable, match="does not answer"):
             await broker.ping()
         with trio.fail_after(3), pytest.raises(BrokerUnavailable, match="publish"):
             await broker.publish("q", [msg(1)])
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Start (and restart) a private persistent redis-server; kill it at the end."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is not on PATH")
-        pytest.skip("redis-server is not on PATH")
-    port = _free_port()
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(*extra: str) -> subprocess.Popen[bytes]:
-        args = [exe, "--port", str(port), "--dir", str(tmp_path), "--appendonly", "yes"]
-        args += ["--save", "", "--appendfsync", "always", "--bind", "127.0.0.1", *extra]
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.append(proc)
-        return proc
-
-    start.port = port  # type: ignore[attr-defined]
-    yield start
-    for proc in procs:
-        proc.kill()
-        proc.wait()
 
 
 async def test_messages_survive_a_redis_restart(

@@ -17,6 +17,10 @@ Data model (``P`` is the broker's key prefix, ``Q`` a queue, ``C`` a channel):
 * ``P q:Q:dead`` - STREAM of dead letters, fields ``i b r why n t`` (``t`` =
   death time, ms since the epoch).
 * ``P q:Q:done`` - counter of completed messages not yet purged.
+* ``P q:Q:born`` - STRING, the Redis ``TIME`` (ms) when the stream or its group
+  was last created. A lease check that finds its entry gone from the PEL and
+  the entry older than this knows Redis lost the message (it restarted without
+  its data, or the keys were deleted) rather than someone else finishing it.
 * ``P c:C`` - LIST of replies, ``LPUSH``-ed, popped from the right; each a
   msgpack array ``[message_id, kind, payload]`` with kind 0 = body, 1 = dead
   reason.
@@ -34,13 +38,22 @@ Data model (``P`` is the broker's key prefix, ``Q`` a queue, ``C`` a channel):
 
 Lease token of a delivery: ``"<stream entry id>|<PEL delivery count>|<consumer>"``.
 A lease is current while the PEL entry exists, belongs to that consumer, has that
-delivery count and has been idle for less than the lease.
+delivery count and has been idle for less than the lease. A lease check on a stream
+or group that no longer exists answers why, like any other lost lease; consume and
+publish create them again.
+
+Malformed data never blocks a queue: a stream entry without its ``i``, ``b`` or
+``r`` field or with a non-numeric ``n``, and a delayed-set member that is not
+``cmsgpack([id, body, reply_to, n])``, is moved to the dead-letter stream with a
+reason naming what was wrong (a delayed member whole, as the body) and its
+``reply_to``, where readable, gets a dead reply.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "ABANDON",
+    "BURY_MALFORMED",
     "COMPLETE",
     "CONSUME",
     "DEAD_LETTER",
@@ -65,32 +78,104 @@ end
 
 local function fields_of(flat)
   local f = {}
+  if not flat then return f end
   for k = 1, #flat, 2 do f[flat[k]] = flat[k + 1] end
   return f
 end
 
+-- the key holding when the stream of `ready` (a '...:ready' key) was last created
+local function born_key(ready)
+  return string.sub(ready, 1, -6) .. 'born'
+end
+
+local function has_group(ready, group)
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', ready)) do
+    for k = 1, #g, 2 do
+      if g[k] == 'name' and g[k + 1] == group then return true end
+    end
+  end
+  return false
+end
+
+-- create the stream and its group if missing (Redis may have lost them)
 local function ensure_queue(queues, ready, group, queue)
   if redis.call('EXISTS', ready) == 0 then
     redis.call('XGROUP', 'CREATE', ready, group, '0', 'MKSTREAM')
-    redis.call('SADD', queues, queue)
+    redis.call('SET', born_key(ready), now_ms())
+  elseif not has_group(ready, group) then
+    redis.call('XGROUP', 'CREATE', ready, group, '0')
+    redis.call('SET', born_key(ready), now_ms())
+  end
+  if redis.call('SISMEMBER', queues, queue) == 0 then redis.call('SADD', queues, queue) end
+end
+
+-- what is wrong with a stream entry's fields, or nil when nothing is
+local NAMES = {i = 'message id', b = 'body', r = 'reply_to'}
+local function malformed(f)
+  local missing = {}
+  for _, name in ipairs({'i', 'b', 'r'}) do
+    if f[name] == nil then missing[#missing + 1] = "'" .. name .. "' (" .. NAMES[name] .. ')' end
+  end
+  if #missing == 1 then return 'missing field ' .. missing[1] end
+  if #missing > 1 then return 'missing fields ' .. table.concat(missing, ', ') end
+  local n = f['n']
+  if n ~= nil and not string.match(n, '^%d+$') then
+    return "field 'n' (delivery count) is " .. string.format('%q', string.sub(n, 1, 40)) ..
+           ', not a whole number'
+  end
+  return nil
+end
+
+-- deliveries recorded in an entry's `n` field (0 when absent or unreadable)
+local function base_count(f)
+  return tonumber(f['n'] or '0') or 0
+end
+
+-- add a message to the dead-letter stream and post a dead reply (fields may be missing)
+local function entomb(dead, prefix, f, total, reason)
+  local id, reply_to = f['i'] or '', f['r'] or ''
+  redis.call('XADD', dead, '*', 'i', id, 'b', f['b'] or '', 'r', reply_to, 'why', reason,
+             'n', total, 't', now_ms())
+  if reply_to ~= '' then
+    redis.call('LPUSH', prefix .. 'c:' .. reply_to, cmsgpack.pack({id, 1, reason}))
   end
 end
 
--- move a message to the dead-letter stream and post a dead reply
+-- move a stream entry to the dead-letter stream and post a dead reply
 local function bury(ready, dead, group, prefix, sid, f, total, reason)
   redis.call('XACK', ready, group, sid)
   redis.call('XDEL', ready, sid)
-  redis.call('XADD', dead, '*', 'i', f['i'], 'b', f['b'], 'r', f['r'], 'why', reason,
-             'n', total, 't', now_ms())
-  if f['r'] ~= '' then
-    redis.call('LPUSH', prefix .. 'c:' .. f['r'], cmsgpack.pack({f['i'], 1, reason}))
-  end
+  entomb(dead, prefix, f, total, reason)
 end
 
--- the lease check: returns the PEL entry's delivery count, or an error word
+local function bury_malformed(ready, dead, group, prefix, sid, f, count, why)
+  bury(ready, dead, group, prefix, sid, f, base_count(f) + count - 1,
+       'malformed stream entry ' .. sid .. ': ' .. why)
+end
+
+local function too_many(made, maxd)
+  return 'delivered ' .. made .. ' times without completing (max_deliveries=' .. maxd .. ')'
+end
+
+local LOST_STREAM = "Redis no longer has this queue's stream or consumer group: " ..
+  'it restarted without its data or the keys were deleted, and the message with them'
+local LOST_ENTRY = 'Redis no longer has this message: the stream or group was created ' ..
+  'anew after it was delivered (Redis restarted without its data, or the keys were deleted)'
+
+-- the lease check: returns the PEL entry's delivery count, or why the lease is lost
 local function check_lease(ready, group, sid, consumer, count, lease_ms)
-  local p = redis.call('XPENDING', ready, group, sid, sid, 1)
-  if #p == 0 then return nil, 'the message is no longer leased' end
+  local ok, p = pcall(redis.call, 'XPENDING', ready, group, sid, sid, 1)
+  if not ok then
+    local text = type(p) == 'table' and p['err'] or tostring(p)
+    if string.find(text, 'NOGROUP', 1, true) then return nil, LOST_STREAM end
+    error(p)
+  end
+  if #p == 0 then
+    local born = tonumber(redis.call('GET', born_key(ready)) or '')
+    local ms = tonumber(string.match(sid, '^(%d+)-'))
+    if born and ms and ms < born then return nil, LOST_ENTRY end
+    return nil, 'the message is no longer leased'
+  end
   local e = p[1]
   if e[2] ~= consumer then return nil, 'another consumer took it over' end
   if e[4] ~= count then return nil, 'it was delivered again since' end
@@ -157,13 +242,39 @@ ensure_queue(KEYS[1], ready, group, ARGV[2])
 local now = now_ms()
 local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000)
 for _, m in ipairs(due) do
-  local t = cmsgpack.unpack(m)
-  redis.call('XADD', ready, '*', 'i', t[1], 'b', t[2], 'r', t[3], 'n', t[4])
+  local ok, t = pcall(cmsgpack.unpack, m)
+  local why = nil
+  if not ok then
+    why = 'it is not msgpack (' .. tostring(t) .. ')'
+  elseif type(t) ~= 'table' or type(t[1]) ~= 'string' or type(t[2]) ~= 'string'
+      or type(t[3]) ~= 'string' or type(t[4]) ~= 'number' or t[4] < 0
+      or math.floor(t[4]) ~= t[4] then
+    why = 'it is not [message id, body, reply_to, deliveries]'
+  end
+  -- Under maxmemory the first write of a script may be refused: then the due
+  -- messages wait for the next pass, and the ready ones are still handed out.
+  local moved
+  if why then
+    local f = {b = m}  -- kept whole as the body: nothing is lost
+    if ok and type(t) == 'table' then
+      if type(t[1]) == 'string' then f['i'] = t[1] end
+      if type(t[3]) == 'string' then f['r'] = t[3] end
+    end
+    moved = pcall(entomb, dead, prefix, f, 0, 'malformed member of the delayed set: ' .. why)
+  else
+    moved = pcall(redis.call, 'XADD', ready, '*', 'i', t[1], 'b', t[2], 'r', t[3], 'n', t[4])
+  end
+  if not moved then break end
   redis.call('ZREM', delayed, m)
 end
 local out, got = {}, 0
 local channels, done = prefix .. 'channels', prefix .. 'q:' .. ARGV[2] .. ':done'
 local function take(sid, f, count)
+  local why = malformed(f)
+  if why then
+    bury_malformed(ready, dead, group, prefix, sid, f, count, why)
+    return
+  end
   if f['r'] and f['r'] ~= '' then
     local score = redis.call('ZSCORE', channels, f['r'])
     if score and tonumber(score) <= now then
@@ -174,10 +285,9 @@ local function take(sid, f, count)
       return
     end
   end
-  local total = tonumber(f['n'] or '0') + count
+  local total = base_count(f) + count
   if total > maxd then
-    bury(ready, dead, group, prefix, sid, f, total - 1,
-         'delivered ' .. (total - 1) .. ' times without success (max_deliveries=' .. maxd .. ')')
+    bury(ready, dead, group, prefix, sid, f, total - 1, too_many(total - 1, maxd))
   else
     got = got + 1
     for _, v in ipairs({sid, f['i'], f['b'], f['r'], count, total}) do out[#out + 1] = v end
@@ -192,8 +302,12 @@ if ARGV[8] == '1' then
                          'COUNT', limit - got)
     cursor = r[1]
     for _, e in ipairs(r[2]) do
-      local p = redis.call('XPENDING', ready, group, e[1], e[1], 1)
-      take(e[1], fields_of(e[2]), p[1][4])
+      if e[2] then
+        local p = redis.call('XPENDING', ready, group, e[1], e[1], 1)
+        take(e[1], fields_of(e[2]), p[1][4])
+      else  -- deleted meanwhile (Redis < 7 still lists it): nothing to deliver
+        redis.call('XACK', ready, group, e[1])
+      end
     end
     if cursor == '0-0' or got >= limit then break end
   end
@@ -248,7 +362,8 @@ return out
 )
 
 #: KEYS: ready, delayed. ARGV: group, sid, count, consumer, lease_ms, delay_ms,
-#: replace body ('1' or '0'), new body.
+#: replace body ('1' or '0'), new body. (Entries handed out are well formed: consume
+#: buries the others.)
 ABANDON = (
     PRELUDE
     + r"""
@@ -260,7 +375,7 @@ local f = entry_fields(ready, ARGV[2])
 redis.call('XACK', ready, ARGV[1], ARGV[2])
 redis.call('XDEL', ready, ARGV[2])
 if f == nil then return 'ok' end
-local n = tonumber(f['n'] or '0') + count
+local n = base_count(f) + count
 local body = f['b']
 if ARGV[7] == '1' then n = 0; body = ARGV[8] end
 local delay = tonumber(ARGV[6])
@@ -298,7 +413,7 @@ if f == nil then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
   return 'ok'
 end
-local made = tonumber(f['n'] or '0') + count
+local made = base_count(f) + count
 if ARGV[8] == '1' then made = made - 1 end
 bury(KEYS[1], KEYS[2], ARGV[1], ARGV[6], ARGV[2], f, made, ARGV[7])
 return 'ok'
@@ -350,7 +465,8 @@ ensure_queue(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 local entries = redis.call('XRANGE', KEYS[3], '-', '+')
 for _, e in ipairs(entries) do
   local f = fields_of(e[2])
-  redis.call('XADD', KEYS[2], '*', 'i', f['i'], 'b', f['b'], 'r', f['r'], 'n', 0)
+  redis.call('XADD', KEYS[2], '*', 'i', f['i'] or '', 'b', f['b'] or '', 'r', f['r'] or '',
+             'n', 0)
 end
 redis.call('DEL', KEYS[3])
 return #entries
@@ -364,9 +480,9 @@ redis.call('DEL', KEYS[1], KEYS[2])
 return n
 """
 
-#: KEYS: queues, ready, delayed, dead, done. ARGV: queue.
+#: KEYS: queues, ready, delayed, dead, done, born. ARGV: queue.
 DELETE_QUEUE = r"""
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 redis.call('SREM', KEYS[1], ARGV[1])
 return 1
 """
@@ -437,7 +553,32 @@ return out
 #: claimable at once with their delivery count kept.
 HAND_BACK = r"""
 for k = 3, #ARGV do
-  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[k], 'IDLE', 1000000000000, 'JUSTID')
+  -- fails only if the stream or group is gone, and the entries with it
+  pcall(redis.call, 'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[k], 'IDLE', 1000000000000,
+        'JUSTID')
 end
 return #ARGV - 2
 """
+
+#: KEYS: ready, dead. ARGV: group, released, prefix, then ids of entries a
+#: blocking read just leased to this broker that looked malformed to it. Buries
+#: each that is (as CONSUME would); hands any other back (claimable at once).
+#: Returns how many were buried.
+BURY_MALFORMED = (
+    PRELUDE
+    + r"""
+local n = 0
+for k = 4, #ARGV do
+  local sid = ARGV[k]
+  local f = entry_fields(KEYS[1], sid)
+  local why = f and malformed(f)
+  if why then
+    bury_malformed(KEYS[1], KEYS[2], ARGV[1], ARGV[3], sid, f, 1, why)
+    n = n + 1
+  elseif f then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, sid, 'IDLE', 1000000000000, 'JUSTID')
+  end
+end
+return n
+"""
+)

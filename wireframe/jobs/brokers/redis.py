@@ -17,7 +17,8 @@ URL: ``redis[s]://[user:password@]host[:port][/db]?options``. Options besides th
 common ``lease`` and ``max_deliveries``:
 
 * ``prefix`` (default ``wireframe:``) - key prefix; apps sharing one Redis use
-  different prefixes and never see each other's keys.
+  different prefixes and never see each other's keys. A prefix not ending in
+  ``:`` gets one added (``prefix=app`` gives keys ``app:q:...``).
 * ``reconnect`` (seconds, default 10) - how long an operation keeps retrying while
   Redis cannot be reached before raising :class:`BrokerUnavailable`.
 * ``poll`` (seconds, default 0.25) - the longest a blocked ``consume`` sleeps
@@ -34,13 +35,28 @@ made claimable, replies stay in an inbox the next receive drains), so a cancelle
 ``consume`` or ``receive_replies`` loses nothing. Closing the broker hands the
 leases it still holds back at once, so a worker's shutdown does not leave its
 messages waiting out their leases.
+
+Errors: every failure leaves as a :class:`BrokerError` carrying Redis' (or the TLS
+layer's) own message, never as a coredis, anyio, ssl or socket type -
+:class:`BrokerUnavailable` when waiting can help (Redis unreachable, restarting,
+loading, busy, or out of memory under ``maxmemory``), a plain BrokerError when it
+cannot (refused credentials, a certificate that does not verify, a server that
+does not speak TLS). See ``_redis_errors``. Redis losing its data (a restart
+without persistence, deleted keys) turns the leases it held into
+:class:`LockLost` saying so, and the next consume or publish creates the queue's
+stream and group again. Malformed entries (written by something else) go to the
+dead-letter stream with the reason (see ``_redis_scripts``); a malformed reply
+is skipped with a log line, or, when its message id is readable, handed out as a
+dead reply saying so - so that no job waits for it forever.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
+import re
 import secrets
 import socket
 import ssl
@@ -49,12 +65,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar
 
+import anyio
 import attrs
 import coredis
 import coredis.exceptions
 import msgpack
 import trio
-from coredis.retry import NoRetryPolicy
+from coredis.retry import (
+    CompositeRetryPolicy,
+    ConstantRetryPolicy,
+    ExponentialBackoffRetryPolicy,
+    NoRetryPolicy,
+)
 
 from wireframe.jobs.broker import (
     DEAD_CHANNEL_RETENTION,
@@ -76,9 +98,11 @@ from wireframe.jobs.broker import (
 )
 from wireframe.jobs.brokers import _redis_presence as presence
 from wireframe.jobs.brokers import _redis_scripts as scripts
+from wireframe.jobs.brokers._redis_errors import explain, is_failure, leaves
 
 __all__ = ["OPTIONS", "RedisBroker", "open"]
 
+_log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: What a script argument may be.
 Arg = str | bytes | int
@@ -103,14 +127,30 @@ _REPLY_BLOCK = 5
 _MAX_BATCH = 10_000
 #: Longest aclose spends handing this consumer's leases back.
 _RELEASE_TIMEOUT = 2.0
+#: How a subscription re-connects after Redis went away: soon after it is back.
+_RESUBSCRIBE = CompositeRetryPolicy(
+    ExponentialBackoffRetryPolicy(
+        (coredis.exceptions.ConnectionError,), retries=None, base_delay=0.05, max_delay=1.0
+    ),
+    ConstantRetryPolicy((TimeoutError,), retries=2, delay=0.1),
+)
 #: Most completions one group-committed script call carries.
 _MAX_COMPLETE_BATCH = 500
+#: The fields a stream entry must have, and what its delivery count must look like
+#: (the same rule as ``malformed`` in the scripts).
+_WELL_FORMED = frozenset({b"i", b"b", b"r"})
+_COUNT = re.compile(rb"[0-9]+")
+
+
+def _too_many(made: int, limit: int) -> str:
+    """The dead-letter reason for a message delivered too often (the same on every broker)."""
+    return f"delivered {made} times without completing (max_deliveries={limit})"
 
 
 def _prefix(text: str) -> str:
     if not text:
         raise BrokerURLError("option prefix must not be empty (use the default 'wireframe:')")
-    return text
+    return text if text.endswith(":") else text + ":"
 
 
 def _flag(name: str) -> Callable[[str], bool]:
@@ -194,6 +234,7 @@ class RedisBroker:
         #: This broker instance's consumer name in every consumer group.
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         tls = _tls_context(url)
+        self._tls = tls is not None
 
         def client(max_connections: int | None = None) -> coredis.Redis[bytes]:
             return coredis.Redis(
@@ -240,6 +281,7 @@ class RedisBroker:
         self._delete = c.register_script(scripts.DELETE_QUEUE)
         self._release = c.register_script(scripts.RELEASE)
         self._hand_back_script = c.register_script(scripts.HAND_BACK)
+        self._bury_malformed = c.register_script(scripts.BURY_MALFORMED)
         self._receive = c.register_script(scripts.RECEIVE)
         self._open_channel = c.register_script(presence.OPEN_CHANNEL)
         self._keep_channel = c.register_script(presence.KEEP_CHANNEL)
@@ -306,24 +348,27 @@ class RedisBroker:
             try:
                 with trio.CancelScope(shield=True), trio.fail_after(_CALL_TIMEOUT):
                     return await fn()
-            except (coredis.exceptions.ConnectionError, TimeoutError, OSError) as exc:
-                # Never sent: refused/timed-out connects (no stream timeout is set, so a
-                # TimeoutError is a connect timeout) and "still loading the dataset".
-                unsent = isinstance(
-                    exc, TimeoutError | coredis.exceptions.BusyLoadingError
-                ) or "Unable to establish" in str(exc)
-                if not (resend or unsent) or trio.current_time() + delay > deadline:
-                    raise BrokerUnavailable(
-                        f"redis broker {self.url}: {what} failed: {exc or type(exc).__name__}"
-                    ) from exc
-            except coredis.exceptions.AuthenticationError as exc:
-                raise self._refused(exc) from exc
             except trio.TooSlowError as exc:
                 raise BrokerUnavailable(
                     f"redis broker {self.url}: {what} got no answer within {_CALL_TIMEOUT} s"
                 ) from exc
+            except Exception as exc:
+                if not is_failure(exc):
+                    raise
+                failure = explain(exc, tls=self._tls)
+                # Repeat what surely did not run (a refused connect, a Redis loading
+                # or out of memory), and what may be repeated, while waiting can help.
+                retry = failure.transient and (resend or failure.unsent)
+                if not retry or trio.current_time() + delay > deadline:
+                    raise self._error(what, exc) from exc
             await trio.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+    def _error(self, what: str, exc: BaseException) -> BrokerError:
+        """The BrokerError (BrokerUnavailable if waiting can help) for a failed call."""
+        failure = explain(exc, tls=self._tls)
+        kind = BrokerUnavailable if failure.transient else BrokerError
+        return kind(f"redis broker {self.url}: {what} failed: {failure.reason}")
 
     async def _run(
         self, what: str, script: Any, keys: Sequence[str], args: Sequence[Arg], *, resend: bool
@@ -333,6 +378,7 @@ class RedisBroker:
 
     async def _block(
         self,
+        what: str,
         command: bytes,
         *args: Arg,
         late: Callable[[Any], Awaitable[None]] | None = None,
@@ -354,11 +400,10 @@ class RedisBroker:
             try:
                 with trio.CancelScope(shield=True), trio.fail_after(_CALL_TIMEOUT):
                     conn = await pool.get_connection()
-            except coredis.exceptions.AuthenticationError as exc:
-                raise self._refused(exc) from exc
-            except (coredis.exceptions.ConnectionError, TimeoutError, OSError, trio.TooSlowError):
-                await trio.sleep(0.05)
-                return None
+            except Exception as exc:
+                if not is_failure(exc):
+                    raise
+                return await self._blocked_failure(what, exc)
             try:
                 request = conn.create_request(command, *args, decode=False)
                 try:
@@ -366,16 +411,17 @@ class RedisBroker:
                 except trio.Cancelled:
                     await self._unblock(conn, request, late)
                     raise
-            except (coredis.exceptions.ConnectionError, TimeoutError, OSError):
-                await trio.sleep(0.05)
-                return None
             except coredis.exceptions.ResponseError as exc:
                 # The stream or its group was deleted under a blocked XREADGROUP: the
                 # caller's next script call re-creates them.
                 if isinstance(exc, coredis.exceptions.UnblockedError) or "NOGROUP" in str(exc):
                     await trio.sleep(0.01)
                     return None
-                raise
+                return await self._blocked_failure(what, exc)
+            except Exception as exc:
+                if not is_failure(exc):
+                    raise
+                return await self._blocked_failure(what, exc)
             finally:
                 pool.release(conn)
                 if not conn.usable:
@@ -383,6 +429,18 @@ class RedisBroker:
                     # leased; give it back so that outages do not exhaust the pool.
                     with contextlib.suppress(Exception):
                         pool._available_connections.append_nowait(None)
+
+    async def _blocked_failure(self, what: str, exc: BaseException) -> None:
+        """After a failed blocking read: pause and return None if waiting can help.
+
+        The caller's next script call then retries (and gives up in time); under
+        ``maxmemory`` (where Redis refuses a BLMOVE but runs the scripts) the
+        caller goes on by polling. Anything else raises its BrokerError.
+        """
+        if not explain(exc, tls=self._tls).transient:
+            raise self._error(what, exc) from exc
+        await trio.sleep(min(self.poll, 0.25))
+        return None
 
     async def _unblock(
         self, conn: Any, request: Any, late: Callable[[Any], Awaitable[None]] | None
@@ -398,16 +456,12 @@ class RedisBroker:
                 result = await request
                 if result and late is not None:
                     await late(result)
-            except (coredis.exceptions.RedisError, OSError, TimeoutError):
+            except Exception as exc:
+                if not is_failure(exc):
+                    raise
                 conn.invalidate("its blocked command could not be woken cleanly")
         if scope.cancelled_caught:
             conn.invalidate("its blocked command could not be woken in time")
-
-    def _refused(self, exc: Exception) -> BrokerError:
-        return BrokerError(
-            f"redis broker {self.url}: Redis refused the credentials "
-            f"(check the user and password in the URL): {exc}"
-        )
 
     # -- Broker protocol ------------------------------------------------------------------
     def clock(self) -> float:
@@ -421,10 +475,15 @@ class RedisBroker:
         try:
             with trio.fail_after(min(5.0, self.reconnect)):
                 await self._client.ping()
-        except coredis.exceptions.AuthenticationError as exc:
-            raise self._refused(exc) from exc
-        except (coredis.exceptions.RedisError, OSError, trio.TooSlowError) as exc:
-            raise BrokerUnavailable(f"redis broker {self.url} does not answer: {exc}") from exc
+        except Exception as exc:
+            if not is_failure(exc):
+                raise
+            failure = explain(exc, tls=self._tls)
+            if not failure.transient:
+                raise BrokerError(f"redis broker {self.url}: {failure.reason}") from exc
+            raise BrokerUnavailable(
+                f"redis broker {self.url} does not answer: {failure.reason}"
+            ) from exc
 
     async def aclose(self) -> None:
         """Close every connection. Idempotent."""
@@ -434,7 +493,12 @@ class RedisBroker:
             await self._release_leases()
         finally:
             self._closed = True
-            await self._stack.aclose()
+            try:
+                await self._stack.aclose()
+            except Exception as exc:  # closing connections to a Redis that is gone
+                if not is_failure(exc):
+                    raise
+                _log.debug("redis broker %s: closing its connections: %r", self.url, exc)
 
     async def _release_leases(self) -> None:
         """Make the messages this consumer still holds claimable by others at once.
@@ -449,8 +513,10 @@ class RedisBroker:
         with trio.CancelScope(shield=True), trio.move_on_after(_RELEASE_TIMEOUT):
             try:
                 await self._release(keys, [GROUP, self.consumer, _RELEASED, _STALE_CONSUMER_MS])
-            except (coredis.exceptions.RedisError, OSError, TimeoutError):
-                pass  # Redis is gone: the leases run out on their own
+            except Exception as exc:
+                if not is_failure(exc):
+                    raise
+                # Redis is gone: the leases run out on their own
 
     async def declare_queue(self, queue: str) -> None:
         """Create ``queue``'s stream and consumer group if missing."""
@@ -459,8 +525,8 @@ class RedisBroker:
 
     async def delete_queue(self, queue: str) -> None:
         """Delete every key of ``queue``."""
-        keys = [self._queues_key(), *(self._q(queue, p) for p in ("ready", "delayed", "dead"))]
-        keys.append(self._q(queue, "done"))
+        parts = ("ready", "delayed", "dead", "done", "born")
+        keys = [self._queues_key(), *(self._q(queue, p) for p in parts)]
         await self._run("delete_queue", self._delete, keys, [queue], resend=True)
 
     async def publish(self, queue: str, messages: Sequence[Message], *, delay: float = 0.0) -> None:
@@ -526,6 +592,7 @@ class RedisBroker:
                 quiet = self._quiet_until[queue] = now + block
             block_ms = max(1, round((quiet - now) * 1000))
             read: Any = await self._block(
+                "consume",
                 b"XREADGROUP",
                 "GROUP",
                 GROUP,
@@ -569,18 +636,26 @@ class RedisBroker:
         return out
 
     async def _accept_read(self, queue: str, entries: Sequence[Any]) -> list[Delivery]:
-        """Turn entries of a blocking XREADGROUP into deliveries, burying those over the limit."""
+        """Turn entries of a blocking XREADGROUP into deliveries, burying those over the
+        limit and the malformed ones (with the reason CONSUME would give)."""
         flat: list[Any] = []
+        malformed: list[str] = []
         for sid, pairs in entries:
-            fields = dict(zip(pairs[::2], pairs[1::2], strict=True))
-            base = int(fields.get(b"n", b"0"))
-            flat += [sid, fields[b"i"], fields[b"b"], fields[b"r"], 1, base + 1]
+            fields = dict(zip(pairs[::2], pairs[1::2], strict=False))
+            n = fields.get(b"n", b"0")
+            if not (fields.keys() >= _WELL_FORMED and _COUNT.fullmatch(_bytes(n))):
+                malformed.append(_text(sid))
+                continue
+            flat += [sid, fields[b"i"], fields[b"b"], fields[b"r"], 1, int(n) + 1]
+        if malformed:
+            keys = [self._q(queue, "ready"), self._q(queue, "dead")]
+            args: list[Arg] = [GROUP, _RELEASED, self.prefix, *malformed]
+            await self._run("consume", self._bury_malformed, keys, args, resend=True)
         deliveries = self._deliveries(queue, flat)
         keep = []
         for d in deliveries:
             if d.deliveries > self.url.max_deliveries:
-                made, limit = d.deliveries - 1, self.url.max_deliveries
-                reason = f"delivered {made} times without success (max_deliveries={limit})"
+                reason = _too_many(d.deliveries - 1, self.url.max_deliveries)
                 try:
                     await self._bury(d, reason, refused=True)
                 except LockLost:
@@ -712,26 +787,24 @@ class RedisBroker:
                 raise
             if taken:
                 self._inbox_drop.setdefault(channel, []).append(landing)
-                return [self._reply(raw) for raw in taken]
+                replies = _replies(channel, taken)
+                if replies:
+                    return replies
+                continue
             self._inbox_seq += 1
             inbox = f"{key}:inbox:{self.consumer}:{self._inbox_seq}"
             moved = None
             try:
-                moved = await self._block(b"BLMOVE", key, inbox, "RIGHT", "LEFT", _REPLY_BLOCK)
+                moved = await self._block(
+                    "receive_replies", b"BLMOVE", key, inbox, "RIGHT", "LEFT", _REPLY_BLOCK
+                )
             finally:
                 # a reply handed out leaves an inbox to delete; any other ending may
                 # have left one in it (cancelled as Redis answered): drain it later
                 done = self._inbox_drop if moved is not None else self._inbox_drain
                 done.setdefault(channel, []).append(inbox)
-            if moved is not None:
-                return [self._reply(moved)]
-
-    @staticmethod
-    def _reply(raw: bytes) -> Reply:
-        mid, kind, payload = msgpack.unpackb(raw, raw=True)
-        if kind == 1:
-            return Reply(message_id=_text(mid), dead_reason=_text(payload))
-        return Reply(message_id=_text(mid), body=_bytes(payload))
+            if moved is not None and (replies := _replies(channel, [moved])):
+                return replies
 
     def _channel_keys(self, channel: str) -> list[str]:
         """The channel's record set, its reply list and this broker's inboxes of it."""
@@ -809,15 +882,42 @@ class RedisBroker:
 
     @asynccontextmanager
     async def _subscribe(self, topic: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        """The subscription; errors leave bare (the block's own) or as BrokerErrors.
+
+        coredis' subscriber re-connects and re-subscribes on its own after Redis
+        went away (what was broadcast meanwhile is missed: pub/sub keeps nothing);
+        it gives up only on errors waiting cannot mend, which end the block with
+        their BrokerError.
+        """
         if self._closed:
             raise BrokerError(f"redis broker {self.url} is closed")
         key = self._topic(topic)
         # coredis' subscriber retries a refused connection forever: make sure Redis
         # answers first, so that subscribing to a Redis that is gone fails in bounded time.
         await self._call("subscribe", self._client.ping, resend=True)
-        pubsub = self._subscriber.pubsub(channels=[key], ignore_subscribe_messages=True)
-        async with pubsub:
-            yield _Bodies(pubsub)
+        pubsub = self._subscriber.pubsub(
+            channels=[key], ignore_subscribe_messages=True, retry_policy=_RESUBSCRIBE
+        )
+        own: BaseException | None = None  # what the block itself raised
+        try:
+            with trio.CancelScope() as scope:
+                async with pubsub:
+                    try:
+                        yield _Bodies(pubsub, f"redis broker {self.url}: subscription to {topic!r}")
+                    except BaseException as exc:
+                        own = exc
+                        raise
+                    finally:
+                        # coredis' own exit waits forever if it is re-connecting right
+                        # then (its cancel misses the retry loop): end its tasks here.
+                        scope.cancel()
+        except BaseException as exc:
+            errors = [e for e in leaves(exc) if not isinstance(e, trio.Cancelled)]
+            if own is not None and any(e is own for e in errors):
+                raise own from None  # the block's own error, not wrapped in a group
+            if errors and is_failure(exc):
+                raise self._error(f"subscription to {topic!r}", exc) from exc
+            raise
 
     async def stats(self) -> list[QueueStats]:
         """Counts per known queue, in one script call."""
@@ -857,19 +957,7 @@ class RedisBroker:
                 functools.partial(self._client.xrange, key, count=limit),
                 resend=True,
             )
-            for e in entries:
-                f = e.field_values
-                out.append(
-                    DeadLetter(
-                        message=Message(
-                            id=_text(f[b"i"]), body=_bytes(f[b"b"]), reply_to=_text(f[b"r"])
-                        ),
-                        queue=q,
-                        reason=_text(f[b"why"]),
-                        deliveries=int(f[b"n"]),
-                        died_at=int(f[b"t"]) / 1000,
-                    )
-                )
+            out += [_dead_letter(q, e.identifier, e.field_values) for e in entries]
         out.sort(key=lambda d: d.died_at)
         return out[:limit]
 
@@ -929,7 +1017,13 @@ class _GroupCommit:
                 await me.done.wait()
             if not me.lead:
                 if me.error is not None:
-                    raise BrokerUnavailable(str(me.error)) from me.error
+                    # the batch's error, as its kind: whether waiting can help is the same
+                    kind = (
+                        BrokerUnavailable
+                        if isinstance(me.error, BrokerUnavailable)
+                        else BrokerError
+                    )
+                    raise kind(str(me.error)) from me.error
                 return me.outcome
         else:
             self._busy = True
@@ -983,6 +1077,62 @@ def _worker(worker_id: str, raw: bytes) -> WorkerInfo | None:
         return None
 
 
+def _dead_letter(queue: str, sid: Any, f: Any) -> DeadLetter:
+    """One entry of a dead stream (fields missing from a foreign entry read as empty)."""
+
+    def number(key: bytes, default: int) -> int:
+        value = _bytes(f.get(key, b""))
+        return int(value) if _COUNT.fullmatch(value) else default
+
+    return DeadLetter(
+        message=Message(
+            id=_text(f.get(b"i", b"")),
+            body=_bytes(f.get(b"b", b"")),
+            reply_to=_text(f.get(b"r", b"")),
+        ),
+        queue=queue,
+        reason=_text(f.get(b"why", b"(no reason recorded)")),
+        deliveries=number(b"n", 0),
+        died_at=number(b"t", int(_text(sid).split("-")[0] or 0)) / 1000,
+    )
+
+
+def _replies(channel: str, raws: Sequence[Any]) -> list[Reply]:
+    """The replies in ``raws``; a malformed one becomes a dead reply saying so if its
+    message id is readable (nobody waits for it forever), else it is logged and skipped."""
+    out = []
+    for raw in raws:
+        try:
+            item = msgpack.unpackb(_bytes(raw), raw=True)
+        except Exception as exc:  # any bytes at all may be there
+            item, why = None, f"it is not msgpack ({type(exc).__name__}: {exc})"
+        else:
+            why = "it is not [message id, kind 0 or 1, payload]"
+        if (
+            isinstance(item, list)
+            and len(item) == 3
+            and isinstance(item[0], bytes)
+            and item[1] in (0, 1)
+            and isinstance(item[2], bytes)
+        ):
+            mid, kind, payload = item
+            if kind == 1:
+                out.append(Reply(message_id=_text(mid), dead_reason=_text(payload)))
+            else:
+                out.append(Reply(message_id=_text(mid), body=payload))
+        elif isinstance(item, list) and item and isinstance(item[0], bytes):
+            reason = f"its reply in Redis (channel {channel!r}) was malformed: {why}"
+            out.append(Reply(message_id=_text(item[0]), dead_reason=reason))
+        else:
+            _log.warning(
+                "redis broker: skipped a malformed reply on channel %r: %s: %r",
+                channel,
+                why,
+                _bytes(raw)[:80],
+            )
+    return out
+
+
 def _stream_entries(read: Any) -> list[Any]:
     """The entries of a one-stream XREAD(GROUP) reply (a RESP3 map or RESP2 list)."""
     if isinstance(read, dict):
@@ -993,15 +1143,25 @@ def _stream_entries(read: Any) -> list[Any]:
 class _Bodies:
     """The message bodies of one pub/sub subscription, as an async iterator."""
 
-    def __init__(self, pubsub: Any) -> None:
+    def __init__(self, pubsub: Any, what: str) -> None:
         self._pubsub = pubsub
+        self._what = what
 
     def __aiter__(self) -> _Bodies:
         return self
 
     async def __anext__(self) -> bytes:
+        # Not the pubsub's own iterator: that one ends (StopAsyncIteration) when a
+        # message arrives while coredis re-subscribes after a reconnect.
         while True:
-            message = await self._pubsub.__anext__()
+            try:
+                message = await self._pubsub.get_message()
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                raise StopAsyncIteration from None  # the subscription was closed
+            except Exception as exc:
+                if not is_failure(exc):
+                    raise
+                raise BrokerError(f"{self._what} failed: {exc!r}") from exc
             if message is not None and message.get("type") == "message":
                 return _bytes(message["data"])
 
