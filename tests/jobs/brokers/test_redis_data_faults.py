@@ -114,6 +114,30 @@ async def test_a_destroyed_consumer_group_is_created_again(redis_url: UrlFactory
             await broker.complete(d, b"ok")
 
 
+async def test_a_consume_goes_on_when_its_stream_vanished_between_reads(
+    redis_url: UrlFactory,
+) -> None:
+    """Within its quiet window a consume reads by XREADGROUP directly, without the
+    script that would re-create the stream: a Redis restarted without its data
+    meanwhile answers NOGROUP, which must not fail the consume."""
+    async with redis_broker.open(redis_url(poll=5)) as broker, raw(broker) as client:
+        await broker.declare_queue("q")
+        with trio.move_on_after(0.05):
+            await broker.consume("q", 10)  # nothing there: the quiet window opens
+        assert "q" in broker._quiet_until
+        await delete_keys(client, broker.prefix)
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+
+                async def consume() -> None:
+                    got = await broker.consume("q", 10)
+                    assert [d.message.id for d in got] == ["m1"]
+
+                nursery.start_soon(consume)
+                await trio.sleep(0.05)  # let it reach its direct read (either way it must pass)
+                await broker.publish("q", [msg(1)])
+
+
 # -- malformed entries (fault 4) -------------------------------------------------------------
 
 #: Stream entries another program could XADD, and what the dead letter must say.

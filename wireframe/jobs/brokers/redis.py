@@ -411,10 +411,16 @@ class RedisBroker:
                 except trio.Cancelled:
                     await self._unblock(conn, request, late)
                     raise
-            except coredis.exceptions.ResponseError as exc:
-                # The stream or its group was deleted under a blocked XREADGROUP: the
-                # caller's next script call re-creates them.
-                if isinstance(exc, coredis.exceptions.UnblockedError) or "NOGROUP" in str(exc):
+            except (
+                coredis.exceptions.ResponseError,
+                coredis.exceptions.StreamConsumerGroupError,  # NOGROUP, not a ResponseError
+            ) as exc:
+                # The stream or its group was deleted under a blocked XREADGROUP (or Redis
+                # restarted without its data): the caller's next script call re-creates them.
+                if isinstance(
+                    exc,
+                    coredis.exceptions.UnblockedError | coredis.exceptions.StreamConsumerGroupError,
+                ) or "NOGROUP" in str(exc):
                     await trio.sleep(0.01)
                     return None
                 return await self._blocked_failure(what, exc)
