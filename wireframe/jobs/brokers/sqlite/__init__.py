@@ -70,12 +70,12 @@ Design
     ``wf_dead``; broadcasts in ``wf_broadcasts`` with an ever-growing id, read
     by each subscriber from the id current when it subscribed and deleted after
     :data:`BROADCAST_RETENTION` seconds. Run channels and worker heartbeats
-    live in ``wf_channels`` and ``wf_workers`` (see ``_sqlite_presence``); a
+    live in ``wf_channels`` and ``wf_workers`` (see :mod:`.presence`); a
     claim settles the messages of dead run channels instead of leasing them.
 
     *Malformed rows.* SQLite keeps any value in any column, so a hand edit or
     a damaged file can leave a TEXT body or a negative delivery count behind.
-    Each row is checked before it is trusted (:mod:`._sqlite_rows`): a message
+    Each row is checked before it is trusted (:mod:`.rows`): a message
     that is not well formed goes to the dead-letter store with a reason naming
     its seq, column and value (and a dead reply to its channel, if readable), a
     malformed reply reaches its waiter as a dead reply, a malformed broadcast is
@@ -126,8 +126,8 @@ from wireframe.jobs.broker import (
     parse_broker_url,
     seconds_option,
 )
-from wireframe.jobs.brokers import _sqlite_presence as presence
-from wireframe.jobs.brokers._sqlite_rows import (
+from wireframe.jobs.brokers.sqlite import presence
+from wireframe.jobs.brokers.sqlite.rows import (
     dead_letter_from_row,
     dead_letter_values,
     described,
