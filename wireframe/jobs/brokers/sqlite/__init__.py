@@ -92,22 +92,18 @@ Design
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import queue as queue_module
 import secrets
 import sqlite3
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, TypeVar
 
 import attrs
-import outcome
 import trio
 
 from wireframe.jobs.broker import (
@@ -134,6 +130,16 @@ from wireframe.jobs.brokers.sqlite.rows import (
     fetch_all,
     message_problems,
     reply_from_row,
+)
+from wireframe.jobs.brokers.sqlite.threads import ConnectionThread, is_busy
+from wireframe.jobs.brokers.sqlite.wakeups import (
+    NeighbourKey,
+    Signal,
+    Wakeups,
+    data_version,
+    join_neighbours,
+    leave_neighbours,
+    watch,
 )
 from wireframe.service.background import background_tasks
 
@@ -242,12 +248,6 @@ _EARLIEST: Final = (
 #: further behind misses them.
 BROADCAST_RETENTION: Final = 60.0
 
-_MIN_POLL: Final = 0.001  # seconds between polls right after activity
-_FAST_POLLS: Final = 10  # polls at _MIN_POLL before backing off
-_GROUP_MAX: Final = 256  # calls at most in one group commit
-_BEGIN_MAX_SLEEP: Final = 0.005  # longest pause between two tries for the write lock
-_DROPPABLE_AFTER: Final = 0.1  # a write cancelled while waiting this long for the lock is dropped
-
 
 def _synchronous(text: str) -> str:
     value = text.lower()
@@ -292,423 +292,6 @@ def database_path(url: BrokerURL | str) -> Path:
     """The absolute path of the database file a sqlite URL names (relative to the cwd)."""
     parsed = parse_sqlite_url(url) if isinstance(url, str) else url
     return Path(os.path.abspath(parsed.path[1:]))
-
-
-# --------------------------------------------------------------------------------
-# Threads that own connections
-
-
-_QUEUED, _RUNNING, _DONE, _CANCELLED = range(4)
-_DROPPED: Final = object()  # what a dropped call's task is woken with
-_DROPPED_OUTCOME: Final = outcome.Value(_DROPPED)
-
-
-class _Call(Generic[T]):
-    """One function to run on a connection thread, and the trio task awaiting it.
-
-    Cancelling the task drops the call only while it is *droppable*: a read not
-    yet started, or a write that has waited over ``_DROPPABLE_AFTER`` for
-    another process's write lock.
-    Otherwise (like ``trio.to_thread.run_sync``) the call runs to its end and the
-    task is cancelled afterwards, so a cancelled ``complete`` queued behind this
-    process's own writes still completes instead of being silently lost.
-    """
-
-    __slots__ = (
-        "cancel_requested",
-        "droppable",
-        "fn",
-        "lock",
-        "readonly",
-        "state",
-        "task",
-        "token",
-    )
-
-    def __init__(
-        self,
-        fn: Callable[[sqlite3.Connection], T],
-        task: trio.lowlevel.Task,
-        token: trio.lowlevel.TrioToken,
-        readonly: bool,
-    ) -> None:
-        self.fn = fn
-        self.readonly = readonly
-        self.task = task
-        self.token = token
-        self.lock = threading.Lock()
-        self.state = _QUEUED
-        self.droppable = readonly
-        self.cancel_requested = False
-
-    def start(self) -> bool:
-        """Thread side: claim the call for running; False if it was cancelled first."""
-        with self.lock:
-            if self.state != _QUEUED:
-                return False
-            self.state = _RUNNING
-            return True
-
-    def finish(self, result: outcome.Outcome[Any]) -> None:
-        """Thread side: hand the result to the waiting task (unless it went away)."""
-        if self.settle():
-            self.token.run_sync_soon(trio.lowlevel.reschedule, self.task, result)
-
-    def settle(self) -> bool:
-        """Thread side: mark the call done; False if its task went away (cancelled)
-        or was already woken."""
-        with self.lock:
-            if self.state in (_CANCELLED, _DONE):
-                return False
-            self.state = _DONE
-            return True
-
-    def make_droppable(self) -> bool:
-        """Thread side: the call waits for another process's lock, so a cancel may drop
-        it; drop it now if a cancel already arrived. False once the call is dropped."""
-        with self.lock:
-            self.droppable = True
-            if self.state == _QUEUED and self.cancel_requested:
-                self.state = _DONE
-                self.token.run_sync_soon(trio.lowlevel.reschedule, self.task, _DROPPED_OUTCOME)
-            return self.state == _QUEUED
-
-    def abort(self, _raise_cancel: Any) -> trio.lowlevel.Abort:
-        """Trio side: a cancel arrived; drop the call if it is droppable and not started."""
-        with self.lock:
-            if self.state == _QUEUED and self.droppable:
-                self.state = _CANCELLED
-                return trio.lowlevel.Abort.SUCCEEDED
-            self.cancel_requested = True
-            return trio.lowlevel.Abort.FAILED
-
-
-def _reschedule_all(results: list[tuple[trio.lowlevel.Task, outcome.Outcome[Any]]]) -> None:
-    """Trio side: wake every task of a group commit with its result, in one callback."""
-    for task, result in results:
-        trio.lowlevel.reschedule(task, result)
-
-
-def _is_busy(exc: sqlite3.Error) -> bool:
-    """Whether ``exc`` says another connection holds a lock (SQLITE_BUSY/LOCKED)."""
-    text = str(exc)
-    return "locked" in text or "busy" in text
-
-
-class _ConnectionThread:
-    """A thread that owns one sqlite3 connection and runs calls on it in order.
-
-    The writer runs the calls waiting in its queue as one group: one
-    ``BEGIN IMMEDIATE`` transaction, a savepoint per call, one commit. A
-    ``readonly`` call (and every call on the reader) runs alone in a read
-    transaction, without taking the write lock.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        connect: Callable[[], sqlite3.Connection],
-        *,
-        writer: bool,
-        busy_timeout: float,
-        token: trio.lowlevel.TrioToken,
-    ) -> None:
-        self.name = name
-        self._connect = connect
-        self._writer = writer
-        self._busy_timeout = busy_timeout
-        self._token = token
-        self._queue: queue_module.SimpleQueue[_Call[Any] | None] = queue_module.SimpleQueue()
-        self._opened = trio.Event()
-        self._exited = trio.Event()
-        self._open_error: BaseException | None = None
-        self._conn: sqlite3.Connection | None = None
-        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
-        self.stopping = False
-
-    async def start(self) -> None:
-        """Start the thread and wait until its connection is open (or failed)."""
-        self._thread.start()
-        with trio.CancelScope(shield=True):
-            await self._opened.wait()
-        if self._open_error is not None:
-            await self.stop()
-            raise self._open_error
-
-    async def stop(self) -> None:
-        """Run what is queued, close the connection, and join the thread."""
-        if not self.stopping:
-            self.stopping = True
-            self._queue.put(None)
-        with trio.CancelScope(shield=True):
-            await self._exited.wait()
-        self._thread.join()  # it has signalled its very last step: this is immediate
-
-    async def run(
-        self, fn: Callable[[sqlite3.Connection], T], *, readonly: bool = False
-    ) -> tuple[T, bool]:
-        """Run ``fn(connection)`` on the thread; return its value and whether a
-        cancel arrived while it ran (the caller is cancelled at its next checkpoint).
-        """
-        await trio.lowlevel.checkpoint_if_cancelled()
-        if self.stopping:
-            raise BrokerError(f"the SQLite broker's {self.name} thread is closed")
-        call: _Call[T] = _Call(
-            fn, trio.lowlevel.current_task(), self._token, readonly or not self._writer
-        )
-        self._queue.put(call)
-        value: Any = await trio.lowlevel.wait_task_rescheduled(call.abort)  # unwraps it
-        if value is _DROPPED:  # cancelled while it waited for another process's lock
-            await trio.lowlevel.checkpoint()  # raises Cancelled
-            raise BrokerError("a cancelled SQLite call was dropped")  # pragma: no cover
-        return value, call.cancel_requested
-
-    # -- thread side ---------------------------------------------------------------
-
-    def _main(self) -> None:
-        try:
-            self._conn = self._connect()
-        except BaseException as exc:
-            self._open_error = exc
-        self._token.run_sync_soon(self._opened.set)
-        try:
-            if self._conn is not None:
-                self._serve(self._conn)
-        finally:
-            if self._conn is not None:
-                self._conn.close()
-            self._token.run_sync_soon(self._exited.set)
-
-    def _serve(self, conn: sqlite3.Connection) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            calls = [first]
-            stop = False
-            while len(calls) < _GROUP_MAX and not self._queue.empty():
-                nxt = self._queue.get()  # there is one: only this thread takes
-                if nxt is None:
-                    stop = True
-                    break
-                calls.append(nxt)
-            try:
-                writes = [call for call in calls if not call.readonly]
-                for call in calls:
-                    if call.readonly:
-                        self._run_read(conn, call)
-                if writes:
-                    self._run_group(conn, writes)
-            except Exception as exc:  # a savepoint or rollback failed: keep serving
-                for call in calls:
-                    call.finish(outcome.Error(exc))  # those not woken yet
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-            if stop:
-                return
-
-    def _run_read(self, conn: sqlite3.Connection, call: _Call[Any]) -> None:
-        if not call.start():
-            return
-        try:
-            conn.execute("BEGIN")
-            try:
-                result: outcome.Outcome[Any] = outcome.Value(call.fn(conn))
-            finally:
-                conn.execute("COMMIT")
-        except BaseException as exc:
-            result = outcome.Error(exc)
-        call.finish(result)
-
-    def _begin_immediate(self, conn: sqlite3.Connection, calls: list[_Call[Any]]) -> bool:
-        """Take the write lock, giving up after busy_timeout; False if every call
-        was cancelled meanwhile (nothing to do).
-
-        The writer's busy timeout is 0: every attempt returns at once. While
-        another connection holds the lock the thread retries after sleeps growing
-        from 0.1 ms to ``_BEGIN_MAX_SLEEP`` (SQLite's own busy handler sleeps 1,
-        2, 5, 10 ms..., too coarse for a lock typically held for well under a
-        millisecond). Once the wait passes ``_DROPPABLE_AFTER`` (another process
-        holds the lock unusually long) the calls become droppable, and cancelled
-        ones are dropped between attempts.
-        """
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            return True
-        except sqlite3.OperationalError as exc:
-            if not _is_busy(exc):
-                raise
-        started = time.monotonic()
-        deadline = started + self._busy_timeout
-        pause = 0.0001
-        while True:
-            if time.monotonic() - started >= _DROPPABLE_AFTER and not [
-                call for call in calls if call.make_droppable()
-            ]:
-                return False
-            time.sleep(pause)
-            pause = min(pause * 2, _BEGIN_MAX_SLEEP)
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                return True
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() >= deadline:
-                    raise
-
-    def _run_group(self, conn: sqlite3.Connection, calls: list[_Call[Any]]) -> None:
-        try:
-            if not self._begin_immediate(conn, calls):
-                return
-        except BaseException as exc:
-            for call in calls:
-                if call.start():
-                    call.finish(outcome.Error(exc))
-            return
-        single = len(calls) == 1
-        results: list[tuple[_Call[Any], outcome.Outcome[Any]]] = []
-        lost: BaseException | None = None
-        for call in calls:
-            if not call.start():
-                continue
-            if lost is not None:
-                results.append((call, outcome.Error(lost)))
-                continue
-            if not single:
-                conn.execute("SAVEPOINT wf_call")
-            try:
-                value = call.fn(conn)
-            except BaseException as exc:
-                results.append((call, outcome.Error(exc)))
-                if not conn.in_transaction:  # SQLite rolled the whole group back
-                    lost = exc
-                elif not single:
-                    conn.execute("ROLLBACK TO wf_call")
-                    conn.execute("RELEASE wf_call")
-            else:
-                results.append((call, outcome.Value(value)))
-                if not single:
-                    conn.execute("RELEASE wf_call")
-        if lost is not None:
-            failure = BrokerError(
-                f"a SQLite transaction was rolled back by the database ({lost}); "
-                "every call grouped in it failed"
-            )
-            results = [(call, outcome.Error(failure)) for call, _ in results]
-        else:
-            try:
-                if single and results and isinstance(results[0][1], outcome.Error):
-                    conn.execute("ROLLBACK")
-                else:
-                    conn.execute("COMMIT")
-            except BaseException as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                results = [(call, outcome.Error(exc)) for call, _ in results]
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        wake = [(call.task, result) for call, result in results if call.settle()]
-        if wake:
-            self._token.run_sync_soon(_reschedule_all, wake)
-
-
-# --------------------------------------------------------------------------------
-# Wake-ups
-
-
-class _Backoff:
-    """The watcher's pause between two polls: ``_FAST_POLLS`` at ``_MIN_POLL`` after
-    activity, then doubling up to the ``poll`` option, where it stays.
-
-    Only the pause itself is kept, never a count of quiet polls: a worker idles
-    for days, and a count (or an exponent made from it) would grow for as long.
-    """
-
-    __slots__ = ("_fast_left", "_limit", "_pause")
-
-    def __init__(self, limit: float) -> None:
-        self._limit = limit
-        self._pause = min(_MIN_POLL, limit)
-        self._fast_left = _FAST_POLLS
-
-    def reset(self) -> None:
-        """Something changed: poll fast again."""
-        self._pause = min(_MIN_POLL, self._limit)
-        self._fast_left = _FAST_POLLS
-
-    def next(self) -> float:
-        """The pause before the next poll (a quiet one just happened)."""
-        pause = self._pause
-        if self._fast_left > 0:
-            self._fast_left -= 1
-        else:
-            self._pause = min(self._pause * 2.0, self._limit)
-        return pause
-
-
-class _Signal:
-    """One generation of wake-up for one key; ``local`` says this process wrote.
-
-    A context manager: each holder enters it before looking for work and leaves
-    it once done waiting, and the last holder to leave an unfired signal removes
-    it from its :class:`_Wakeups`, so keys nobody waits on any more (the channel
-    of every finished run) do not pile up in a long-lived process.
-    """
-
-    __slots__ = ("_key", "_signals", "event", "holders", "local")
-
-    def __init__(self, signals: dict[tuple[str, str], _Signal], key: tuple[str, str]) -> None:
-        self._signals = signals
-        self._key = key
-        self.event = trio.Event()
-        self.local = False
-        self.holders = 0
-
-    def __enter__(self) -> _Signal:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.holders -= 1
-        if self.holders == 0 and self._signals.get(self._key) is self:
-            del self._signals[self._key]
-
-
-class _Wakeups:
-    """Trio events keyed by ("q", queue), ("c", channel) or ("b", topic)."""
-
-    def __init__(self) -> None:
-        self._signals: dict[tuple[str, str], _Signal] = {}
-        self.waiting = 0
-        self.waiters_arrived = trio.Event()
-
-    def signal(self, key: tuple[str, str]) -> _Signal:
-        """The signal to wait on for ``key``: enter it (``with``) *before* looking
-        for work, and wait on it inside."""
-        found = self._signals.get(key)
-        if found is None:
-            found = self._signals[key] = _Signal(self._signals, key)
-        found.holders += 1
-        return found
-
-    def notify(self, key: tuple[str, str]) -> None:
-        """This process wrote something ``key``'s waiters want."""
-        found = self._signals.pop(key, None)
-        if found is not None:
-            found.local = True
-            found.event.set()
-
-    def notify_all(self) -> None:
-        """Something changed, maybe in another process: every waiter looks again."""
-        signals = list(self._signals.values())
-        self._signals.clear()
-        for found in signals:
-            found.event.set()
-
-
-#: The wake-ups of every open broker, by database file and trio run: a write by
-#: one broker wakes the waiters of its neighbours on the same file at once
-#: (a runtime and a worker in one process), not at their next poll.
-_NEIGHBOURS: dict[tuple[str, trio.lowlevel.TrioToken], list[_Wakeups]] = {}
 
 
 # --------------------------------------------------------------------------------
@@ -836,11 +419,11 @@ class SqliteBroker:
         self._max_poll = float(url.options["poll"])  # type: ignore[arg-type]
         self._busy_timeout = float(url.options["busy_timeout"])  # type: ignore[arg-type]
         self._synchronous = str(url.options["synchronous"])
-        self._wake = _Wakeups()
-        self._neighbours: list[_Wakeups] = [self._wake]
-        self._neighbour_key: tuple[str, trio.lowlevel.TrioToken] | None = None
-        self._writer: _ConnectionThread | None = None
-        self._reader: _ConnectionThread | None = None
+        self._wake = Wakeups()
+        self._neighbours: list[Wakeups] = [self._wake]
+        self._neighbour_key: NeighbourKey | None = None
+        self._writer: ConnectionThread | None = None
+        self._reader: ConnectionThread | None = None
         self._watch_scope = trio.CancelScope()
         self._closed = False
 
@@ -877,7 +460,7 @@ class SqliteBroker:
                 conn.execute("PRAGMA query_only = 1")
         except sqlite3.Error as exc:
             conn.close()
-            kind = BrokerUnavailable if _is_busy(exc) else BrokerError
+            kind = BrokerUnavailable if is_busy(exc) else BrokerError
             raise kind(
                 f"cannot prepare SQLite database {str(self.path)!r} ({self.url}): {exc}"
             ) from exc
@@ -917,7 +500,7 @@ class SqliteBroker:
                 self._migrate(conn)
                 return
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() + pause > deadline:
+                if not is_busy(exc) or time.monotonic() + pause > deadline:
                     raise
             time.sleep(pause)  # on the connection's own thread, never the trio thread
             pause = min(pause * 2, 0.05)
@@ -952,7 +535,7 @@ class SqliteBroker:
                 conn.execute("ROLLBACK")
                 raise
         finally:
-            conn.execute("PRAGMA busy_timeout = 0")  # see _ConnectionThread._begin_immediate
+            conn.execute("PRAGMA busy_timeout = 0")  # see ConnectionThread._begin_immediate
 
     def _notify(self, key: tuple[str, str]) -> None:
         """Wake the waiters for ``key`` of this broker and its neighbours on the file."""
@@ -962,7 +545,7 @@ class SqliteBroker:
     async def _start(self) -> None:
         """Start the writer (which checks and migrates the file), then the reader."""
         token = trio.lowlevel.current_trio_token()
-        self._writer = _ConnectionThread(
+        self._writer = ConnectionThread(
             "wireframe-sqlite-writer",
             lambda: self._connect(writer=True),
             writer=True,
@@ -970,7 +553,7 @@ class SqliteBroker:
             token=token,
         )
         await self._writer.start()
-        self._reader = _ConnectionThread(
+        self._reader = ConnectionThread(
             "wireframe-sqlite-reader",
             lambda: self._connect(writer=False),
             writer=False,
@@ -983,8 +566,7 @@ class SqliteBroker:
             await self._writer.stop()
             raise
         self._neighbour_key = (str(self.path), token)
-        self._neighbours = _NEIGHBOURS.setdefault(self._neighbour_key, [])
-        self._neighbours.append(self._wake)
+        self._neighbours = join_neighbours(self._neighbour_key, self._wake)
 
     def clock(self) -> float:
         """Wall-clock seconds (:func:`time.time`): shared by processes and restarts."""
@@ -1004,9 +586,7 @@ class SqliteBroker:
         self._watch_scope.cancel()
         self._wake.notify_all()
         if self._neighbour_key is not None:
-            self._neighbours.remove(self._wake)
-            if not self._neighbours:
-                del _NEIGHBOURS[self._neighbour_key]
+            leave_neighbours(self._neighbour_key, self._wake)
             self._neighbours = [self._wake]
         with trio.CancelScope(shield=True):
             for thread in (self._reader, self._writer):
@@ -1016,14 +596,14 @@ class SqliteBroker:
     # -- calling the threads -------------------------------------------------------------
 
     def _translate(self, exc: sqlite3.Error) -> BrokerError:
-        if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+        if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
             return BrokerUnavailable(
                 f"SQLite database {str(self.path)!r} stayed locked by another connection "
                 f"for more than busy_timeout={self._busy_timeout} s"
             )
         return BrokerError(f"SQLite error on {str(self.path)!r}: {exc}")
 
-    def _thread(self, thread: _ConnectionThread | None) -> _ConnectionThread:
+    def _thread(self, thread: ConnectionThread | None) -> ConnectionThread:
         if thread is None or self._closed:
             raise BrokerError(f"SQLite broker {self.url} is closed (use it inside open())")
         return thread
@@ -1043,27 +623,13 @@ class SqliteBroker:
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
 
-    async def _wait(self, signal: _Signal, until: float | None) -> None:
+    async def _wait(self, signal: Signal, until: float | None) -> None:
         """Sleep until ``signal`` fires, or the wall clock reaches ``until``."""
-        self._wake.waiting += 1
-        self._wake.waiters_arrived.set()
-        try:
-            timeout = math.inf if until is None else max(0.0, until - time.time())
-            with trio.move_on_after(timeout):
-                await signal.event.wait()
-        finally:
-            self._wake.waiting -= 1
+        await self._wake.wait(signal, math.inf if until is None else until - time.time())
 
     async def _watch(self) -> None:
-        """Poll ``PRAGMA data_version`` while anyone waits; wake everyone on a change.
-
-        It runs on the *writer's* connection, whose data_version changes only
-        when another connection commits: this process's own writes (which wake
-        their waiters directly) do not make it poll faster.
-        """
-
-        def data_version(conn: sqlite3.Connection) -> int:
-            return int(conn.execute("PRAGMA data_version").fetchone()[0])
+        """The data_version watcher (:func:`.wakeups.watch`) on the writer's connection,
+        until the broker closes."""
 
         async def poll() -> int | None:
             try:
@@ -1072,19 +638,7 @@ class SqliteBroker:
                 return None  # closing, or a passing lock: everyone looks again
 
         with self._watch_scope:
-            last = await poll()
-            backoff = _Backoff(self._max_poll)
-            while True:
-                if self._wake.waiting == 0:
-                    self._wake.waiters_arrived = trio.Event()
-                    await self._wake.waiters_arrived.wait()
-                    backoff.reset()
-                current = await poll()
-                if current != last or current is None:
-                    last = current
-                    self._wake.notify_all()
-                    backoff.reset()
-                await trio.sleep(backoff.next())
+            await watch(self._wake, poll, self._max_poll)
 
     # -- queues ---------------------------------------------------------------------
 
