@@ -35,6 +35,7 @@ from wireframe.jobs.broker import (
     open_broker,
 )
 from wireframe.jobs.brokers import sqlite as sqlite_broker
+from wireframe.jobs.brokers.sqlite import schema as sqlite_schema
 
 UrlFactory = Callable[..., str]
 
@@ -463,7 +464,7 @@ async def test_forward_migration_runs_once(
     async with open_broker(make_url()) as broker:
         await broker.publish("q", _messages(["kept"]))
     after = sqlite_broker.SCHEMA_VERSION + 1
-    monkeypatch.setattr(sqlite_broker, "SCHEMA_VERSION", after)
+    monkeypatch.setattr(sqlite_schema, "SCHEMA_VERSION", after)  # what the migration reads
     monkeypatch.setitem(
         sqlite_broker.MIGRATIONS, after, ("ALTER TABLE wf_queues ADD COLUMN note TEXT",)
     )

@@ -131,6 +131,7 @@ from wireframe.jobs.brokers.sqlite.rows import (
     message_problems,
     reply_from_row,
 )
+from wireframe.jobs.brokers.sqlite.schema import MIGRATIONS, SCHEMA_VERSION, DatabaseFile
 from wireframe.jobs.brokers.sqlite.threads import ConnectionThread, is_busy
 from wireframe.jobs.brokers.sqlite.wakeups import (
     NeighbourKey,
@@ -156,70 +157,6 @@ __all__ = [
 T = TypeVar("T")
 
 _log = logging.getLogger(__name__)
-
-#: The schema version this code writes and understands.
-SCHEMA_VERSION: Final = 2
-
-#: ``MIGRATIONS[v]`` takes a database from version ``v - 1`` to ``v``.
-MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
-    1: (
-        "CREATE TABLE wf_schema (version INTEGER NOT NULL)",
-        "INSERT INTO wf_schema (version) VALUES (0)",
-        # done counts completed records (kept as rows of wf_messages until purge).
-        """CREATE TABLE wf_queues (
-            name TEXT PRIMARY KEY,
-            created_at REAL NOT NULL,
-            done INTEGER NOT NULL DEFAULT 0
-        ) WITHOUT ROWID""",
-        # seq orders a queue (oldest first) and names the row inside lease tokens.
-        # A pending message has done_at NULL; lease_token is NULL while it waits;
-        # visible_at is when it may be handed out (publish delay, abandon delay, or
-        # the end of its lease). Completing keeps the row as the completed record
-        # (done_at set, body dropped) until purge: one row update, no second table.
-        """CREATE TABLE wf_messages (
-            seq INTEGER PRIMARY KEY,
-            queue TEXT NOT NULL,
-            id TEXT NOT NULL,
-            body BLOB NOT NULL,
-            reply_to TEXT NOT NULL,
-            visible_at REAL NOT NULL,
-            deliveries INTEGER NOT NULL DEFAULT 0,
-            lease_token TEXT,
-            done_at REAL
-        )""",
-        "CREATE INDEX wf_messages_pending ON wf_messages (queue, seq) WHERE done_at IS NULL",
-        # seq orders a channel; a new reply takes the channel's max(seq) + 1.
-        """CREATE TABLE wf_replies (
-            channel TEXT NOT NULL,
-            seq INTEGER NOT NULL,
-            message_id TEXT NOT NULL,
-            body BLOB,
-            dead_reason TEXT,
-            PRIMARY KEY (channel, seq)
-        ) WITHOUT ROWID""",
-        """CREATE TABLE wf_dead (
-            seq INTEGER PRIMARY KEY,
-            queue TEXT NOT NULL,
-            id TEXT NOT NULL,
-            body BLOB NOT NULL,
-            reply_to TEXT NOT NULL,
-            reason TEXT NOT NULL,
-            deliveries INTEGER NOT NULL,
-            died_at REAL NOT NULL
-        )""",
-        "CREATE INDEX wf_dead_by_queue ON wf_dead (queue, seq)",
-        # AUTOINCREMENT: ids never go back, even after old broadcasts are deleted,
-        # so "id > the last one I saw" stays right for every subscriber.
-        """CREATE TABLE wf_broadcasts (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            topic TEXT NOT NULL,
-            body BLOB NOT NULL,
-            sent_at REAL NOT NULL
-        )""",
-        "CREATE INDEX wf_broadcasts_by_topic ON wf_broadcasts (topic, id)",
-    ),
-    2: presence.MIGRATION,  # run channels and workers
-}
 
 # The channel's highest numeric seq + 1 (`seq < ''` holds for numbers only: a
 # hand-edited TEXT seq must not make every new reply collide with seq 1).
@@ -413,12 +350,13 @@ class SqliteBroker:
         self.url = url
         #: The absolute path of the database file.
         self.path = path
-        self._create = create
         self._lease = url.lease
         self._max_deliveries = url.max_deliveries
         self._max_poll = float(url.options["poll"])  # type: ignore[arg-type]
         self._busy_timeout = float(url.options["busy_timeout"])  # type: ignore[arg-type]
-        self._synchronous = str(url.options["synchronous"])
+        self._file = DatabaseFile(
+            path, url, create, self._busy_timeout, str(url.options["synchronous"])
+        )
         self._wake = Wakeups()
         self._neighbours: list[Wakeups] = [self._wake]
         self._neighbour_key: NeighbourKey | None = None
@@ -428,114 +366,6 @@ class SqliteBroker:
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------
-
-    def _connect(self, *, writer: bool) -> sqlite3.Connection:
-        """Open a connection (on the thread that will own it); the writer's also
-        checks and migrates the schema."""
-        if not self._create and not self.path.exists():
-            raise BrokerError(
-                f"no SQLite database at {str(self.path)!r} ({self.url}): inspection commands "
-                "never create one; check the path"
-            )
-        try:
-            conn = sqlite3.connect(
-                # mode=rw: the file must exist, even if it went away since the check
-                self.path if self._create else f"{self.path.as_uri()}?mode=rw",
-                # the writer's too: its first pragma may meet another process
-                # setting the file up; _migrate turns it off once ready
-                timeout=self._busy_timeout,
-                isolation_level=None,
-                check_same_thread=True,
-                uri=not self._create,
-            )
-        except sqlite3.Error as exc:
-            raise BrokerUnavailable(
-                f"cannot open SQLite database {str(self.path)!r} ({self.url}): {exc}"
-            ) from exc
-        try:
-            conn.execute(f"PRAGMA synchronous = {self._synchronous.upper()}")
-            if writer:
-                self._migrate_when_free(conn)
-            else:
-                conn.execute("PRAGMA query_only = 1")
-        except sqlite3.Error as exc:
-            conn.close()
-            kind = BrokerUnavailable if is_busy(exc) else BrokerError
-            raise kind(
-                f"cannot prepare SQLite database {str(self.path)!r} ({self.url}): {exc}"
-            ) from exc
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _schema_version(self, conn: sqlite3.Connection) -> int:
-        exists = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'wf_schema'"
-        ).fetchone()
-        if exists is None:
-            return 0
-        row = conn.execute("SELECT max(version) FROM wf_schema").fetchone()
-        return int(row[0] or 0)
-
-    def _check_not_newer(self, version: int) -> None:
-        if version > SCHEMA_VERSION:
-            raise BrokerError(
-                f"SQLite database {str(self.path)!r} has broker schema version {version}, "
-                f"newer than version {SCHEMA_VERSION} that this wireframe understands; "
-                "upgrade wireframe to use it (nothing was written to it)"
-            )
-
-    def _migrate_when_free(self, conn: sqlite3.Connection) -> None:
-        """:meth:`_migrate`, retried while another connection prepares the same new file.
-
-        SQLite does not call its busy handler in every lock state (switching a
-        fresh file to WAL while another connection does the same answers
-        "database is locked" at once), so retry here, up to ``busy_timeout``.
-        """
-        deadline = time.monotonic() + self._busy_timeout
-        pause = 0.001
-        while True:
-            try:
-                self._migrate(conn)
-                return
-            except sqlite3.OperationalError as exc:
-                if not is_busy(exc) or time.monotonic() + pause > deadline:
-                    raise
-            time.sleep(pause)  # on the connection's own thread, never the trio thread
-            pause = min(pause * 2, 0.05)
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        """Refuse a newer schema before writing anything; then WAL mode and migrations."""
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-            version = self._schema_version(conn)
-            if version == 0 and not self._create:
-                raise BrokerError(
-                    f"SQLite database {str(self.path)!r} ({self.url}) holds no job broker "
-                    "tables: inspection commands never create them; check the path"
-                )
-            self._check_not_newer(version)
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise BrokerError(
-                    f"SQLite database {str(self.path)!r} cannot use WAL mode (journal mode "
-                    f"stays {mode!r}); the broker needs it to share the file between processes"
-                )
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                version = self._schema_version(conn)
-                self._check_not_newer(version)
-                for target in range(version + 1, SCHEMA_VERSION + 1):
-                    for statement in MIGRATIONS[target]:
-                        conn.execute(statement)
-                    conn.execute("UPDATE wf_schema SET version = ?", (target,))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        finally:
-            conn.execute("PRAGMA busy_timeout = 0")  # see ConnectionThread._begin_immediate
 
     def _notify(self, key: tuple[str, str]) -> None:
         """Wake the waiters for ``key`` of this broker and its neighbours on the file."""
@@ -547,7 +377,7 @@ class SqliteBroker:
         token = trio.lowlevel.current_trio_token()
         self._writer = ConnectionThread(
             "wireframe-sqlite-writer",
-            lambda: self._connect(writer=True),
+            lambda: self._file.connect(writer=True),
             writer=True,
             busy_timeout=self._busy_timeout,
             token=token,
@@ -555,7 +385,7 @@ class SqliteBroker:
         await self._writer.start()
         self._reader = ConnectionThread(
             "wireframe-sqlite-reader",
-            lambda: self._connect(writer=False),
+            lambda: self._file.connect(writer=False),
             writer=False,
             busy_timeout=self._busy_timeout,
             token=token,
