@@ -44,6 +44,7 @@ Design (one module per idea)
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -51,7 +52,7 @@ from typing import Final
 
 from wireframe.jobs.broker import BrokerURL, BrokerURLError, parse_broker_url, seconds_option
 from wireframe.jobs.brokers.sqlite.broadcasts import BROADCAST_RETENTION
-from wireframe.jobs.brokers.sqlite.broker import SqliteBroker
+from wireframe.jobs.brokers.sqlite.broker import Clock, SqliteBroker
 from wireframe.jobs.brokers.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 from wireframe.service.background import background_tasks
 
@@ -111,7 +112,9 @@ def database_path(url: BrokerURL | str) -> Path:
     return Path(os.path.abspath(parsed.path[1:]))
 
 
-def open(url: str, *, create: bool = True) -> AbstractAsyncContextManager[SqliteBroker]:
+def open(
+    url: str, *, create: bool = True, clock: Clock = time.time
+) -> AbstractAsyncContextManager[SqliteBroker]:
     """Open the SQLite broker a ``sqlite://`` URL names; use as ``async with``.
 
     The URL is checked at once (:class:`BrokerURLError`); the file is opened,
@@ -119,9 +122,17 @@ def open(url: str, *, create: bool = True) -> AbstractAsyncContextManager[Sqlite
     With ``create=False`` (inspection: ``wireframe jobs ...``) a missing file,
     or one without the broker's tables, is a :class:`BrokerError` and nothing
     is created: a mistyped path must not leave an empty database behind.
+
+    ``clock`` is what the broker reads the time from (wall-clock seconds,
+    called on its threads). It is for tests: one that returns
+    ``time.time() + offset`` lets a test run a lease out by moving the offset
+    instead of sleeping. Every broker on one file must agree on the time, so
+    anything else than :func:`time.time` belongs in tests only. (Not trio's
+    ``MockClock`` with autojump: it jumps while a task waits for the broker's
+    threads, firing timeouts in the middle of a call.)
     """
     parsed = parse_sqlite_url(url)
-    return _open(SqliteBroker(parsed, database_path(parsed), create=create))
+    return _open(SqliteBroker(parsed, database_path(parsed), create=create, clock=clock))
 
 
 @asynccontextmanager
