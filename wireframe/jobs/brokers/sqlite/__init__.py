@@ -27,18 +27,22 @@ Options (``?name=value&...``)
     ``synchronous`` — ``normal`` (default: safe against a killed process, a power
     cut may lose the last transactions) or ``full`` (fsync every commit).
 
-Design (one module per idea)
-    :mod:`.broker` — :class:`SqliteBroker`, joining the parts below, and its
-    clock. :mod:`.threads` — two threads, a writer and a reader, each owning
-    one connection; the writer group-commits. :mod:`.wakeups` — how waiters are
-    woken: directly by a write in this process, by a ``data_version`` watcher
-    for other processes' writes, by a timer for leases and delays.
-    :mod:`.schema` — the tables, the migrations, opening a file. The
-    transactions of each role: :mod:`.queues` (the work queue and its leases),
-    :mod:`.channels` (replies), :mod:`.presence` (live run channels and
-    workers), :mod:`.broadcasts`, :mod:`.admin` (counts, dead letters, purge).
-    :mod:`.rows` — checking rows a hand edit or a damaged file may have broken:
-    a bad row is dead-lettered or skipped with its reason, never trusted.
+Design, one module per idea
+    * :mod:`.broker` — :class:`SqliteBroker`, which joins the parts below, and
+      its clock (``open(url, clock=...)`` lets tests move time forward).
+    * :mod:`.threads` — two threads, a writer and a reader, each owning one
+      connection; the writer group-commits.
+    * :mod:`.wakeups` — how waiters are woken: at once by a write in this
+      process, by a ``data_version`` watcher for other processes' writes, by
+      a timer for leases and delays.
+    * :mod:`.schema` — the tables, the migrations, opening a file.
+    * The transactions of each role: :mod:`.queues` (the work queue and its
+      leases), :mod:`.channels` (replies), :mod:`.presence` (live run channels
+      and workers), :mod:`.broadcasts`, :mod:`.admin` (counts, dead letters,
+      purge).
+    * :mod:`.rows` — checking rows a hand edit or a damaged file may have
+      broken: a bad row is dead-lettered or skipped with its reason, never
+      trusted.
 """
 
 from __future__ import annotations

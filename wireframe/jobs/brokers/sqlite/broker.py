@@ -105,21 +105,9 @@ class SqliteBroker:
     async def _start(self) -> None:
         """Start the writer (which checks and migrates the file), then the reader."""
         token = trio.lowlevel.current_trio_token()
-        self._writer = ConnectionThread(
-            "wireframe-sqlite-writer",
-            lambda: self._file.connect(writer=True),
-            writer=True,
-            busy_timeout=self._busy_timeout,
-            token=token,
-        )
+        self._writer = self._connection_thread(token, writer=True)
         await self._writer.start()
-        self._reader = ConnectionThread(
-            "wireframe-sqlite-reader",
-            lambda: self._file.connect(writer=False),
-            writer=False,
-            busy_timeout=self._busy_timeout,
-            token=token,
-        )
+        self._reader = self._connection_thread(token, writer=False)
         try:
             await self._reader.start()
         except BaseException:
@@ -127,6 +115,17 @@ class SqliteBroker:
             raise
         self._neighbour_key = (str(self.path), token)
         self._neighbours = join_neighbours(self._neighbour_key, self._wake)
+
+    def _connection_thread(
+        self, token: trio.lowlevel.TrioToken, *, writer: bool
+    ) -> ConnectionThread:
+        return ConnectionThread(
+            f"wireframe-sqlite-{'writer' if writer else 'reader'}",
+            lambda: self._file.connect(writer=writer),
+            writer=writer,
+            busy_timeout=self._busy_timeout,
+            token=token,
+        )
 
     def clock(self) -> float:
         """Wall-clock seconds (:func:`time.time` unless ``open`` was given another
