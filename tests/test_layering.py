@@ -41,17 +41,22 @@ def test_jobs_never_imports_a_particular_broker() -> None:
         assert not bad, f"{path.relative_to(PACKAGE)} imports {bad}"
 
 
-def test_a_broker_imports_no_other_broker() -> None:
-    def family(name: str) -> str:  # "_redis_scripts" and "redis" are one broker's
-        return name.lstrip("_").split("_")[0].split(".")[0]
+def broker_family(name: str) -> str:
+    """The broker a module under ``wireframe.jobs.brokers`` belongs to, by its dotted name
+    there: ``_redis_scripts`` and ``redis`` are one broker's, and so is every module of a
+    broker package (``sqlite.threads``, ``sqlite``)."""
+    return name.split(".")[0].lstrip("_").split("_")[0]
 
+
+def test_a_broker_imports_no_other_broker() -> None:
+    brokers = PACKAGE / "jobs" / "brokers"
     for path in modules("jobs/brokers"):
-        own = family(path.stem)
+        own = broker_family(".".join(path.relative_to(brokers).with_suffix("").parts))
         others = {
             m
             for m in imports_of(path)
             if m.startswith("wireframe.jobs.brokers.")
-            and family(m.removeprefix("wireframe.jobs.brokers.")) != own
+            and broker_family(m.removeprefix("wireframe.jobs.brokers.")) != own
         }
         assert not others, f"{path.relative_to(PACKAGE)} imports {others}"
 

@@ -5,7 +5,8 @@ only SQLite has: URL and path rules, durability across close/reopen and across a
 killed process, several brokers (and a real second process) on one file, the
 schema version guard and forward migrations, the lock-timeout and cancellation
 paths of the connection threads, group commit, and that no thread outlives the
-broker. Leases run on the wall clock, so the few waits here are short and real.
+broker. Leases run on the wall clock; a test that needs one to run out opens its
+brokers with an :class:`OffsetClock` and moves it forward instead of waiting.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,6 +37,7 @@ from wireframe.jobs.broker import (
     open_broker,
 )
 from wireframe.jobs.brokers import sqlite as sqlite_broker
+from wireframe.jobs.brokers.sqlite import schema as sqlite_schema
 
 UrlFactory = Callable[..., str]
 
@@ -56,6 +59,23 @@ def make_url(db_path: Path) -> UrlFactory:
         return f"sqlite:///{db_path}" + (f"?{query}" if query else "")
 
     return make
+
+
+class OffsetClock:
+    """Wall-clock seconds plus an offset the test moves forward, for
+    ``sqlite_broker.open(url, clock=...)``: a lease runs out at once, not after a
+    real wait. (Not trio's ``MockClock`` with autojump, which jumps while a task
+    waits for the broker's threads and so fires timeouts in the middle of a call.)"""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock ``seconds`` forward (read from the broker's threads too)."""
+        self.offset += seconds
 
 
 def _messages(ids: list[str], reply_to: str = "") -> list[Message]:
@@ -235,26 +255,26 @@ async def test_broker_is_usable_only_inside_open(make_url: UrlFactory) -> None:
 
 
 async def test_state_survives_close_and_reopen(make_url: UrlFactory) -> None:
-    url = make_url(lease=0.3)
-    async with open_broker(url) as broker:
+    url, clock = make_url(lease=30), OffsetClock()
+    async with sqlite_broker.open(url, clock=clock) as broker:
         await broker.publish("q", _messages(["done", "leased", "queued"], reply_to="ch"))
         await broker.publish("q", _messages(["later"]), delay=60)
         done, leased = await _take(broker, "q", 2)
         await broker.complete(done, b"result")
         assert leased.message.id == "leased"
     # "kill everything, start again": a new broker on the same file
-    async with open_broker(url) as broker:
+    async with sqlite_broker.open(url, clock=clock) as broker:
         stats = await broker.stats()
         assert stats == [QueueStats("q", queued=2, running=1, done=1, dead=0)]
         assert await _replies(broker, "ch", 1) == [Reply("done", body=b"result")]
-        with pytest.raises(LockLost):  # its lease ran out meanwhile (or will have)
-            await trio.sleep(0.3)
+        clock.advance(31)  # the lease runs out ("later" is still 29 s away)
+        with pytest.raises(LockLost, match="lease expired"):
             await broker.complete(leased, b"stale")
         got = await _take(broker, "q", 2)
         assert [(d.message.id, d.deliveries) for d in got] == [("leased", 2), ("queued", 1)]
         for d in got:
             await broker.complete(d, None)
-    async with open_broker(url) as broker:
+    async with sqlite_broker.open(url, clock=clock) as broker:
         assert await broker.stats() == [QueueStats("q", queued=1, running=0, done=3, dead=0)]
         assert await broker.purge() == 3
         assert await broker.stats() == [QueueStats("q", queued=1, running=0, done=0, dead=0)]
@@ -415,8 +435,8 @@ async def test_second_process_consumes_from_the_same_file(make_url: UrlFactory) 
 
 @pytest.mark.slow
 async def test_leases_of_a_killed_process_run_out_and_redeliver(make_url: UrlFactory) -> None:
-    url = make_url(lease=0.5)
-    async with open_broker(url) as broker:
+    url, clock = make_url(lease=30), OffsetClock()
+    async with sqlite_broker.open(url, clock=clock) as broker:
         await broker.publish("q", _messages(["a", "b"], reply_to="ch"))
         process = await trio.lowlevel.open_process(
             [sys.executable, "-c", _CHILD, url, "2", "hold"],
@@ -430,7 +450,8 @@ async def test_leases_of_a_killed_process_run_out_and_redeliver(make_url: UrlFac
             process.kill()
             await process.wait()
         [stats] = await broker.stats()
-        assert stats.running == 2 or stats.queued == 2  # (their lease may just have run out)
+        assert (stats.queued, stats.running) == (0, 2)  # the dead child's leases hold...
+        clock.advance(31)  # ...until they run out (the child leased on the real clock)
         got = await _take(broker, "q", 2)
         assert sorted((d.message.id, d.deliveries) for d in got) == [("a", 2), ("b", 2)]
 
@@ -463,7 +484,7 @@ async def test_forward_migration_runs_once(
     async with open_broker(make_url()) as broker:
         await broker.publish("q", _messages(["kept"]))
     after = sqlite_broker.SCHEMA_VERSION + 1
-    monkeypatch.setattr(sqlite_broker, "SCHEMA_VERSION", after)
+    monkeypatch.setattr(sqlite_schema, "SCHEMA_VERSION", after)  # what the migration reads
     monkeypatch.setitem(
         sqlite_broker.MIGRATIONS, after, ("ALTER TABLE wf_queues ADD COLUMN note TEXT",)
     )
@@ -700,10 +721,11 @@ async def test_receive_cancelled_mid_take_puts_replies_back(
 
 
 async def test_group_commit_keeps_each_completion_separate(make_url: UrlFactory) -> None:
-    async with open_broker(make_url(lease=0.3)) as broker:
+    clock = OffsetClock()
+    async with sqlite_broker.open(make_url(lease=30), clock=clock) as broker:
         await broker.publish("q", _messages(["stale"], reply_to="ch"))
         [stale] = await _take(broker, "q", 1)
-        await trio.sleep(0.35)  # its lease runs out
+        clock.advance(31)  # its lease runs out
         await broker.publish("q", _messages([f"m{i:02}" for i in range(30)], reply_to="ch"))
         fresh = await _take(broker, "q", 31)
         errors: list[BaseException] = []

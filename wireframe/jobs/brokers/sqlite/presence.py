@@ -1,7 +1,7 @@
 """The SQLite broker's records of who is alive: run channels and workers.
 
 Plain functions on a ``sqlite3`` connection, run on the broker's connection
-threads (see :mod:`wireframe.jobs.brokers.sqlite`). A run channel's row says
+threads (see :mod:`.threads`). A run channel's row says
 until when it is live (``alive_until``, wall-clock seconds); closing a channel
 sets that to now, so "dead" is one comparison whichever way the run ended. A
 worker's row is its last heartbeat and when it runs out.

@@ -1,0 +1,436 @@
+"""The SQLite broker itself: the Broker protocol over two connection threads.
+
+:class:`SqliteBroker` owns the parts and joins them: the writer and reader
+threads (:mod:`.threads`), the wake-ups of its waiters (:mod:`.wakeups`), and
+the transactions of each role — the work queue (:mod:`.queues`), reply
+channels (:mod:`.channels`) and their liveness with the workers'
+(:mod:`.presence`), broadcast (:mod:`.broadcasts`), administration
+(:mod:`.admin`). A method hands its transaction to a thread, then wakes the
+waiters its write concerns; a waiting method loops: look, then wait on its
+signal (or until a timer), then look again.
+
+*Clock.* Leases, delays, channel and worker deadlines are wall-clock seconds,
+shared by every process on the machine and meaningful across restarts:
+:func:`time.time` unless :func:`~wireframe.jobs.brokers.sqlite.open` is given
+another ``clock``. Each transaction reads the clock on its thread as it runs.
+The timers of waiters run on trio's clock for the seconds the broker's clock
+says are left.
+
+*Cancellation.* A ``consume`` or ``receive_replies`` cancelled after its
+transaction took something gives it back (uncounted, in order), so nothing is
+lost to a timeout; see :mod:`.threads` for the calls themselves.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import attrs
+import trio
+
+from wireframe.jobs.broker import (
+    BrokerError,
+    BrokerUnavailable,
+    BrokerURL,
+    DeadLetter,
+    Delivery,
+    Message,
+    QueueStats,
+    Reply,
+    WorkerInfo,
+    count_workers,
+)
+from wireframe.jobs.brokers.sqlite import admin, broadcasts, channels, presence, queues
+from wireframe.jobs.brokers.sqlite.schema import DatabaseFile
+from wireframe.jobs.brokers.sqlite.threads import ConnectionThread, is_busy
+from wireframe.jobs.brokers.sqlite.wakeups import (
+    NeighbourKey,
+    Signal,
+    Wakeups,
+    data_version,
+    join_neighbours,
+    leave_neighbours,
+    watch,
+)
+
+__all__ = ["Clock", "SqliteBroker"]
+
+T = TypeVar("T")
+
+#: What the broker reads the time from: wall-clock seconds, callable from any thread.
+Clock = Callable[[], float]
+
+_log = logging.getLogger("wireframe.jobs.brokers.sqlite")
+
+
+class SqliteBroker:
+    """A :class:`~wireframe.jobs.broker.Broker` in one SQLite file (see the package doc).
+
+    Make one with :func:`~wireframe.jobs.brokers.sqlite.open` (or
+    ``open_broker("sqlite:///jobs.db")``); it is usable only inside that ``async with``.
+    """
+
+    def __init__(
+        self, url: BrokerURL, path: Path, *, create: bool = True, clock: Clock = time.time
+    ) -> None:
+        self.url = url
+        #: The absolute path of the database file.
+        self.path = path
+        self._clock = clock
+        self._lease = url.lease
+        self._max_deliveries = url.max_deliveries
+        self._max_poll = float(url.options["poll"])  # type: ignore[arg-type]
+        self._busy_timeout = float(url.options["busy_timeout"])  # type: ignore[arg-type]
+        self._file = DatabaseFile(
+            path, url, create, self._busy_timeout, str(url.options["synchronous"])
+        )
+        self._wake = Wakeups()
+        self._neighbours: list[Wakeups] = [self._wake]
+        self._neighbour_key: NeighbourKey | None = None
+        self._writer: ConnectionThread | None = None
+        self._reader: ConnectionThread | None = None
+        self._watch_scope = trio.CancelScope()
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        """Start the writer (which checks and migrates the file), then the reader."""
+        token = trio.lowlevel.current_trio_token()
+        self._writer = self._connection_thread(token, writer=True)
+        await self._writer.start()
+        self._reader = self._connection_thread(token, writer=False)
+        try:
+            await self._reader.start()
+        except BaseException:
+            await self._writer.stop()
+            raise
+        self._neighbour_key = (str(self.path), token)
+        self._neighbours = join_neighbours(self._neighbour_key, self._wake)
+
+    def _connection_thread(
+        self, token: trio.lowlevel.TrioToken, *, writer: bool
+    ) -> ConnectionThread:
+        return ConnectionThread(
+            f"wireframe-sqlite-{'writer' if writer else 'reader'}",
+            lambda: self._file.connect(writer=writer),
+            writer=writer,
+            busy_timeout=self._busy_timeout,
+            token=token,
+        )
+
+    def clock(self) -> float:
+        """Wall-clock seconds (:func:`time.time` unless ``open`` was given another
+        clock): shared by processes and restarts."""
+        return self._clock()
+
+    async def ping(self) -> None:
+        """Return when the database answers a query."""
+        if self._closed:
+            raise BrokerUnavailable(f"SQLite broker {self.url} is closed")
+        await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def aclose(self) -> None:
+        """Stop the watcher, finish queued calls, close both connections, join both threads."""
+        if self._closed:
+            return
+        self._closed = True
+        self._watch_scope.cancel()
+        self._wake.notify_all()
+        if self._neighbour_key is not None:
+            leave_neighbours(self._neighbour_key, self._wake)
+            self._neighbours = [self._wake]
+        with trio.CancelScope(shield=True):
+            for thread in (self._reader, self._writer):
+                if thread is not None:
+                    await thread.stop()
+
+    # -- calling the threads, waking and waiting ---------------------------------------
+
+    def _translate(self, exc: sqlite3.Error) -> BrokerError:
+        if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
+            return BrokerUnavailable(
+                f"SQLite database {str(self.path)!r} stayed locked by another connection "
+                f"for more than busy_timeout={self._busy_timeout} s"
+            )
+        return BrokerError(f"SQLite error on {str(self.path)!r}: {exc}")
+
+    def _thread(self, thread: ConnectionThread | None) -> ConnectionThread:
+        if thread is None or self._closed:
+            raise BrokerError(f"SQLite broker {self.url} is closed (use it inside open())")
+        return thread
+
+    async def _write_raw(self, fn: Callable[[sqlite3.Connection], T]) -> tuple[T, bool]:
+        try:
+            return await self._thread(self._writer).run(fn)
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return (await self._write_raw(fn))[0]
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return (await self._thread(self._reader).run(fn))[0]
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+
+    def _notify(self, key: tuple[str, str]) -> None:
+        """Wake the waiters for ``key`` of this broker and its neighbours on the file."""
+        for wake in self._neighbours:
+            wake.notify(key)
+
+    async def _wait(self, signal: Signal, until: float | None) -> None:
+        """Sleep until ``signal`` fires, or the broker's clock reaches ``until``."""
+        await self._wake.wait(signal, math.inf if until is None else until - self._clock())
+
+    async def _watch(self) -> None:
+        """The data_version watcher (:func:`.wakeups.watch`) on the writer's connection,
+        until the broker closes."""
+
+        async def poll() -> int | None:
+            try:
+                return (await self._thread(self._writer).run(data_version, readonly=True))[0]
+            except (sqlite3.Error, BrokerError):
+                return None  # closing, or a passing lock: everyone looks again
+
+        with self._watch_scope:
+            await watch(self._wake, poll, self._max_poll)
+
+    # -- queues ---------------------------------------------------------------------
+
+    async def declare_queue(self, queue: str) -> None:
+        """Create ``queue`` if it does not exist (idempotent)."""
+        clock = self._clock
+        await self._write(lambda conn: queues.declare(conn, queue, clock()))
+
+    async def delete_queue(self, queue: str) -> None:
+        """Delete ``queue``, its messages, completed records and dead letters."""
+        await self._write(lambda conn: queues.delete(conn, queue))
+
+    async def publish(self, queue: str, messages: Sequence[Message], *, delay: float = 0.0) -> None:
+        """Append ``messages`` to ``queue`` in one transaction, visible after ``delay``."""
+        if not delay >= 0.0:
+            raise ValueError(f"publish to {queue!r}: delay={delay!r} must be >= 0")
+        batch, clock = list(messages), self._clock
+        await self._write(lambda conn: queues.publish(conn, queue, batch, clock(), delay))
+        if batch:
+            self._notify(("q", queue))
+
+    def _claim(self, queue: str, limit: int) -> Callable[[sqlite3.Connection], queues.Claim]:
+        """The claim transaction of a ``consume`` (its own method, for tests to slow down)."""
+        lease, max_deliveries, clock = self._lease, self._max_deliveries, self._clock
+        return lambda conn: queues.claim(
+            conn, queue, limit, lease=lease, max_deliveries=max_deliveries, now=clock()
+        )
+
+    async def consume(self, queue: str, limit: int) -> list[Delivery]:
+        """Lease up to ``limit`` visible messages, oldest first; wait for one if none."""
+        if limit < 1:
+            raise ValueError(f"consume from {queue!r}: limit={limit!r} must be at least 1")
+        claim, clock = self._claim(queue, limit), self._clock
+        direct = True
+        while True:
+            with self._wake.signal(("q", queue)) as signal:
+                if direct:
+                    result, cancelled = await self._write_raw(claim)
+                    for channel in result.dead_channels:
+                        self._notify(("c", channel))
+                    if result.deliveries:
+                        if cancelled:
+                            await self._give_back(result.deliveries)
+                            await trio.lowlevel.checkpoint()
+                        return result.deliveries
+                    next_visible = result.next_visible
+                else:
+                    peek = await self._read(lambda conn: queues.peek(conn, queue, clock()))
+                    if peek.ready:
+                        direct = True
+                        continue
+                    next_visible = peek.next_visible
+                await self._wait(signal, next_visible)
+            # a local write or a lease/delay timer: claim at once; a change seen in
+            # another process: peek first, without taking the write lock.
+            direct = signal.local or not signal.event.is_set()
+
+    async def _give_back(self, deliveries: list[Delivery]) -> None:
+        """Undo a claim whose caller was cancelled: visible at once, not counted."""
+        with trio.CancelScope(shield=True):
+            await self._write(lambda conn: queues.give_back(conn, deliveries))
+        if deliveries:
+            self._notify(("q", deliveries[0].queue))
+
+    async def complete(self, delivery: Delivery, reply: bytes | None) -> None:
+        """Remove the delivery and post its reply in one transaction (LockLost if stale)."""
+        clock = self._clock
+        await self._write(lambda conn: queues.complete(conn, delivery, reply, clock()))
+        if reply is not None and delivery.message.reply_to:
+            self._notify(("c", delivery.message.reply_to))
+
+    async def abandon(
+        self, delivery: Delivery, *, delay: float = 0.0, body: bytes | None = None
+    ) -> None:
+        """Give the delivery back, visible after ``delay``; a new ``body`` resets its count."""
+        if not delay >= 0.0:
+            raise ValueError(f"abandon {delivery.message.id!r}: delay={delay!r} must be >= 0")
+        clock = self._clock
+        await self._write(lambda conn: queues.abandon(conn, delivery, body, clock(), delay))
+        self._notify(("q", delivery.queue))
+
+    async def extend(self, delivery: Delivery) -> Delivery:
+        """Renew the lease for ``lease`` seconds from now (same token)."""
+        lease, clock = self._lease, self._clock
+        expires = await self._write(lambda conn: queues.extend(conn, delivery, lease, clock()))
+        return attrs.evolve(delivery, lease_expires=expires)
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Move the delivery to the dead-letter store and post a dead reply."""
+        clock = self._clock
+        await self._write(lambda conn: queues.dead_letter(conn, delivery, reason, clock()))
+        if delivery.message.reply_to:
+            self._notify(("c", delivery.message.reply_to))
+
+    # -- result channels -----------------------------------------------------------------
+
+    async def receive_replies(self, channel: str, limit: int) -> list[Reply]:
+        """Take up to ``limit`` replies from ``channel`` in arrival order; wait if none."""
+        if limit < 1:
+            raise ValueError(f"receive_replies from {channel!r}: limit={limit!r} must be >= 1")
+        direct = True
+        while True:
+            with self._wake.signal(("c", channel)) as signal:
+                if direct or await self._read(lambda conn: channels.has_replies(conn, channel)):
+                    replies, cancelled = await self._write_raw(
+                        lambda conn: channels.take(conn, channel, limit)
+                    )
+                    if replies:
+                        if cancelled:
+                            await self._put_back(channel, replies)
+                            await trio.lowlevel.checkpoint()
+                        return replies
+                await self._wait(signal, None)
+            direct = signal.local
+
+    async def _put_back(self, channel: str, replies: list[Reply]) -> None:
+        """Undo a take whose caller was cancelled: same replies, same order, first."""
+        with trio.CancelScope(shield=True):
+            await self._write(lambda conn: channels.put_back(conn, channel, replies))
+        self._notify(("c", channel))
+
+    async def delete_channel(self, channel: str) -> None:
+        """Drop ``channel``, any replies left in it and its record."""
+        await self._write(lambda conn: presence.forget_channel(conn, channel))
+
+    async def open_channel(self, channel: str, ttl: float) -> None:
+        """Record ``channel`` as live for ``ttl`` seconds."""
+        clock = self._clock
+        await self._write(lambda conn: presence.open_channel(conn, channel, ttl, clock()))
+
+    async def keep_channel(self, channel: str, ttl: float) -> None:
+        """Keep ``channel`` live for ``ttl`` more seconds; :class:`ChannelLost` if it is not."""
+        where, clock = f"SQLite database {str(self.path)!r}", self._clock
+        await self._write(lambda conn: presence.keep_channel(conn, channel, ttl, clock(), where))
+
+    async def close_channel(self, channel: str) -> None:
+        """Drop ``channel``'s replies and make it dead from now on."""
+        clock = self._clock
+        await self._write(lambda conn: presence.close_channel(conn, channel, clock()))
+
+    # -- workers ---------------------------------------------------------------------
+
+    async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
+        """Record ``worker`` as live for ``ttl`` seconds (``0``: remove it)."""
+        clock = self._clock
+        await self._write(lambda conn: presence.heartbeat(conn, worker, ttl, clock()))
+
+    async def workers(self, queue: str | None = None) -> list[WorkerInfo]:
+        """The live workers (of ``queue``, or all), sorted by queue and id."""
+        clock = self._clock
+        return await self._read(lambda conn: presence.live_workers(conn, queue, clock()))
+
+    # -- broadcast ---------------------------------------------------------------------
+
+    async def broadcast(self, topic: str, body: bytes) -> None:
+        """Send ``body`` to every current subscriber of ``topic``, in this and other processes."""
+        data, clock = bytes(body), self._clock
+        await self._write(lambda conn: broadcasts.send(conn, topic, data, clock()))
+        self._notify(("b", topic))
+
+    def subscribe(self, topic: str) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """Subscribe to ``topic``: everything broadcast after entering is received;
+        the iteration ends when this broker closes."""
+        return self._subscribe(topic)
+
+    @asynccontextmanager
+    async def _subscribe(self, topic: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        yield _Subscription(self, topic, await self._read(broadcasts.latest_id))
+
+    # -- inspection and housekeeping ---------------------------------------------------
+
+    async def stats(self) -> list[QueueStats]:
+        """Counts per known queue, sorted by name (an expired lease counts as queued)."""
+        clock = self._clock
+        counts = await self._read(lambda conn: admin.stats(conn, clock()))
+        return count_workers(counts, await self.workers())
+
+    async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters, of ``queue`` or of every queue."""
+        return await self._read(lambda conn: admin.dead_letters(conn, queue, limit))
+
+    async def requeue_dead(self, queue: str | None = None) -> int:
+        """Put dead letters back on their queues, delivery count reset; count them."""
+        clock = self._clock
+        requeued = await self._write(lambda conn: admin.requeue_dead(conn, queue, clock()))
+        for name in set(requeued):
+            self._notify(("q", name))
+        return len(requeued)
+
+    async def purge(self, queue: str | None = None) -> int:
+        """Delete completed records and dead letters (of ``queue`` or all); count them."""
+        clock = self._clock
+        return await self._write(lambda conn: admin.purge(conn, queue, clock()))
+
+
+class _Subscription:
+    """The async iterator of one subscription: bodies broadcast after it began,
+    ending when the broker closes."""
+
+    def __init__(self, broker: SqliteBroker, topic: str, after: int) -> None:
+        self._broker = broker
+        self._topic = topic
+        self._after = after
+        self._pending: list[bytes] = []
+
+    def __aiter__(self) -> _Subscription:
+        return self
+
+    async def __anext__(self) -> bytes:
+        broker, topic = self._broker, self._topic
+        while not self._pending:
+            if broker._closed:
+                raise StopAsyncIteration  # the iteration ends when the broker closes
+            with broker._wake.signal(("b", topic)) as signal:
+                read = functools.partial(broadcasts.read_after, topic=topic, after=self._after)
+                try:
+                    found = await broker._read(read)
+                except BrokerError:
+                    if broker._closed:
+                        raise StopAsyncIteration from None
+                    raise
+                for reason in found.skipped:
+                    _log.warning("SQLite broker %s: %s", broker.url, reason)
+                if found.last_id != self._after:
+                    self._after = found.last_id
+                    self._pending = found.bodies
+                    continue  # look again at once (the loop ends if something was found)
+                await broker._wait(signal, None)
+        await trio.lowlevel.checkpoint()
+        return self._pending.pop(0)

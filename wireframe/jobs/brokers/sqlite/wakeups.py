@@ -1,0 +1,197 @@
+"""How the SQLite broker's waiters are woken, since SQLite cannot notify.
+
+A waiter (``consume``, ``receive_replies``, a subscription) enters a
+:class:`Signal` for its key before it looks for work and sleeps on it after,
+and is woken three ways:
+
+* at once by a write of any broker on the same file *in this process* that
+  concerns it: every open broker's :class:`Wakeups` is registered among its
+  *neighbours*, by database file and trio run (a runtime and a worker in one
+  process wake each other directly, not at their next poll);
+* by the *watcher* (:func:`watch`), which polls ``PRAGMA data_version`` on the
+  writer's connection — it changes whenever another connection, in any
+  process, commits — only while someone waits, fast right after a change and
+  backing off to the ``poll`` option while idle;
+* by a timer at the earliest moment a leased or delayed message becomes
+  visible (the broker passes that deadline to :meth:`Wakeups.wait`).
+
+A wake from another process says only "something changed": the broker first
+peeks on the reader and takes the write lock only when there is something to
+take, so idle processes do not fight over the lock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import trio
+
+__all__ = [
+    "Backoff",
+    "NeighbourKey",
+    "Signal",
+    "Wakeups",
+    "data_version",
+    "join_neighbours",
+    "leave_neighbours",
+    "watch",
+]
+
+_MIN_POLL: Final = 0.001  # seconds between polls right after activity
+_FAST_POLLS: Final = 10  # polls at _MIN_POLL before backing off
+
+
+class Backoff:
+    """The watcher's pause between two polls: ``_FAST_POLLS`` at ``_MIN_POLL`` after
+    activity, then doubling up to the ``poll`` option, where it stays.
+
+    Only the pause itself is kept, never a count of quiet polls: a worker idles
+    for days, and a count (or an exponent made from it) would grow for as long.
+    """
+
+    __slots__ = ("_fast_left", "_limit", "_pause")
+
+    def __init__(self, limit: float) -> None:
+        self._limit = limit
+        self._pause = min(_MIN_POLL, limit)
+        self._fast_left = _FAST_POLLS
+
+    def reset(self) -> None:
+        """Something changed: poll fast again."""
+        self._pause = min(_MIN_POLL, self._limit)
+        self._fast_left = _FAST_POLLS
+
+    def next(self) -> float:
+        """The pause before the next poll (a quiet one just happened)."""
+        pause = self._pause
+        if self._fast_left > 0:
+            self._fast_left -= 1
+        else:
+            self._pause = min(self._pause * 2.0, self._limit)
+        return pause
+
+
+class Signal:
+    """One generation of wake-up for one key; ``local`` says this process wrote.
+
+    A context manager: each holder enters it before looking for work and leaves
+    it once done waiting, and the last holder to leave an unfired signal removes
+    it from its :class:`Wakeups`, so keys nobody waits on any more (the channel
+    of every finished run) do not pile up in a long-lived process.
+    """
+
+    __slots__ = ("_key", "_signals", "event", "holders", "local")
+
+    def __init__(self, signals: dict[tuple[str, str], Signal], key: tuple[str, str]) -> None:
+        self._signals = signals
+        self._key = key
+        self.event = trio.Event()
+        self.local = False
+        self.holders = 0
+
+    def __enter__(self) -> Signal:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.holders -= 1
+        if self.holders == 0 and self._signals.get(self._key) is self:
+            del self._signals[self._key]
+
+
+class Wakeups:
+    """Trio events keyed by ("q", queue), ("c", channel) or ("b", topic)."""
+
+    def __init__(self) -> None:
+        self._signals: dict[tuple[str, str], Signal] = {}
+        self.waiting = 0
+        self.waiters_arrived = trio.Event()
+
+    def signal(self, key: tuple[str, str]) -> Signal:
+        """The signal to wait on for ``key``: enter it (``with``) *before* looking
+        for work, and wait on it inside."""
+        found = self._signals.get(key)
+        if found is None:
+            found = self._signals[key] = Signal(self._signals, key)
+        found.holders += 1
+        return found
+
+    def notify(self, key: tuple[str, str]) -> None:
+        """This process wrote something ``key``'s waiters want."""
+        found = self._signals.pop(key, None)
+        if found is not None:
+            found.local = True
+            found.event.set()
+
+    def notify_all(self) -> None:
+        """Something changed, maybe in another process: every waiter looks again."""
+        signals = list(self._signals.values())
+        self._signals.clear()
+        for found in signals:
+            found.event.set()
+
+    async def wait(self, signal: Signal, timeout: float) -> None:
+        """Sleep until ``signal`` fires or ``timeout`` seconds pass (``math.inf``: no
+        timer), counted as a waiter so that the watcher polls meanwhile."""
+        self.waiting += 1
+        self.waiters_arrived.set()
+        try:
+            with trio.move_on_after(max(0.0, timeout)):
+                await signal.event.wait()
+        finally:
+            self.waiting -= 1
+
+
+#: Where neighbours meet: one database file (its absolute path) in one trio run.
+NeighbourKey = tuple[str, trio.lowlevel.TrioToken]
+
+#: The wake-ups of every open broker, by database file and trio run: a write by
+#: one broker wakes the waiters of its neighbours on the same file at once
+#: (a runtime and a worker in one process), not at their next poll.
+_NEIGHBOURS: dict[NeighbourKey, list[Wakeups]] = {}
+
+
+def join_neighbours(key: NeighbourKey, wake: Wakeups) -> list[Wakeups]:
+    """Register ``wake`` among the brokers open on ``key``; return the (live) list of
+    every one of them, ``wake`` included, for the broker to notify on each write."""
+    neighbours = _NEIGHBOURS.setdefault(key, [])
+    neighbours.append(wake)
+    return neighbours
+
+
+def leave_neighbours(key: NeighbourKey, wake: Wakeups) -> None:
+    """Unregister ``wake`` (its broker closes); forget ``key`` once nobody is left."""
+    neighbours = _NEIGHBOURS[key]
+    neighbours.remove(wake)
+    if not neighbours:
+        del _NEIGHBOURS[key]
+
+
+def data_version(conn: sqlite3.Connection) -> int:
+    """``PRAGMA data_version``: changes when another connection commits to the file."""
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+async def watch(wake: Wakeups, poll: Callable[[], Awaitable[int | None]], limit: float) -> None:
+    """Call ``poll`` (the data version, or None when it could not be read) while anyone
+    waits on ``wake``, pausing at most ``limit`` seconds between two calls; wake every
+    waiter when it changes. Runs until cancelled.
+
+    Polled on the *writer's* connection, whose data_version changes only when
+    another connection commits: this process's own writes (which wake their
+    waiters directly) do not make it poll faster.
+    """
+    last = await poll()
+    backoff = Backoff(limit)
+    while True:
+        if wake.waiting == 0:
+            wake.waiters_arrived = trio.Event()
+            await wake.waiters_arrived.wait()
+            backoff.reset()
+        current = await poll()
+        if current != last or current is None:
+            last = current
+            wake.notify_all()
+            backoff.reset()
+        await trio.sleep(backoff.next())
