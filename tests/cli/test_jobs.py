@@ -94,3 +94,26 @@ def test_stats_and_dead_on_redis(redis_url: str) -> None:
     assert _stats(redis_url)["default"] == {"queued": 1, "running": 0, "done": 1, "dead": 1}
     dead = runner.invoke(app, ["jobs", "dead", "--broker", redis_url, "--json"])
     assert json.loads(dead.stdout)[0]["reason"].startswith("cannot decode")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:sEcR?wOrD@127.0.0.1:1/0",  # fault 8: printed whole before
+        "redis://u:sEcR#wOrD@127.0.0.1:1/0?lease=1",
+        "sqlite://u:sEcRwOrD@host/x.db",  # a message that quotes the URL as written
+    ],
+)
+def test_no_command_prints_a_password_of_the_broker_url(url: str, tmp_path: Path) -> None:
+    commands = [
+        ["jobs", "stats", "--broker", url],
+        ["jobs", "dead", "--broker", url, "--json"],
+        ["worker", "--broker", url, "--import", "examples/wordcount.py", "--plain"],
+        ["worker", "--broker", url, "--import", "examples/wordcount.py", "--json"],
+    ]
+    for args in commands:
+        result = runner.invoke(app, args, env={"WORDCOUNT_BROKER": f"sqlite:///{tmp_path}/w.db"})
+        assert result.exit_code != 0, (args, result.output)
+        output = result.stdout + result.stderr
+        assert "sEcR" not in output and "wOrD" not in output, (args, output)
+        assert ":***@" in output, (args, output)

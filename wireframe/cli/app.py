@@ -27,6 +27,7 @@ from wireframe.cli.graph import plan_dot, plan_json, plan_tree
 from wireframe.cli.render import (
     dead_letters_json,
     dead_letters_table,
+    hide_urls,
     problems_json,
     problems_table,
     queue_stats_json,
@@ -363,7 +364,7 @@ def _with_broker(url: str, fn: Callable[[Any], Awaitable[T]]) -> T:
     try:
         return trio.run(go)
     except (jobs.BrokerError, OSError) as exc:
-        raise _fail(f"broker {mask_password(url)}: {exc}", 1) from None
+        raise _fail(f"broker {mask_password(url)}: {hide_urls(str(exc), [url])}", 1) from None
 
 
 @jobs_app.command("stats")

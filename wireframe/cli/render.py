@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import cattrs
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 import wireframe as wf
-from wireframe.jobs.broker import DeadLetter, QueueStats
+from wireframe.jobs.broker import DeadLetter, QueueStats, mask_password
 
 __all__ = [
     "STATE_STYLES",
@@ -24,6 +25,9 @@ __all__ = [
     "dead_letters_json",
     "dead_letters_table",
     "duration",
+    "hide_urls",
+    "hide_urls_in_problems",
+    "hide_urls_in_report",
     "last_line",
     "problems_json",
     "problems_table",
@@ -66,6 +70,55 @@ def duration(seconds: float | None) -> str:
         return f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m"
+
+
+def hide_urls(text: str, urls: Sequence[str]) -> str:
+    """``text`` with each of ``urls`` (as written or as a repr quotes it) shown masked.
+
+    The brokers quote URLs masked; this is the CLI's second line of defence for any
+    message that quotes the URL the user gave as it was written.
+    """
+    for url in urls:
+        masked = mask_password(url)
+        if masked == url:
+            continue
+        text = text.replace(url, masked)
+        quoted = repr(url)[1:-1]
+        if quoted != url:
+            text = text.replace(quoted, repr(masked)[1:-1])
+    return text
+
+
+def _hide_in_error(error: wf.ErrorInfo | None, urls: Sequence[str]) -> wf.ErrorInfo | None:
+    if error is None or not urls:
+        return error
+    return attrs.evolve(
+        error, message=hide_urls(error.message, urls), traceback=hide_urls(error.traceback, urls)
+    )
+
+
+def hide_urls_in_problems(
+    problems: Sequence[wf.WiringProblem], urls: Sequence[str]
+) -> tuple[wf.WiringProblem, ...]:
+    """Wiring problems with :func:`hide_urls` applied to their messages and errors."""
+    return tuple(
+        attrs.evolve(p, message=hide_urls(p.message, urls), error=_hide_in_error(p.error, urls))
+        for p in problems
+    )
+
+
+def hide_urls_in_report(report: wf.ServiceReport, urls: Sequence[str]) -> wf.ServiceReport:
+    """A report with :func:`hide_urls` applied to every task's and shutdown step's error."""
+    return attrs.evolve(
+        report,
+        tasks={
+            key: attrs.evolve(t, error=_hide_in_error(t.error, urls))
+            for key, t in report.tasks.items()
+        },
+        shutdown=tuple(
+            attrs.evolve(h, error=_hide_in_error(h.error, urls)) for h in report.shutdown
+        ),
+    )
 
 
 def last_line(error: wf.ErrorInfo | None) -> str:

@@ -23,6 +23,7 @@ import wireframe as wf
 from wireframe.cli import progress
 from wireframe.cli.live import plain_line, render_status, snapshot
 from wireframe.cli.queues import QueueWatch
+from wireframe.cli.render import hide_urls, hide_urls_in_problems, hide_urls_in_report
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_WIRING", "Outcome", "run_with_view"]
 
@@ -88,7 +89,8 @@ async def run_with_view(
     """Run ``service`` showing a live table (``live``) or one line per state change.
 
     ``queue_urls`` are brokers whose per-queue counts the view polls. Signals
-    are handled only on the main thread. The caller prints the outcome.
+    are handled only on the main thread. The caller prints the outcome, in which
+    any message quoting one of ``queue_urls`` as written shows it masked.
     """
     stop_requests = 0
     changed = trio.Event()
@@ -171,4 +173,14 @@ async def run_with_view(
                 nursery.cancel_scope.cancel()
         draw()
     assert outcome is not None
-    return outcome
+    return _hide_urls(outcome, queue_urls)
+
+
+def _hide_urls(outcome: Outcome, urls: Sequence[str]) -> Outcome:
+    """The outcome with the brokers' URLs masked wherever a message quotes one as written."""
+    return Outcome(
+        outcome.exit_code,
+        None if outcome.report is None else hide_urls_in_report(outcome.report, urls),
+        hide_urls_in_problems(outcome.problems, urls),
+        None if outcome.message is None else hide_urls(outcome.message, urls),
+    )
