@@ -129,7 +129,7 @@ async def run_with_view(
 
     service.add_listener(on_change)
     outcome: Outcome | None = None
-    with progress.hosted() as bars, _display(console, live) as display:
+    with progress.hosted(get_time=trio.current_time) as bars, _display(console, live) as display:
 
         def draw() -> None:
             if display is not None:
@@ -141,7 +141,7 @@ async def run_with_view(
                             now=trio.current_time(),
                             stop_requests=stop_requests,
                             queues=[w.view for w in watches],
-                            extra=progress.hosted_bars(bars),
+                            extra=bars.renderables(),
                         )
                     ),
                     refresh=True,

@@ -25,6 +25,7 @@ from wireframe.jobs.broker import (
     Message,
     QueueStats,
     Reply,
+    mask_password,
     open_broker,
     parse_broker_url,
 )
@@ -66,6 +67,7 @@ from wireframe.jobs.layers import (
     WorkerTask,
 )
 from wireframe.jobs.operations import Monoid, Operation, lookup_operation, registered_operations
+from wireframe.jobs.progress import Progress, ProgressListener, add_progress_listener, track
 from wireframe.jobs.retry import RetryPolicy
 from wireframe.jobs.runtime import DEFAULT_URL, Run, Runtime, RuntimeCounters, RuntimeStats, connect
 from wireframe.jobs.worker import Worker, WorkerCounters
@@ -101,6 +103,8 @@ __all__ = [
     "Monoid",
     "Operation",
     "OperationError",
+    "Progress",
+    "ProgressListener",
     "QueueStats",
     "RemoteError",
     "Reply",
@@ -122,11 +126,14 @@ __all__ = [
     "WorkerLayer",
     "WorkerOutput",
     "WorkerTask",
+    "add_progress_listener",
     "connect",
     "from_iter",
     "literal",
     "lookup_operation",
+    "mask_password",
     "open_broker",
     "parse_broker_url",
     "registered_operations",
+    "track",
 ]
