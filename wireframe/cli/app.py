@@ -309,7 +309,8 @@ def worker(
         typer.Option(
             "--import",
             "-i",
-            help="Module (package.module or path/to/file.py) defining operations; repeatable.",
+            help="Module (package.module or path/to/file.py) defining operations, and the "
+            "layers giving their resources in WIREFRAME_WORKER_LAYERS; repeatable.",
             show_default=False,
         ),
     ],
@@ -325,26 +326,42 @@ def worker(
     as_json: JsonOpt = False,
     plain: PlainOpt = False,
 ) -> None:
-    """Run a worker service: the worker loop on each queue, under the live status view."""
-    from wireframe import jobs
+    """Run a worker service: the worker loop on each queue, under the live status view.
 
+    An imported module may list wiring layers in ``WIREFRAME_WORKER_LAYERS``: they
+    run in the worker service, and the resources they give reach the operations
+    that take them.
+    """
+    from wireframe import jobs
+    from wireframe.cli.workers import declared_layers, missing_resources, worker_builder
+
+    layers: list[wf.WiringLayer[Any, Any]] = []
     for name in imports:
         try:
-            import_module(name)
+            layers += declared_layers(import_module(name))
         except TargetError as exc:
             raise _fail(f"--import {name}: {exc}") from None
     shown = mask_password(broker)
-    builder = wf.ServiceBuilder(
-        graceful_shutdown_timeout=30.0 if graceful_timeout is None else graceful_timeout
-    )
-    for queue in queues or ["default"]:
-        builder.add_layer(jobs.WorkerLayer(broker, concurrency=concurrency, queue=queue))
+    try:
+        builder, resources = worker_builder(
+            broker,
+            layers,
+            queues=queues or ["default"],
+            concurrency=concurrency,
+            graceful_shutdown_timeout=30.0 if graceful_timeout is None else graceful_timeout,
+        )
+    except wf.WiringError as exc:
+        _show_problems(exc.problems, as_json=as_json)
+        raise typer.Exit(EXIT_WIRING) from None
     operations = sorted(jobs.registered_operations())
     _stderr().print(
         f"worker on {shown}: {len(operations)} operation(s) registered"
-        + (f" ({', '.join(operations)})" if operations else ""),
+        + (f" ({', '.join(operations)})" if operations else "")
+        + (f"; resources: {', '.join(t.__qualname__ for t in resources)}" if resources else ""),
         markup=False,
     )
+    for line in missing_resources(resources):
+        _stderr().print(f"warning: {line}", markup=False)
     _serve(
         Target(f"worker {shown}", builder=builder),
         graceful_timeout=graceful_timeout,
