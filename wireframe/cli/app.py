@@ -219,7 +219,11 @@ def _serve(
         _show_problems(outcome.problems, as_json=as_json)
     elif outcome.report is not None:
         if as_json:
-            _print_json(report_json(outcome.report, exit_code=outcome.exit_code))
+            _print_json(
+                report_json(
+                    outcome.report, exit_code=outcome.exit_code, wall_offset=outcome.wall_offset
+                )
+            )
         else:
             _stdout().print(report_table(outcome.report, exit_code=outcome.exit_code))
     elif outcome.message:

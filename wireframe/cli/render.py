@@ -8,6 +8,7 @@ through one cattrs converter (enums become their values).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -36,6 +37,7 @@ __all__ = [
     "report_json",
     "report_table",
     "state_text",
+    "wall_time",
 ]
 
 #: The colour of each task state, shared by the live view and the final report.
@@ -170,13 +172,40 @@ def report_table(report: wf.ServiceReport, *, exit_code: int) -> RenderableType:
     return Group(*parts)
 
 
-def report_json(report: wf.ServiceReport, *, exit_code: int) -> dict[str, Any]:
-    """The report as a JSON-ready dict, plus ``ok``, ``exit_code`` and ``failures``."""
+def wall_time(reading: float | None, wall_offset: float) -> str | None:
+    """A clock reading as an ISO 8601 wall-clock time in UTC, with its offset
+    (``2025-06-01T12:00:00.250+00:00``); ``wall_offset`` is wall seconds minus clock seconds."""
+    if reading is None:
+        return None
+    moment = datetime.fromtimestamp(reading + wall_offset, tz=UTC)
+    return moment.isoformat(timespec="milliseconds")
+
+
+def report_json(report: wf.ServiceReport, *, exit_code: int, wall_offset: float) -> dict[str, Any]:
+    """The report as a JSON-ready dict, plus ``ok``, ``exit_code`` and ``failures``.
+
+    A report's times are readings of trio's clock, which means nothing outside the
+    run: here ``started_at`` and ``ended_at`` (of the service and of each task) are
+    wall-clock ISO 8601 times in UTC, mapped with ``wall_offset`` (see
+    :func:`wall_time`), and ``seconds`` is each one's duration, measured on the
+    report's own clock (so a wall-clock step during the run does not skew it).
+    """
     data: dict[str, Any] = converter.unstructure(report)
+    data["started_at"] = wall_time(report.started_at, wall_offset)
+    data["ended_at"] = wall_time(report.ended_at, wall_offset)
+    data["seconds"] = _span(report.started_at, report.ended_at)
+    for task, out in zip(report.tasks.values(), data["tasks"].values(), strict=True):
+        out["started_at"] = wall_time(task.started_at, wall_offset)
+        out["ended_at"] = wall_time(task.ended_at, wall_offset)
+        out["seconds"] = _task_duration(task, report.ended_at)
     data["ok"] = exit_code == 0
     data["exit_code"] = exit_code
     data["failures"] = report.failures
     return data
+
+
+def _span(start: float | None, end: float | None) -> float | None:
+    return None if start is None or end is None else max(end - start, 0.0)
 
 
 def problems_table(problems: Sequence[wf.WiringProblem]) -> RenderableType:

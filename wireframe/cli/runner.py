@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 import attrs
@@ -40,6 +41,8 @@ class Outcome:
     report: wf.ServiceReport | None = None
     problems: tuple[wf.WiringProblem, ...] = ()
     message: str | None = None
+    #: Wall-clock seconds minus trio-clock seconds: turns the report's times into wall times.
+    wall_offset: float = 0.0
 
 
 async def _watch_signals(
@@ -92,6 +95,7 @@ async def run_with_view(
     are handled only on the main thread. The caller prints the outcome, in which
     any message quoting one of ``queue_urls`` as written shows it masked.
     """
+    wall_offset = time.time() - trio.current_time()
     stop_requests = 0
     changed = trio.Event()
     wired = trio.Event()
@@ -173,14 +177,14 @@ async def run_with_view(
                 nursery.cancel_scope.cancel()
         draw()
     assert outcome is not None
-    return _hide_urls(outcome, queue_urls)
+    return attrs.evolve(_hide_urls(outcome, queue_urls), wall_offset=wall_offset)
 
 
 def _hide_urls(outcome: Outcome, urls: Sequence[str]) -> Outcome:
     """The outcome with the brokers' URLs masked wherever a message quotes one as written."""
-    return Outcome(
-        outcome.exit_code,
-        None if outcome.report is None else hide_urls_in_report(outcome.report, urls),
-        hide_urls_in_problems(outcome.problems, urls),
-        None if outcome.message is None else hide_urls(outcome.message, urls),
+    return attrs.evolve(
+        outcome,
+        report=None if outcome.report is None else hide_urls_in_report(outcome.report, urls),
+        problems=hide_urls_in_problems(outcome.problems, urls),
+        message=None if outcome.message is None else hide_urls(outcome.message, urls),
     )
