@@ -5,8 +5,9 @@ The orchestrator is an ordinary service: a ``JobRuntimeLayer`` gives the job
 over ranges of numbers, folds the counts with :class:`Add` (on the workers
 too), prints the total and returns — which stops the service. It runs no
 worker itself: any number of worker processes, on any machines that reach
-the same Redis, pick the jobs up. A progress bar (completed/total jobs, rate,
-ETA) follows the run, drawn inside ``wireframe run``'s live view.
+the same Redis, pick the jobs up. ``jobs.track`` reports the run's progress,
+which ``wireframe run``'s live view draws as a bar (completed/total jobs, rate,
+elapsed, ETA).
 
 Run it (Redis at 127.0.0.1:6379)::
 
@@ -30,7 +31,6 @@ import attrs
 
 import wireframe as wf
 from wireframe import jobs
-from wireframe.cli import progress
 
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 
@@ -76,7 +76,7 @@ class CountPrimesTask(wf.Task):
     async def run(self, stop: wf.StopReceiver) -> None:
         chunks = [(a, min(a + self.chunk, self.limit)) for a in range(0, self.limit, self.chunk)]
         with stop.cancel_on_stop():  # Ctrl-C aborts the jobs still queued or running
-            async with progress.track(self.runtime, "primes"):
+            async with jobs.track(self.runtime, "primes"):  # a bar in the live view
                 total = (
                     await jobs.from_iter(chunks)
                     .map(CountPrimes())

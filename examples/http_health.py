@@ -12,14 +12,17 @@ heartbeat is fresh; 503 otherwise.
 Run it::
 
     wireframe run examples/http_health.py
-    curl -s localhost:8080/health
+    curl -s 127.0.0.1:8080/health
 
-``HEALTH_PORT`` sets the port (``0`` picks a free one; the ready line says
-which), ``HEALTH_SECONDS`` stops the service by itself after that long.
+It listens on 127.0.0.1 only: ``HEALTH_HOST`` sets the address to bind
+(``0.0.0.0`` for every IPv4 interface), ``HEALTH_PORT`` the port (``0`` picks
+a free one); the ready line says what was bound. ``HEALTH_SECONDS`` stops the
+service by itself after that long.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -83,6 +86,7 @@ class HealthServer(wf.UnconstrainedTask):
     health: Health
     service: wf.ServiceStatus
     port: int
+    host: str = "127.0.0.1"
     id = "health-http"
 
     async def run(self, stop: wf.StopReceiver) -> None:
@@ -92,9 +96,12 @@ class HealthServer(wf.UnconstrainedTask):
             await trio.aclose_forcefully(conn)
 
         async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(trio.serve_tcp, handle, self.port)
-            port = listeners[0].socket.getsockname()[1]
-            print(f"ready: health on http://127.0.0.1:{port}/health", flush=True)
+            listeners = await nursery.start(
+                functools.partial(trio.serve_tcp, handle, self.port, host=self.host)
+            )
+            host, port = listeners[0].socket.getsockname()[:2]  # what is bound, as bound
+            shown = f"[{host}]" if ":" in host else host
+            print(f"ready: health on http://{shown}:{port}/health", flush=True)
             await stop.wait()
             nursery.cancel_scope.cancel()
 
@@ -153,12 +160,13 @@ class HttpHealthLayer(wf.WiringLayer[HttpIn, HttpOut]):
     """Takes Health and the service's status; gives the HTTP endpoint and a heartbeat."""
 
     port: int = 8080
+    host: str = "127.0.0.1"
     name = "http-health"
 
     async def wire(self, input: HttpIn) -> HttpOut:
         seconds = os.environ.get("HEALTH_SECONDS")
         return HttpOut(
-            HealthServer(input.health, input.service, self.port),
+            HealthServer(input.health, input.service, self.port, self.host),
             Heartbeat(input.health, float(seconds) if seconds else None),
         )
 
@@ -166,5 +174,9 @@ class HttpHealthLayer(wf.WiringLayer[HttpIn, HttpOut]):
 builder = (
     wf.ServiceBuilder(graceful_shutdown_timeout=5.0)
     .add_layer(HealthLayer())
-    .add_layer(HttpHealthLayer(int(os.environ.get("HEALTH_PORT", "8080"))))
+    .add_layer(
+        HttpHealthLayer(
+            int(os.environ.get("HEALTH_PORT", "8080")), os.environ.get("HEALTH_HOST", "127.0.0.1")
+        )
+    )
 )

@@ -69,6 +69,13 @@ def test_nothing_imports_cli() -> None:
         assert not bad, f"{path.relative_to(PACKAGE)} imports {bad}"
 
 
+def test_the_examples_use_only_the_public_api_not_the_cli() -> None:
+    """What an example needs (progress of a run, too) is in ``wireframe`` and ``wireframe.jobs``."""
+    for path in sorted((PACKAGE.parent / "examples").glob("*.py")):
+        bad = {m for m in imports_of(path) if m.startswith("wireframe.cli")}
+        assert not bad, f"examples/{path.name} imports {bad}"
+
+
 def test_the_worker_does_not_import_the_orchestrator_side() -> None:
     """A job's data path — directive, runtime, broker, worker — crosses each module once.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -41,6 +42,9 @@ def test_http_health_answers_a_real_get_then_stops_on_sigint() -> None:
         assert match, lines
         status, body = _get(match.group(0))
         assert status == 200, body
+        # it binds what it prints: 127.0.0.1 only, not every interface (127.0.0.2 is loopback too)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.2", int(match.group(1))), timeout=5).close()
         assert body["status"] == "ok" and "heartbeat" in body["seconds_since_beat"]  # type: ignore[operator]
         assert body["tasks"] == {"heartbeat": "running", "health-http": "running"}
         missing, _ = _get(match.group(0).replace("/health", "/nope"))

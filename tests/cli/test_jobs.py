@@ -195,3 +195,26 @@ def test_dead_shows_reasons_and_ids_as_written_not_as_markup(tmp_path: Path) -> 
     assert "old [malformed dead-letter row (wf_dead seq 2): body holds TEXT 'text';" in table.stdout
     stats = runner.invoke(app, ["jobs", "stats", "--broker", url])
     assert "[q]" in stats.stdout
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:sEcR?wOrD@127.0.0.1:1/0",  # fault 8: printed whole before
+        "redis://u:sEcR#wOrD@127.0.0.1:1/0?lease=1",
+        "sqlite://u:sEcRwOrD@host/x.db",  # a message that quotes the URL as written
+    ],
+)
+def test_no_command_prints_a_password_of_the_broker_url(url: str, tmp_path: Path) -> None:
+    commands = [
+        ["jobs", "stats", "--broker", url],
+        ["jobs", "dead", "--broker", url, "--json"],
+        ["worker", "--broker", url, "--import", "examples/wordcount.py", "--plain"],
+        ["worker", "--broker", url, "--import", "examples/wordcount.py", "--json"],
+    ]
+    for args in commands:
+        result = runner.invoke(app, args, env={"WORDCOUNT_BROKER": f"sqlite:///{tmp_path}/w.db"})
+        assert result.exit_code != 0, (args, result.output)
+        output = result.stdout + result.stderr
+        assert "sEcR" not in output and "wOrD" not in output, (args, output)
+        assert ":***@" in output, (args, output)

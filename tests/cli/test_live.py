@@ -16,6 +16,7 @@ from clikit import SERVICES
 from rich.console import Console
 
 import wireframe as wf
+from wireframe import jobs
 from wireframe.cli import progress
 from wireframe.cli.live import QueueView, Snapshot, plain_line, render_status
 from wireframe.cli.runner import run_with_view
@@ -104,10 +105,10 @@ def test_closed_barrier_and_the_stop_countdown() -> None:
 
 
 def test_hosted_progress_bars_render_inside_the_view() -> None:
-    with progress.hosted() as bars, progress.JobProgress("squares", total=10) as bar:
-        bar.update(4)
+    with progress.hosted() as bars, jobs.Progress("squares", total=10) as p:
+        p.update(4)
         snap = Snapshot(
-            "svc", "running", _report(), 1.0, True, 5.0, extra=tuple(progress.hosted_bars(bars))
+            "svc", "running", _report(), 1.0, True, 5.0, extra=tuple(bars.renderables())
         )
         text = render(snap, 120)
     assert "squares" in text and "4/10" in text
@@ -127,8 +128,6 @@ async def test_a_real_run_under_the_live_display_on_a_terminal() -> None:
 
 
 async def test_queue_counts_are_polled_while_a_job_runtime_runs(tmp_path: object) -> None:
-    from wireframe import jobs
-
     url = f"memory://cli-live-{id(tmp_path)}"
     builder = wf.ServiceBuilder(graceful_shutdown_timeout=1.0).add_layer(jobs.JobRuntimeLayer(url))
     service = builder.build()

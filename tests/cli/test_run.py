@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from clikit import SERVICES, read_until, run_wireframe, start_wireframe
@@ -48,6 +49,28 @@ def test_json_report_parses_and_matches_the_run() -> None:
     assert all(t["layer"] == "quick" for t in data["tasks"].values())
     assert "task 'main'" in result.stderr  # the status lines went to stderr
     assert "main: ran" in result.stderr  # and so did the service's own prints
+
+
+def test_json_times_are_wall_clock_iso_8601_in_utc_and_durations_are_seconds() -> None:
+    """Fault 15: the times were trio clock readings (seconds since an arbitrary origin)."""
+    before = datetime.now(UTC)
+    result = runner.invoke(app, ["run", QUICK, "--json"])
+    after = datetime.now(UTC)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    slack = timedelta(seconds=1)  # the mapping to the wall clock is exact to well under this
+
+    def wall(text: str) -> datetime:
+        moment = datetime.fromisoformat(text)
+        assert moment.utcoffset() == timedelta(0), text  # UTC, and it says so
+        assert before - slack <= moment <= after + slack, (before, text, after)
+        return moment
+
+    started, ended = wall(data["started_at"]), wall(data["ended_at"])
+    assert started <= ended and data["seconds"] >= 0
+    main = data["tasks"]["main"]
+    assert started <= wall(main["started_at"]) <= wall(main["ended_at"]) <= ended
+    assert 0 <= main["seconds"] <= data["seconds"]
 
 
 def test_a_failed_task_exits_1_and_names_it() -> None:

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from clikit import cli_env, read_until, run_wireframe, start_wireframe
+import trio
+from clikit import SERVICES, cli_env, read_until, run_wireframe, start_wireframe
 from typer.testing import CliRunner
 
 from wireframe.cli import app
@@ -145,3 +146,53 @@ def test_a_worker_importing_a_script_runs_what_the_script_sends(tmp_path: Path) 
     assert sender.returncode == 0, sender.stderr
     assert sender.stdout.strip() == "[1, 2, 3, 4, 5]"
     assert worker.returncode == 0, rest
+
+
+@pytest.mark.slow
+def test_a_worker_process_gives_operations_the_resources_its_imports_declare(
+    tmp_path: Path,
+) -> None:
+    """Fault 15: ``wireframe worker`` had no way to provide the resources operations take."""
+    from wireframe import jobs
+    from wireframe.cli.target import import_module
+
+    module = import_module(str(SERVICES / "cli_worker_resources.py"))
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    proc = start_wireframe(
+        "worker", "--broker", url, "--import", str(SERVICES / "cli_worker_resources.py"),
+        "--plain", GREETING="hi",
+    )  # fmt: skip
+    try:
+        started = "".join(read_until(proc, "(Task, layer worker:default) running"))
+
+        async def orchestrate() -> list[str]:
+            async with jobs.connect(url) as rt:
+                run = jobs.from_iter(["ada", "bob"]).map(module.Greet()).collect()
+                return await run.run(rt, timeout=30)
+
+        assert trio.run(orchestrate) == ["hi, ada", "hi, bob"]
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert "resources: Greeting" in started, started
+    assert "warning: operation 'tests.cli.audit' takes log: AuditLog" in started, started
+    assert proc.returncode == 0, rest
+    assert "greeting layer closed" in rest  # the declared layer's lifetime closed at shutdown
+
+
+def test_worker_layers_that_are_not_layers_are_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad_worker_layers.py"
+    bad.write_text("import attrs\nclass L: ...\nWIREFRAME_WORKER_LAYERS = [L]\n", encoding="utf-8")
+    result = runner.invoke(app, ["worker", "--broker", "memory://", "--import", str(bad)])
+    assert result.exit_code == 2
+    said = " ".join(result.stderr.split())
+    assert "bad_worker_layers.WIREFRAME_WORKER_LAYERS[0] is a type, not a wiring layer" in said
+    assert "(a class: write L(), not L)" in said
+    bad = tmp_path / "bad_worker_layers_2.py"
+    bad.write_text("WIREFRAME_WORKER_LAYERS = 'db'\n", encoding="utf-8")
+    result = runner.invoke(app, ["worker", "--broker", "memory://", "--import", str(bad)])
+    assert result.exit_code == 2
+    assert "must be a list of wiring layers (instances), not a str" in " ".join(
+        result.stderr.split()
+    )

@@ -229,3 +229,10 @@ def test_wordcount_example(tmp_path: Path, broker: str) -> None:
     got = [(w, int(n)) for n, w in (line.split() for line in lines[1:])]
     assert got == wordcount.top_words(expected, 3)
     assert got[0] == ("the", 4)
+
+
+def test_a_layer_s_repr_masks_the_password_of_its_url() -> None:
+    url = "redis://u:sEcRwOrD@127.0.0.1:6379/0"
+    for layer in (jobs.JobRuntimeLayer(url), jobs.WorkerLayer(url)):
+        assert "sEcRwOrD" not in repr(layer) and "u:***@127.0.0.1" in repr(layer)
+        assert layer.url == url

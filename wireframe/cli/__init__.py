@@ -6,8 +6,9 @@ Modules, one idea each: :mod:`~wireframe.cli.app` (the typer commands),
 :mod:`~wireframe.cli.runner` (running it under a view, with Ctrl-C),
 :mod:`~wireframe.cli.live` (the live status view), :mod:`~wireframe.cli.queues`
 (per-queue counts for it), :mod:`~wireframe.cli.render` (reports and listings),
-:mod:`~wireframe.cli.graph` (the wiring as tree, dot, JSON) and
-:mod:`~wireframe.cli.progress` (progress bars for directive runs).
+:mod:`~wireframe.cli.graph` (the wiring as tree, dot, JSON),
+:mod:`~wireframe.cli.workers` (the service ``wireframe worker`` runs) and
+:mod:`~wireframe.cli.progress` (bars for the progress of directive runs).
 Nothing in the package imports this one.
 """
 

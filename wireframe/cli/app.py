@@ -28,6 +28,7 @@ from wireframe.cli.graph import plan_dot, plan_json, plan_tree
 from wireframe.cli.render import (
     dead_letters_json,
     dead_letters_table,
+    hide_urls,
     problems_json,
     problems_table,
     queue_stats_json,
@@ -222,7 +223,11 @@ def _serve(
         _show_problems(outcome.problems, as_json=as_json)
     elif outcome.report is not None:
         if as_json:
-            _print_json(report_json(outcome.report, exit_code=outcome.exit_code))
+            _print_json(
+                report_json(
+                    outcome.report, exit_code=outcome.exit_code, wall_offset=outcome.wall_offset
+                )
+            )
         else:
             _stdout().print(report_table(outcome.report, exit_code=outcome.exit_code))
     elif outcome.message:
@@ -312,7 +317,8 @@ def worker(
         typer.Option(
             "--import",
             "-i",
-            help="Module (package.module or path/to/file.py) defining operations; repeatable.",
+            help="Module (package.module or path/to/file.py) defining operations, and the "
+            "layers giving their resources in WIREFRAME_WORKER_LAYERS; repeatable.",
             show_default=False,
         ),
     ],
@@ -328,26 +334,42 @@ def worker(
     as_json: JsonOpt = False,
     plain: PlainOpt = False,
 ) -> None:
-    """Run a worker service: the worker loop on each queue, under the live status view."""
-    from wireframe import jobs
+    """Run a worker service: the worker loop on each queue, under the live status view.
 
+    An imported module may list wiring layers in ``WIREFRAME_WORKER_LAYERS``: they
+    run in the worker service, and the resources they give reach the operations
+    that take them.
+    """
+    from wireframe import jobs
+    from wireframe.cli.workers import declared_layers, missing_resources, worker_builder
+
+    layers: list[wf.WiringLayer[Any, Any]] = []
     for name in imports:
         try:
-            import_module(name)
+            layers += declared_layers(import_module(name))
         except TargetError as exc:
             raise _fail(f"--import {name}: {exc}") from None
     shown = mask_password(broker)
-    builder = wf.ServiceBuilder(
-        graceful_shutdown_timeout=30.0 if graceful_timeout is None else graceful_timeout
-    )
-    for queue in queues or ["default"]:
-        builder.add_layer(jobs.WorkerLayer(broker, concurrency=concurrency, queue=queue))
+    try:
+        builder, resources = worker_builder(
+            broker,
+            layers,
+            queues=queues or ["default"],
+            concurrency=concurrency,
+            graceful_shutdown_timeout=30.0 if graceful_timeout is None else graceful_timeout,
+        )
+    except wf.WiringError as exc:
+        _show_problems(exc.problems, as_json=as_json)
+        raise typer.Exit(EXIT_WIRING) from None
     operations = sorted(jobs.registered_operations())
     _stderr().print(
         f"worker on {shown}: {len(operations)} operation(s) registered"
-        + (f" ({', '.join(operations)})" if operations else ""),
+        + (f" ({', '.join(operations)})" if operations else "")
+        + (f"; resources: {', '.join(t.__qualname__ for t in resources)}" if resources else ""),
         markup=False,
     )
+    for line in missing_resources(resources):
+        _stderr().print(f"warning: {line}", markup=False)
     _serve(
         Target(f"worker {shown}", builder=builder),
         graceful_timeout=graceful_timeout,
@@ -367,7 +389,7 @@ def _with_broker(url: str, fn: Callable[[Any], Awaitable[T]]) -> T:
     try:
         return trio.run(go)
     except (jobs.BrokerError, OSError) as exc:
-        raise _fail(f"broker {mask_password(url)}: {exc}", 1) from None
+        raise _fail(f"broker {mask_password(url)}: {hide_urls(str(exc), [url])}", 1) from None
 
 
 @jobs_app.command("stats")

@@ -1,28 +1,29 @@
-"""A progress bar for directive runs: completed/total jobs, rate and ETA, fed by a callback.
+"""Progress bars for directive runs: the rich side of :mod:`wireframe.jobs.progress`.
 
-:class:`JobProgress` is a rich progress bar whose :meth:`JobProgress.update`
-(``completed, total``) is the callback a directive run — or anything counting
-jobs — feeds. :func:`track` feeds one from a :class:`~wireframe.jobs.Runtime`'s
-counters instead, so any directive run shows progress without a hook::
+Code that runs directives reports progress through the job runtime's hook
+(``async with jobs.track(runtime, "primes"): ...``), which knows nothing of
+terminals. This module draws it:
 
-    async with progress.track(runtime, "squares"):
-        squares = await jobs.from_iter(xs).map(Square()).collect().run(runtime)
+* :class:`JobProgress` is one rich bar — description, completed/total, jobs per
+  second, elapsed time and ETA — fed by :meth:`JobProgress.update`. Entered as a
+  context manager it draws itself (no refresh thread: it redraws on updates, at
+  most ten times a second), for scripts.
+* :class:`ProgressBars` listens to every :class:`~wireframe.jobs.Progress` and
+  keeps one bar per progress that has not finished; :func:`hosted` installs one
+  for as long as a live view runs, and the view draws its bars under the task
+  table (a terminal has room for one live display).
 
-Outside ``wireframe run`` the bar draws itself (no refresh thread: it redraws
-on updates, at most ten times a second). Under ``wireframe run``'s live view,
-the view hosts the bars and draws them under its task table, since a terminal
-has room for one live display.
+A bar measures elapsed time and rate on the clock it is given (``get_time``):
+``wireframe run`` passes trio's, so a test on trio's ``MockClock`` sees them move.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
-from typing import TYPE_CHECKING
 
-import trio
 from rich.console import Console, Group, RenderableType
 from rich.progress import (
     BarColumn,
@@ -37,12 +38,10 @@ from rich.progress import (
 )
 from rich.text import Text
 
-if TYPE_CHECKING:
-    from wireframe.jobs.runtime import Runtime
+from wireframe.jobs.progress import Progress as JobsProgress
+from wireframe.jobs.progress import add_progress_listener
 
-__all__ = ["JobProgress", "hosted", "hosted_bars", "track"]
-
-_HOSTS: list[list[JobProgress]] = []  # a live view that draws the bars; the innermost wins
+__all__ = ["JobProgress", "ProgressBars", "hosted"]
 
 
 class _RateColumn(ProgressColumn):
@@ -56,8 +55,9 @@ class _RateColumn(ProgressColumn):
 class JobProgress:
     """One bar: ``description``, completed/total jobs, jobs per second, elapsed and ETA.
 
-    Use as a context manager; feed it with :meth:`update` or :meth:`advance`.
-    ``total`` may be unknown (``None``) at first and grow later.
+    Feed it with :meth:`update` or :meth:`advance`; ``total`` may be unknown
+    (``None``) at first and grow later. As a context manager it draws itself on
+    ``console``; a :class:`ProgressBars` host renders it instead.
     """
 
     def __init__(
@@ -67,6 +67,7 @@ class JobProgress:
         *,
         console: Console | None = None,
         max_refresh_per_second: float = 10.0,
+        get_time: Callable[[], float] | None = None,
     ) -> None:
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -79,6 +80,7 @@ class JobProgress:
             console=console,
             auto_refresh=False,
             transient=False,
+            get_time=get_time,
         )
         self.task: TaskID = self.progress.add_task(description, total=total)
         self._own_display = False
@@ -98,17 +100,27 @@ class JobProgress:
 
     def update(self, completed: int, total: int | None = None) -> None:
         """The progress callback: ``completed`` jobs so far, of ``total`` (if known)."""
+        task = self.progress.tasks[0]
         if total is not None:
             # set directly: rich's update(total=...) resets the speed samples on every change,
             # and a directive's total grows while it feeds
-            self.progress.tasks[0].total = float(total)
+            task.total = float(total)
         self.progress.update(self.task, completed=completed)
+        self._unfinish(task)
         self._draw()
 
     def advance(self, n: int = 1) -> None:
         """``n`` more jobs completed."""
         self.progress.advance(self.task, n)
         self._draw()
+
+    @staticmethod
+    def _unfinish(task: Task) -> None:
+        # rich marks a task finished, for good, the first time completed reaches total; with a
+        # total that grows (or starts at 0) that froze elapsed and ETA at 0:00:00
+        if task.total is not None and task.completed < task.total:
+            task.finished_time = None
+            task.finished_speed = None
 
     def __rich__(self) -> RenderableType:
         return self.progress.get_renderable()
@@ -122,11 +134,8 @@ class JobProgress:
             self.progress.refresh()
 
     def __enter__(self) -> JobProgress:
-        if _HOSTS:
-            _HOSTS[-1].append(self)
-        else:
-            self._own_display = True
-            self.progress.start()
+        self._own_display = True
+        self.progress.start()
         return self
 
     def __exit__(
@@ -135,72 +144,51 @@ class JobProgress:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for host in _HOSTS:
-            if self in host:
-                host.remove(self)
         if self._own_display:
             self._draw(force=True)
             self.progress.stop()
             self._own_display = False
 
 
-@contextmanager
-def hosted() -> Iterator[list[JobProgress]]:
-    """While inside, new bars are drawn by the caller (a live view) instead of by themselves.
+class ProgressBars:
+    """A :mod:`wireframe.jobs.progress` listener keeping one bar per running progress.
 
-    Yields the list of active bars; :func:`hosted_bars` renders them.
+    Call it with a progress (that is what a listener is); :meth:`renderables`
+    gives the bars to draw, in the order their progresses started. A finished
+    progress's bar goes away.
     """
-    bars: list[JobProgress] = []
-    _HOSTS.append(bars)
+
+    def __init__(self, *, get_time: Callable[[], float] | None = None) -> None:
+        self.get_time = get_time
+        self.bars: dict[JobsProgress, JobProgress] = {}
+
+    def __call__(self, progress: JobsProgress) -> None:
+        if progress.finished:
+            self.bars.pop(progress, None)
+            return
+        bar = self.bars.get(progress)
+        if bar is None:
+            bar = JobProgress(progress.description, progress.total, get_time=self.get_time)
+            self.bars[progress] = bar
+        bar.update(progress.completed, progress.total)
+
+    def renderables(self) -> list[RenderableType]:
+        """The bars as renderables (an empty list when no progress runs)."""
+        if not self.bars:
+            return []
+        return [Group(*(bar.progress.get_renderable() for bar in self.bars.values()))]
+
+
+@contextmanager
+def hosted(*, get_time: Callable[[], float] | None = None) -> Iterator[ProgressBars]:
+    """While inside, every :class:`~wireframe.jobs.Progress` gets a bar in the yielded host.
+
+    A live view draws ``host.renderables()``; ``get_time`` is the bars' clock
+    (default: the monotonic clock).
+    """
+    bars = ProgressBars(get_time=get_time)
+    remove = add_progress_listener(bars)
     try:
         yield bars
     finally:
-        _HOSTS.remove(bars)
-
-
-def hosted_bars(bars: list[JobProgress]) -> list[RenderableType]:
-    """The bars a live view hosts, as renderables (empty when none is active)."""
-    return [Group(*(bar.progress.get_renderable() for bar in bars))] if bars else []
-
-
-@asynccontextmanager
-async def track(
-    runtime: Runtime,
-    description: str = "jobs",
-    total: int | None = None,
-    *,
-    interval: float = 0.1,
-    console: Console | None = None,
-) -> AsyncIterator[JobProgress]:
-    """A bar following ``runtime``'s results from now on, polled every ``interval`` seconds.
-
-    ``total`` defaults to the jobs the runtime has sent since the block began
-    (it grows as a directive feeds; a fold's combine jobs count too).
-    """
-    counters = runtime.counters
-    base_sent, base_done = counters.jobs_sent, counters.results
-
-    def read() -> tuple[int, int]:
-        done = counters.results - base_done
-        sent = counters.jobs_sent - base_sent
-        return done, total if total is not None else max(sent, done)
-
-    with JobProgress(description, total, console=console) as bar:
-
-        async def follow() -> None:
-            while True:
-                bar.update(*read())
-                await trio.sleep(interval)
-
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(follow)
-                try:
-                    yield bar
-                finally:
-                    nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as group:  # the block's own error, not wrapped in a group
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
-            raise
-        bar.update(*read())
+        remove()

@@ -16,7 +16,8 @@ import trio
 
 import wireframe as wf
 from wireframe.cli.live import QueueView
-from wireframe.jobs.broker import mask_password, open_broker
+from wireframe.cli.render import hide_urls
+from wireframe.jobs.broker import open_broker
 
 __all__ = ["QueueWatch", "broker_urls"]
 
@@ -55,7 +56,7 @@ class QueueWatch:
                         self._record(stats)
                         await trio.sleep(self.interval)
             except Exception as exc:
-                detail = mask_password(str(exc)) or type(exc).__name__
+                detail = hide_urls(str(exc), [self.url]) or type(exc).__name__
                 self.view = QueueView(
                     self.url,
                     self.view.stats,

@@ -8,15 +8,17 @@ through one cattrs converter (enums become their values).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
+import attrs
 import cattrs
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 import wireframe as wf
-from wireframe.jobs.broker import DeadLetter, QueueStats
+from wireframe.jobs.broker import DeadLetter, QueueStats, mask_password
 
 __all__ = [
     "STATE_STYLES",
@@ -24,6 +26,9 @@ __all__ = [
     "dead_letters_json",
     "dead_letters_table",
     "duration",
+    "hide_urls",
+    "hide_urls_in_problems",
+    "hide_urls_in_report",
     "last_line",
     "problems_json",
     "problems_table",
@@ -32,6 +37,7 @@ __all__ = [
     "report_json",
     "report_table",
     "state_text",
+    "wall_time",
 ]
 
 #: The colour of each task state, shared by the live view and the final report.
@@ -66,6 +72,55 @@ def duration(seconds: float | None) -> str:
         return f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m"
+
+
+def hide_urls(text: str, urls: Sequence[str]) -> str:
+    """``text`` with each of ``urls`` (as written or as a repr quotes it) shown masked.
+
+    The brokers quote URLs masked; this is the CLI's second line of defence for any
+    message that quotes the URL the user gave as it was written.
+    """
+    for url in urls:
+        masked = mask_password(url)
+        if masked == url:
+            continue
+        text = text.replace(url, masked)
+        quoted = repr(url)[1:-1]
+        if quoted != url:
+            text = text.replace(quoted, repr(masked)[1:-1])
+    return text
+
+
+def _hide_in_error(error: wf.ErrorInfo | None, urls: Sequence[str]) -> wf.ErrorInfo | None:
+    if error is None or not urls:
+        return error
+    return attrs.evolve(
+        error, message=hide_urls(error.message, urls), traceback=hide_urls(error.traceback, urls)
+    )
+
+
+def hide_urls_in_problems(
+    problems: Sequence[wf.WiringProblem], urls: Sequence[str]
+) -> tuple[wf.WiringProblem, ...]:
+    """Wiring problems with :func:`hide_urls` applied to their messages and errors."""
+    return tuple(
+        attrs.evolve(p, message=hide_urls(p.message, urls), error=_hide_in_error(p.error, urls))
+        for p in problems
+    )
+
+
+def hide_urls_in_report(report: wf.ServiceReport, urls: Sequence[str]) -> wf.ServiceReport:
+    """A report with :func:`hide_urls` applied to every task's and shutdown step's error."""
+    return attrs.evolve(
+        report,
+        tasks={
+            key: attrs.evolve(t, error=_hide_in_error(t.error, urls))
+            for key, t in report.tasks.items()
+        },
+        shutdown=tuple(
+            attrs.evolve(h, error=_hide_in_error(h.error, urls)) for h in report.shutdown
+        ),
+    )
 
 
 def last_line(error: wf.ErrorInfo | None) -> str:
@@ -117,13 +172,40 @@ def report_table(report: wf.ServiceReport, *, exit_code: int) -> RenderableType:
     return Group(*parts)
 
 
-def report_json(report: wf.ServiceReport, *, exit_code: int) -> dict[str, Any]:
-    """The report as a JSON-ready dict, plus ``ok``, ``exit_code`` and ``failures``."""
+def wall_time(reading: float | None, wall_offset: float) -> str | None:
+    """A clock reading as an ISO 8601 wall-clock time in UTC, with its offset
+    (``2025-06-01T12:00:00.250+00:00``); ``wall_offset`` is wall seconds minus clock seconds."""
+    if reading is None:
+        return None
+    moment = datetime.fromtimestamp(reading + wall_offset, tz=UTC)
+    return moment.isoformat(timespec="milliseconds")
+
+
+def report_json(report: wf.ServiceReport, *, exit_code: int, wall_offset: float) -> dict[str, Any]:
+    """The report as a JSON-ready dict, plus ``ok``, ``exit_code`` and ``failures``.
+
+    A report's times are readings of trio's clock, which means nothing outside the
+    run: here ``started_at`` and ``ended_at`` (of the service and of each task) are
+    wall-clock ISO 8601 times in UTC, mapped with ``wall_offset`` (see
+    :func:`wall_time`), and ``seconds`` is each one's duration, measured on the
+    report's own clock (so a wall-clock step during the run does not skew it).
+    """
     data: dict[str, Any] = converter.unstructure(report)
+    data["started_at"] = wall_time(report.started_at, wall_offset)
+    data["ended_at"] = wall_time(report.ended_at, wall_offset)
+    data["seconds"] = _span(report.started_at, report.ended_at)
+    for task, out in zip(report.tasks.values(), data["tasks"].values(), strict=True):
+        out["started_at"] = wall_time(task.started_at, wall_offset)
+        out["ended_at"] = wall_time(task.ended_at, wall_offset)
+        out["seconds"] = _task_duration(task, report.ended_at)
     data["ok"] = exit_code == 0
     data["exit_code"] = exit_code
     data["failures"] = report.failures
     return data
+
+
+def _span(start: float | None, end: float | None) -> float | None:
+    return None if start is None or end is None else max(end - start, 0.0)
 
 
 def problems_table(problems: Sequence[wf.WiringProblem]) -> RenderableType:

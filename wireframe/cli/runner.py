@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 import attrs
@@ -23,6 +24,7 @@ import wireframe as wf
 from wireframe.cli import progress
 from wireframe.cli.live import plain_line, render_status, snapshot
 from wireframe.cli.queues import QueueWatch
+from wireframe.cli.render import hide_urls, hide_urls_in_problems, hide_urls_in_report
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_WIRING", "Outcome", "run_with_view"]
 
@@ -39,6 +41,8 @@ class Outcome:
     report: wf.ServiceReport | None = None
     problems: tuple[wf.WiringProblem, ...] = ()
     message: str | None = None
+    #: Wall-clock seconds minus trio-clock seconds: turns the report's times into wall times.
+    wall_offset: float = 0.0
 
 
 async def _watch_signals(
@@ -88,8 +92,10 @@ async def run_with_view(
     """Run ``service`` showing a live table (``live``) or one line per state change.
 
     ``queue_urls`` are brokers whose per-queue counts the view polls. Signals
-    are handled only on the main thread. The caller prints the outcome.
+    are handled only on the main thread. The caller prints the outcome, in which
+    any message quoting one of ``queue_urls`` as written shows it masked.
     """
+    wall_offset = time.time() - trio.current_time()
     stop_requests = 0
     changed = trio.Event()
     wired = trio.Event()
@@ -127,7 +133,7 @@ async def run_with_view(
 
     service.add_listener(on_change)
     outcome: Outcome | None = None
-    with progress.hosted() as bars, _display(console, live) as display:
+    with progress.hosted(get_time=trio.current_time) as bars, _display(console, live) as display:
 
         def draw() -> None:
             if display is not None:
@@ -139,7 +145,7 @@ async def run_with_view(
                             now=trio.current_time(),
                             stop_requests=stop_requests,
                             queues=[w.view for w in watches],
-                            extra=progress.hosted_bars(bars),
+                            extra=bars.renderables(),
                         )
                     ),
                     refresh=True,
@@ -171,4 +177,14 @@ async def run_with_view(
                 nursery.cancel_scope.cancel()
         draw()
     assert outcome is not None
-    return outcome
+    return attrs.evolve(_hide_urls(outcome, queue_urls), wall_offset=wall_offset)
+
+
+def _hide_urls(outcome: Outcome, urls: Sequence[str]) -> Outcome:
+    """The outcome with the brokers' URLs masked wherever a message quotes one as written."""
+    return attrs.evolve(
+        outcome,
+        report=None if outcome.report is None else hide_urls_in_report(outcome.report, urls),
+        problems=hide_urls_in_problems(outcome.problems, urls),
+        message=None if outcome.message is None else hide_urls(outcome.message, urls),
+    )

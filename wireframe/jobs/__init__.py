@@ -27,6 +27,7 @@ from wireframe.jobs.broker import (
     QueueStats,
     Reply,
     WorkerInfo,
+    mask_password,
     open_broker,
     parse_broker_url,
 )
@@ -68,6 +69,7 @@ from wireframe.jobs.layers import (
     WorkerTask,
 )
 from wireframe.jobs.operations import Monoid, Operation, lookup_operation, registered_operations
+from wireframe.jobs.progress import Progress, ProgressListener, add_progress_listener, track
 from wireframe.jobs.retry import RetryPolicy
 from wireframe.jobs.runtime import DEFAULT_URL, Run, Runtime, RuntimeCounters, RuntimeStats, connect
 from wireframe.jobs.worker import Worker, WorkerCounters
@@ -104,6 +106,8 @@ __all__ = [
     "Monoid",
     "Operation",
     "OperationError",
+    "Progress",
+    "ProgressListener",
     "QueueStats",
     "RemoteError",
     "Reply",
@@ -126,11 +130,14 @@ __all__ = [
     "WorkerLayer",
     "WorkerOutput",
     "WorkerTask",
+    "add_progress_listener",
     "connect",
     "from_iter",
     "literal",
     "lookup_operation",
+    "mask_password",
     "open_broker",
     "parse_broker_url",
     "registered_operations",
+    "track",
 ]

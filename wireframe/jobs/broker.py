@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
@@ -453,26 +454,62 @@ class BrokerURL:
         return mask_password(self.raw)
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def mask_password(url: str) -> str:
     """``url`` with the password of its ``user:password@`` part replaced by ``***``.
 
     Works on the text as written (a percent-encoded password is masked too), and
-    on malformed URLs, so that error messages can quote a URL safely.
+    on malformed URLs, so that error messages can quote a URL safely. A
+    password written without percent-encoding may hold ``/``, ``?``, ``#``,
+    ``@`` or ``:``: everything from the first ``:`` of the user part to the
+    *last* ``@`` is hidden, so when an ``@`` also appears in a path or an
+    option, more is hidden than the password — never less.
     """
-    head, sep, rest = url.partition("://")
-    if not sep:
+    span = _password_span(url)
+    if span is None:
         return url
-    end = len(rest)
-    for stop in "/?#":
-        found = rest.find(stop)
-        if found != -1:
-            end = min(end, found)
-    netloc = rest[:end]
-    userinfo, at, host = netloc.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    user = userinfo.split(":", 1)[0]
-    return f"{head}://{user}:***@{host}{rest[end:]}"
+    start, end = span
+    return f"{url[:start]}***{url[end:]}"
+
+
+def _password_span(url: str) -> tuple[int, int] | None:
+    """Where ``url`` may hold a password: ``url[start:end]``, or None when it cannot.
+
+    The password starts after the first ``:`` that follows ``scheme://`` (or, in
+    a malformed URL without it, the first ``:`` of all) and ends at the last
+    ``@``: cutting the host part off first, at the first ``/?#``, would leave
+    the tail of a password that holds one of them in plain sight.
+    """
+    scheme = _SCHEME.match(url)
+    colon = url.find(":", scheme.end() if scheme else 0)
+    at = url.rfind("@")
+    if colon == -1 or at < colon:
+        return None
+    return colon + 1, at
+
+
+def _check_password_is_encoded(url: str, shown: str, rest: int) -> None:
+    """Refuse a URL whose password is written with a ``/``, ``?`` or ``#`` in it.
+
+    The URL grammar ends the host part at the first ``/?#``, so such a password
+    would be read as part of the host, path, options or fragment (and quoted in
+    their error messages); an ``@`` after that point is the tell. Raised before
+    anything else is parsed, so no message can quote a piece of the password.
+    ``rest`` is where the text after ``scheme://`` begins.
+    """
+    span = _password_span(url)
+    if span is None:
+        return
+    ends = [i for i in (url.find(c, rest) for c in "/?#") if i != -1]
+    if ends and span[1] > min(ends):
+        raise BrokerURLError(
+            f"broker URL {shown!r} is ambiguous: an '@' comes after a '/', '?' or '#', so "
+            "where its password ends cannot be told; percent-encode the password (for "
+            "example with urllib.parse.quote(password, safe='')), and write an '@' in a "
+            "path or option value as %40"
+        )
 
 
 def parse_broker_url(
@@ -492,12 +529,23 @@ def parse_broker_url(
             "for example sqlite:///jobs.db, redis://127.0.0.1:6379/0 or memory://"
         )
     shown = mask_password(url)
+    scheme = _SCHEME.match(url)
+    if scheme is None:
+        raise BrokerURLError(
+            f"broker URL {shown!r} is malformed: it has no valid scheme (it must start with "
+            "a scheme and ://, like redis://)"
+        )
+    _check_password_is_encoded(url, shown, scheme.end())
     try:
         parts = urlsplit(url)
     except ValueError as exc:
-        raise BrokerURLError(f"broker URL {shown!r} is malformed: {exc}") from None
-    if not parts.scheme:
-        raise BrokerURLError(f"broker URL {shown!r} is malformed: it has no valid scheme")
+        if _password_span(url) is None:
+            raise BrokerURLError(f"broker URL {shown!r} is malformed: {exc}") from None
+        # the parser's message quotes the host part, which here may hold a piece of the password
+        raise BrokerURLError(
+            f"broker URL {shown!r} is malformed: its host part cannot be read; if the "
+            "password holds '[', ']' or characters outside ASCII, percent-encode it"
+        ) from None
     if parts.fragment:
         raise BrokerURLError(
             f"broker URL {shown!r} has a fragment '#{parts.fragment}'; options go in the query"

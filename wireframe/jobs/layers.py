@@ -24,7 +24,7 @@ import attrs
 import trio
 
 import wireframe as wf
-from wireframe.jobs.broker import Broker, BrokerUnavailable, open_broker
+from wireframe.jobs.broker import Broker, BrokerUnavailable, mask_password, open_broker
 from wireframe.jobs.cache import ResultCache
 from wireframe.jobs.runtime import DEFAULT_URL, Runtime, emulated_workers
 from wireframe.jobs.worker import Worker
@@ -107,6 +107,11 @@ class WorkerOutput:
     broker_ready: BrokerReachable
 
 
+def _masked_url(url: str | None) -> str:
+    """A layer's ``url`` as its repr shows it: with any password masked."""
+    return repr(None if url is None else mask_password(url))
+
+
 def _field_name(typ: type, taken: set[str]) -> str:
     base = re.sub(r"(?<!^)(?=[A-Z])", "_", typ.__name__).lower() or "resource"
     name, n = base, 2
@@ -135,7 +140,7 @@ class JobRuntimeLayer(wf.WiringLayer[None, JobRuntimeOutput]):
     """Gives the ``Runtime`` resource on the broker ``url`` (and emulated workers for
     ``memory://...?workers=N``, which take ``resources``)."""
 
-    url: str | None = None
+    url: str | None = attrs.field(default=None, repr=_masked_url)
     queue: str = "default"
     max_in_flight: int = 1024
     cache: ResultCache | None = None
@@ -182,7 +187,7 @@ class WorkerLayer(wf.WiringLayer[None, WorkerOutput]):
     worker hands to operations asking for them by type.
     """
 
-    url: str | None = None
+    url: str | None = attrs.field(default=None, repr=_masked_url)
     concurrency: int = 16
     queue: str = "default"
     resources: tuple[type, ...] = ()

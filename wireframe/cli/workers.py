@@ -1,0 +1,108 @@
+"""The service ``wireframe worker`` runs: worker loops, and the layers the imported modules declare.
+
+An operation takes worker-side resources by type (a keyword-only parameter
+of ``execute`` annotated with the resource class). In a service of your own,
+``jobs.WorkerLayer(url, resources=(Database,))`` takes them from other layers.
+For ``wireframe worker --import MODULE``, the module declares those layers::
+
+    WIREFRAME_WORKER_LAYERS: list[wf.WiringLayer[Any, Any]] = [DatabaseLayer()]
+
+Every layer listed there is added to the worker service (its tasks run and its
+lifetime closes at shutdown, like any layer), and every resource class those
+layers give is handed to the operations that ask for it. An operation asking
+for a resource that no listed layer gives is named at start: its jobs would
+fail on this worker.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+import wireframe as wf
+from wireframe.cli.target import TargetError
+from wireframe.jobs.errors import OperationError
+from wireframe.jobs.layers import WorkerLayer
+from wireframe.jobs.operations import registered_operations, spec_of
+
+__all__ = ["WORKER_LAYERS", "declared_layers", "missing_resources", "worker_builder"]
+
+#: The module attribute ``wireframe worker`` reads: a list of wiring layers.
+WORKER_LAYERS = "WIREFRAME_WORKER_LAYERS"
+
+
+def declared_layers(module: ModuleType) -> list[wf.WiringLayer[Any, Any]]:
+    """The layers ``module`` lists in ``WIREFRAME_WORKER_LAYERS`` (none when it has none).
+
+    Raises :class:`TargetError` naming the module and the item when the value is
+    not a list (or tuple) of wiring layer instances.
+    """
+    value = getattr(module, WORKER_LAYERS, None)
+    where = f"{module.__name__}.{WORKER_LAYERS}"
+    if value is None:
+        return []
+    if not isinstance(value, list | tuple):
+        raise TargetError(
+            f"{where} must be a list of wiring layers (instances), not a {type(value).__name__}"
+        )
+    for i, item in enumerate(value):
+        if not isinstance(item, wf.WiringLayer):
+            hint = ""
+            if isinstance(item, type):
+                hint = f" (a class: write {item.__name__}(), not {item.__name__})"
+            raise TargetError(f"{where}[{i}] is a {type(item).__name__}, not a wiring layer{hint}")
+    return list(value)
+
+
+def _given_classes(plan: wf.WiringPlan) -> tuple[type, ...]:
+    """The resource classes the plan's layers give (not the service's own, not ``Unique[...]``:
+    an operation asks for a class, and a unique resource has one taker)."""
+    return tuple(
+        tp
+        for tp in plan.providers
+        if isinstance(tp, type) and not typing.get_args(tp) and tp is not wf.ServiceStatus
+    )
+
+
+def worker_builder(
+    broker: str,
+    layers: Sequence[wf.WiringLayer[Any, Any]],
+    *,
+    queues: Sequence[str],
+    concurrency: int,
+    graceful_shutdown_timeout: float,
+) -> tuple[wf.ServiceBuilder, tuple[type, ...]]:
+    """The worker service: ``layers``, then one worker loop per queue taking what they give.
+
+    Returns the builder and the resource classes the workers hand to operations.
+    Raises :class:`~wireframe.WiringError` when ``layers`` cannot be wired together.
+    """
+    resources = _given_classes(wf.plan_wiring(list(layers)))
+    builder = wf.ServiceBuilder(graceful_shutdown_timeout=graceful_shutdown_timeout)
+    for layer in layers:
+        builder.add_layer(layer)
+    for queue in queues:
+        builder.add_layer(
+            WorkerLayer(broker, concurrency=concurrency, queue=queue, resources=resources)
+        )
+    return builder, resources
+
+
+def missing_resources(resources: Sequence[type]) -> list[str]:
+    """One line per registered operation asking for a resource none of ``resources`` is."""
+    lines = []
+    for name, cls in sorted(registered_operations().items()):
+        try:
+            spec = spec_of(cls)
+        except OperationError as exc:  # its jobs fail with this error; the others run
+            lines.append(f"operation {name!r} cannot run on this worker: {exc}")
+            continue
+        for keyword, wanted in spec.resources:
+            if not any(issubclass(have, wanted) for have in resources):
+                lines.append(
+                    f"operation {name!r} takes {keyword}: {wanted.__qualname__}, which no layer "
+                    f"in an imported module's {WORKER_LAYERS} gives: its jobs fail on this worker"
+                )
+    return lines
