@@ -12,7 +12,7 @@ from clikit import run_wireframe
 from typer.testing import CliRunner
 
 from wireframe.cli import app
-from wireframe.jobs.broker import Message, open_broker
+from wireframe.jobs.broker import Message, WorkerInfo, open_broker
 
 runner = CliRunner()
 
@@ -50,6 +50,19 @@ def test_stats_table_and_json(sqlite_url: str) -> None:
     table = runner.invoke(app, ["jobs", "stats", "--broker", sqlite_url])
     assert table.exit_code == 0
     assert "default" in table.stdout and "emails" in table.stdout
+    assert "workers" in table.stdout
+
+
+def test_stats_counts_the_live_workers_of_each_queue(sqlite_url: str) -> None:
+    async def announce() -> None:
+        async with open_broker(sqlite_url) as broker:
+            for n, queue in enumerate(["default", "default", "emails", "reports"]):
+                info = WorkerInfo(f"w{n}", queue, 4, "host", 100 + n, started_at=0.0)
+                await broker.heartbeat(info, 60.0)
+
+    trio.run(announce)
+    workers = {queue: counts["workers"] for queue, counts in _stats(sqlite_url).items()}
+    assert workers == {"default": 2, "emails": 1, "reports": 1}
 
 
 def test_dead_lists_reasons_then_retry_requeues_and_purge_clears(sqlite_url: str) -> None:

@@ -94,6 +94,18 @@ def test_wide_view_shows_tasks_states_errors_queues_and_the_barrier() -> None:
     assert "Ctrl-C to stop gracefully (30 s grace period)" in text
 
 
+def test_a_queue_with_work_and_no_live_worker_is_called_out() -> None:
+    text = render(SNAPSHOTS["running"], 200)
+    assert "no live worker consumes queue 'default' (12 queued)" in text
+    assert "wireframe worker --broker redis://:***@127.0.0.1:6379/0 --import MODULE" in text
+    assert "'emails'" not in text, "a queue with nothing queued needs no worker"
+    assert "secret" not in text
+    served = QueueView(QUEUES.url, (QueueStats("default", 12, 4, 1500, 2, workers=3),), polled=True)
+    text = render(Snapshot("svc", "running", _report(), 1.0, True, 30.0, queues=(served,)), 200)
+    assert "no live worker" not in text
+    assert " 3 " in text  # the workers column
+
+
 def test_closed_barrier_and_the_stop_countdown() -> None:
     assert "barrier closed: 0 precondition(s) pending" in render(SNAPSHOTS["barrier"], 200)
     stopping = render(SNAPSHOTS["stopping"], 200)

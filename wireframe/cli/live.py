@@ -18,7 +18,14 @@ from rich.table import Table
 from rich.text import Text
 
 import wireframe as wf
-from wireframe.cli.render import STATE_STYLES, duration, last_line, queue_stats_table, state_text
+from wireframe.cli.render import (
+    STATE_STYLES,
+    duration,
+    last_line,
+    queue_stats_table,
+    state_text,
+    unserved,
+)
 from wireframe.jobs.broker import QueueStats
 
 __all__ = ["QueueView", "Snapshot", "plain_line", "render_status", "snapshot"]
@@ -174,7 +181,19 @@ def _queues(view: QueueView) -> RenderableType:
         return Text(f"{title}: {view.error}", style="yellow")
     if not view.polled:
         return Text(f"{title}: polling…", style="dim")
-    return queue_stats_table(view.stats, dict(view.rates), title=title)
+    table = queue_stats_table(view.stats, dict(view.rates), title=title)
+    idle = [q for q in view.stats if unserved(q)]
+    if not idle:
+        return table
+    warnings = [
+        Text(
+            f"no live worker consumes queue {q.queue!r} ({q.queued} queued): start one with "
+            f"wireframe worker --broker {mask_password(view.url)} --import MODULE",
+            style="yellow",
+        )
+        for q in idle
+    ]
+    return Group(table, *warnings)
 
 
 def render_status(snap: Snapshot) -> RenderableType:

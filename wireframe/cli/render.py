@@ -232,10 +232,11 @@ def problems_json(problems: Sequence[wf.WiringProblem]) -> list[dict[str, Any]]:
 def queue_stats_table(
     stats: Sequence[QueueStats], rates: dict[str, float] | None = None, *, title: str = "queues"
 ) -> Table:
-    """Per-queue counts (queued, running, done, dead) and, if given, the done-per-second rate."""
+    """Per-queue counts (queued, running, done, dead), live workers and, if given, the
+    done-per-second rate. A queue with work and no live worker shows its 0 in yellow."""
     table = Table(title=title, title_justify="left")
     table.add_column("queue", no_wrap=True)
-    for column in ("queued", "running", "done", "dead"):
+    for column in ("queued", "running", "done", "dead", "workers"):
         table.add_column(column, justify="right")
     if rates is not None:
         table.add_column("done/s", justify="right")
@@ -243,12 +244,18 @@ def queue_stats_table(
         # Text, not str: a queue name is data, never rich markup ("[x]" stays "[x]")
         row: list[RenderableType] = [Text(q.queue), str(q.queued), str(q.running), str(q.done)]
         row.append(Text(str(q.dead), style="red" if q.dead else ""))
+        row.append(Text(str(q.workers), style="yellow" if unserved(q) else ""))
         if rates is not None:
             row.append(f"{rates.get(q.queue, 0.0):.1f}")
         table.add_row(*row)
     if not stats:
-        table.add_row("(no queues)", "", "", "", "", *([""] if rates is not None else []))
+        table.add_row("(no queues)", "", "", "", "", "", *([""] if rates is not None else []))
     return table
+
+
+def unserved(q: QueueStats) -> bool:
+    """Whether ``q`` has work waiting and no live worker to do it."""
+    return q.workers == 0 and q.queued > 0
 
 
 def queue_stats_json(stats: Sequence[QueueStats]) -> list[dict[str, Any]]:
