@@ -260,3 +260,11 @@ def test_no_part_of_a_password_is_ever_shown(
         with pytest.raises(BrokerURLError) as info:
             open_broker(url)
         _assert_hidden(password, str(info.value))
+
+
+def test_sqlite_url_errors_mask_the_password() -> None:
+    from wireframe.jobs.brokers.sqlite import parse_sqlite_url
+
+    with pytest.raises(BrokerURLError) as info:
+        parse_sqlite_url("sqlite://user:sEcRwOrD@host/x.db")
+    assert "sEcRwOrD" not in str(info.value) and ":***@" in str(info.value)

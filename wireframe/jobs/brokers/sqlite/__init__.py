@@ -54,7 +54,13 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Final
 
-from wireframe.jobs.broker import BrokerURL, BrokerURLError, parse_broker_url, seconds_option
+from wireframe.jobs.broker import (
+    BrokerURL,
+    BrokerURLError,
+    mask_password,
+    parse_broker_url,
+    seconds_option,
+)
 from wireframe.jobs.brokers.sqlite.broadcasts import BROADCAST_RETENTION
 from wireframe.jobs.brokers.sqlite.broker import Clock, SqliteBroker
 from wireframe.jobs.brokers.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
@@ -89,21 +95,21 @@ def parse_sqlite_url(url: str) -> BrokerURL:
     """Parse and check a ``sqlite://`` URL (path rules and options: see the module doc)."""
     parsed = parse_broker_url(url, _SQLITE_OPTIONS)
     if parsed.scheme != "sqlite":
-        raise BrokerURLError(f"broker URL {url!r} is not a sqlite:// URL")
+        raise BrokerURLError(f"broker URL {mask_password(url)!r} is not a sqlite:// URL")
     if parsed.host or parsed.port is not None or parsed.username or parsed.password:
         raise BrokerURLError(
-            f"broker URL {url!r}: a sqlite URL has no host; write sqlite:///relative/path.db "
+            f"broker URL {mask_password(url)!r}: a sqlite URL has no host; write sqlite:///relative/path.db "
             "(three slashes) or sqlite:////absolute/path.db (four slashes)"
         )
     path = parsed.path[1:] if parsed.path.startswith("/") else parsed.path
     if not path or path.endswith("/"):
         raise BrokerURLError(
-            f"broker URL {url!r} names no database file; write sqlite:///relative/path.db "
+            f"broker URL {mask_password(url)!r} names no database file; write sqlite:///relative/path.db "
             "or sqlite:////absolute/path.db"
         )
     if path == ":memory:":
         raise BrokerURLError(
-            f"broker URL {url!r}: in-memory SQLite is not supported (the broker's threads and "
+            f"broker URL {mask_password(url)!r}: in-memory SQLite is not supported (the broker's threads and "
             "worker processes could not share it and it would not survive a restart); "
             "use memory:// for an in-process broker or a file path"
         )
