@@ -318,3 +318,21 @@ async def test_too_many_deliveries_read_the_same_on_both_paths(redis_url: UrlFac
                 nursery.cancel_scope.cancel()
         reasons = [d.reason for d in await broker.dead_letters("q")]
         assert reasons == ["delivered 1 times without completing (max_deliveries=1)"] * 2
+
+
+async def test_purge_deletes_the_inboxes_a_dead_receiver_left(redis_url: UrlFactory) -> None:
+    """A receiver killed mid-wait leaves its inbox list; once its channel is dead, purge
+    deletes it (an inbox of a live or unmanaged channel stays)."""
+    async with redis_broker.open(redis_url()) as broker, raw(broker) as client:
+        left = {
+            name: f"{broker.prefix}c:{name}:inbox:gone-host:1:abcd:7"
+            for name in ("dead-run", "live-run", "mailbox")
+        }
+        for key in left.values():
+            await client.lpush(key, [b"a reply nobody took"])
+        await broker.open_channel("dead-run", 60)
+        await broker.open_channel("live-run", 60)
+        await broker.close_channel("dead-run")
+        assert await broker.purge() == 1
+        assert await client.exists([left["dead-run"]]) == 0
+        assert await client.exists([left["live-run"], left["mailbox"]]) == 2

@@ -80,9 +80,10 @@ redis.call('ZREM', KEYS[1], ARGV[1])
 return 1
 """
 
-#: KEYS: channels. ARGV: prefix, retention_ms. Deletes the replies of dead
-#: channels (returns how many) and the records of channels dead for longer
-#: than the retention.
+#: KEYS: channels, then receivers' inbox lists found by a scan. ARGV: prefix,
+#: retention_ms, then the channel of each inbox. Deletes the replies of dead
+#: channels and the inboxes of dead channels (returns how many replies) and the
+#: records of channels dead for longer than the retention.
 PURGE_CHANNELS = (
     PRELUDE
     + r"""
@@ -92,6 +93,13 @@ for _, c in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
   local key = ARGV[1] .. 'c:' .. c
   n = n + redis.call('LLEN', key)
   redis.call('DEL', key)
+end
+for k = 2, #KEYS do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[k + 1])
+  if score and tonumber(score) <= now then
+    n = n + redis.call('LLEN', KEYS[k])
+    redis.call('DEL', KEYS[k])
+  end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
 return n

@@ -984,10 +984,30 @@ class RedisBroker:
             n = await self._run("purge", self._purge, keys, [], resend=False)
             total += int(n)
         if queue is None:
-            keys = [self._channels_key()]
-            args: list[Arg] = [self.prefix, _ms(DEAD_CHANNEL_RETENTION)]
+            inboxes = await self._inboxes()
+            keys = [self._channels_key(), *inboxes]
+            args: list[Arg] = [self.prefix, _ms(DEAD_CHANNEL_RETENTION), *inboxes.values()]
             total += int(await self._run("purge", self._purge_channels, keys, args, resend=True))
         return total
+
+    async def _inboxes(self) -> dict[str, str]:
+        """Every receiver's inbox list in this prefix (a scan): key -> its channel.
+
+        A receiver deletes its own inboxes; those of a receiver that died stay
+        until ``purge`` finds their channel dead.
+        """
+        head = f"{self.prefix}c:"
+
+        async def scan() -> dict[str, str]:
+            found: dict[str, str] = {}
+            async for raw in self._client.scan_iter(match=f"{head}*:inbox:*", count=1000):
+                key = _text(raw)
+                channel, sep, _ = key.removeprefix(head).partition(":inbox:")
+                if sep:
+                    found[key] = channel
+            return found
+
+        return await self._call("purge", scan, resend=True)
 
 
 @attrs.define
