@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -70,6 +72,8 @@ def test_dead_lists_reasons_then_retry_requeues_and_purge_clears(sqlite_url: str
     assert dead.exit_code == 0, dead.output
     (letter,) = json.loads(dead.stdout)
     assert letter["queue"] == "default" and letter["deliveries"] == 1
+    died = datetime.fromisoformat(letter["died_at"])
+    assert died.utcoffset() == timedelta(0) and abs(died.timestamp() - time.time()) < 600
     assert letter["reason"] == "cannot decode: unknown operation 'nope'"
     assert letter["body_preview"].startswith("\\xffbody")
     table = runner.invoke(app, ["jobs", "dead", "--broker", sqlite_url, "--queue", "default"])

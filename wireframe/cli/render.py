@@ -294,7 +294,7 @@ def dead_letters_json(letters: Sequence[DeadLetter]) -> list[dict[str, Any]]:
             "reply_to": d.message.reply_to,
             "reason": d.reason,
             "deliveries": d.deliveries,
-            "died_at": d.died_at,
+            "died_at": wall_time(d.died_at, 0.0),  # ISO 8601 UTC, as `run --json` times
             "body_bytes": len(d.message.body),
             "body_preview": _body_preview(d.message.body),
         }
