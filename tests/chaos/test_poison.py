@@ -81,7 +81,8 @@ async def test_redis_poison_goes_to_the_dead_letters(tmp_path: Path) -> None:
                     await admin.xadd(ready, {b"i": no_b.encode(), b"r": b"", b"n": b"0"})
                     entry = {b"i": bad_n.encode(), b"b": b"junk", b"r": b"", b"n": b"many"}
                     await admin.xadd(ready, entry)
-                    await admin.zadd(delayed, {b"\xc1 not msgpack": 0})
+                    # one member per round: a sorted set would fold equal ones into one
+                    await admin.zadd(delayed, {b"\xc1 not msgpack %d" % round: 0})
                     return [no_b, bad_n]
 
                 values, dead, named, duplicates = await run_around_poison(scene, inject)
