@@ -36,7 +36,7 @@ from wireframe.jobs.codec import UnknownOperation
 from wireframe.jobs.directives import (
     Collect,
     Fold,
-    Literal,
+    LiteralValue,
     Map,
     MapItem,
     MapStream,
@@ -95,7 +95,7 @@ __all__ = [
     "JobRuntimeLayer",
     "JobRuntimeOutput",
     "JobsError",
-    "Literal",
+    "LiteralValue",
     "LockLost",
     "Map",
     "MapItem",

@@ -40,7 +40,7 @@ from wireframe.jobs.runtime import Run, Runtime
 __all__ = [
     "Collect",
     "Fold",
-    "Literal",
+    "LiteralValue",
     "Map",
     "MapItem",
     "MapStream",
@@ -515,8 +515,11 @@ class _FoldRun:
 
 
 @attrs.frozen
-class Literal(Generic[T]):
-    """One value to run a single operation on."""
+class LiteralValue(Generic[T]):
+    """One value to run a single operation on: what :func:`literal` gives.
+
+    (Not ``Literal``, which would shadow :data:`typing.Literal` where both are imported.)
+    """
 
     value: T
 
@@ -548,6 +551,6 @@ def from_iter(items: Iterable[T] | AsyncIterable[T]) -> Source[T]:
     return Source(items)
 
 
-def literal(value: T) -> Literal[T]:
+def literal(value: T) -> LiteralValue[T]:
     """A single value, for ``literal(x).then(op)``."""
-    return Literal(value)
+    return LiteralValue(value)
