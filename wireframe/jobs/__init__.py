@@ -32,7 +32,7 @@ from wireframe.jobs.broker import (
 )
 from wireframe.jobs.cache import ResultCache
 from wireframe.jobs.channel import ResultChannel
-from wireframe.jobs.codec import UnknownOperation
+from wireframe.jobs.codec import JobResult, UnknownOperation
 from wireframe.jobs.directives import (
     Collect,
     Fold,
@@ -58,7 +58,6 @@ from wireframe.jobs.errors import (
     Terminate,
     Transient,
 )
-from wireframe.jobs.jobs import Job, JobResult
 from wireframe.jobs.layers import (
     BrokerReachable,
     JobRuntimeLayer,
@@ -89,7 +88,6 @@ __all__ = [
     "Fatal",
     "Fold",
     "Ignore",
-    "Job",
     "JobFailed",
     "JobResult",
     "JobRuntimeLayer",

@@ -30,9 +30,8 @@ import attrs
 import trio
 
 from wireframe.jobs.broker import Reply
-from wireframe.jobs.codec import decode_result, encode_input, encode_operation
+from wireframe.jobs.codec import JobResult, decode_result, encode_input, encode_operation
 from wireframe.jobs.errors import CodecError, ErrorKind, Ignore, JobFailed, RemoteError, Terminate
-from wireframe.jobs.jobs import JobResult
 from wireframe.jobs.operations import Monoid, Operation, OpSpec, spec_of
 from wireframe.jobs.ranges import EMPTY, Combine, RangeMerger
 from wireframe.jobs.runtime import Run, Runtime
