@@ -381,35 +381,70 @@ async def connect(
             publish_batch=publish_batch,
             cache=cache,
         )
-        n = workers if workers is not None else emulated_workers(broker.url)
-        if n <= 0:
+        pool = emulated_pool(
+            broker, count=workers, queue=queue, concurrency=worker_concurrency, resources=resources
+        )
+        async with _serving(pool):
             try:
                 yield rt
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(_ABORT_GRACE):
                     await rt._delete_finished_channels()
-            return
+
+
+def emulated_pool(
+    broker: Broker,
+    *,
+    count: int | None = None,
+    queue: str = "default",
+    concurrency: int = 64,
+    resources: Sequence[object] = (),
+    name: str = "",
+) -> list[Worker]:
+    """The emulated workers of ``memory://...?workers=N``: ``count`` of them, default N.
+
+    Each serves ``queue`` with ``concurrency`` slots and the worker-side
+    ``resources``; their ids are ``[name:]emulated-<i>``. :func:`connect` runs
+    them in its context, ``JobRuntimeLayer`` as service tasks.
+    """
+    n = emulated_workers(broker.url) if count is None else count
+    prefix = f"{name}:" if name else ""
+    return [
+        Worker(
+            broker,
+            queue=queue,
+            concurrency=concurrency,
+            resources=resources,
+            worker_id=f"{prefix}emulated-{i}",
+        )
+        for i in range(n)
+    ]
+
+
+@asynccontextmanager
+async def _serving(pool: Sequence[Worker]) -> AsyncIterator[None]:
+    """Serve ``pool`` while the block runs; then stop it, giving it ``_ABORT_GRACE`` s.
+
+    An error of the block leaves as itself, not in the group of the pool's nursery.
+    """
+    if not pool:
+        yield
+        return
+    try:
         async with trio.open_nursery() as nursery:
-            pool = [
-                Worker(
-                    broker,
-                    queue=queue,
-                    concurrency=worker_concurrency,
-                    resources=resources,
-                    worker_id=f"emulated-{i}",
-                )
-                for i in range(n)
-            ]
-            for w in pool:
-                await nursery.start(w.serve)
+            for worker in pool:
+                await nursery.start(worker.serve)
             try:
-                yield rt
+                yield
             finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(_ABORT_GRACE):
-                    await rt._delete_finished_channels()
-                for w in pool:
-                    w.stop()
+                for worker in pool:
+                    worker.stop()
                 nursery.cancel_scope.deadline = trio.current_time() + _ABORT_GRACE
+    except BaseExceptionGroup as group:
+        lone = _lone(group)
+        if lone is group:
+            raise
+        raise lone from lone.__cause__
 
 
 def _lone(group: BaseExceptionGroup[BaseException]) -> BaseException:
