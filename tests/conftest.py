@@ -3,7 +3,7 @@
 Tests that need Redis use the server of ``WIREFRAME_TEST_REDIS_URL`` (default
 ``redis://127.0.0.1:6379/0``). Where no Redis answers they are skipped with the
 reason — or fail when ``CI`` is set, since CI machines run a Redis server and a
-skip there would hide a broken backend (:func:`wireframe.testing.service_unavailable`).
+skip there would hide a broken backend (:func:`wireframe.testing.skip_or_fail_unavailable`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import coredis
 import pytest
 import trio
 
-from wireframe.testing import service_unavailable, with_options
+from wireframe.testing import skip_or_fail_unavailable, with_options
 
 REDIS_URL = os.environ.get("WIREFRAME_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -62,7 +62,7 @@ def redis_server_url() -> str:
     try:
         _run_apart(_ping, REDIS_URL)
     except Exception as exc:
-        service_unavailable(
+        skip_or_fail_unavailable(
             f"no Redis answers at {REDIS_URL} ({exc!r}); set WIREFRAME_TEST_REDIS_URL"
         )
     return REDIS_URL
