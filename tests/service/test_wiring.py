@@ -9,64 +9,23 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from layerkit import TasksLayer, TasksOut, make_task, raises, returns
+from layerkit import (
+    Cache,
+    CacheLayer,
+    Database,
+    DbLayer,
+    DbOut,
+    Mailer,
+    TasksLayer,
+    TasksOut,
+    make_task,
+    raises,
+    returns,
+)
 
 import wireframe as wf
 
 K = wf.TaskKind
-
-
-@attrs.frozen
-class Database:
-    url: str
-
-
-@attrs.frozen
-class Cache:
-    size: int
-
-
-@attrs.frozen
-class Mailer:
-    host: str
-
-
-@attrs.frozen
-class DbOut:
-    db: Database
-
-
-@attrs.frozen
-class DbLayer(wf.WiringLayer[None, DbOut]):
-    log: list[str] = attrs.field(factory=list, eq=False)
-    name: str = "db"
-
-    async def wire(self, input: None) -> AsyncIterator[DbOut]:
-        self.log.append("open db")
-        yield DbOut(Database("sqlite://"))
-        self.log.append("close db")
-
-
-@attrs.frozen
-class CacheIn:
-    db: Database
-
-
-@attrs.frozen
-class CacheOut:
-    cache: Cache
-
-
-@attrs.frozen
-class CacheLayer(wf.WiringLayer[CacheIn, CacheOut]):
-    log: list[str] = attrs.field(factory=list, eq=False)
-    name: str = "cache"
-
-    async def wire(self, input: CacheIn) -> AsyncIterator[CacheOut]:
-        assert input.db.url == "sqlite://"
-        self.log.append("open cache")
-        yield CacheOut(Cache(10))
-        self.log.append("close cache")
 
 
 @attrs.frozen
