@@ -28,6 +28,7 @@ print("imported")
 """
 
 
+@pytest.mark.slow  # a subprocess
 def test_wireframe_testing_imports_without_pytest(tmp_path: Path) -> None:
     # This wireframe, whatever the current folder and the installed copy are.
     env = {**os.environ, "PYTHONPATH": str(Path(wireframe.__file__).parents[1])}

@@ -22,7 +22,10 @@ CALLS: Counter[str] = Counter()
 CANCELLED: Counter[str] = Counter()
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+# A Redis run waits on the server in real time: slow (memory and SQLite stay in the fast loop).
+@pytest.fixture(
+    params=["memory", "sqlite", pytest.param("redis", marks=[pytest.mark.redis, pytest.mark.slow])]
+)
 async def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """A fresh broker URL of each kind; the options go after ``?`` / ``&``."""
     CALLS.clear()
@@ -122,6 +125,7 @@ class Long(jobs.Operation[int, int]):
         return x
 
 
+@pytest.mark.slow  # a job outlives its lease in real time, on every broker
 async def test_leases_are_renewed_while_a_job_runs(broker_url: str) -> None:
     """lease=0.4 s, job 1.2 s: without renewal it would be delivered again."""
     async with jobs.connect(with_lease(broker_url, 0.4), workers=2) as rt:
