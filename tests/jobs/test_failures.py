@@ -147,13 +147,6 @@ async def test_fatal_terminate_message(autojump_clock: trio.abc.Clock) -> None:
             await jobs.literal(0).then(Explode()).run(rt)
 
 
-async def test_a_failure_leaves_connect_as_itself(autojump_clock: trio.abc.Clock) -> None:
-    """Not inside an ExceptionGroup from the nursery of the emulated workers."""
-    with pytest.raises(jobs.JobFailed, match=r"jobs\.errors\.Fatal: bad item"):
-        async with jobs.connect(f"memory://bare-{uuid.uuid4().hex[:8]}?workers=2") as rt:
-            await jobs.literal(0).then(Explode()).run(rt)
-
-
 @attrs.frozen
 class SkipOdd(jobs.Operation[int, int]):
     async def execute(self, x: int) -> int:

@@ -22,10 +22,7 @@ CALLS: Counter[str] = Counter()
 CANCELLED: Counter[str] = Counter()
 
 
-# A Redis run waits on the server in real time: slow (memory and SQLite stay in the fast loop).
-@pytest.fixture(
-    params=["memory", "sqlite", pytest.param("redis", marks=[pytest.mark.redis, pytest.mark.slow])]
-)
+@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
 async def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """A fresh broker URL of each kind; the options go after ``?`` / ``&``."""
     CALLS.clear()

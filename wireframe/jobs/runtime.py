@@ -381,15 +381,28 @@ async def connect(
             publish_batch=publish_batch,
             cache=cache,
         )
-        pool = emulated_pool(
-            broker, count=workers, queue=queue, concurrency=worker_concurrency, resources=resources
-        )
-        async with _serving(pool):
+        n = workers if workers is not None else emulated_workers(broker.url)
+        if n <= 0:
             try:
                 yield rt
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(_ABORT_GRACE):
                     await rt._delete_finished_channels()
+            return
+        async with trio.open_nursery() as nursery:
+            pool = emulated_pool(
+                broker, count=n, queue=queue, concurrency=worker_concurrency, resources=resources
+            )
+            for w in pool:
+                await nursery.start(w.serve)
+            try:
+                yield rt
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(_ABORT_GRACE):
+                    await rt._delete_finished_channels()
+                for w in pool:
+                    w.stop()
+                nursery.cancel_scope.deadline = trio.current_time() + _ABORT_GRACE
 
 
 def emulated_pool(
@@ -419,32 +432,6 @@ def emulated_pool(
         )
         for i in range(n)
     ]
-
-
-@asynccontextmanager
-async def _serving(pool: Sequence[Worker]) -> AsyncIterator[None]:
-    """Serve ``pool`` while the block runs; then stop it, giving it ``_ABORT_GRACE`` s.
-
-    An error of the block leaves as itself, not in the group of the pool's nursery.
-    """
-    if not pool:
-        yield
-        return
-    try:
-        async with trio.open_nursery() as nursery:
-            for worker in pool:
-                await nursery.start(worker.serve)
-            try:
-                yield
-            finally:
-                for worker in pool:
-                    worker.stop()
-                nursery.cancel_scope.deadline = trio.current_time() + _ABORT_GRACE
-    except BaseExceptionGroup as group:
-        lone = _lone(group)
-        if lone is group:
-            raise
-        raise lone from lone.__cause__
 
 
 def _lone(group: BaseExceptionGroup[BaseException]) -> BaseException:
