@@ -381,11 +381,6 @@ def _printable(text: object) -> str:
     return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def encode_value(value: Any, output_type: Any = Any) -> bytes:
-    """The reply body for a successful value (the hot path of :func:`encode_result`)."""
-    return _packb([_OK, unstructure(value, output_type)])
-
-
 def encode_output(value: Any, spec: OpSpec) -> bytes:
     """The reply body for a value ``spec``'s operation returned.
 
