@@ -56,27 +56,33 @@ def _run_apart(fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         raise failure[0]
 
 
-#: Tests that wait a second or so in real time, in files that other branches are
-#: editing now (the SQLite and Redis brokers'): marked ``slow`` here rather than in
-#: place, by file and function name. Move each to a ``@pytest.mark.slow`` in its file
-#: once those branches are merged, or drop it once its broker runs on an injectable
-#: clock (then the test runs on ``MockClock`` and is fast).
+#: Tests that take a third of a second or more (real-time waits, subprocesses, a
+#: redis-server of their own), in files of the broker, CLI and README work, marked
+#: ``slow`` here by file and function name ("*": every test of the file) so as not to
+#: edit those files while other branches do. Move each to a ``@pytest.mark.slow`` in
+#: its file once that work is merged, or drop it once its broker runs on an
+#: injectable clock and the test on ``MockClock``. A name no test has is harmless.
 _SLOW_IN_OTHER_FILES = {
     "tests/jobs/brokers/test_redis.py": {
         "test_cancelled_consumes_lose_no_message",
-        "test_cancelling_a_blocked_read_fails_no_other_call",
-        "test_expired_lease_is_taken_over_and_stale_completion_dropped",
         "test_expired_lease_behind_many_live_ones_is_found",
         "test_extend_keeps_the_lease",
         "test_max_deliveries_enforced_on_claim",
         "test_messages_survive_a_redis_restart",
     },
+    "tests/jobs/brokers/test_redis_outages.py": {"*"},  # each starts a redis-server
+    "tests/jobs/brokers/test_redis_data_faults.py": {
+        "test_a_lease_on_a_stream_created_anew_says_redis_lost_the_message",
+    },
     "tests/jobs/brokers/test_sqlite.py": {
-        "test_state_survives_close_and_reopen",
+        "test_an_idle_waiter_outlasts_any_backoff",
+        "test_brokers_opening_one_new_file_together_all_open",
         "test_waiters_see_another_process_writes_through_the_watcher",
         "test_write_lock_held_elsewhere_times_out_or_cancels",
-        "test_group_commit_keeps_each_completion_separate",
-        "test_brokers_opening_one_new_file_together_all_open",
+    },
+    "tests/test_readme.py": {
+        "test_the_layer_snippet_is_checked_without_running",
+        "test_the_progress_snippet_runs",
     },
 }
 
@@ -85,8 +91,8 @@ _SLOW_IN_OTHER_FILES = {
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark the tests of :data:`_SLOW_IN_OTHER_FILES` ``slow``."""
     for item in items:
-        names = _SLOW_IN_OTHER_FILES.get(item.nodeid.split("::")[0])
-        if names and getattr(item, "originalname", item.name) in names:
+        names = _SLOW_IN_OTHER_FILES.get(item.nodeid.split("::")[0], set())
+        if "*" in names or getattr(item, "originalname", item.name) in names:
             item.add_marker(pytest.mark.slow)
 
 
