@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import wireframe
 
 WITHOUT_PYTEST = """
@@ -14,7 +16,7 @@ import sys
 sys.modules["pytest"] = None  # as if not installed: `import pytest` raises ImportError
 
 import wireframe.testing as t
-from wireframe.testing import fresh_memory_url, service_unavailable, with_options
+from wireframe.testing import fresh_memory_url, skip_or_fail_unavailable, with_options
 
 assert with_options("memory://x", workers=2) == "memory://x?workers=2"
 assert fresh_memory_url(workers=1).startswith("memory://test-")
@@ -26,6 +28,7 @@ print("imported")
 """
 
 
+@pytest.mark.slow  # a subprocess
 def test_wireframe_testing_imports_without_pytest(tmp_path: Path) -> None:
     # This wireframe, whatever the current folder and the installed copy are.
     env = {**os.environ, "PYTHONPATH": str(Path(wireframe.__file__).parents[1])}
@@ -49,6 +52,19 @@ def test_the_conformance_suite_is_still_importable_from_wireframe_testing() -> N
     from wireframe.testing.conformance import BrokerConformance as Same
 
     assert BrokerConformance is Same
+
+
+def test_the_old_name_of_skip_or_fail_unavailable_still_skips_and_says_it_is_deprecated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from wireframe.testing import service_unavailable
+
+    monkeypatch.delenv("CI", raising=False)
+    with (
+        pytest.warns(DeprecationWarning, match="skip_or_fail_unavailable"),
+        pytest.raises(pytest.skip.Exception, match="no server here"),
+    ):
+        service_unavailable("no server here")
 
 
 def test_the_package_is_marked_typed() -> None:

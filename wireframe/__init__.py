@@ -1,75 +1,14 @@
 """wireframe: assemble a long-running trio service from typed wiring layers.
 
-The core lives in :mod:`wireframe.service` and is re-exported here; the job
-queue runtime is :mod:`wireframe.jobs`; the ``wireframe`` command is
+The core lives in :mod:`wireframe.service` and is re-exported here, whole; the
+job queue runtime is :mod:`wireframe.jobs`; the ``wireframe`` command is
 :mod:`wireframe.cli`.
 """
 
-from wireframe.service import (
-    ErrorInfo,
-    HookReport,
-    LayerNode,
-    OneshotTask,
-    Port,
-    PortRole,
-    Precondition,
-    ResourceAlreadyProvided,
-    ResourceTaken,
-    Service,
-    ServiceBuilder,
-    ServiceError,
-    ServiceReport,
-    ServiceStatus,
-    ShutdownHook,
-    StopReceiver,
-    Task,
-    TaskKind,
-    TaskReport,
-    TaskState,
-    UnconstrainedOneshotTask,
-    UnconstrainedTask,
-    Unique,
-    WiringError,
-    WiringLayer,
-    WiringPlan,
-    WiringProblem,
-    plan_wiring,
-    run,
-    task,
-)
+from wireframe import service
+from wireframe.service import *  # noqa: F403 - the core's public names, as service.__all__ lists them
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ErrorInfo",
-    "HookReport",
-    "LayerNode",
-    "OneshotTask",
-    "Port",
-    "PortRole",
-    "Precondition",
-    "ResourceAlreadyProvided",
-    "ResourceTaken",
-    "Service",
-    "ServiceBuilder",
-    "ServiceError",
-    "ServiceReport",
-    "ServiceStatus",
-    "ShutdownHook",
-    "StopReceiver",
-    "Task",
-    "TaskKind",
-    "TaskReport",
-    "TaskState",
-    "UnconstrainedOneshotTask",
-    "UnconstrainedTask",
-    "Unique",
-    "WiringError",
-    "WiringLayer",
-    "WiringPlan",
-    "WiringProblem",
-    "__version__",
-    "plan_wiring",
-    "run",
-    "task",
-]
+__all__ = ["__version__"]
+__all__ += service.__all__

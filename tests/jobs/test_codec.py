@@ -41,14 +41,17 @@ def test_duplicate_name_raises_at_definition() -> None:
 
 
 def test_job_round_trip() -> None:
-    job = jobs.Job("j1", "ch", "run", 3, Move(dx=2), Point(1, 2), attempt=2, metadata={"k": "v"})
-    env = codec.decode_envelope(codec.encode_job(job))
+    op = codec.encode_operation(Move(dx=2))
+    point = codec.unstructure(Point(1, 2), Point)
+    env = codec.decode_envelope(codec.encode_job_body(op, "run", 3, 2, point, {"k": "v"}))
     assert (env.run_id, env.index, env.attempt, env.metadata) == ("run", 3, 2, {"k": "v"})
-    spec, op = codec.OpCache().resolve(env.op)
-    assert op == Move(dx=2)
+    spec, move = codec.OpCache().resolve(env.op)
+    assert move == Move(dx=2)
     assert codec.structure(env.input, spec.input_type, "$.input") == Point(1, 2)
     retried = codec.decode_envelope(env.with_attempt(3))
     assert retried.attempt == 3 and retried.input == env.input
+    first = codec.decode_envelope(codec.encode_input(op, "run", 3, Point(1, 2), spec_of(Move)))
+    assert first == attrs.evolve(env, attempt=1, metadata={})  # what a directive sends
 
 
 def test_result_round_trip() -> None:

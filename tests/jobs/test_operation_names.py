@@ -104,6 +104,7 @@ def test_two_different_classes_claiming_one_name_is_an_error_saying_pass_name(
     assert jobs.registered_operations()[cls].__module__ == "one_ops"
 
 
+@pytest.mark.slow  # a subprocess
 def test_a_script_that_imports_itself_runs_one_operation_under_one_name(tmp_path: Path) -> None:
     """``python svc.py`` defines the class as ``__main__``; ``import svc`` defines it again."""
     (tmp_path / "svc.py").write_text(

@@ -126,6 +126,7 @@ class Long(jobs.Operation[int, int]):
         return x
 
 
+@pytest.mark.slow  # a job outlives its lease in real time, on every broker
 async def test_leases_are_renewed_while_a_job_runs(broker_url: str) -> None:
     """lease=0.4 s, job 1.2 s: without renewal it would be delivered again."""
     async with jobs.connect(with_lease(broker_url, 0.4), workers=2) as rt:

@@ -1,8 +1,13 @@
-"""Small layers and tasks the service tests assemble services from."""
+"""Small layers and tasks the service tests assemble services from.
+
+The resources here (``Database``, ``Cache``, ``Mailer``) and the layers that
+give them are shared with the CLI's test services, which import this module
+(``tests/cli/services/cli_wiring.py``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import attrs
 import trio
@@ -106,3 +111,63 @@ def service_of(*tasks: wf.Task, grace: float = 30.0) -> wf.Service:
     """A service of one layer giving ``tasks``."""
     builder = wf.ServiceBuilder(graceful_shutdown_timeout=grace, handle_signals=False)
     return builder.add_layer(TasksLayer(list(tasks))).build()
+
+
+# -- resources and the layers that give them (shared with tests/cli/services/cli_wiring.py)
+
+
+@attrs.frozen
+class Database:
+    url: str
+
+
+@attrs.frozen
+class Cache:
+    size: int
+
+
+@attrs.frozen
+class Mailer:
+    host: str
+
+
+@attrs.frozen
+class DbOut:
+    db: Database
+
+
+@attrs.frozen
+class DbLayer(wf.WiringLayer[None, DbOut]):
+    """Gives a Database for its lifetime, logging its opening and closing."""
+
+    log: list[str] = attrs.field(factory=list, eq=False)
+    name: str = "db"
+
+    async def wire(self, input: None) -> AsyncIterator[DbOut]:
+        self.log.append("open db")
+        yield DbOut(Database("sqlite://"))
+        self.log.append("close db")
+
+
+@attrs.frozen
+class CacheIn:
+    db: Database
+
+
+@attrs.frozen
+class CacheOut:
+    cache: Cache
+
+
+@attrs.frozen
+class CacheLayer(wf.WiringLayer[CacheIn, CacheOut]):
+    """Takes the Database, gives a Cache for its lifetime, logging as DbLayer does."""
+
+    log: list[str] = attrs.field(factory=list, eq=False)
+    name: str = "cache"
+
+    async def wire(self, input: CacheIn) -> AsyncIterator[CacheOut]:
+        assert input.db.url == "sqlite://"
+        self.log.append("open cache")
+        yield CacheOut(Cache(10))
+        self.log.append("close cache")

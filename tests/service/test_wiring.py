@@ -3,69 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import attrs
 import pytest
 import trio
 import trio.testing
-from layerkit import TasksLayer, TasksOut, make_task, raises, returns
+from layerkit import (
+    Cache,
+    CacheLayer,
+    Database,
+    DbLayer,
+    DbOut,
+    Mailer,
+    TasksLayer,
+    TasksOut,
+    make_task,
+    raises,
+    returns,
+)
 
 import wireframe as wf
 
 K = wf.TaskKind
-
-
-@attrs.frozen
-class Database:
-    url: str
-
-
-@attrs.frozen
-class Cache:
-    size: int
-
-
-@attrs.frozen
-class Mailer:
-    host: str
-
-
-@attrs.frozen
-class DbOut:
-    db: Database
-
-
-@attrs.frozen
-class DbLayer(wf.WiringLayer[None, DbOut]):
-    log: list[str] = attrs.field(factory=list, eq=False)
-    name: str = "db"
-
-    async def wire(self, input: None) -> AsyncIterator[DbOut]:
-        self.log.append("open db")
-        yield DbOut(Database("sqlite://"))
-        self.log.append("close db")
-
-
-@attrs.frozen
-class CacheIn:
-    db: Database
-
-
-@attrs.frozen
-class CacheOut:
-    cache: Cache
-
-
-@attrs.frozen
-class CacheLayer(wf.WiringLayer[CacheIn, CacheOut]):
-    log: list[str] = attrs.field(factory=list, eq=False)
-    name: str = "cache"
-
-    async def wire(self, input: CacheIn) -> AsyncIterator[CacheOut]:
-        assert input.db.url == "sqlite://"
-        self.log.append("open cache")
-        yield CacheOut(Cache(10))
-        self.log.append("close cache")
 
 
 @attrs.frozen
@@ -221,6 +181,54 @@ async def test_cycle_detected() -> None:
         builder().add_layer(ALayer()).add_layer(BLayer()).build()
     text = str(info.value)
     assert "'a' takes Mailer from 'b'" in text and "'b' takes Database from 'a'" in text
+
+
+@attrs.frozen
+class Edge(wf.WiringLayer[Any, Any]):
+    """A layer that takes ``takes`` and gives ``gives``: a test's graph, edge by edge."""
+
+    name: str
+    takes: tuple[type, ...] = ()
+    gives: tuple[type, ...] = ()
+
+    def input_type(self) -> type | None:
+        fields = {f"t{i}": attrs.field(type=t) for i, t in enumerate(self.takes)}
+        return attrs.make_class(f"{self.name}In", fields, frozen=True) if fields else None
+
+    def output_type(self) -> type | None:
+        fields = {f"g{i}": attrs.field(type=t) for i, t in enumerate(self.gives)}
+        return attrs.make_class(f"{self.name}Out", fields, frozen=True) if fields else None
+
+    async def wire(self, input: Any) -> Any:
+        raise AssertionError("never wired")
+
+
+async def test_every_cycle_is_named_once_and_a_layer_behind_one_is_not() -> None:
+    layers = [
+        Edge("ok", gives=(Cache,)),
+        Edge("a", takes=(Mailer, Cache), gives=(Database,)),
+        Edge("b", takes=(Database,), gives=(Mailer,)),
+        Edge("waits", takes=(Database,), gives=(str,)),  # behind the a-b cycle, not on it
+        Edge("c", takes=(int,), gives=(float,)),
+        Edge("d", takes=(float,), gives=(bytes,)),
+        Edge("e", takes=(bytes,), gives=(int,)),
+        Edge("self", takes=(complex,), gives=(complex,)),
+    ]
+    b = builder()
+    for layer in layers:
+        b.add_layer(layer)
+    with pytest.raises(wf.WiringError) as info:
+        b.build()
+    by_layer = {p.layer: p.message for p in info.value.problems}
+    assert list(by_layer) == ["a", "c", "self"]
+    assert by_layer["a"] == (
+        "is in a dependency cycle: 'a' takes Mailer from 'b'; 'b' takes Database from 'a'"
+    )
+    assert by_layer["c"] == (
+        "is in a dependency cycle: 'c' takes int from 'e'; 'd' takes float from 'c'; "
+        "'e' takes bytes from 'd'"
+    )
+    assert "takes resource complex (field 't0'), which it gives itself" in by_layer["self"]
 
 
 async def test_failing_wire_names_the_layer_and_all_failures_are_reported() -> None:

@@ -33,11 +33,11 @@ from wireframe.jobs.broker import (
 )
 from wireframe.jobs.cache import ResultCache
 from wireframe.jobs.channel import ResultChannel
-from wireframe.jobs.codec import UnknownOperation
+from wireframe.jobs.codec import JobResult, UnknownOperation
 from wireframe.jobs.directives import (
     Collect,
     Fold,
-    Literal,
+    LiteralValue,
     Map,
     MapItem,
     MapStream,
@@ -59,7 +59,6 @@ from wireframe.jobs.errors import (
     Terminate,
     Transient,
 )
-from wireframe.jobs.jobs import Job, JobResult
 from wireframe.jobs.layers import (
     BrokerReachable,
     JobRuntimeLayer,
@@ -91,13 +90,12 @@ __all__ = [
     "Fatal",
     "Fold",
     "Ignore",
-    "Job",
     "JobFailed",
     "JobResult",
     "JobRuntimeLayer",
     "JobRuntimeOutput",
     "JobsError",
-    "Literal",
+    "LiteralValue",
     "LockLost",
     "Map",
     "MapItem",

@@ -554,25 +554,7 @@ def parse_broker_url(
         port = parts.port
     except ValueError as exc:
         raise BrokerURLError(f"broker URL {shown!r} has a bad port: {exc}") from None
-    known = {**COMMON_OPTIONS, **extra_options}
-    values: dict[str, object] = {name: default for name, (_, default) in known.items()}
-    seen: set[str] = set()
-    for name, text in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
-        if name not in known:
-            raise BrokerURLError(
-                f"broker URL {shown!r}: unknown option {name!r}; "
-                f"{parts.scheme}:// accepts {', '.join(sorted(known))}"
-            )
-        if name in seen:
-            raise BrokerURLError(f"broker URL {shown!r}: option {name!r} is given twice")
-        seen.add(name)
-        converter = known[name][0]
-        try:
-            values[name] = converter(text)
-        except BrokerURLError as exc:
-            raise BrokerURLError(f"broker URL {shown!r}: {exc}") from None
-        except ValueError as exc:
-            raise BrokerURLError(f"broker URL {shown!r}: option {name}={text!r}: {exc}") from None
+    values = _options(parts.query, {**COMMON_OPTIONS, **extra_options}, shown, parts.scheme)
     lease = values.pop("lease")
     max_deliveries = values.pop("max_deliveries")
     assert isinstance(lease, float) and isinstance(max_deliveries, int)
@@ -588,6 +570,38 @@ def parse_broker_url(
         max_deliveries=max_deliveries,
         options=values,
     )
+
+
+def _options(
+    query: str,
+    known: Mapping[str, tuple[Callable[[str], object], object]],
+    shown: str,
+    scheme: str,
+) -> dict[str, object]:
+    """Every ``known`` option's value: converted from ``query``, else its default.
+
+    An unknown option, a repeated one or one its converter refuses raises
+    :class:`BrokerURLError` quoting the URL as ``shown`` (password masked).
+    """
+    values: dict[str, object] = {name: default for name, (_, default) in known.items()}
+    seen: set[str] = set()
+    for name, text in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
+        if name not in known:
+            raise BrokerURLError(
+                f"broker URL {shown!r}: unknown option {name!r}; "
+                f"{scheme}:// accepts {', '.join(sorted(known))}"
+            )
+        if name in seen:
+            raise BrokerURLError(f"broker URL {shown!r}: option {name!r} is given twice")
+        seen.add(name)
+        converter = known[name][0]
+        try:
+            values[name] = converter(text)
+        except BrokerURLError as exc:
+            raise BrokerURLError(f"broker URL {shown!r}: {exc}") from None
+        except ValueError as exc:
+            raise BrokerURLError(f"broker URL {shown!r}: option {name}={text!r}: {exc}") from None
+    return values
 
 
 #: URL scheme -> module under ``wireframe.jobs.brokers`` that implements it.

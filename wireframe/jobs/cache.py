@@ -11,7 +11,23 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-__all__ = ["ResultCache"]
+import attrs
+
+__all__ = ["CacheStatistics", "ResultCache"]
+
+
+@attrs.frozen
+class CacheStatistics:
+    """A snapshot of a :class:`ResultCache`: how full it is and how often it answered.
+
+    ``hits / (hits + misses)`` tells whether the cache earns its memory, and
+    ``entries == max_entries`` with many misses that it is too small.
+    """
+
+    entries: int
+    max_entries: int
+    hits: int
+    misses: int
 
 
 class ResultCache:
@@ -25,17 +41,17 @@ class ResultCache:
             raise ValueError(f"ResultCache.max_entries must be at least 1, not {max_entries}")
         self.max_entries = max_entries
         self._items: OrderedDict[bytes, bytes] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
+        self._hits = 0
+        self._misses = 0
 
     async def get(self, key: bytes) -> bytes | None:
         """The encoded result stored under ``key``, or ``None``."""
         body = self._items.get(key)
         if body is None:
-            self.misses += 1
+            self._misses += 1
             return None
         self._items.move_to_end(key)
-        self.hits += 1
+        self._hits += 1
         return body
 
     async def set(self, key: bytes, body: bytes) -> None:
@@ -44,6 +60,10 @@ class ResultCache:
         self._items.move_to_end(key)
         while len(self._items) > self.max_entries:
             self._items.popitem(last=False)
+
+    def statistics(self) -> CacheStatistics:
+        """Its counts now (lookups since it was made), as a frozen snapshot."""
+        return CacheStatistics(len(self._items), self.max_entries, self._hits, self._misses)
 
     def __len__(self) -> int:
         return len(self._items)

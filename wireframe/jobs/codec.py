@@ -1,5 +1,9 @@
 """The one codec: jobs and results to bytes and back, with cattrs and msgpack, never pickle.
 
+It also holds the one model of each: a job body decodes to an :class:`Envelope`
+(the job's id and result channel are its broker message's), a result body to
+a :class:`JobResult`.
+
 Wire format (msgpack arrays, so a decoder only ever builds plain data and then
 structures it into the registered types — decoding never executes code):
 
@@ -51,25 +55,23 @@ from cattrs.v import format_exception
 
 from wireframe.jobs.convert import SUPPORTED_TYPES, WireTypeError, converter, type_name
 from wireframe.jobs.errors import CodecError, ErrorKind, OperationError, RemoteError, Strategy
-from wireframe.jobs.jobs import Job, JobResult
 from wireframe.jobs.operations import (
     Operation,
     OpSpec,
     lookup_operation,
     registered_operations,
-    spec_of,
 )
 
 __all__ = [
     "ABORT_TOPIC",
     "Envelope",
+    "JobResult",
     "OpCache",
     "UnknownOperation",
     "converter",
     "decode_envelope",
     "decode_result",
     "encode_input",
-    "encode_job",
     "encode_job_body",
     "encode_operation",
     "encode_output",
@@ -159,23 +161,6 @@ def encode_job_body(
 ) -> bytes:
     """A job body from an :func:`encode_operation` result and an unstructured input."""
     return _packb([_WIRE_VERSION, op, run_id, index, attempt, input, metadata or None])
-
-
-def encode_job(job: Job) -> bytes:
-    """The body of ``job``'s broker message."""
-    spec = spec_of(type(job.operation))
-    try:
-        return encode_job_body(
-            encode_operation(job.operation),
-            job.run_id,
-            job.index,
-            job.attempt,
-            unstructure(job.input, spec.input_type),
-            job.metadata,
-        )
-    except Exception as exc:
-        what = f"item {job.index} of operation {spec.name!r}"
-        raise CodecError(_cannot_encode(what, job.input, spec.input_type, exc)) from None
 
 
 def encode_input(
@@ -359,6 +344,20 @@ class OpCache:
         return spec, instance
 
 
+@attrs.frozen
+class JobResult:
+    """What a job produced: a value, a skip (``Fatal(..., strategy=Ignore)``) or an error."""
+
+    value: Any = None
+    skipped: bool = False
+    error: RemoteError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the job produced a value."""
+        return self.error is None and not self.skipped
+
+
 def encode_result(result: JobResult, output_type: Any = Any) -> bytes:
     """The reply body for a job's result.
 
@@ -380,11 +379,6 @@ def encode_result(result: JobResult, output_type: Any = Any) -> bytes:
 
 def _printable(text: object) -> str:
     return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def encode_value(value: Any, output_type: Any = Any) -> bytes:
-    """The reply body for a successful value (the hot path of :func:`encode_result`)."""
-    return _packb([_OK, unstructure(value, output_type)])
 
 
 def encode_output(value: Any, spec: OpSpec) -> bytes:

@@ -30,16 +30,16 @@ import attrs
 import trio
 
 from wireframe.jobs.broker import Reply
-from wireframe.jobs.codec import decode_result, encode_input, encode_operation
+from wireframe.jobs.codec import JobResult, decode_result, encode_input, encode_operation
 from wireframe.jobs.errors import CodecError, ErrorKind, Ignore, JobFailed, RemoteError, Terminate
-from wireframe.jobs.jobs import JobResult
-from wireframe.jobs.operations import Monoid, Operation, spec_of
+from wireframe.jobs.operations import Monoid, Operation, OpSpec, spec_of
+from wireframe.jobs.ranges import EMPTY, Combine, RangeMerger
 from wireframe.jobs.runtime import Run, Runtime
 
 __all__ = [
     "Collect",
     "Fold",
-    "Literal",
+    "LiteralValue",
     "Map",
     "MapItem",
     "MapStream",
@@ -52,9 +52,9 @@ __all__ = [
 T = TypeVar("T")
 O = TypeVar("O")  # noqa: E741
 
-_EMPTY: Any = object()  # a fold range whose items were all skipped
 #: Seconds a job of an async source may wait in a partial publish batch.
 _FLUSH_AFTER = 0.005
+_NOT_DONE: Any = object()  # a fold's result before it is known
 
 
 @attrs.frozen
@@ -93,110 +93,144 @@ def _check(result: JobResult, job_id: str, index: int | None) -> bool:
 OnResults = Callable[[list[tuple[Any, str, JobResult]]], Awaitable[None]]
 
 
+class _Feeder:
+    """Publishes one job per source item of a run, in batches, bounded in flight.
+
+    A batch goes out when it is full (the runtime's ``publish_batch``) or fills
+    the run's free slots, and then the feeder waits for capacity. An item the
+    result cache answers never reaches the broker: its result goes straight to
+    ``on_results``, and the keys of the items sent are kept (``cache_keys``) so
+    their results can be stored when they arrive.
+    """
+
+    def __init__(self, run: Run, op: Operation[Any, Any], on_results: OnResults) -> None:
+        self.run = run
+        self.op = op
+        self.spec = spec_of(type(op))
+        self.on_results = on_results
+        self.cache_keys: dict[int, bytes] = {}
+        self.count = 0  # items fed so far, so also the next item's index
+        self._op_bytes = encode_operation(op)
+        self._limit = run.runtime.publish_batch
+        self._use_cache = run.runtime.cache is not None
+        self._batch: list[tuple[str, bytes, Any]] = []
+        self._fed = False  # an async source is exhausted (see _flush_idle)
+        self._wake = trio.Event()
+
+    async def feed(self, source: Iterable[Any] | AsyncIterable[Any]) -> int:
+        """Publish a job for every item of ``source``; the number of items."""
+        if isinstance(source, AsyncIterable):
+            await self._feed_async(source)
+        else:
+            for item in source:
+                await self._add(item)
+        await self._flush()
+        return self.count
+
+    async def _add(self, item: Any) -> None:
+        index = self.count
+        self.count += 1
+        if self._use_cache and await self._answered_by_cache(index, item):
+            return
+        run = self.run
+        body = encode_input(self._op_bytes, run.run_id, index, item, self.spec)
+        batch = self._batch
+        batch.append((f"{run.run_id}.{index}", body, index))
+        if len(batch) >= self._limit or len(batch) >= run.free_slots():
+            await self._flush()
+            await run.wait_for_capacity()
+
+    async def _answered_by_cache(self, index: int, item: Any) -> bool:
+        """Hand on the cached result of ``item`` if there is one; else remember its key."""
+        key = self.op.cache_key(item)
+        if key is None:
+            return False
+        full = self._op_bytes + b"\x00" + key.encode()
+        cached = await self.run.cache_get(full)
+        if cached is None:
+            self.cache_keys[index] = full
+            return False
+        result = decode_result(cached, self.spec.output_type)
+        await self.on_results([(index, f"{self.run.run_id}.{index}", result)])
+        return True
+
+    async def _flush(self) -> None:
+        out, self._batch = self._batch, []
+        await self.run.send(out)
+
+    async def _feed_async(self, source: AsyncIterable[Any]) -> None:
+        """Feed an async source; a partial batch waits at most ``_FLUSH_AFTER`` seconds.
+
+        A slow async source must not hold its items back until a batch fills:
+        an idle flusher publishes whatever waited that long.
+        """
+        async with trio.open_nursery() as flushers:
+            flushers.start_soon(self._flush_idle)
+            async for item in source:
+                await self._add(item)
+                if len(self._batch) == 1:
+                    self._wake.set()  # a batch began: start its clock
+            self._fed = True
+            self._wake.set()
+
+    async def _flush_idle(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            if self._fed:
+                return
+            await trio.sleep(_FLUSH_AFTER)
+            if self._batch and not self._fed:
+                await self._flush()
+
+
 async def _drive(
     run: Run,
     op: Operation[Any, Any],
     source: Iterable[Any] | AsyncIterable[Any],
     on_results: OnResults,
-    decode: Callable[[bytes, Any], JobResult],
-    *,
-    close_when_fed: bool,
-    on_fed: Callable[[int], Awaitable[None]] | None = None,
+    decode: Callable[[bytes, Any], JobResult] | None = None,
+    on_fed: Callable[[int], None] | None = None,
 ) -> None:
-    """Publish one job per source item (bounded in flight, in batches) and hand
-    every decoded result ``(tag, job id, JobResult)`` to ``on_results``.
+    """Publish one job per source item and hand every decoded result
+    ``(tag, job id, JobResult)`` to ``on_results``, until the run's stream ends.
 
     Map jobs are tagged with their input index; other senders on the same run
     (a fold's combine jobs) use their own tags and are decoded by ``decode``.
+    Once every item is sent, ``on_fed(count)`` is called; without it the run
+    is closed then (nothing else will be sent).
     """
-    spec = spec_of(type(op))
-    op_bytes = encode_operation(op)
-    out_type = spec.output_type
-    run_id = run.run_id
-    use_cache = run.runtime.cache is not None
-    cache_keys: dict[int, bytes] = {}
+    feeder = _Feeder(run, op, on_results)
 
     async def feed() -> None:
-        batch: list[tuple[str, bytes, Any]] = []
-        limit = run.runtime.publish_batch
-        index = 0
-
-        async def one(item: Any) -> None:
-            nonlocal batch
-            if use_cache:
-                key = op.cache_key(item)
-                if key is not None:
-                    full = op_bytes + b"\x00" + key.encode()
-                    cached = await run.cache_get(full)
-                    if cached is not None:
-                        await on_results(
-                            [(index, f"{run_id}.{index}", decode_result(cached, out_type))]
-                        )
-                        return
-                    cache_keys[index] = full
-            body = encode_input(op_bytes, run_id, index, item, spec)
-            batch.append((f"{run_id}.{index}", body, index))
-            if len(batch) >= limit or len(batch) >= run.free_slots():
-                out, batch = batch, []
-                await run.send(out)
-                await run.wait_for_capacity()
-
-        if isinstance(source, AsyncIterable):
-            # A slow async source must not hold its items back until a batch
-            # fills: whatever waited _FLUSH_AFTER seconds the flusher publishes.
-            fed = False
-            wake = trio.Event()
-
-            async def flush_idle() -> None:
-                nonlocal batch, wake
-                while True:
-                    await wake.wait()
-                    wake = trio.Event()
-                    if fed:
-                        return
-                    await trio.sleep(_FLUSH_AFTER)
-                    if batch and not fed:
-                        out, batch = batch, []
-                        await run.send(out)
-
-            async with trio.open_nursery() as flushers:
-                flushers.start_soon(flush_idle)
-                async for item in source:
-                    await one(item)
-                    index += 1
-                    if len(batch) == 1:
-                        wake.set()
-                fed = True
-                wake.set()
-        else:
-            for item in source:
-                await one(item)
-                index += 1
-        await run.send(batch)
-        if on_fed is not None:
-            await on_fed(index)
-        if close_when_fed:
+        count = await feeder.feed(source)
+        if on_fed is None:
             run.close()
+        else:
+            on_fed(count)
 
     with _unwrapped():
         async with trio.open_nursery() as nursery:
             nursery.start_soon(feed)
-            await _receive_all(run, on_results, decode, spec.name, out_type, cache_keys)
+            await _receive_all(
+                run, on_results, decode or _no_decode, feeder.spec, feeder.cache_keys
+            )
 
 
 async def _receive_all(
     run: Run,
     on_results: OnResults,
     decode: Callable[[bytes, Any], JobResult],
-    op_name: str,
-    out_type: Any,
+    spec: OpSpec,
     cache_keys: dict[int, bytes],
 ) -> None:
     """Decode every reply of ``run`` until its stream ends; hand them on in batches.
 
     A reply that does not decode (a value of the wrong type for the
-    operation's output) fails its job, like an error the worker reported.
+    operation's output) fails its job, like an error the worker reported. A
+    map job's successful result is stored in the cache under its item's key.
     """
+    out_type = spec.output_type
     while (replies := await run.receive()) is not None:
         results: list[tuple[Any, str, JobResult]] = []
         for reply, tag in replies:
@@ -213,7 +247,7 @@ async def _receive_all(
                 else:
                     result = decode(body, tag)
             except CodecError as exc:
-                result = _undecodable(exc, op_name)
+                result = _undecodable(exc, spec.name)
             if result.error is not None:
                 run.runtime.counters.failed += 1
                 if result.error.kind is ErrorKind.DEAD:
@@ -316,7 +350,7 @@ class Map(_Directive[list[MapItem[O]]], Generic[T, O]):
                 ok = _check(result, job_id, index)
                 out.append(MapItem(index, result.value, skipped=not ok))
 
-        await _drive(run, self.op, self.source.items, on_results, _no_decode, close_when_fed=True)
+        await _drive(run, self.op, self.source.items, on_results)
         return out
 
     @asynccontextmanager
@@ -345,9 +379,7 @@ class Map(_Directive[list[MapItem[O]]], Generic[T, O]):
 
         async def drive(run: Run) -> None:
             async with send:
-                await _drive(
-                    run, self.op, self.source.items, on_results, _no_decode, close_when_fed=True
-                )
+                await _drive(run, self.op, self.source.items, on_results)
 
         with trio.fail_after(math.inf if timeout is None else timeout):
             async with runtime.open_run(queue=queue, max_in_flight=max_in_flight) as run:
@@ -400,9 +432,7 @@ class Collect(_Directive[list[O]], Generic[T, O]):
                 if _check(result, job_id, index):
                     values[index] = result.value
 
-        await _drive(
-            run, self.map.op, self.map.source.items, on_results, _no_decode, close_when_fed=True
-        )
+        await _drive(run, self.map.op, self.map.source.items, on_results)
         return [values[i] for i in sorted(values)]
 
 
@@ -414,96 +444,81 @@ class Fold(_Directive[O], Generic[T, O]):
     monoid: Monoid[O]
 
     async def _execute(self, run: Run) -> O:
-        monoid = self.monoid
-        mspec = spec_of(type(monoid))
-        value_type = mspec.output_type
-        mono_bytes = encode_operation(monoid)
-        by_start: dict[int, tuple[int, Any]] = {}
-        by_end: dict[int, int] = {}
-        combining = 0
-        total: int | None = None
-        final: list[Any] = []
-
-        def add(start: int, end: int, value: Any, jobs: list[tuple[str, bytes, Any]]) -> None:
-            nonlocal combining
-            while True:
-                left = by_end.pop(start, None)
-                if left is not None:
-                    _, lvalue = by_start.pop(left)
-                    a, b, lo, hi = left, end, lvalue, value
-                else:
-                    right = by_start.get(end)
-                    if right is None:
-                        by_start[start] = (end, value)
-                        by_end[end] = start
-                        return
-                    del by_start[end]
-                    del by_end[right[0]]
-                    a, b, lo, hi = start, right[0], value, right[1]
-                if lo is _EMPTY or hi is _EMPTY:
-                    start, end, value = a, b, (hi if lo is _EMPTY else lo)
-                    continue
-                label = f"the combine of items {a}..{b - 1}"
-                body = encode_input(mono_bytes, run.run_id, -1, (lo, hi), mspec, label)
-                jobs.append((run.job_id(), body, (a, b)))
-                combining += 1
-                return
-
-        def check_done() -> None:
-            if total is None or combining:
-                return
-            if total == 0:
-                final.append(monoid.empty())
-                run.close()
-                return
-            whole = by_start.get(0)
-            if whole is not None and whole[0] == total:
-                final.append(monoid.empty() if whole[1] is _EMPTY else whole[1])
-                run.close()
-
-        async def on_results(results: list[tuple[Any, str, JobResult]]) -> None:
-            nonlocal combining
-            jobs: list[tuple[str, bytes, Any]] = []
-            for tag, job_id, result in results:
-                if type(tag) is int:
-                    ok = _check(result, job_id, tag)
-                    add(tag, tag + 1, result.value if ok else _EMPTY, jobs)
-                else:
-                    combining -= 1
-                    ok = _check(result, job_id, None)
-                    add(tag[0], tag[1], result.value if ok else _EMPTY, jobs)
-            await run.send(jobs)
-            check_done()
-
-        async def on_fed(n: int) -> None:
-            nonlocal total
-            total = n
-            check_done()
-
-        def decode(body: bytes, tag: Any) -> JobResult:
-            try:
-                return decode_result(body, value_type)
-            except CodecError as exc:
-                return _undecodable(exc, mspec.name)
-
+        fold = _FoldRun(run, self.monoid)
         await _drive(
-            run,
-            self.map.op,
-            self.map.source.items,
-            on_results,
-            decode,
-            close_when_fed=False,
-            on_fed=on_fed,
+            run, self.map.op, self.map.source.items, fold.on_results, fold.decode, fold.fed
         )
-        if not final:  # pragma: no cover - the stream only ends after check_done closed it
+        if fold.result is _NOT_DONE:  # pragma: no cover - the stream ends only once it is done
             raise RuntimeError("fold ended without a result")
-        result: O = final[0]
+        result: O = fold.result
         return result
 
 
+class _FoldRun:
+    """One fold's run: its results go to a :class:`RangeMerger`; the combines it asks
+    for are sent as jobs; the run closes when one range covers every item."""
+
+    def __init__(self, run: Run, monoid: Monoid[Any]) -> None:
+        self.run = run
+        self.monoid = monoid
+        self.spec = spec_of(type(monoid))
+        self.result: Any = _NOT_DONE
+        self._monoid_bytes = encode_operation(monoid)
+        self._ranges = RangeMerger()
+        self._total: int | None = None  # the number of items, once all are sent
+
+    async def on_results(self, results: list[tuple[Any, str, JobResult]]) -> None:
+        """Merge map results (tagged by index) and combine results (tagged by range)."""
+        ranges = self._ranges
+        combines: list[Combine] = []
+        for tag, job_id, result in results:
+            if type(tag) is int:
+                ok = _check(result, job_id, tag)
+                combine = ranges.add(tag, tag + 1, result.value if ok else EMPTY)
+            else:
+                ok = _check(result, job_id, None)
+                combine = ranges.combined(tag[0], tag[1], result.value if ok else EMPTY)
+            if combine is not None:
+                combines.append(combine)
+        if combines:
+            await self.run.send([self._job(c) for c in combines])
+        self._check_done()
+
+    def _job(self, combine: Combine) -> tuple[str, bytes, Any]:
+        """The combine job: its id, its body and its tag (the range it covers)."""
+        run, span = self.run, (combine.start, combine.end)
+        label = f"the combine of items {combine.start}..{combine.end - 1}"
+        pair = (combine.left, combine.right)
+        body = encode_input(self._monoid_bytes, run.run_id, -1, pair, self.spec, label)
+        return run.job_id(), body, span
+
+    def fed(self, total: int) -> None:
+        """Every item is sent: the fold is done once ``total`` items are covered."""
+        self._total = total
+        self._check_done()
+
+    def _check_done(self) -> None:
+        if self._total is None or self.result is not _NOT_DONE:
+            return
+        done, value = self._ranges.whole(self._total)
+        if done:
+            self.result = self.monoid.empty() if value is EMPTY else value
+            self.run.close()
+
+    def decode(self, body: bytes, tag: Any) -> JobResult:
+        """A combine job's result (a map job's is decoded by the receiver)."""
+        try:
+            return decode_result(body, self.spec.output_type)
+        except CodecError as exc:
+            return _undecodable(exc, self.spec.name)
+
+
 @attrs.frozen
-class Literal(Generic[T]):
-    """One value to run a single operation on."""
+class LiteralValue(Generic[T]):
+    """One value to run a single operation on: what :func:`literal` gives.
+
+    (Not ``Literal``, which would shadow :data:`typing.Literal` where both are imported.)
+    """
 
     value: T
 
@@ -526,7 +541,7 @@ class Then(_Directive["O | None"], Generic[T, O]):
             for index, job_id, result in results:
                 out.append(result.value if _check(result, job_id, index) else None)
 
-        await _drive(run, self.op, (self.value,), on_results, _no_decode, close_when_fed=True)
+        await _drive(run, self.op, (self.value,), on_results)
         return out[0]
 
 
@@ -535,6 +550,6 @@ def from_iter(items: Iterable[T] | AsyncIterable[T]) -> Source[T]:
     return Source(items)
 
 
-def literal(value: T) -> Literal[T]:
+def literal(value: T) -> LiteralValue[T]:
     """A single value, for ``literal(x).then(op)``."""
-    return Literal(value)
+    return LiteralValue(value)

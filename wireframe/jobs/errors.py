@@ -47,7 +47,14 @@ class CodecError(JobsError, ValueError):
 
 
 class Strategy(enum.Enum):
-    """What a fatal error does to its directive run."""
+    """What a fatal error does to its directive run.
+
+    Users write its members as :data:`Terminate` and :data:`Ignore`, the
+    spelling of the design (``Fatal(..., strategy=jobs.Ignore)``, after
+    paladin): capitalised like the exception classes beside them, but they are
+    values of this enum, never raised. Renaming them would only add a second
+    name for each value, so they keep that spelling.
+    """
 
     TERMINATE = "terminate"
     IGNORE = "ignore"

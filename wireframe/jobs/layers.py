@@ -26,7 +26,7 @@ import trio
 import wireframe as wf
 from wireframe.jobs.broker import Broker, BrokerUnavailable, mask_password, open_broker
 from wireframe.jobs.cache import ResultCache
-from wireframe.jobs.runtime import DEFAULT_URL, Runtime, emulated_workers
+from wireframe.jobs.runtime import DEFAULT_URL, Runtime, emulated_pool
 from wireframe.jobs.worker import Worker
 
 __all__ = [
@@ -162,20 +162,14 @@ class JobRuntimeLayer(wf.WiringLayer[None, JobRuntimeOutput]):
             runtime = Runtime(
                 broker, queue=self.queue, max_in_flight=self.max_in_flight, cache=self.cache
             )
-            res = _resources_of(input)
-            workers = [
-                WorkerTask(
-                    Worker(
-                        broker,
-                        queue=self.queue,
-                        concurrency=self.worker_concurrency,
-                        resources=res,
-                        worker_id=f"{self.name}:emulated-{i}",
-                    ),
-                    id=f"{self.name}:worker-{i}",
-                )
-                for i in range(emulated_workers(broker.url))
-            ]
+            pool = emulated_pool(
+                broker,
+                queue=self.queue,
+                concurrency=self.worker_concurrency,
+                resources=_resources_of(input),
+                name=self.name,
+            )
+            workers = [WorkerTask(w, id=f"{self.name}:worker-{i}") for i, w in enumerate(pool)]
             yield JobRuntimeOutput(runtime, BrokerReachable(broker, f"{self.name}:broker"), workers)
 
 

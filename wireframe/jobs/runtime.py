@@ -388,24 +388,10 @@ async def connect(
             cache=cache,
         )
         n = workers if workers is not None else emulated_workers(broker.url)
-        if n <= 0:
-            try:
-                yield rt
-            finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(_ABORT_GRACE):
-                    await rt._delete_finished_channels()
-            return
         async with background_tasks() as nursery:  # the block's exception leaves bare
-            pool = [
-                Worker(
-                    broker,
-                    queue=queue,
-                    concurrency=worker_concurrency,
-                    resources=resources,
-                    worker_id=f"emulated-{i}",
-                )
-                for i in range(n)
-            ]
+            pool = emulated_pool(
+                broker, count=n, queue=queue, concurrency=worker_concurrency, resources=resources
+            )
             for w in pool:
                 await nursery.start(w.serve)
             try:
@@ -416,6 +402,35 @@ async def connect(
                 for w in pool:
                     w.stop()
                 nursery.cancel_scope.deadline = trio.current_time() + _ABORT_GRACE
+
+
+def emulated_pool(
+    broker: Broker,
+    *,
+    count: int | None = None,
+    queue: str = "default",
+    concurrency: int = 64,
+    resources: Sequence[object] = (),
+    name: str = "",
+) -> list[Worker]:
+    """The emulated workers of ``memory://...?workers=N``: ``count`` of them, default N.
+
+    Each serves ``queue`` with ``concurrency`` slots and the worker-side
+    ``resources``; their ids are ``[name:]emulated-<i>``. :func:`connect` runs
+    them in its context, ``JobRuntimeLayer`` as service tasks.
+    """
+    n = emulated_workers(broker.url) if count is None else count
+    prefix = f"{name}:" if name else ""
+    return [
+        Worker(
+            broker,
+            queue=queue,
+            concurrency=concurrency,
+            resources=resources,
+            worker_id=f"{prefix}emulated-{i}",
+        )
+        for i in range(n)
+    ]
 
 
 def _lone(group: BaseExceptionGroup[BaseException]) -> BaseException:

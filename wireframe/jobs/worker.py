@@ -61,6 +61,7 @@ from wireframe.jobs.broker import (
 from wireframe.jobs.codec import (
     ABORT_TOPIC,
     Envelope,
+    JobResult,
     OpCache,
     UnknownOperation,
     decode_abort,
@@ -78,7 +79,6 @@ from wireframe.jobs.errors import (
     Terminate,
     Transient,
 )
-from wireframe.jobs.jobs import JobResult
 from wireframe.jobs.operations import Operation, OpSpec, call_kwargs
 from wireframe.jobs.retry import DEFAULT_RETRY
 

@@ -11,6 +11,8 @@ module, printed.
 from __future__ import annotations
 
 import enum
+import graphlib
+import heapq
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -36,6 +38,8 @@ __all__ = [
 ]
 
 _SEQUENCE_ORIGINS = (list, tuple, Sequence, typing.Sequence)
+#: The resources the service gives itself, to every layer that takes them.
+_SERVICE_GIVES: tuple[type, ...] = (ServiceStatus,)
 
 
 class PortRole(enum.Enum):
@@ -164,12 +168,21 @@ def _field_types(
     return fields
 
 
-def _classify_output(name: str, tp: Any) -> Port | str:
+def _single_type(side: str, name: str, tp: Any) -> tuple[Any, bool] | str:
+    """``(type, optional)`` of a field that can name one resource, or why it cannot."""
     inner, optional, ok = _unwrap_optional(tp)
     if not ok:
-        return f"output field {name!r} is a union of several types, which cannot name one resource"
+        return f"{side} field {name!r} is a union of several types, which cannot name one resource"
     if inner is Any:
-        return f"output field {name!r} is typed Any, which cannot name a resource"
+        return f"{side} field {name!r} is typed Any, which cannot name a resource"
+    return inner, optional
+
+
+def _classify_output(name: str, tp: Any) -> Port | str:
+    single = _single_type("output", name, tp)
+    if isinstance(single, str):
+        return single
+    inner, optional = single
     if is_task_type(inner):
         return Port(name, inner, PortRole.TASK, optional)
     if inner is ShutdownHook:
@@ -184,11 +197,10 @@ def _classify_output(name: str, tp: Any) -> Port | str:
 
 
 def _classify_input(name: str, tp: Any) -> Port | str:
-    inner, optional, ok = _unwrap_optional(tp)
-    if not ok:
-        return f"input field {name!r} is a union of several types, which cannot name one resource"
-    if inner is Any:
-        return f"input field {name!r} is typed Any, which cannot name a resource"
+    single = _single_type("input", name, tp)
+    if isinstance(single, str):
+        return single
+    inner, optional = single
     if is_task_type(inner) or inner is ShutdownHook:
         return f"input field {name!r} asks for a task or hook ({type_name(inner)}); inputs take resources"
     return Port(name, inner, PortRole.RESOURCE, optional)
@@ -227,45 +239,62 @@ def plan_wiring(layers: Sequence[WiringLayer[Any, Any]]) -> WiringPlan:
     """
     problems: list[WiringProblem] = []
     nodes = [_node(layer, i, problems) for i, layer in enumerate(layers)]
+    given, duplicate = _providers(nodes, problems)
+    deps = _dependencies(nodes, given, problems)
+    ordered, stuck = _wiring_order(nodes, deps)
+    problems.extend(_cycle_problems(stuck, deps))
+    if problems:
+        raise (ResourceAlreadyProvided if duplicate else WiringError)(problems)
+    providers: dict[Any, str] = dict.fromkeys(_SERVICE_GIVES, BUILT_IN)
+    providers.update((tp, node.name) for tp, node in given.items())
+    return WiringPlan(tuple(ordered), providers)
 
-    providers: dict[Any, str] = {ServiceStatus: BUILT_IN}
+
+def _providers(
+    nodes: Sequence[LayerNode], problems: list[WiringProblem]
+) -> tuple[dict[Any, LayerNode], bool]:
+    """The layer that gives each resource (the first that does), and whether two gave one.
+
+    A second provider of a resource, or a layer giving what the service gives
+    itself, is a problem.
+    """
+    given: dict[Any, LayerNode] = {}
     duplicate = False
     for node in nodes:
         for port in node.outputs:
             if port.role is not PortRole.RESOURCE:
                 continue
-            first = providers.setdefault(port.type, node.name)
-            if first == BUILT_IN:
-                problems.append(
-                    WiringProblem(
-                        node.name,
-                        f"gives resource {port.type_name}, which the service gives itself; "
-                        "take it instead",
-                        port.type_name,
-                    )
-                )
-            elif first != node.name:
+            if port.type in _SERVICE_GIVES:
+                message = "which the service gives itself; take it instead"
+            else:
+                first = given.setdefault(port.type, node)
+                if first.name == node.name:
+                    continue
                 duplicate = True
-                problems.append(
-                    WiringProblem(
-                        node.name,
-                        f"gives resource {port.type_name}, which layer {first!r} already gives "
-                        "(ResourceAlreadyProvided); a resource type has one provider",
-                        port.type_name,
-                    )
+                message = (
+                    f"which layer {first.name!r} already gives (ResourceAlreadyProvided); "
+                    "a resource type has one provider"
                 )
+            problems.append(
+                WiringProblem(
+                    node.name, f"gives resource {port.type_name}, {message}", port.type_name
+                )
+            )
+    return given, duplicate
 
-    by_name = {node.name: node for node in nodes}
-    deps: dict[str, set[str]] = {}
+
+def _dependencies(
+    nodes: Sequence[LayerNode], given: Mapping[Any, LayerNode], problems: list[WiringProblem]
+) -> dict[int, set[int]]:
+    """Which layers (by index) each layer waits on; a problem for each resource no one gives."""
+    deps: dict[int, set[int]] = {}
     for node in nodes:
-        deps[node.name] = set()
+        deps[node.index] = set()
         for port in node.inputs:
-            provider = providers.get(port.type)
-            if provider == BUILT_IN:
-                continue
+            provider = given.get(port.type)
             if provider is not None:
-                deps[node.name].add(provider)
-            elif not port.optional:
+                deps[node.index].add(provider.index)
+            elif port.type not in _SERVICE_GIVES and not port.optional:
                 problems.append(
                     WiringProblem(
                         node.name,
@@ -274,90 +303,102 @@ def plan_wiring(layers: Sequence[WiringLayer[Any, Any]]) -> WiringPlan:
                         port.type_name,
                     )
                 )
+    return deps
 
+
+def _wiring_order(
+    nodes: Sequence[LayerNode], deps: Mapping[int, set[int]]
+) -> tuple[list[LayerNode], list[LayerNode]]:
+    """The layers in wiring order, and those left over because they wait on a cycle.
+
+    Among the layers whose providers are all wired, the first added goes first.
+    """
+    sorter = graphlib.TopologicalSorter(deps)
+    try:
+        sorter.prepare()
+    except graphlib.CycleError:
+        pass  # the sorter still gives every layer that does not wait on the cycle
+    ready = list(sorter.get_ready())
+    heapq.heapify(ready)
     ordered: list[LayerNode] = []
-    placed: set[str] = set()
-    remaining = list(nodes)
-    while remaining:
-        ready = next((n for n in remaining if deps[n.name] <= placed), None)
-        if ready is None:
-            break
-        ordered.append(ready)
-        placed.add(ready.name)
-        remaining.remove(ready)
-    if remaining:
-        problems.extend(_cycle_problems(remaining, deps, by_name))
-
-    if problems:
-        raise (ResourceAlreadyProvided if duplicate else WiringError)(problems)
-    return WiringPlan(tuple(ordered), providers)
+    while ready:
+        index = heapq.heappop(ready)
+        ordered.append(nodes[index])
+        sorter.done(index)
+        for later in sorter.get_ready():
+            heapq.heappush(ready, later)
+    placed = {node.index for node in ordered}
+    return ordered, [node for node in nodes if node.index not in placed]
 
 
 def _cycle_problems(
-    remaining: list[LayerNode], deps: Mapping[str, set[str]], by_name: Mapping[str, LayerNode]
+    stuck: Sequence[LayerNode], deps: Mapping[int, set[int]]
 ) -> list[WiringProblem]:
-    """Name each cycle among the layers that could not be ordered (Tarjan's SCC)."""
-    names = [n.name for n in remaining]
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    components: list[list[str]] = []
+    """A problem naming each cycle among the layers that could not be ordered.
 
-    def visit(v: str) -> None:
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on_stack.add(v)
-        for w in sorted(deps[v] & set(names)):
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            component = []
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                component.append(w)
-                if w == v:
-                    break
-            components.append(component)
-
-    for name in names:
-        if name not in index:
-            visit(name)
-
-    problems = []
-    for component in components:
-        if len(component) == 1 and component[0] not in deps[component[0]]:
-            continue  # only waits on a cycle; the cycle itself is reported
-        members = sorted(component, key=lambda n: by_name[n].index)
-        if len(members) == 1:  # a layer that takes what it gives itself
-            node = by_name[members[0]]
-            given = {p.type for p in node.outputs}
-            for port in node.inputs:
-                if port.type in given:
-                    problems.append(
-                        WiringProblem(
-                            node.name,
-                            f"takes resource {port.type_name} (field {port.field!r}), which it "
-                            "gives itself; a layer cannot take its own output",
-                            port.type_name,
-                        )
-                    )
+    A cycle of one layer is a layer that takes what it gives itself.
+    """
+    problems: list[WiringProblem] = []
+    for group in _cycles(stuck, deps):
+        if len(group) > 1:
+            problems.append(WiringProblem(group[0].name, _cycle_message(group)))
             continue
-        edges = []
-        for name in members:
-            for port in by_name[name].inputs:
-                for other in members:
-                    if any(p.type == port.type for p in by_name[other].outputs):
-                        edges.append(f"{name!r} takes {port.type_name} from {other!r}")
-        problems.append(
+        node = group[0]
+        given = {p.type for p in node.outputs}
+        problems.extend(
             WiringProblem(
-                members[0],
-                "is in a dependency cycle: " + "; ".join(edges),
-                None,
+                node.name,
+                f"takes resource {port.type_name} (field {port.field!r}), which it "
+                "gives itself; a layer cannot take its own output",
+                port.type_name,
             )
+            for port in node.inputs
+            if port.type in given
         )
     return problems
+
+
+def _cycles(stuck: Sequence[LayerNode], deps: Mapping[int, set[int]]) -> list[list[LayerNode]]:
+    """The groups of layers that wait on each other (each holds a cycle), in add order.
+
+    ``graphlib`` finds that there is a cycle but names only one; a group here
+    is every layer on any cycle through its members, so that each cycle is
+    reported once, whole. A layer that only waits on a cycle is in no group:
+    the cycle is what to report.
+    """
+    within = {node.index for node in stuck}
+    reach = {node.index: _waits_on(node.index, deps, within) for node in stuck}
+    groups: list[list[LayerNode]] = []
+    grouped: set[int] = set()
+    for node in stuck:
+        i = node.index
+        if i in grouped or i not in reach[i]:
+            continue
+        group = [other for other in stuck if other.index in reach[i] and i in reach[other.index]]
+        grouped.update(other.index for other in group)
+        groups.append(group)
+    return groups
+
+
+def _waits_on(start: int, deps: Mapping[int, set[int]], within: set[int]) -> set[int]:
+    """The layers (of ``within``) that layer ``start`` waits on, directly or through others."""
+    found: set[int] = set()
+    todo = [start]
+    while todo:
+        for dep in deps[todo.pop()] & within:
+            if dep not in found:
+                found.add(dep)
+                todo.append(dep)
+    return found
+
+
+def _cycle_message(group: Sequence[LayerNode]) -> str:
+    """``is in a dependency cycle:`` and every take between the group's layers."""
+    edges = [
+        f"{node.name!r} takes {port.type_name} from {other.name!r}"
+        for node in group
+        for port in node.inputs
+        for other in group
+        if any(p.type == port.type for p in other.outputs)
+    ]
+    return "is in a dependency cycle: " + "; ".join(edges)

@@ -118,11 +118,6 @@ def is_task_type(tp: object) -> bool:
     return isinstance(tp, type) and issubclass(tp, _TaskBase)
 
 
-def task_kind_of(tp: type[_TaskBase]) -> TaskKind:
-    """The kind a task class belongs to."""
-    return tp.kind
-
-
 TaskFunction = Callable[["StopReceiver"], Awaitable[None]]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 from urllib.parse import parse_qsl, urlencode
 
@@ -23,12 +24,12 @@ __all__ = [
     "BrokerConformance",
     "UrlFactory",
     "fresh_memory_url",
-    "service_unavailable",
+    "skip_or_fail_unavailable",
     "with_options",
 ]
 
 
-def service_unavailable(reason: str) -> NoReturn:
+def skip_or_fail_unavailable(reason: str) -> NoReturn:
     """Skip the test: a backing service (a Redis server, say) does not answer — or fail it in CI.
 
     A CI machine runs the services the tests need, so a skip there would hide
@@ -40,6 +41,20 @@ def service_unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)")
     pytest.skip(reason)
+
+
+def service_unavailable(reason: str) -> NoReturn:
+    """Deprecated: the old name of :func:`skip_or_fail_unavailable`, which it calls.
+
+    Renamed because it read like an exception class to raise; kept, warning,
+    for code outside the repository that calls it.
+    """
+    warnings.warn(
+        "wireframe.testing.service_unavailable is deprecated; call skip_or_fail_unavailable",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    skip_or_fail_unavailable(reason)
 
 
 def with_options(url: str, **options: object) -> str:

@@ -1,6 +1,8 @@
 """Wiring that is wrong two ways (exit 2), and a layer whose wire() must never run under `check`.
 
-``unwired`` gives its task only from ``wire()``, which records that it ran
+``broken`` is built from the service tests' shared layers (``tests/service/layerkit.py``).
+
+``trap`` gives its task only from ``wire()``, which records that it ran
 (``WIRE_CALLS``) and, when the env var ``CLI_WIRE_MARKER`` names a file, creates
 it, so a test in another process can tell.
 """
@@ -8,53 +10,27 @@ it, so a test in another process can tell.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import attrs
 
 import wireframe as wf
 
+# The layers the service tests share: the CLI imports this file with only its own
+# folder on the path (in another process too), so it puts theirs there itself.
+_LAYERKIT = str(Path(__file__).resolve().parents[2] / "service")
+if _LAYERKIT not in sys.path:
+    sys.path.append(_LAYERKIT)
+
+from layerkit import Cache, CacheLayer, CacheOut  # noqa: E402
+
 WIRE_CALLS: list[str] = []
 
 
 @attrs.frozen
-class Database:
-    url: str
-
-
-@attrs.frozen
-class Cache:
-    size: int
-
-
-@attrs.frozen
-class NeedsDb:
-    db: Database
-
-
-@attrs.frozen
-class ApiOut:
-    cache: Cache
-
-
-@attrs.frozen
-class ApiLayer(wf.WiringLayer[NeedsDb, ApiOut]):
-    """Takes a Database no layer gives."""
-
-    name = "api"
-
-    async def wire(self, input: NeedsDb) -> ApiOut:
-        raise AssertionError("never wired: its input is missing")
-
-
-@attrs.frozen
-class CacheOut:
-    cache: Cache
-
-
-@attrs.frozen
-class CacheLayer(wf.WiringLayer[None, CacheOut]):
-    """Gives Cache, which ApiLayer gives too."""
+class SpareCacheLayer(wf.WiringLayer[None, CacheOut]):
+    """Gives Cache, which the layer named 'api' gives too."""
 
     name = "cache"
 
@@ -97,6 +73,7 @@ class RaisingLayer(wf.WiringLayer[None, ServeOut]):
         raise ConnectionError("database refused the connection")
 
 
-broken = wf.ServiceBuilder().add_layer(ApiLayer()).add_layer(CacheLayer())
+# 'api' takes a Database no layer gives (and gives Cache); 'cache' gives Cache again.
+broken = wf.ServiceBuilder().add_layer(CacheLayer(name="api")).add_layer(SpareCacheLayer())
 trap = wf.ServiceBuilder().add_layer(TrapLayer())
 raising = wf.ServiceBuilder().add_layer(RaisingLayer())

@@ -20,6 +20,7 @@ class TestMemoryConformance(BrokerConformance):
         return MockClock(autojump_threshold=0)
 
 
+@pytest.mark.slow  # leases and waits in real time: the memory run above is the fast loop's
 class TestSqliteConformance(BrokerConformance):
     """``sqlite://``, on a fresh database file per test, in real time."""
 
@@ -29,6 +30,7 @@ class TestSqliteConformance(BrokerConformance):
 
 
 @pytest.mark.redis
+@pytest.mark.slow  # in real time, as SQLite
 class TestRedisConformance(BrokerConformance):
     """``redis://``, under a fresh key prefix per test, in real time."""
 
