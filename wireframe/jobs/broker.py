@@ -133,12 +133,14 @@ class Message:
     ``id`` is chosen by the publisher and unique within the broker (the runtime
     uses the job id). ``reply_to`` names the result channel that receives the
     :class:`Reply` when the message completes or dies; ``""`` means nobody
-    listens.
+    listens. Within a queue, a message of higher ``priority`` is consumed
+    first; equal priorities stay first in, first out.
     """
 
     id: str
     body: bytes
     reply_to: str = ""
+    priority: int = 0
 
 
 @attrs.frozen

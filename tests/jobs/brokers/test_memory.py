@@ -63,7 +63,7 @@ async def test_state_lives_while_any_broker_of_the_name_is_open(name: str) -> No
         assert [s.queued for s in await keeper.stats()] == [1]
     async with memory.open(url) as fresh:
         assert await fresh.stats() == [], "the last close dropped the state"
-    assert name not in memory._REGISTRY
+    assert name not in memory.REGISTRY
 
 
 async def test_unnamed_brokers_share_one_state() -> None:
@@ -224,7 +224,7 @@ async def test_many_messages_flow_in_batches(name: str) -> None:
         assert seen == ids
         [stats] = await broker.stats()
         assert (stats.queued, stats.running, stats.done) == (0, 0, 2000)
-        q = memory._REGISTRY[name].queues["q"]
+        q = memory.REGISTRY[name].queues["q"]
         assert all(len(order) == 0 for order in q.orders.values()), "stale leases were trimmed"
 
 
@@ -243,7 +243,7 @@ async def test_stale_lease_records_do_not_pile_up_behind_a_held_lease(
                     await broker.complete(d, None)
         [stats] = await broker.stats()
         assert (stats.queued, stats.running, stats.done) == (0, 1, 20_000)
-        order = memory._REGISTRY[name].queues["q"].orders[30.0]
+        order = memory.REGISTRY[name].queues["q"].orders[30.0]
         assert len(order) <= 5000, len(order)
 
 
@@ -257,7 +257,7 @@ async def test_fresh_memory_urls_are_isolated() -> None:
 
 async def test_delete_channel_forgets_it_unless_someone_waits(name: str) -> None:
     async with memory.open(f"memory://{name}") as broker:
-        channels = memory._REGISTRY[name].channels
+        channels = memory.REGISTRY[name].channels
         with trio.move_on_after(0.01):
             await broker.receive_replies("ch", 1)  # a receiver that gave up
         await broker.delete_channel("ch")

@@ -1,0 +1,446 @@
+"""The memory broker's methods: the Broker protocol on a :class:`~.state.State`.
+
+No call starts a task. Settling a delivery (``complete``, ``abandon``,
+``extend``, ``dead_letter``) is a cancellation point but does not yield to the
+scheduler: it is the per-job hot path, and a full schedule point there costs
+more than the broker's own work (the worker yields in ``consume`` anyway).
+Every other call is a full checkpoint. A blocked ``consume`` sleeps on an
+event with a deadline at the earliest expiry or delay, so it wakes exactly when
+something can become visible, without polling.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+import attrs
+import trio
+
+from wireframe.jobs.broker import (
+    DEAD_CHANNEL_RETENTION,
+    BrokerError,
+    BrokerURL,
+    ChannelLost,
+    DeadLetter,
+    Delivery,
+    LockLost,
+    Message,
+    QueueStats,
+    Reply,
+    WorkerInfo,
+    count_workers,
+)
+from wireframe.jobs.brokers.memory.state import (
+    REGISTRY,
+    SWEEP_EVERY,
+    Entry,
+    Queue,
+    State,
+)
+
+__all__ = ["MemoryBroker"]
+
+
+class MemoryBroker:
+    """The in-process :class:`~wireframe.jobs.broker.Broker`; get one with :func:`open`."""
+
+    def __init__(self, url: BrokerURL, state: State) -> None:
+        self.url = url
+        self.name = url.host
+        self._state = state
+        self._lease_seconds = url.lease
+        self._max_deliveries = url.max_deliveries
+        self._closed = False
+        self._subscriptions: set[trio.MemorySendChannel[bytes]] = set()
+
+    def __repr__(self) -> str:
+        return f"<MemoryBroker {self.url}{' closed' if self._closed else ''}>"
+
+    def clock(self) -> float:
+        """trio's clock: leases and delays follow ``MockClock`` in tests."""
+        return trio.current_time()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BrokerError(f"memory broker {self.url} is closed")
+
+    async def ping(self) -> None:
+        """Always answers while open."""
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+
+    async def aclose(self) -> None:
+        """End this broker's subscriptions and let go of the shared state. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            for send in self._subscriptions:
+                send.close()
+            self._subscriptions.clear()
+            self._state.refs -= 1
+            if self._state.refs <= 0 and REGISTRY.get(self.name) is self._state:
+                del REGISTRY[self.name]
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    # -- queues ---------------------------------------------------------------
+    async def declare_queue(self, queue: str) -> None:
+        """Create ``queue`` if it does not exist."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        self._state.queue(queue)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def delete_queue(self, queue: str) -> None:
+        """Drop ``queue`` with its messages, leases and finished state."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        q = self._state.queues.pop(queue, None)
+        if q is not None:
+            q.notify()  # blocked consumers look again (and find a new, empty queue)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def publish(self, queue: str, messages: Sequence[Message], *, delay: float = 0.0) -> None:
+        """Append ``messages`` to ``queue``, visible after ``delay`` seconds."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        if not delay >= 0.0:
+            raise ValueError(f"publish to {queue!r}: delay={delay!r} must be >= 0")
+        q = self._state.queue(queue)
+        if delay > 0.0:
+            visible = trio.current_time() + delay
+            seq = self._state.seq
+            delayed = q.delayed
+            for message in messages:
+                heapq.heappush(delayed, (visible, next(seq), Entry(message)))
+        else:
+            q.ready.extend(map(Entry, messages))
+        q.notify()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def consume(self, queue: str, limit: int) -> list[Delivery]:
+        """Lease up to ``limit`` visible messages; block until there is one."""
+        if limit < 1:
+            raise ValueError(f"consume from {queue!r}: limit={limit!r} must be at least 1")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            self._check_open()
+            q = self._state.queue(queue)
+            now = trio.current_time()
+            q.reclaim(now)
+            if q.ready:
+                out = self._lease(q, limit, now)
+                if out:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    return out
+            event = q.event
+            if event is None:
+                event = q.event = trio.Event()
+            with trio.move_on_at(q.next_due()):
+                await event.wait()
+
+    def _lease(self, q: Queue, limit: int, now: float) -> list[Delivery]:
+        lease = self._lease_seconds
+        max_deliveries = self._max_deliveries
+        expires = now + lease
+        order = q.order(lease)
+        ready = q.ready
+        leased = q.leased
+        tokens = self._state.tokens
+        name = q.name
+        out: list[Delivery] = []
+        dead = self._state.dead
+        while ready and len(out) < limit:
+            entry = ready.popleft()
+            reply_to = entry.message.reply_to
+            if reply_to and dead(reply_to, now):
+                q.done += 1  # an orphan: its run is gone, nobody wants its result
+                continue
+            if entry.deliveries >= max_deliveries:
+                self._state.kill(
+                    q,
+                    entry,
+                    f"delivered {entry.deliveries} times without completing "
+                    f"(max_deliveries={max_deliveries})",
+                )
+                continue
+            entry.deliveries += 1
+            token = str(next(tokens))
+            entry.token = token
+            entry.expires = expires
+            leased[token] = entry
+            order.append((expires, token))
+            out.append(Delivery(entry.message, name, entry.deliveries, token, expires))
+        return out
+
+    def _held(self, delivery: Delivery, action: str) -> tuple[Queue, Entry]:
+        """The queue and entry of a delivery whose lease is still current, or LockLost."""
+        self._check_open()
+        q = self._state.queues.get(delivery.queue)
+        entry = None if q is None else q.leased.get(delivery.lease_token)
+        if q is None or entry is None:
+            raise LockLost(
+                delivery.message.id,
+                delivery.queue,
+                f"{action} found no current lease (it ran out and was taken back, or was settled)",
+            )
+        if entry.expires <= trio.current_time():
+            raise LockLost(
+                delivery.message.id,
+                delivery.queue,
+                f"{action} came after the lease ran out at {entry.expires:.3f}",
+            )
+        return q, entry
+
+    async def complete(self, delivery: Delivery, reply: bytes | None) -> None:
+        """Remove the delivered message and post its reply, in one step."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        # the per-job hot path: _held's checks, inlined
+        q = None if self._closed else self._state.queues.get(delivery.queue)
+        entry = None if q is None else q.leased.pop(delivery.lease_token, None)
+        if q is None or entry is None or entry.expires <= trio.current_time():
+            if q is not None and entry is not None:
+                q.leased[delivery.lease_token] = entry  # expired: reclaim takes it back
+            self._held(delivery, "complete")  # raises the precise error
+            raise AssertionError("unreachable")  # pragma: no cover
+        entry.token = None
+        q.done += 1
+        message = entry.message
+        if reply is not None and message.reply_to:
+            state = self._state
+            if not (state.deadlines and state.dead(message.reply_to, trio.current_time())):
+                state.post(message.reply_to, Reply(message.id, body=reply))
+
+    async def abandon(
+        self, delivery: Delivery, *, delay: float = 0.0, body: bytes | None = None
+    ) -> None:
+        """Give the message back, visible after ``delay``; a new ``body`` resets its count."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not delay >= 0.0:
+            raise ValueError(f"abandon {delivery.message.id!r}: delay={delay!r} must be >= 0")
+        q, entry = self._held(delivery, "abandon")
+        del q.leased[delivery.lease_token]
+        entry.token = None
+        if body is not None:
+            old = entry.message
+            entry.message = Message(old.id, body, old.reply_to)
+            entry.deliveries = 0
+        if delay > 0.0:
+            heapq.heappush(q.delayed, (trio.current_time() + delay, next(self._state.seq), entry))
+        else:
+            q.ready.append(entry)
+        q.notify()
+
+    async def extend(self, delivery: Delivery) -> Delivery:
+        """Renew the lease for ``lease`` seconds from now (same token)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        q, entry = self._held(delivery, "extend")
+        lease = self._lease_seconds
+        expires = trio.current_time() + lease
+        entry.expires = expires
+        q.order(lease).append((expires, delivery.lease_token))
+        return Delivery(
+            delivery.message, delivery.queue, delivery.deliveries, delivery.lease_token, expires
+        )
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Move the delivered message to the dead-letter store; post a dead reply."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        q, entry = self._held(delivery, "dead_letter")
+        del q.leased[delivery.lease_token]
+        entry.token = None
+        self._state.kill(q, entry, reason)
+
+    # -- result channels -------------------------------------------------------
+    async def receive_replies(self, channel: str, limit: int) -> list[Reply]:
+        """Take up to ``limit`` replies of ``channel``; block until there is one."""
+        if limit < 1:
+            raise ValueError(f"receive_replies from {channel!r}: limit={limit!r} must be >= 1")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            self._check_open()
+            ch = self._state.channel(channel)
+            replies = ch.replies
+            if replies:
+                if len(replies) <= limit:
+                    out = list(replies)
+                    replies.clear()
+                else:
+                    out = [replies.popleft() for _ in range(limit)]
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return out
+            event = ch.event
+            if event is None:
+                event = ch.event = trio.Event()
+            await event.wait()
+
+    async def delete_channel(self, channel: str) -> None:
+        """Drop ``channel``, its replies and its record; blocked receivers keep waiting."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        self._state.drop_replies(channel)
+        self._state.deadlines.pop(channel, None)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def open_channel(self, channel: str, ttl: float) -> None:
+        """Record ``channel`` as live for ``ttl`` seconds."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        state = self._state
+        now = trio.current_time()
+        state.deadlines[channel] = now + ttl
+        state.opened += 1
+        if state.opened % SWEEP_EVERY == 0:  # forget long-dead channels, amortized
+            old = now - DEAD_CHANNEL_RETENTION
+            for name in [c for c, deadline in state.deadlines.items() if deadline <= old]:
+                del state.deadlines[name]
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def keep_channel(self, channel: str, ttl: float) -> None:
+        """Keep ``channel`` live for ``ttl`` more seconds; :class:`ChannelLost` if it is not."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        now = trio.current_time()
+        deadline = self._state.deadlines.get(channel)
+        if deadline is None:
+            raise ChannelLost(channel, f"memory broker {self.url} has no record of it")
+        if deadline <= now:
+            raise ChannelLost(channel, f"it was closed or expired {now - deadline:.3f} s ago")
+        self._state.deadlines[channel] = now + ttl
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def close_channel(self, channel: str) -> None:
+        """Drop ``channel``'s replies and mark it dead from now on."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        self._state.drop_replies(channel)
+        now = trio.current_time()
+        deadlines = self._state.deadlines
+        deadlines[channel] = min(deadlines.get(channel, now), now)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    # -- workers ---------------------------------------------------------------------
+    async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
+        """Record ``worker`` as live for ``ttl`` seconds (``0``: remove it)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        now = trio.current_time()
+        if ttl > 0:
+            self._state.workers[worker.id] = (attrs.evolve(worker, seen_at=now), now + ttl)
+        else:
+            self._state.workers.pop(worker.id, None)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def workers(self, queue: str | None = None) -> list[WorkerInfo]:
+        """The live workers (of ``queue``, or all), sorted by queue and id."""
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        now = trio.current_time()
+        known = self._state.workers
+        for worker_id in [k for k, (_, expires) in known.items() if expires <= now]:
+            del known[worker_id]
+        live = [info for info, _ in known.values() if queue is None or info.queue == queue]
+        return sorted(live, key=lambda w: (w.queue, w.id))
+
+    # -- broadcast ---------------------------------------------------------------
+    async def broadcast(self, topic: str, body: bytes) -> None:
+        """Send ``body`` to every live subscription of ``topic``, in any broker of this name."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        for send in list(self._state.topics.get(topic, ())):
+            try:
+                send.send_nowait(body)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._state.topics[topic].discard(send)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def subscribe(self, topic: str) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """Subscribe to ``topic``; the iterator ends when this broker closes."""
+        return self._subscribe(topic)
+
+    @asynccontextmanager
+    async def _subscribe(self, topic: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        self._check_open()
+        send, receive = trio.open_memory_channel[bytes](math.inf)
+        topics = self._state.topics
+        topics.setdefault(topic, set()).add(send)
+        self._subscriptions.add(send)
+        try:
+            with receive:
+                await trio.lowlevel.checkpoint()
+                yield receive
+        finally:
+            send.close()
+            self._subscriptions.discard(send)
+            subscribers = topics.get(topic)
+            if subscribers is not None:
+                subscribers.discard(send)
+                if not subscribers:
+                    del topics[topic]
+
+    # -- inspection and housekeeping --------------------------------------------
+    def _queues(self, queue: str | None) -> list[Queue]:
+        self._check_open()
+        if queue is None:
+            return list(self._state.queues.values())
+        q = self._state.queues.get(queue)
+        return [] if q is None else [q]
+
+    async def stats(self) -> list[QueueStats]:
+        """Counts per queue, sorted by name; expired leases count as queued."""
+        now = trio.current_time()
+        workers = await self.workers()
+        out = []
+        for q in self._queues(None):
+            q.reclaim(now)
+            out.append(
+                QueueStats(
+                    q.name, len(q.ready) + len(q.delayed), len(q.leased), q.done, len(q.dead)
+                )
+            )
+        return count_workers(out, workers)
+
+    async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters, of one queue or of all."""
+        await trio.lowlevel.checkpoint()
+        merged = heapq.merge(*(q.dead for q in self._queues(queue)))
+        return [letter for _, letter in itertools.islice(merged, max(limit, 0))]
+
+    async def requeue_dead(self, queue: str | None = None) -> int:
+        """Put dead letters back at the end of their queues with a fresh count."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        count = 0
+        for q in self._queues(queue):
+            if q.dead:
+                count += len(q.dead)
+                q.ready.extend(Entry(letter.message) for _, letter in q.dead)
+                q.dead.clear()
+                q.notify()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return count
+
+    async def purge(self, queue: str | None = None) -> int:
+        """Forget completed counts and dead letters; queued and leased stay."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        count = 0
+        for q in self._queues(queue):
+            count += q.done + len(q.dead)
+            q.done = 0
+            q.dead.clear()
+        if queue is None:
+            count += self._purge_dead_channels(trio.current_time())
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return count
+
+    def _purge_dead_channels(self, now: float) -> int:
+        """Drop dead channels' replies (counted) and their old records."""
+        count = 0
+        deadlines = self._state.deadlines
+        for channel, deadline in list(deadlines.items()):
+            if deadline <= now:
+                count += self._state.drop_replies(channel)
+                if deadline <= now - DEAD_CHANNEL_RETENTION:
+                    del deadlines[channel]
+        return count
