@@ -59,6 +59,8 @@ from wireframe.jobs.errors import (
     Terminate,
     Transient,
 )
+from wireframe.jobs.handles import JobAborted, JobHandle, JobStatus, UnknownJob
+from wireframe.jobs.jobstore import JobRecord, JobStore, RecordStatus
 from wireframe.jobs.layers import (
     BrokerReachable,
     JobRuntimeLayer,
@@ -90,10 +92,15 @@ __all__ = [
     "Fatal",
     "Fold",
     "Ignore",
+    "JobAborted",
     "JobFailed",
+    "JobHandle",
+    "JobRecord",
     "JobResult",
     "JobRuntimeLayer",
     "JobRuntimeOutput",
+    "JobStatus",
+    "JobStore",
     "JobsError",
     "LiteralValue",
     "LockLost",
@@ -107,6 +114,7 @@ __all__ = [
     "Progress",
     "ProgressListener",
     "QueueStats",
+    "RecordStatus",
     "RemoteError",
     "Reply",
     "ResultCache",
@@ -121,6 +129,7 @@ __all__ = [
     "Terminate",
     "Then",
     "Transient",
+    "UnknownJob",
     "UnknownOperation",
     "Worker",
     "WorkerCounters",

@@ -53,6 +53,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import attrs
 
+from wireframe.jobs.jobstore import JobRecord
+
 __all__ = [
     "DEAD_CHANNEL_RETENTION",
     "Broker",
@@ -354,6 +356,31 @@ class Broker(Protocol):
         """The live workers (of one queue, or all), sorted by queue and id."""
         ...
 
+    # -- jobs by id (the job store role: wireframe.jobs.jobstore) ----------------------
+    async def submit(
+        self,
+        queue: str,
+        message: Message,
+        *,
+        delay: float = 0.0,
+        key: str | None = None,
+        operation: str = "",
+    ) -> tuple[JobRecord, bool]:
+        """Publish a tracked job; see :meth:`JobStore.submit`."""
+        ...
+
+    async def job(self, job_id: str) -> JobRecord | None:
+        """A tracked job's record; see :meth:`JobStore.job`."""
+        ...
+
+    async def wait_job(self, job_id: str, timeout: float) -> JobRecord | None:
+        """Wait for a tracked job to finish; see :meth:`JobStore.wait_job`."""
+        ...
+
+    async def abort_job(self, job_id: str) -> JobRecord | None:
+        """Abort a tracked job; see :meth:`JobStore.abort_job`."""
+        ...
+
     # -- broadcast ---------------------------------------------------------------
     async def broadcast(self, topic: str, body: bytes) -> None:
         """Send ``body`` to every current subscriber of ``topic``."""
@@ -429,6 +456,7 @@ def count_option(name: str, minimum: int = 1) -> Callable[[str], int]:
 COMMON_OPTIONS: Mapping[str, tuple[Callable[[str], object], object]] = {
     "lease": (seconds_option("lease"), 30.0),
     "max_deliveries": (count_option("max_deliveries"), 5),
+    "result_ttl": (seconds_option("result_ttl"), 86_400.0),
 }
 
 
@@ -436,7 +464,8 @@ COMMON_OPTIONS: Mapping[str, tuple[Callable[[str], object], object]] = {
 class BrokerURL:
     """A parsed broker URL: ``scheme://[user:password@]host[:port]/path?options``.
 
-    ``lease`` and ``max_deliveries`` mean the same on every broker; ``options``
+    ``lease``, ``max_deliveries`` and ``result_ttl`` (how long a finished job's
+    record is kept, seconds) mean the same on every broker; ``options``
     holds the broker-specific ones, already converted.
     """
 
@@ -449,6 +478,7 @@ class BrokerURL:
     password: str | None = attrs.field(repr=lambda p: "None" if p is None else "'***'")
     lease: float = 30.0
     max_deliveries: int = 5
+    result_ttl: float = 86_400.0
     options: Mapping[str, object] = attrs.field(factory=dict)
 
     def __str__(self) -> str:
@@ -559,7 +589,9 @@ def parse_broker_url(
     values = _options(parts.query, {**COMMON_OPTIONS, **extra_options}, shown, parts.scheme)
     lease = values.pop("lease")
     max_deliveries = values.pop("max_deliveries")
+    result_ttl = values.pop("result_ttl")
     assert isinstance(lease, float) and isinstance(max_deliveries, int)
+    assert isinstance(result_ttl, float)
     return BrokerURL(
         raw=url,
         scheme=parts.scheme,
@@ -570,6 +602,7 @@ def parse_broker_url(
         password=unquote(parts.password) if parts.password else None,
         lease=lease,
         max_deliveries=max_deliveries,
+        result_ttl=result_ttl,
         options=values,
     )
 

@@ -158,13 +158,28 @@ def encode_job_body(
     attempt: int,
     input: Any,
     metadata: Mapping[str, str] | None = None,
+    time_limit: float | None = None,
 ) -> bytes:
-    """A job body from an :func:`encode_operation` result and an unstructured input."""
-    return _packb([_WIRE_VERSION, op, run_id, index, attempt, input, metadata or None])
+    """A job body from an :func:`encode_operation` result and an unstructured input.
+
+    A ``time_limit`` (seconds) travels as an eighth item; a body without one
+    keeps the seven items every worker reads.
+    """
+    body = [_WIRE_VERSION, op, run_id, index, attempt, input, metadata or None]
+    if time_limit is not None:
+        body.append(float(time_limit))
+    return _packb(body)
 
 
 def encode_input(
-    op: bytes, run_id: str, index: int, item: Any, spec: OpSpec, label: str | None = None
+    op: bytes,
+    run_id: str,
+    index: int,
+    item: Any,
+    spec: OpSpec,
+    label: str | None = None,
+    *,
+    time_limit: float | None = None,
 ) -> bytes:
     """A first-attempt job body for ``item`` of the operation ``op`` (from :func:`encode_operation`).
 
@@ -172,9 +187,10 @@ def encode_input(
     default ``item {index}``) and the part of the value msgpack cannot carry.
     """
     try:
-        return _packb(
-            [_WIRE_VERSION, op, run_id, index, 1, unstructure(item, spec.input_type), None]
-        )
+        body = [_WIRE_VERSION, op, run_id, index, 1, unstructure(item, spec.input_type), None]
+        if time_limit is not None:
+            body.append(float(time_limit))
+        return _packb(body)
     except Exception as exc:
         what = f"{label or f'item {index}'} of operation {spec.name!r}"
         raise CodecError(_cannot_encode(what, item, spec.input_type, exc)) from None
@@ -234,10 +250,13 @@ class Envelope:
     attempt: int
     input: Any
     metadata: Mapping[str, str]
+    time_limit: float | None = None  # seconds the job may run, if limited
 
     def with_attempt(self, attempt: int) -> bytes:
         """The same body with another attempt number (how a retry is re-published)."""
-        return encode_job_body(self.op, self.run_id, self.index, attempt, self.input, self.metadata)
+        return encode_job_body(
+            self.op, self.run_id, self.index, attempt, self.input, self.metadata, self.time_limit
+        )
 
 
 def decode_envelope(body: bytes) -> Envelope:
@@ -246,11 +265,17 @@ def decode_envelope(body: bytes) -> Envelope:
         data = _unpackb(body)
     except Exception as exc:
         raise CodecError(f"job body is not msgpack ({type(exc).__name__}: {exc})") from None
-    if not isinstance(data, list) or len(data) != 7:
+    if not isinstance(data, list) or len(data) not in (7, 8):
+        shape = f"{len(data)} items" if isinstance(data, list) else type(data).__name__
+        raise CodecError(f"job body is not a wireframe job (expected a 7-item array, got {shape})")
+    version, op, run_id, index, attempt, input, metadata = data[:7]
+    time_limit = data[7] if len(data) == 8 else None
+    if time_limit is not None and (
+        not isinstance(time_limit, int | float) or isinstance(time_limit, bool) or time_limit <= 0
+    ):
         raise CodecError(
-            f"job body is not a wireframe job (expected a 7-item array, got {type(data).__name__})"
+            f"job body field $.time_limit must be positive seconds, got {time_limit!r}"
         )
-    version, op, run_id, index, attempt, input, metadata = data
     if version != _WIRE_VERSION:
         raise CodecError(
             f"job body has wire version {version!r}; this worker reads {_WIRE_VERSION}"
@@ -265,7 +290,15 @@ def decode_envelope(body: bytes) -> Envelope:
             raise CodecError(f"job body field {field} must be {typ.__name__}, got {value!r}")
     if metadata is not None and not isinstance(metadata, dict):
         raise CodecError(f"job body field $.metadata must be a map, got {metadata!r}")
-    return Envelope(op, run_id, index, attempt, input, metadata or {})
+    return Envelope(
+        op,
+        run_id,
+        index,
+        attempt,
+        input,
+        metadata or {},
+        None if time_limit is None else float(time_limit),
+    )
 
 
 class UnknownOperation(CodecError):

@@ -75,6 +75,7 @@ class ErrorKind(enum.Enum):
     MISSING_RESOURCE = "missing_resource"  # the worker lacks a resource the op takes
     DEAD = "dead"  # the broker dead-lettered the message (undecodable, too many deliveries)
     CANCELLED = "cancelled"  # the worker aborted it (per-worker abort)
+    TIME_LIMIT = "time_limit"  # it ran longer than its time limit
 
 
 class Transient(Exception):

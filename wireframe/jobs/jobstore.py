@@ -22,11 +22,12 @@ live job's record; once that job finishes the key is free again.
 from __future__ import annotations
 
 import enum
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import attrs
 
-from wireframe.jobs.broker import Message
+if TYPE_CHECKING:  # broker.py's Broker protocol includes this role: no import cycle
+    from wireframe.jobs.broker import Message
 
 __all__ = ["FINAL", "LIVE", "JobRecord", "JobStore", "RecordStatus"]
 
@@ -59,6 +60,7 @@ class JobRecord:
     visible_at: float  # when it was (or will be) visible to consumers
     key: str | None = None
     priority: int = 0
+    operation: str = ""  # the operation's registry name, as the submitter said
     attempts: int = 0  # deliveries so far
     started_at: float | None = None  # the first delivery
     finished_at: float | None = None
@@ -78,13 +80,20 @@ class JobStore(Protocol):
     """The broker role that keeps tracked jobs by id (see the module doc)."""
 
     async def submit(
-        self, queue: str, message: Message, *, delay: float = 0.0, key: str | None = None
+        self,
+        queue: str,
+        message: Message,
+        *,
+        delay: float = 0.0,
+        key: str | None = None,
+        operation: str = "",
     ) -> tuple[JobRecord, bool]:
         """Publish ``message`` as a tracked job on ``queue``, visible after ``delay``.
 
         Returns its record and True; or, when ``key`` is held by a live job,
         that job's record and False (nothing is published). The message's id
-        is the job's id and must be unique in the broker.
+        is the job's id and must be unique in the broker; ``operation`` is a
+        label the record keeps (the runtime gives the operation's name).
         """
         ...
 

@@ -28,6 +28,7 @@ resources the worker was given.
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import sys
 import typing
@@ -56,8 +57,9 @@ class Operation(Generic[I, O]):
     Class keywords: ``name=`` (the registry name; default the class's
     ``__qualname__``), ``cpu_bound=True``
     (run a sync ``execute`` in a process pool), ``executor="inline"`` (run a
-    sync ``execute`` on the trio thread), ``abstract=True`` (an intermediate
-    base class that is not registered).
+    sync ``execute`` on the trio thread), ``time_limit=60.0`` (seconds a job may
+    run before it fails with ``ErrorKind.TIME_LIMIT``; a submit may set its own),
+    ``abstract=True`` (an intermediate base class that is not registered).
 
     ``cache_key(input)`` may return a string: the runtime then answers equal
     (operation, parameters, key) jobs from its result cache without running them.
@@ -65,6 +67,8 @@ class Operation(Generic[I, O]):
 
     op_name: ClassVar[str]
     op_executor: ClassVar[Executor] = "thread"
+    #: Seconds a job of this operation may run, unless its submit says otherwise.
+    op_time_limit: ClassVar[float | None] = None
     #: Set in the class's own ``__dict__`` by ``abstract=True`` (see ``__init_subclass__``).
     _op_abstract: ClassVar[bool] = False
     #: The file the class was defined in (see ``_same_class``), recorded at definition.
@@ -77,9 +81,12 @@ class Operation(Generic[I, O]):
         cpu_bound: bool = False,
         executor: Executor | None = None,
         abstract: bool = False,
+        time_limit: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
+        if time_limit is not None:
+            cls.op_time_limit = check_time_limit(time_limit, f"operation {_where(cls)}")
         if executor is not None:
             cls.op_executor = executor
         elif cpu_bound:
@@ -326,3 +333,12 @@ def call_kwargs(spec: OpSpec, resources: Mapping[type, object]) -> dict[str, obj
             return typ
         out[keyword] = value
     return out
+
+
+def check_time_limit(value: object, where: str) -> float:
+    """``value`` as a time limit in seconds, or an :class:`OperationError` naming ``where``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise OperationError(f"{where}: time_limit={value!r} must be a number of seconds")
+    if not math.isfinite(value) or value <= 0:
+        raise OperationError(f"{where}: time_limit={value!r} must be positive and finite")
+    return float(value)

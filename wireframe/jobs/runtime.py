@@ -24,7 +24,8 @@ import math
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 
 import attrs
 import trio
@@ -41,6 +42,9 @@ from wireframe.jobs.broker import (
 from wireframe.jobs.cache import ResultCache
 from wireframe.jobs.channel import ResultChannel
 from wireframe.jobs.codec import ABORT_TOPIC, encode_abort
+from wireframe.jobs.handles import JobHandle
+from wireframe.jobs.handles import submit as submit_job
+from wireframe.jobs.operations import Operation
 from wireframe.jobs.worker import Worker  # emulated workers, for memory://?workers=N
 from wireframe.service.background import background_tasks
 from wireframe.service.report import describe
@@ -68,6 +72,8 @@ _FIRST_WATCH = 2.0
 _MAX_WATCH_EVERY = 5.0
 
 logger = logging.getLogger("wireframe.jobs")
+I = TypeVar("I")  # noqa: E741
+O = TypeVar("O")  # noqa: E741
 
 
 @attrs.define
@@ -142,6 +148,38 @@ class Runtime:
     async def abort_workers(self, worker_id: str = "*") -> None:
         """Per-worker abort: the worker(s) cancel what they run now and keep looping."""
         await self.broker.broadcast(ABORT_TOPIC, encode_abort("worker", worker_id))
+
+    async def submit(
+        self,
+        op: Operation[I, O],
+        input: I,
+        *,
+        queue: str | None = None,
+        delay: float | None = None,
+        at: datetime | None = None,
+        priority: int = 0,
+        key: str | None = None,
+        time_limit: float | None = None,
+    ) -> JobHandle:
+        """Submit one job on its own; its state and result stay in the broker, by id.
+
+        ``queue`` (default: the runtime's), ``delay`` seconds or ``at`` (an aware
+        datetime) before it is visible, ``priority`` (higher first within a
+        queue), a dedup ``key`` (while a job with that key is scheduled, queued
+        or running, this returns that job's handle and publishes nothing) and a
+        ``time_limit`` in seconds (default: the operation class's). Every
+        argument is checked before anything is published.
+        """
+        return await submit_job(
+            self, op, input, queue=queue, delay=delay, at=at, priority=priority, key=key,
+            time_limit=time_limit,
+        )  # fmt: skip
+
+    def handle(self, job_id: str) -> JobHandle:
+        """A handle for the job ``job_id``, submitted by any process on this broker."""
+        if not isinstance(job_id, str) or not job_id:
+            raise ValueError(f"handle: job_id={job_id!r} must be a non-empty string")
+        return JobHandle(job_id, self)
 
     @asynccontextmanager
     async def open_run(

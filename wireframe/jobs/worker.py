@@ -313,7 +313,7 @@ class Worker:
         try:
             with running.scope:
                 try:
-                    result = await self._execute(spec, op, value, kwargs)
+                    result = await self._limited(spec, op, value, kwargs, env.time_limit)
                     body = encode_output(result, spec)
                     self.counters.done += 1
                 except Exception as exc:
@@ -349,6 +349,40 @@ class Worker:
             else:
                 self._finishing -= 1
             self._slot_free.set()
+
+    async def _limited(
+        self,
+        spec: OpSpec,
+        op: Operation[Any, Any],
+        value: Any,
+        kwargs: dict[str, object],
+        limit: float | None,
+    ) -> Any:
+        """:meth:`_execute` within the job's time limit; :class:`TimeLimitExceeded` past it.
+
+        An async or cpu_bound job is cancelled at the limit. A thread cannot be:
+        its job fails when the thread returns, and the slot stays taken until then
+        (a warning says so); an inline one holds the trio thread to its end.
+        """
+        if limit is None:
+            return await self._execute(spec, op, value, kwargs)
+        started = trio.current_time()
+        with trio.move_on_after(limit) as scope:
+            result = await self._execute(spec, op, value, kwargs)
+        if not scope.cancelled_caught and trio.current_time() - started <= limit:
+            return result
+        overran = trio.current_time() - started - limit
+        if spec.executor in ("thread", "inline") and overran > 0.1:
+            _log.warning(
+                "worker %s: operation %r ran %.1f s past its time limit of %g s; "
+                "its %s could not be cancelled, so its slot stayed taken until it returned",
+                self.worker_id, spec.name, overran, limit,
+                "thread (call trio.from_thread.check_cancelled() to notice)"
+                if spec.executor == "thread" else "inline call",
+            )  # fmt: skip
+        raise TimeLimitExceeded(
+            f"operation {spec.name!r} ran longer than its time limit of {limit:g} s"
+        )
 
     async def _execute(
         self, spec: OpSpec, op: Operation[Any, Any], value: Any, kwargs: dict[str, object]
@@ -406,6 +440,8 @@ class Worker:
         self.counters.failed += 1
         if isinstance(exc, Fatal):
             return _error_body(exc, ErrorKind.FATAL, exc.strategy), None
+        if isinstance(exc, TimeLimitExceeded):
+            return _error_body(exc, ErrorKind.TIME_LIMIT), None
         return _error_body(exc, ErrorKind.FATAL), None
 
     async def _after_cancel(self, running: _Running) -> None:
@@ -559,6 +595,10 @@ class Worker:
             self.abort_run(target)
         elif kind == "worker" and target in ("*", self.worker_id):
             self.abort_running()
+
+
+class TimeLimitExceeded(Exception):
+    """A job ran longer than its time limit (it fails with ``ErrorKind.TIME_LIMIT``)."""
 
 
 @asynccontextmanager

@@ -14,6 +14,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import os
+import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -34,6 +36,7 @@ from wireframe.jobs.broker import (
     WorkerInfo,
     count_workers,
 )
+from wireframe.jobs.brokers.memory.jobs import Job
 from wireframe.jobs.brokers.memory.state import (
     REGISTRY,
     SWEEP_EVERY,
@@ -41,8 +44,11 @@ from wireframe.jobs.brokers.memory.state import (
     Queue,
     State,
 )
+from wireframe.jobs.jobstore import JobRecord, RecordStatus
 
 __all__ = ["MemoryBroker"]
+
+_HOST = socket.gethostname()
 
 
 class MemoryBroker:
@@ -56,6 +62,8 @@ class MemoryBroker:
         self._max_deliveries = url.max_deliveries
         self._closed = False
         self._subscriptions: set[trio.MemorySendChannel[bytes]] = set()
+        #: Who consumes, as a tracked job's record names its worker.
+        self._identity = f"{_HOST}:{os.getpid()}:{url.host or 'memory'}"
 
     def __repr__(self) -> str:
         return f"<MemoryBroker {self.url}{' closed' if self._closed else ''}>"
@@ -115,8 +123,11 @@ class MemoryBroker:
             delayed = q.delayed
             for message in messages:
                 heapq.heappush(delayed, (visible, next(seq), Entry(message)))
-        else:
+        elif all(m.priority == 0 for m in messages):
             q.ready.extend(map(Entry, messages))
+        else:
+            for message in messages:
+                q.push(Entry(message))
         q.notify()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
@@ -130,7 +141,7 @@ class MemoryBroker:
             q = self._state.queue(queue)
             now = trio.current_time()
             q.reclaim(now)
-            if q.ready:
+            if q.ready or q.lanes:
                 out = self._lease(q, limit, now)
                 if out:
                     await trio.lowlevel.cancel_shielded_checkpoint()
@@ -146,14 +157,20 @@ class MemoryBroker:
         max_deliveries = self._max_deliveries
         expires = now + lease
         order = q.order(lease)
-        ready = q.ready
         leased = q.leased
         tokens = self._state.tokens
         name = q.name
         out: list[Delivery] = []
         dead = self._state.dead
-        while ready and len(out) < limit:
-            entry = ready.popleft()
+        pop = q.pop
+        while len(out) < limit:
+            entry = pop()
+            if entry is None:
+                break
+            job = entry.job
+            if job is not None and job.status is RecordStatus.ABORTED:
+                q.done += 1  # aborted by id while it waited: settled, it never runs
+                continue
             reply_to = entry.message.reply_to
             if reply_to and dead(reply_to, now):
                 q.done += 1  # an orphan: its run is gone, nobody wants its result
@@ -172,6 +189,8 @@ class MemoryBroker:
             entry.expires = expires
             leased[token] = entry
             order.append((expires, token))
+            if job is not None:
+                job.leased(now, self._identity)
             out.append(Delivery(entry.message, name, entry.deliveries, token, expires))
         return out
 
@@ -208,6 +227,8 @@ class MemoryBroker:
         entry.token = None
         q.done += 1
         message = entry.message
+        if entry.job is not None:
+            entry.job.finish(RecordStatus.DONE, trio.current_time(), result=reply)
         if reply is not None and message.reply_to:
             state = self._state
             if not (state.deadlines and state.dead(message.reply_to, trio.current_time())):
@@ -224,13 +245,15 @@ class MemoryBroker:
         del q.leased[delivery.lease_token]
         entry.token = None
         if body is not None:
-            old = entry.message
-            entry.message = Message(old.id, body, old.reply_to)
+            entry.message = attrs.evolve(entry.message, body=body)
             entry.deliveries = 0
+        now = trio.current_time()
+        if entry.job is not None:
+            entry.job.requeued(now, delay)
         if delay > 0.0:
-            heapq.heappush(q.delayed, (trio.current_time() + delay, next(self._state.seq), entry))
+            heapq.heappush(q.delayed, (now + delay, next(self._state.seq), entry))
         else:
-            q.ready.append(entry)
+            q.push(entry)
         q.notify()
 
     async def extend(self, delivery: Delivery) -> Delivery:
@@ -396,9 +419,7 @@ class MemoryBroker:
         for q in self._queues(None):
             q.reclaim(now)
             out.append(
-                QueueStats(
-                    q.name, len(q.ready) + len(q.delayed), len(q.leased), q.done, len(q.dead)
-                )
+                QueueStats(q.name, q.visible() + len(q.delayed), len(q.leased), q.done, len(q.dead))
             )
         return count_workers(out, workers)
 
@@ -415,7 +436,8 @@ class MemoryBroker:
         for q in self._queues(queue):
             if q.dead:
                 count += len(q.dead)
-                q.ready.extend(Entry(letter.message) for _, letter in q.dead)
+                for _, letter in q.dead:
+                    q.push(self._revived(letter.message))
                 q.dead.clear()
                 q.notify()
         await trio.lowlevel.cancel_shielded_checkpoint()
@@ -431,6 +453,7 @@ class MemoryBroker:
             q.dead.clear()
         if queue is None:
             count += self._purge_dead_channels(trio.current_time())
+            self._state.jobs.purge()  # finished jobs' records (counted above as done/dead)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return count
 
@@ -444,3 +467,76 @@ class MemoryBroker:
                 if deadline <= now - DEAD_CHANNEL_RETENTION:
                     del deadlines[channel]
         return count
+
+    # -- jobs by id ---------------------------------------------------------------------
+    async def submit(
+        self,
+        queue: str,
+        message: Message,
+        *,
+        delay: float = 0.0,
+        key: str | None = None,
+        operation: str = "",
+    ) -> tuple[JobRecord, bool]:
+        """Publish ``message`` as a tracked job (or return the live job holding ``key``)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        if not delay >= 0.0:
+            raise ValueError(f"submit to {queue!r}: delay={delay!r} must be >= 0")
+        jobs, now = self._state.jobs, trio.current_time()
+        held = None if key is None else jobs.live_with_key(key)
+        if held is not None:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return held.record(now), False
+        if jobs.get(message.id, now) is not None:
+            raise BrokerError(f"memory broker {self.url}: a job with id {message.id!r} exists")
+        job = Job(message.id, queue, now=now, delay=delay, key=key, priority=message.priority,
+                  ttl=self.url.result_ttl, operation=operation)  # fmt: skip
+        jobs.add(job, now)
+        q = self._state.queue(queue)
+        entry = Entry(message, job=job)
+        if delay > 0.0:
+            heapq.heappush(q.delayed, (now + delay, next(self._state.seq), entry))
+        else:
+            q.push(entry)
+        q.notify()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return job.record(now), True
+
+    async def job(self, job_id: str) -> JobRecord | None:
+        """The job's record, or ``None`` if unknown or expired."""
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        now = trio.current_time()
+        job = self._state.jobs.get(job_id, now)
+        return None if job is None else job.record(now)
+
+    async def wait_job(self, job_id: str, timeout: float) -> JobRecord | None:
+        """Wait up to ``timeout`` seconds for the job to be final; its record then."""
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        job = self._state.jobs.get(job_id, trio.current_time())
+        if job is None:
+            return None
+        with trio.move_on_after(timeout):
+            await job.finished.wait()
+        return job.record(trio.current_time())
+
+    async def abort_job(self, job_id: str) -> JobRecord | None:
+        """Abort a job that has not finished (a waiting one never runs); its record after."""
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        now = trio.current_time()
+        job = self._state.jobs.get(job_id, now)
+        if job is None:
+            return None
+        job.finish(RecordStatus.ABORTED, now, error="aborted by id")
+        return job.record(now)
+
+    def _revived(self, message: Message) -> Entry:
+        """A dead letter going back on its queue, linked to its job's record again."""
+        now = trio.current_time()
+        job = self._state.jobs.get(message.id, now)
+        if job is not None:
+            job.revive(now)
+        return Entry(message, job=job)

@@ -21,6 +21,8 @@ from typing import Final
 import trio
 
 from wireframe.jobs.broker import DeadLetter, Message, Reply, WorkerInfo
+from wireframe.jobs.brokers.memory.jobs import Job, Jobs
+from wireframe.jobs.jobstore import RecordStatus
 
 #: Expiry orders shorter than this are never compacted.
 _COMPACT_AT: Final = 1024
@@ -29,25 +31,38 @@ SWEEP_EVERY: Final = 1024
 
 
 class Entry:
-    """One message in a queue, with its delivery count and current lease."""
+    """One message in a queue, with its delivery count, current lease and, for a
+    job submitted by itself, its record."""
 
-    __slots__ = ("deliveries", "expires", "message", "token")
+    __slots__ = ("deliveries", "expires", "job", "message", "token")
 
-    def __init__(self, message: Message, deliveries: int = 0) -> None:
+    def __init__(self, message: Message, deliveries: int = 0, job: Job | None = None) -> None:
         self.message = message
         self.deliveries = deliveries
         self.token: str | None = None
         self.expires = 0.0
+        self.job = job
 
 
 class Queue:
     """A queue's messages: visible, delayed, leased; and its finished state."""
 
-    __slots__ = ("dead", "delayed", "done", "event", "leased", "name", "orders", "ready")
+    __slots__ = (
+        "dead",
+        "delayed",
+        "done",
+        "event",
+        "lanes",
+        "leased",
+        "name",
+        "orders",
+        "ready",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.ready: deque[Entry] = deque()
+        self.ready: deque[Entry] = deque()  # visible messages of priority 0, the usual
+        self.lanes: dict[int, deque[Entry]] = {}  # visible messages of other priorities
         self.delayed: list[tuple[float, int, Entry]] = []  # heap by visible time
         self.leased: dict[str, Entry] = {}  # by lease token
         # lease length -> (expires, token) in expiry order; stale items skipped lazily
@@ -76,6 +91,34 @@ class Queue:
             )
         return order
 
+    def push(self, entry: Entry) -> None:
+        """Make ``entry`` visible, at the back of its priority's lane."""
+        priority = entry.message.priority
+        if priority == 0:
+            self.ready.append(entry)
+        else:
+            lane = self.lanes.get(priority)
+            if lane is None:
+                lane = self.lanes[priority] = deque()
+            lane.append(entry)
+
+    def pop(self) -> Entry | None:
+        """The visible entry to hand out next: highest priority first, FIFO within one."""
+        lanes = self.lanes
+        if lanes:
+            top = max(lanes)
+            if top > 0 or not self.ready:
+                lane = lanes[top]
+                entry = lane.popleft()
+                if not lane:
+                    del lanes[top]
+                return entry
+        return self.ready.popleft() if self.ready else None
+
+    def visible(self) -> int:
+        """How many entries are visible now (after ``reclaim``)."""
+        return len(self.ready) + sum(len(lane) for lane in self.lanes.values())
+
     def notify(self) -> None:
         """Wake every consumer blocked on this queue (they look again)."""
         event = self.event
@@ -87,7 +130,6 @@ class Queue:
         """Make expired leases and due delayed messages visible."""
         moved = False
         leased = self.leased
-        ready = self.ready
         for order in self.orders.values():
             while order:
                 expires, token = order[0]
@@ -100,11 +142,13 @@ class Queue:
                 order.popleft()
                 del leased[token]
                 entry.token = None
-                ready.append(entry)
+                if entry.job is not None:
+                    entry.job.requeued(now)
+                self.push(entry)
                 moved = True
         delayed = self.delayed
         while delayed and delayed[0][0] <= now:
-            ready.append(heapq.heappop(delayed)[2])
+            self.push(heapq.heappop(delayed)[2])
             moved = True
         if moved:
             self.notify()
@@ -141,6 +185,7 @@ class State:
         self.workers: dict[str, tuple[WorkerInfo, float]] = {}  # id -> (info, expires)
         self.tokens: Iterator[int] = itertools.count(1)
         self.seq: Iterator[int] = itertools.count()
+        self.jobs = Jobs()
         self.refs = 0
 
     def queue(self, name: str) -> Queue:
@@ -185,6 +230,8 @@ class State:
         q.dead.append(
             (next(self.seq), DeadLetter(message, q.name, reason, entry.deliveries, time.time()))
         )
+        if entry.job is not None:
+            entry.job.finish(RecordStatus.DEAD, trio.current_time(), error=reason)
         if message.reply_to:
             self.post(message.reply_to, Reply(message.id, dead_reason=reason))
 
