@@ -51,6 +51,7 @@ from wireframe.jobs.broker import (
     open_broker,
 )
 from wireframe.testing import UrlFactory, with_options
+from wireframe.testing.jobstore import JobStoreConformance
 
 __all__ = ["BrokerConformance"]
 
@@ -68,7 +69,7 @@ def _by_queue(stats: Sequence[QueueStats]) -> dict[str, QueueStats]:
 
 
 @pytest.mark.trio
-class BrokerConformance:
+class BrokerConformance(JobStoreConformance):
     """The behaviour every broker shares; subclass it and provide ``broker_url``.
 
     See the module docstring for the fixtures and how time is handled.
