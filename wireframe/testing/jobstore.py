@@ -17,9 +17,23 @@ import trio
 from wireframe.jobs.broker import Broker, Delivery, Message, open_broker
 from wireframe.jobs.jobstore import JobRecord, RecordStatus
 
-if TYPE_CHECKING:  # the suite's fixtures and helpers come with the class it is mixed into
+if TYPE_CHECKING:
     from wireframe.testing import UrlFactory
-    from wireframe.testing.conformance import BrokerConformance as _Base
+
+    class _Base:
+        """What the suite this is mixed into provides (BrokerConformance's helpers)."""
+
+        lease: float
+        patience: float
+
+        async def take(
+            self, broker: Broker, queue: str, n: int, limit: int | None = None
+        ) -> list[Delivery]: ...
+
+        async def take_one(self, broker: Broker, queue: str) -> Delivery: ...
+
+        async def assert_no_delivery(self, broker: Broker, queue: str, within: float) -> None: ...
+
 else:
     _Base = object
 
@@ -72,7 +86,7 @@ class JobStoreConformance(_Base):
         self, make_url: UrlFactory, broker_clock: trio.abc.Clock | None
     ) -> None:
         async with open_broker(make_url()) as broker:
-            first, new = await broker.submit("q", _job("a"), key="k")
+            _, new = await broker.submit("q", _job("a"), key="k")
             assert new
             again, new = await broker.submit("q", _job("b"), key="k")
             assert not new and again.id == "a"
