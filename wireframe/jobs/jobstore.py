@@ -90,10 +90,12 @@ class JobStore(Protocol):
     ) -> tuple[JobRecord, bool]:
         """Publish ``message`` as a tracked job on ``queue``, visible after ``delay``.
 
-        Returns its record and True; or, when ``key`` is held by a live job,
-        that job's record and False (nothing is published). The message's id
-        is the job's id and must be unique in the broker; ``operation`` is a
-        label the record keeps (the runtime gives the operation's name).
+        Returns its record and True; or, when a job with the message's id is
+        known (live, or finished within ``result_ttl``), or ``key`` is held by a
+        live job, that job's record and False: nothing is published. (So a
+        submit repeated with the same id — a schedule's tick, a retried web
+        request — makes one job.) ``operation`` is a label the record keeps
+        (the runtime gives the operation's name).
         """
         ...
 

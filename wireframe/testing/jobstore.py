@@ -98,6 +98,19 @@ class JobStoreConformance(_Base):
             assert new and fresh.id == "d", "a finished job holds no key"
             await self.assert_no_delivery_of(broker, "q", {"b", "c"})
 
+    async def test_a_known_id_is_submitted_once(
+        self, make_url: UrlFactory, broker_clock: trio.abc.Clock | None
+    ) -> None:
+        async with open_broker(make_url()) as broker:
+            _, new = await broker.submit("q", _job("tick-1"))
+            assert new
+            again, new = await broker.submit("q", _job("tick-1"))
+            assert not new and again.status is RecordStatus.QUEUED
+            await broker.complete(await self.take_one(broker, "q"), b"")
+            _, new = await broker.submit("q", _job("tick-1"))
+            assert not new, "a finished job's id was submitted again"
+            await self.assert_no_delivery(broker, "q", 0.1)
+
     async def assert_no_delivery_of(self, broker: Broker, queue: str, ids: set[str]) -> None:
         """Take what ``queue`` holds now: none of ``ids`` may be among it."""
         with trio.move_on_after(0.2):

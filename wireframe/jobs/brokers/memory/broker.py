@@ -484,12 +484,10 @@ class MemoryBroker:
         if not delay >= 0.0:
             raise ValueError(f"submit to {queue!r}: delay={delay!r} must be >= 0")
         jobs, now = self._state.jobs, trio.current_time()
-        held = None if key is None else jobs.live_with_key(key)
+        held = jobs.get(message.id, now) or (None if key is None else jobs.live_with_key(key))
         if held is not None:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return held.record(now), False
-        if jobs.get(message.id, now) is not None:
-            raise BrokerError(f"memory broker {self.url}: a job with id {message.id!r} exists")
         job = Job(message.id, queue, now=now, delay=delay, key=key, priority=message.priority,
                   ttl=self.url.result_ttl, operation=operation)  # fmt: skip
         jobs.add(job, now)
