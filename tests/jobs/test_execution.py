@@ -55,6 +55,16 @@ def test_executor_is_chosen_by_the_class() -> None:
     assert spec_of(Upper).executor == "async"
 
 
+def test_an_unknown_executor_is_refused_where_the_class_is_defined() -> None:
+    with pytest.raises(jobs.OperationError, match=r"executor='procss'.*'thread', 'process'"):
+
+        class Typo(jobs.Operation[int, int], executor="procss"):  # type: ignore[arg-type]
+            def execute(self, x: int) -> int:
+                return x
+
+    assert "Typo" not in jobs.registered_operations()
+
+
 async def test_sync_ops_run_in_a_thread_or_inline() -> None:
     async with jobs.connect(f"memory://exec-{uuid.uuid4().hex[:8]}?workers=1") as rt:
         assert await jobs.literal(0).then(Where()).run(rt) == "thread"
