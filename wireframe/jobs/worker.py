@@ -79,7 +79,7 @@ from wireframe.jobs.errors import (
     Terminate,
     Transient,
 )
-from wireframe.jobs.operations import Operation, OpSpec, call_kwargs
+from wireframe.jobs.operations import Executor, Operation, OpSpec, call_kwargs
 from wireframe.jobs.retry import DEFAULT_RETRY
 
 __all__ = ["Worker", "WorkerStatistics"]
@@ -382,17 +382,38 @@ class Worker:
         self, spec: OpSpec, op: Operation[Any, Any], value: Any, kwargs: dict[str, object]
     ) -> Any:
         """Call ``op.execute`` where its spec says it runs; return what it returned."""
-        execute = op.execute  # type: ignore[attr-defined]
-        if spec.executor == "async":
-            return await execute(value, **kwargs)
-        if spec.executor == "inline":
-            started = time.perf_counter()
-            try:
-                return execute(value, **kwargs)
-            finally:
-                self._check_inline(spec, time.perf_counter() - started)
-        if spec.executor == "thread":
-            return await trio.to_thread.run_sync(functools.partial(execute, value, **kwargs))
+        execute = op.execute  # type: ignore[attr-defined]  # each operation defines its own
+        return await _EXECUTORS[spec.executor](self, spec, execute, value, kwargs)
+
+    async def _on_trio(
+        self, spec: OpSpec, execute: Callable[..., Any], value: Any, kwargs: dict[str, object]
+    ) -> Any:
+        """``executor="async"``: await it on the worker's trio thread."""
+        return await execute(value, **kwargs)
+
+    async def _inline(
+        self, spec: OpSpec, execute: Callable[..., Any], value: Any, kwargs: dict[str, object]
+    ) -> Any:
+        """``executor="inline"``: call it on the trio thread, warning when it held it too long."""
+        started = time.perf_counter()
+        try:
+            return execute(value, **kwargs)
+        finally:
+            self._check_inline(spec, time.perf_counter() - started)
+
+    async def _in_thread(
+        self, spec: OpSpec, execute: Callable[..., Any], value: Any, kwargs: dict[str, object]
+    ) -> Any:
+        """``executor="thread"``: run it in a trio worker thread."""
+        return await trio.to_thread.run_sync(functools.partial(execute, value, **kwargs))
+
+    async def _in_process(
+        self, spec: OpSpec, execute: Callable[..., Any], value: Any, kwargs: dict[str, object]
+    ) -> Any:
+        """``executor="process"`` (``cpu_bound=True``): a trio-parallel process, killed on abort.
+
+        Such an operation takes no resources (its spec refuses them), so ``kwargs`` is empty.
+        """
         import trio_parallel
 
         try:
@@ -616,6 +637,17 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 
 _Prepared = tuple[Envelope, OpSpec, Operation[Any, Any], Any, dict[str, object]]
+
+#: How each executor of :data:`~wireframe.jobs.operations.Executor` runs an ``execute``.
+_EXECUTORS: Mapping[
+    Executor,
+    Callable[[Worker, OpSpec, Callable[..., Any], Any, dict[str, object]], Awaitable[Any]],
+] = {
+    "async": Worker._on_trio,
+    "inline": Worker._inline,
+    "thread": Worker._in_thread,
+    "process": Worker._in_process,
+}
 
 
 def _reason(exc: BaseException) -> str:
