@@ -159,6 +159,24 @@ def test_subprocess_wiring_error_exits_2_and_names_the_layer() -> None:
 
 
 @pytest.mark.slow
+def test_subprocess_second_sigint_skips_the_grace_period() -> None:
+    proc = start_wireframe("run", f"{FAILING}:deaf", "--plain")
+    try:
+        read_until(proc, "task 'stubborn' (UnconstrainedTask, layer deaf) running")
+        proc.send_signal(signal.SIGINT)
+        read_until(
+            proc, "received SIGINT: stopping gracefully (3600 s grace period); again to force"
+        )
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)  # a guard: the grace period is an hour
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, rest
+    assert "received SIGINT again: forcing the stop (cancelling tasks)" in rest
+    assert "task 'stubborn' was cancelled by a second stop request" in rest
+
+
+@pytest.mark.slow
 def test_subprocess_sigint_stops_cleanly_with_exit_0() -> None:
     proc = start_wireframe("run", "examples/hello.py", "--plain")
     try:
