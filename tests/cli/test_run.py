@@ -177,6 +177,22 @@ def test_subprocess_second_sigint_skips_the_grace_period() -> None:
 
 
 @pytest.mark.slow
+def test_subprocess_sigint_after_a_task_stopped_the_service_says_it_forces() -> None:
+    """A task's return began the stop: the first Ctrl-C already cancels what still runs."""
+    proc = start_wireframe("run", f"{FAILING}:make_stubborn", "--plain")
+    try:
+        read_until(proc, "task 'returns' (Task, layer stubborn) finished")
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)  # a guard: the grace period is 30 s
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, rest
+    assert "received SIGINT: forcing the stop (cancelling tasks)" in rest
+    assert "stopping gracefully" not in rest
+    assert "task 'stubborn' was cancelled by a second stop request" in rest
+
+
+@pytest.mark.slow
 def test_subprocess_sigint_stops_cleanly_with_exit_0() -> None:
     proc = start_wireframe("run", "examples/hello.py", "--plain")
     try:

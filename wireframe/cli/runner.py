@@ -45,10 +45,15 @@ class Outcome:
 
 
 def stop_message(request: wf.StopRequest, grace: float) -> str:
-    """The line a terminal user reads when a signal asked the service to stop."""
-    if request.number == 1:
+    """The line a terminal user reads when a signal asked the service to stop.
+
+    It says what the service did: a request that found the stop under way (a
+    second Ctrl-C, or the first after a task's return began the stop) forced it.
+    """
+    if not request.forced:
         return f"{request.reason}: stopping gracefully ({grace:g} s grace period); again to force"
-    return f"{request.reason} again: forcing the stop (cancelling tasks)"
+    again = " again" if request.number > 1 else ""
+    return f"{request.reason}{again}: forcing the stop (cancelling tasks)"
 
 
 async def _after(event: trio.Event, fn: Callable[[], Awaitable[None]]) -> None:
