@@ -154,17 +154,7 @@ class Runtime:
 
     def statistics(self) -> RuntimeStatistics:
         """This runtime's counts now, as a frozen snapshot (cheap: no broker call)."""
-        c = self._counts
-        return RuntimeStatistics(
-            runs_started=c.runs_started,
-            runs_active=c.runs_active,
-            jobs_sent=c.jobs_sent,
-            results=c.results,
-            failed=c.failed,
-            dead=c.dead,
-            cache_hits=c.cache_hits,
-            started_at=self._started_at,
-        )
+        return RuntimeStatistics(**attrs.asdict(self._counts), started_at=self._started_at)
 
     async def stats(self) -> RuntimeStats:
         """Per-queue broker counts and this runtime's statistics (what a live view polls)."""
