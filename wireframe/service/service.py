@@ -15,6 +15,11 @@ A run has four phases, and each has one rule:
 4. **shutting down** — shutdown hooks run in registration order, then layer
    lifetimes close in reverse wiring order, each under its own timeout, even
    when tasks failed.
+
+The service handles SIGINT and SIGTERM itself (when ``handle_signals`` and on
+the main thread); whoever shows the run follows the stop requests through
+:meth:`Service.add_stop_listener` instead of installing handlers of its own,
+so there is one place that decides what a signal does.
 """
 
 from __future__ import annotations
