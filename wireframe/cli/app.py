@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Annotated, Any, TypeVar
 
 import trio
@@ -340,16 +340,9 @@ def worker(
     run in the worker service, and the resources they give reach the operations
     that take them.
     """
-    from wireframe import jobs
-    from wireframe.cli.workers import declared_layers, missing_resources, worker_builder
+    from wireframe.cli.workers import worker_builder
 
-    layers: list[wf.WiringLayer[Any, Any]] = []
-    for name in imports:
-        try:
-            layers += declared_layers(import_module(name))
-        except TargetError as exc:
-            raise _fail(f"--import {name}: {exc}") from None
-    shown = mask_password(broker)
+    layers = _imported_layers(imports)
     try:
         builder, resources = worker_builder(
             broker,
@@ -361,6 +354,38 @@ def worker(
     except wf.WiringError as exc:
         _show_problems(exc.problems, as_json=as_json)
         raise typer.Exit(EXIT_WIRING) from None
+    shown = mask_password(broker)
+    _announce_worker(shown, resources)
+    _serve(
+        Target(f"worker {shown}", builder=builder),
+        graceful_timeout=graceful_timeout,
+        log_level=log_level,
+        as_json=as_json,
+        plain=plain,
+    )
+
+
+def _imported_layers(imports: list[str]) -> list[wf.WiringLayer[Any, Any]]:
+    """Import each ``--import`` module (registering its operations); the layers they declare.
+
+    A module that cannot be imported ends the command with exit 2, naming it.
+    """
+    from wireframe.cli.workers import declared_layers
+
+    layers: list[wf.WiringLayer[Any, Any]] = []
+    for name in imports:
+        try:
+            layers += declared_layers(import_module(name))
+        except TargetError as exc:
+            raise _fail(f"--import {name}: {exc}") from None
+    return layers
+
+
+def _announce_worker(shown: str, resources: Sequence[type]) -> None:
+    """Say on stderr what the worker will run: its operations, its resources, what is missing."""
+    from wireframe import jobs
+    from wireframe.cli.workers import missing_resources
+
     operations = sorted(jobs.registered_operations())
     _stderr().print(
         f"worker on {shown}: {len(operations)} operation(s) registered"
@@ -370,13 +395,6 @@ def worker(
     )
     for line in missing_resources(resources):
         _stderr().print(f"warning: {line}", markup=False)
-    _serve(
-        Target(f"worker {shown}", builder=builder),
-        graceful_timeout=graceful_timeout,
-        log_level=log_level,
-        as_json=as_json,
-        plain=plain,
-    )
 
 
 def _with_broker(url: str, fn: Callable[[Any], Awaitable[T]]) -> T:

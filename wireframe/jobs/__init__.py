@@ -70,8 +70,15 @@ from wireframe.jobs.layers import (
 from wireframe.jobs.operations import Monoid, Operation, lookup_operation, registered_operations
 from wireframe.jobs.progress import Progress, ProgressListener, add_progress_listener, track
 from wireframe.jobs.retry import RetryPolicy
-from wireframe.jobs.runtime import DEFAULT_URL, Run, Runtime, RuntimeCounters, RuntimeStats, connect
-from wireframe.jobs.worker import Worker, WorkerCounters
+from wireframe.jobs.runtime import (
+    DEFAULT_URL,
+    Run,
+    Runtime,
+    RuntimeStatistics,
+    RuntimeStats,
+    connect,
+)
+from wireframe.jobs.worker import Worker, WorkerStatistics
 
 __all__ = [
     "DEFAULT_URL",
@@ -114,7 +121,7 @@ __all__ = [
     "RetryPolicy",
     "Run",
     "Runtime",
-    "RuntimeCounters",
+    "RuntimeStatistics",
     "RuntimeStats",
     "Source",
     "Strategy",
@@ -123,10 +130,10 @@ __all__ = [
     "Transient",
     "UnknownOperation",
     "Worker",
-    "WorkerCounters",
     "WorkerInfo",
     "WorkerLayer",
     "WorkerOutput",
+    "WorkerStatistics",
     "WorkerTask",
     "add_progress_listener",
     "connect",
