@@ -38,7 +38,7 @@ from wireframe.cli.render import (
 )
 from wireframe.cli.runner import EXIT_WIRING, Outcome, run_with_view
 from wireframe.cli.target import Target, TargetError, import_module, load_target
-from wireframe.jobs.broker import mask_password
+from wireframe.jobs.broker import BrokerAdmin, mask_password
 
 __all__ = ["app", "jobs_app", "main"]
 
@@ -397,7 +397,7 @@ def _announce_worker(shown: str, resources: Sequence[type]) -> None:
         _stderr().print(f"warning: {line}", markup=False)
 
 
-def _with_broker(url: str, fn: Callable[[Any], Awaitable[T]]) -> T:
+def _with_broker(url: str, fn: Callable[[BrokerAdmin], Awaitable[T]]) -> T:
     from wireframe import jobs
 
     async def go() -> T:
