@@ -69,3 +69,23 @@ def test_the_old_name_of_skip_or_fail_unavailable_still_skips_and_says_it_is_dep
 
 def test_the_package_is_marked_typed() -> None:
     assert (Path(wireframe.__file__).parent / "py.typed").is_file()
+
+
+def test_the_suite_is_organised_by_role_and_broker_conformance_is_all_of_them() -> None:
+    from wireframe import testing
+    from wireframe.testing import conformance
+
+    roles = [
+        testing.WorkQueueConformance,
+        testing.ReplyChannelConformance,
+        testing.BroadcastConformance,
+        testing.PresenceConformance,
+        testing.JobStoreConformance,
+        testing.AdminConformance,
+    ]
+    assert roles == [getattr(conformance, role.__name__) for role in roles]
+    assert all(issubclass(testing.BrokerConformance, role) for role in roles)
+    tests_of = {role: {n for n in vars(role) if n.startswith("test_")} for role in roles}
+    every = {n for n in dir(testing.BrokerConformance) if n.startswith("test_")}
+    assert every == set().union(*tests_of.values()), "BrokerConformance runs every role's tests"
+    assert all(tests_of.values()), "each role has tests of its own"

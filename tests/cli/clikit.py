@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -61,3 +62,19 @@ def read_until(proc: subprocess.Popen[str], needle: str, *, limit: int = 400) ->
         if needle in line:
             return lines
     raise AssertionError(f"{needle!r} never appeared; output:\n{''.join(lines)}")
+
+
+def interrupt(proc: subprocess.Popen[str], *after: str, timeout: float = 60) -> str:
+    """Send ``proc`` a SIGINT once each of ``after`` appears in its output, in turn.
+
+    Returns the rest of its output once it exited; it is killed if it has not
+    within ``timeout`` seconds (a guard: the test then fails on its exit code).
+    """
+    try:
+        for needle in after:
+            read_until(proc, needle)
+            proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=timeout)
+    finally:
+        proc.kill()
+    return rest

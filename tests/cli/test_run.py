@@ -8,11 +8,10 @@ error, and SIGINT after the ready line.
 from __future__ import annotations
 
 import json
-import signal
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from clikit import SERVICES, read_until, run_wireframe, start_wireframe
+from clikit import SERVICES, interrupt, run_wireframe, start_wireframe
 from typer.testing import CliRunner
 
 from wireframe.cli import app
@@ -159,14 +158,33 @@ def test_subprocess_wiring_error_exits_2_and_names_the_layer() -> None:
 
 
 @pytest.mark.slow
+def test_subprocess_second_sigint_skips_the_grace_period() -> None:
+    proc = start_wireframe("run", f"{FAILING}:deaf", "--plain")
+    rest = interrupt(
+        proc,
+        "task 'stubborn' (UnconstrainedTask, layer deaf) running",
+        "received SIGINT: stopping gracefully (3600 s grace period); again to force",
+    )
+    assert proc.returncode == 1, rest
+    assert "received SIGINT again: forcing the stop (cancelling tasks)" in rest
+    assert "task 'stubborn' was cancelled by a second stop request" in rest
+
+
+@pytest.mark.slow
+def test_subprocess_sigint_after_a_task_stopped_the_service_says_it_forces() -> None:
+    """A task's return began the stop: the first Ctrl-C already cancels what still runs."""
+    proc = start_wireframe("run", f"{FAILING}:make_stubborn", "--plain")
+    rest = interrupt(proc, "task 'returns' (Task, layer stubborn) finished")  # 30 s grace
+    assert proc.returncode == 1, rest
+    assert "received SIGINT: forcing the stop (cancelling tasks)" in rest
+    assert "stopping gracefully" not in rest
+    assert "task 'stubborn' was cancelled by a second stop request" in rest
+
+
+@pytest.mark.slow
 def test_subprocess_sigint_stops_cleanly_with_exit_0() -> None:
     proc = start_wireframe("run", "examples/hello.py", "--plain")
-    try:
-        read_until(proc, "ready: greeter running")
-        proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
+    rest = interrupt(proc, "ready: greeter running")
     assert proc.returncode == 0, rest
     assert "received SIGINT: stopping gracefully (5 s grace period); again to force" in rest
     assert "task 'greeter' (Task, layer hello) stopped" in rest

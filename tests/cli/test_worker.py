@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from clikit import SERVICES, cli_env, read_until, run_wireframe, start_wireframe
+from clikit import SERVICES, cli_env, interrupt, read_until, run_wireframe, start_wireframe
 from typer.testing import CliRunner
 
 from wireframe.cli import app
@@ -78,12 +78,7 @@ def test_subprocess_worker_serves_two_queues_and_stops_on_sigint(tmp_path: Path)
     proc = start_wireframe(
         "worker", "--broker", url, "-i", "examples/wordcount.py", "-q", "a", "-q", "b", "--plain"
     )
-    try:
-        read_until(proc, "(Task, layer worker:a) running")
-        proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
+    rest = interrupt(proc, "(Task, layer worker:a) running")
     assert proc.returncode == 0, rest
     assert "task 'worker:b' (Task, layer worker:b) stopped" in rest
     assert "clean stop (exit 0)" in rest

@@ -10,6 +10,7 @@ import trio
 import trio.testing
 
 from wireframe import jobs
+from wireframe.jobs.channel import ResultChannel
 
 
 @pytest.fixture
@@ -25,7 +26,7 @@ async def answer(broker: jobs.Broker, channel: str, ids: list[str]) -> None:
         await broker.complete(d, d.message.id.encode())
 
 
-async def drain(ch: jobs.ResultChannel) -> list[str]:
+async def drain(ch: ResultChannel) -> list[str]:
     got: list[str] = []
     while (batch := await ch.receive()) is not None:
         got += [reply.message_id for reply, _ in batch]
@@ -33,14 +34,14 @@ async def drain(ch: jobs.ResultChannel) -> list[str]:
 
 
 async def test_zero_jobs_ends_at_once(broker: jobs.Broker) -> None:
-    ch = jobs.ResultChannel(broker, "c0")
+    ch = ResultChannel(broker, "c0")
     ch.close()
     with trio.fail_after(1):
         assert await ch.receive() is None
 
 
 async def test_close_while_waiting_with_nothing_pending(broker: jobs.Broker) -> None:
-    ch = jobs.ResultChannel(broker, "c1")
+    ch = ResultChannel(broker, "c1")
     async with trio.open_nursery() as nursery:
         got: list[list[str]] = []
 
@@ -54,7 +55,7 @@ async def test_close_while_waiting_with_nothing_pending(broker: jobs.Broker) -> 
 
 
 async def test_close_before_results(broker: jobs.Broker) -> None:
-    ch = jobs.ResultChannel(broker, "c2")
+    ch = ResultChannel(broker, "c2")
     ch.expect([("a", 0), ("b", 1)])
     ch.close()
     await answer(broker, "c2", ["a", "b"])
@@ -63,7 +64,7 @@ async def test_close_before_results(broker: jobs.Broker) -> None:
 
 
 async def test_results_after_close_and_tags(broker: jobs.Broker) -> None:
-    ch = jobs.ResultChannel(broker, "c3")
+    ch = ResultChannel(broker, "c3")
     ch.expect([("a", "tag-a"), ("b", "tag-b")])
     await answer(broker, "c3", ["a"])
     batch = await ch.receive()
@@ -79,7 +80,7 @@ async def test_results_after_close_and_tags(broker: jobs.Broker) -> None:
 
 
 async def test_duplicate_reply_is_ignored(broker: jobs.Broker) -> None:
-    ch = jobs.ResultChannel(broker, "c4")
+    ch = ResultChannel(broker, "c4")
     ch.expect([("a", 0), ("b", 1)])
     await answer(broker, "c4", ["a"])
     await answer(broker, "c4", ["a"])  # at-least-once: the same job answered twice

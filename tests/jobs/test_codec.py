@@ -55,12 +55,12 @@ def test_job_round_trip() -> None:
 
 
 def test_result_round_trip() -> None:
-    ok = codec.encode_result(jobs.JobResult(value=Point(1, 1)), Point)
-    assert codec.decode_result(ok, Point) == jobs.JobResult(value=Point(1, 1))
-    skipped = codec.encode_result(jobs.JobResult(skipped=True))
+    ok = codec.encode_result(codec.JobResult(value=Point(1, 1)), Point)
+    assert codec.decode_result(ok, Point) == codec.JobResult(value=Point(1, 1))
+    skipped = codec.encode_result(codec.JobResult(skipped=True))
     assert codec.decode_result(skipped).skipped
     error = jobs.RemoteError(jobs.ErrorKind.FATAL, "x.Boom", "bad", "tb", jobs.Ignore)
-    assert codec.decode_result(codec.encode_result(jobs.JobResult(error=error))).error == error
+    assert codec.decode_result(codec.encode_result(codec.JobResult(error=error))).error == error
 
 
 def test_decode_errors_name_the_field() -> None:

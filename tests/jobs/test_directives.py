@@ -150,10 +150,10 @@ async def test_map_stream_yields_indexed_results(autojump_clock: trio.abc.Clock)
 async def test_then_runs_one_job_and_empty_fold_sends_nothing() -> None:
     async with jobs.connect(url()) as rt:
         assert await jobs.literal(7).then(Offset(by=35)).run(rt) == 42
-        sent = rt.counters.jobs_sent
+        sent = rt.statistics().jobs_sent
         assert await jobs.from_iter([]).map(Show()).fold(Concat()).run(rt) == ""
         assert await jobs.from_iter([]).map(Show()).collect().run(rt) == []
-        assert rt.counters.jobs_sent == sent
+        assert rt.statistics().jobs_sent == sent
 
 
 async def test_a_large_map_is_not_materialized() -> None:

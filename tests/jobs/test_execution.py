@@ -1,4 +1,4 @@
-"""Where operations run (trio, thread, process), queues, counters and the default URL."""
+"""Where operations run (trio, thread, process), queues, statistics and the default URL."""
 
 from __future__ import annotations
 
@@ -53,6 +53,16 @@ def test_executor_is_chosen_by_the_class() -> None:
     assert spec_of(Where).executor == "thread"
     assert spec_of(InlineWhere).executor == "inline"
     assert spec_of(Upper).executor == "async"
+
+
+def test_an_unknown_executor_is_refused_where_the_class_is_defined() -> None:
+    with pytest.raises(jobs.OperationError, match=r"executor='procss'.*'thread', 'process'"):
+
+        class Typo(jobs.Operation[int, int], executor="procss"):  # type: ignore[arg-type]
+            def execute(self, x: int) -> int:
+                return x
+
+    assert "Typo" not in jobs.registered_operations()
 
 
 async def test_sync_ops_run_in_a_thread_or_inline() -> None:
@@ -186,10 +196,10 @@ async def test_queues_route_to_their_own_worker_pools() -> None:
             assert await jobs.literal("c").then(Upper()).run(rt) == "C"
             images.stop()
             default.stop()
-        assert (images.counters.done, default.counters.done) == (2, 1)
+        assert (images.statistics().done, default.statistics().done) == (2, 1)
 
 
-async def test_runtime_stats_and_worker_counters() -> None:
+async def test_runtime_stats_and_worker_statistics() -> None:
     async with jobs.open_broker(f"memory://exec-{uuid.uuid4().hex[:8]}") as broker:
         rt = jobs.Runtime(broker)
         worker = jobs.Worker(broker, concurrency=4)
@@ -200,10 +210,13 @@ async def test_runtime_stats_and_worker_counters() -> None:
             worker.stop()
     (queue,) = stats.queues
     assert (queue.queue, queue.done, queue.queued, queue.running) == ("default", 3, 0, 0)
-    assert (stats.counters.jobs_sent, stats.counters.results) == (3, 3)
-    assert stats.counters.runs_started == 1 and stats.counters.runs_active == 0
+    assert (stats.runtime.jobs_sent, stats.runtime.results) == (3, 3)
+    assert stats.runtime.runs_started == 1 and stats.runtime.runs_active == 0
     assert stats.results_per_second > 0
-    assert (worker.counters.done, worker.counters.running, worker.counters.failed) == (3, 0, 0)
+    counts = worker.statistics()
+    assert (counts.done, counts.running, counts.failed, counts.peak_running) == (3, 0, 0, 3)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        counts.done = 0  # type: ignore[misc]  # a snapshot: nobody writes the worker's counts
 
 
 async def test_connect_defaults_to_an_sqlite_file(

@@ -64,7 +64,7 @@ async def test_retry_fixed_delay_by_policy(autojump_clock: trio.abc.Clock) -> No
         times = CALLS["flaky-5"]
         assert len(times) == 3
         assert [round(b - a) for a, b in itertools.pairwise(times)] == [10, 10]
-        assert workers[0].counters.retried == 2
+        assert workers[0].statistics().retried == 2
 
 
 async def test_retry_exponential_with_cap(autojump_clock: trio.abc.Clock) -> None:
@@ -199,7 +199,7 @@ async def test_undecodable_payload_is_dead_lettered_and_the_worker_goes_on() -> 
         dead = {d.message.id: d.reason for d in await rt.broker.dead_letters("default")}
         assert "not msgpack" in dead["garbage-1"]
         assert "$.input" in dead["garbage-2"]
-        assert workers[0].counters.dead == 2
+        assert workers[0].statistics().dead == 2
         assert await jobs.from_iter(range(3)).map(SquareProbe()).collect().run(rt) == [0, 1, 4]
 
 
@@ -245,7 +245,7 @@ async def test_worker_concurrency_limit(autojump_clock: trio.abc.Clock) -> None:
     async with harness(workers=2, concurrency=3) as (rt, workers):
         assert await jobs.from_iter(range(30)).map(Busy()).collect().run(rt) == list(range(30))
         assert RUNNING["peak"] == 6
-        assert all(w.counters.peak_running == 3 for w in workers)
+        assert all(w.statistics().peak_running == 3 for w in workers)
 
 
 async def test_run_in_flight_limit(autojump_clock: trio.abc.Clock) -> None:
@@ -302,7 +302,7 @@ async def test_cache_hit_executes_nothing() -> None:
             40,
         ]
         assert len(CALLS["cached"]) == 5
-        sent = rt.counters.jobs_sent
+        sent = rt.statistics().jobs_sent
         assert await jobs.from_iter(range(5)).map(Cached()).collect().run(rt) == [
             0,
             10,
@@ -311,8 +311,8 @@ async def test_cache_hit_executes_nothing() -> None:
             40,
         ]
         assert len(CALLS["cached"]) == 5
-        assert rt.counters.jobs_sent == sent
-        assert rt.counters.cache_hits == 5
+        assert rt.statistics().jobs_sent == sent
+        assert rt.statistics().cache_hits == 5
         # Other parameters are another key.
         assert await jobs.literal(1).then(Cached(salt=1)).run(rt) == 11
         assert len(CALLS["cached"]) == 6
@@ -372,9 +372,10 @@ async def test_a_lost_lease_cancels_the_job_and_drops_its_result(
             assert result == [5]
             assert len(CALLS["nap"]) == 2
             await trio.sleep(30)
-            assert late.counters.lost == 1 and late.counters.cancelled == 1
+            late_counts = late.statistics()
+            assert late_counts.lost == 1 and late_counts.cancelled == 1
             assert CANCELLED["nap"] == 1
-            assert on_time.counters.done == 1 and late.counters.done == 0
+            assert on_time.statistics().done == 1 and late.statistics().done == 0
             nursery.cancel_scope.cancel()
 
 
@@ -407,7 +408,7 @@ async def test_a_dead_message_fails_the_directive_never_hangs(
         (failed,) = failures
         assert failed.error.kind is jobs.ErrorKind.DEAD
         assert "dead" in str(failed)
-        assert rt.counters.dead == 1
+        assert rt.statistics().dead == 1
 
 
 async def test_an_unreachable_broker_at_cleanup_does_not_hide_the_runs_own_error() -> None:

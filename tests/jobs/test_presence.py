@@ -57,7 +57,7 @@ async def test_an_aborted_runs_queued_jobs_never_run(autojump_clock: trio.abc.Cl
         async with worker_on(b) as w:
             await trio.sleep(60)
             assert Counter() == RAN, "jobs of an aborted run ran"
-            assert w.counters.done == 0
+            assert w.statistics().done == 0
         (stats,) = await b.stats()
         assert (stats.queued, stats.running, stats.done) == (0, 0, 20)
 
@@ -79,7 +79,7 @@ async def test_a_dead_orchestrators_jobs_stop_when_its_channel_expires(
         await trio.sleep(31)
         async with worker_on(b) as w:
             await trio.sleep(5)
-            assert w.counters.dead == 0, "an orphan was handed to a worker"
+            assert w.statistics().dead == 0, "an orphan was handed to a worker"
         (stats,) = await b.stats()
         assert (stats.queued, stats.done, stats.dead) == (0, 3, 0)
 

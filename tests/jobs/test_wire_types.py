@@ -217,7 +217,8 @@ async def test_a_job_whose_type_cannot_be_built_fails_and_its_batch_runs() -> No
         unknown = decode_result(replies["unknown"].body or b"").error
         assert unknown is not None and unknown.kind is jobs.ErrorKind.UNKNOWN_OPERATION
         assert replies["garbage"].is_dead
-        assert worker.counters.failed == 2 and worker.counters.dead == 1
+        counts = worker.statistics()
+        assert counts.failed == 2 and counts.dead == 1
         # The loop goes on serving.
         rt = jobs.Runtime(broker)
         assert await jobs.from_iter(range(3)).map(Double()).collect().run(rt) == [0, 2, 4]

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Annotated, Any, TypeVar
 
 import trio
@@ -38,7 +38,7 @@ from wireframe.cli.render import (
 )
 from wireframe.cli.runner import EXIT_WIRING, Outcome, run_with_view
 from wireframe.cli.target import Target, TargetError, import_module, load_target
-from wireframe.jobs.broker import mask_password
+from wireframe.jobs.broker import BrokerAdmin, mask_password
 
 __all__ = ["app", "jobs_app", "main"]
 
@@ -340,16 +340,9 @@ def worker(
     run in the worker service, and the resources they give reach the operations
     that take them.
     """
-    from wireframe import jobs
-    from wireframe.cli.workers import declared_layers, missing_resources, worker_builder
+    from wireframe.cli.workers import worker_builder
 
-    layers: list[wf.WiringLayer[Any, Any]] = []
-    for name in imports:
-        try:
-            layers += declared_layers(import_module(name))
-        except TargetError as exc:
-            raise _fail(f"--import {name}: {exc}") from None
-    shown = mask_password(broker)
+    layers = _imported_layers(imports)
     try:
         builder, resources = worker_builder(
             broker,
@@ -361,15 +354,8 @@ def worker(
     except wf.WiringError as exc:
         _show_problems(exc.problems, as_json=as_json)
         raise typer.Exit(EXIT_WIRING) from None
-    operations = sorted(jobs.registered_operations())
-    _stderr().print(
-        f"worker on {shown}: {len(operations)} operation(s) registered"
-        + (f" ({', '.join(operations)})" if operations else "")
-        + (f"; resources: {', '.join(t.__qualname__ for t in resources)}" if resources else ""),
-        markup=False,
-    )
-    for line in missing_resources(resources):
-        _stderr().print(f"warning: {line}", markup=False)
+    shown = mask_password(broker)
+    _announce_worker(shown, resources)
     _serve(
         Target(f"worker {shown}", builder=builder),
         graceful_timeout=graceful_timeout,
@@ -379,7 +365,39 @@ def worker(
     )
 
 
-def _with_broker(url: str, fn: Callable[[Any], Awaitable[T]]) -> T:
+def _imported_layers(imports: list[str]) -> list[wf.WiringLayer[Any, Any]]:
+    """Import each ``--import`` module (registering its operations); the layers they declare.
+
+    A module that cannot be imported ends the command with exit 2, naming it.
+    """
+    from wireframe.cli.workers import declared_layers
+
+    layers: list[wf.WiringLayer[Any, Any]] = []
+    for name in imports:
+        try:
+            layers += declared_layers(import_module(name))
+        except TargetError as exc:
+            raise _fail(f"--import {name}: {exc}") from None
+    return layers
+
+
+def _announce_worker(shown: str, resources: Sequence[type]) -> None:
+    """Say on stderr what the worker will run: its operations, its resources, what is missing."""
+    from wireframe import jobs
+    from wireframe.cli.workers import missing_resources
+
+    operations = sorted(jobs.registered_operations())
+    _stderr().print(
+        f"worker on {shown}: {len(operations)} operation(s) registered"
+        + (f" ({', '.join(operations)})" if operations else "")
+        + (f"; resources: {', '.join(t.__qualname__ for t in resources)}" if resources else ""),
+        markup=False,
+    )
+    for line in missing_resources(resources):
+        _stderr().print(f"warning: {line}", markup=False)
+
+
+def _with_broker(url: str, fn: Callable[[BrokerAdmin], Awaitable[T]]) -> T:
     from wireframe import jobs
 
     async def go() -> T:

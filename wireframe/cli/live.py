@@ -63,7 +63,6 @@ def snapshot(
     *,
     title: str,
     now: float,
-    stop_requests: int = 0,
     queues: Sequence[QueueView] = (),
     extra: Sequence[RenderableType] = (),
 ) -> Snapshot:
@@ -77,7 +76,7 @@ def snapshot(
         barrier_open=service.barrier_open,
         grace_total=service.graceful_shutdown_timeout,
         grace_left=None if deadline is None else max(deadline - now, 0.0),
-        stop_requests=stop_requests,
+        stop_requests=service.stop_requests,
         queues=tuple(queues),
         extra=tuple(extra),
     )

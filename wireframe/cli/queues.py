@@ -17,7 +17,7 @@ import trio
 import wireframe as wf
 from wireframe.cli.live import QueueView
 from wireframe.cli.render import hide_urls
-from wireframe.jobs.broker import open_broker
+from wireframe.jobs.broker import BrokerAdmin, QueueStats, open_broker
 
 __all__ = ["QueueWatch", "broker_urls"]
 
@@ -51,10 +51,7 @@ class QueueWatch:
         while True:
             try:
                 async with open_broker(self.url) as broker:
-                    while True:
-                        stats = await broker.stats()
-                        self._record(stats)
-                        await trio.sleep(self.interval)
+                    await self._poll(broker)
             except Exception as exc:
                 detail = hide_urls(str(exc), [self.url]) or type(exc).__name__
                 self.view = QueueView(
@@ -66,7 +63,13 @@ class QueueWatch:
                 )
             await trio.sleep(self.interval)
 
-    def _record(self, stats: list[Any]) -> None:
+    async def _poll(self, admin: BrokerAdmin) -> None:
+        """Record ``stats()`` every ``interval`` seconds: the admin role is all it needs."""
+        while True:
+            self._record(await admin.stats())
+            await trio.sleep(self.interval)
+
+    def _record(self, stats: list[QueueStats]) -> None:
         now = trio.current_time()
         done = {q.queue: q.done for q in stats}
         rates: dict[str, float] = {}

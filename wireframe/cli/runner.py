@@ -1,17 +1,16 @@
 """Run a service under a status view, with Ctrl-C handled the way a terminal user expects.
 
-One trio nursery holds the service's run, the signal watcher, the view's
-redraw loop and the queue pollers; when the run ends, the rest is cancelled.
-The first SIGINT/SIGTERM asks the service to stop (the view then counts down
-the grace period), a second one forces it. The outcome carries the exit code:
-0 clean stop, 1 a task (or shutdown step) failed or timed out, 2 wiring error.
+The service handles SIGINT/SIGTERM itself (the first asks it to stop, a second
+one skips the grace period); the view only listens to its stop requests, to say
+what happened and to count down the grace period. One trio nursery holds the
+service's run, the view's redraw loop and the queue pollers; when the run ends,
+the rest is cancelled. The outcome carries the exit code: 0 clean stop, 1 a task
+(or shutdown step) failed or timed out, 2 wiring error.
 """
 
 from __future__ import annotations
 
 import contextlib
-import signal
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 
@@ -26,7 +25,7 @@ from wireframe.cli.live import plain_line, render_status, snapshot
 from wireframe.cli.queues import QueueWatch
 from wireframe.cli.render import hide_urls, hide_urls_in_problems, hide_urls_in_report
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_WIRING", "Outcome", "run_with_view"]
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_WIRING", "Outcome", "run_with_view", "stop_message"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -45,14 +44,16 @@ class Outcome:
     wall_offset: float = 0.0
 
 
-async def _watch_signals(
-    on_signal: Callable[[str], None],
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        task_status.started()
-        async for signum in signals:
-            on_signal(signal.Signals(signum).name)
+def stop_message(request: wf.StopRequest, grace: float) -> str:
+    """The line a terminal user reads when a signal asked the service to stop.
+
+    It says what the service did: a request that found the stop under way (a
+    second Ctrl-C, or the first after a task's return began the stop) forced it.
+    """
+    if not request.forced:
+        return f"{request.reason}: stopping gracefully ({grace:g} s grace period); again to force"
+    again = " again" if request.number > 1 else ""
+    return f"{request.reason}{again}: forcing the stop (cancelling tasks)"
 
 
 async def _after(event: trio.Event, fn: Callable[[], Awaitable[None]]) -> None:
@@ -78,6 +79,86 @@ def _display(console: Console, live: bool) -> Iterator[Live | None]:
         yield display
 
 
+class _View:
+    """What the terminal shows of one run: a live table redrawn on changes, or plain lines.
+
+    It follows the service through its listeners: task state changes and stop
+    requests. ``wired`` is set once tasks exist, i.e. every layer is wired.
+    """
+
+    def __init__(
+        self,
+        service: wf.Service,
+        console: Console,
+        display: Live | None,
+        *,
+        title: str,
+        watches: Sequence[QueueWatch],
+        bars: progress.ProgressBars,
+    ) -> None:
+        self.service = service
+        self.console = console
+        self.display = display
+        self.title = title
+        self.watches = watches
+        self.bars = bars
+        self.wired = trio.Event()
+        self._changed = trio.Event()
+        service.add_listener(self._on_change)
+        service.add_stop_listener(self._on_stop_request)
+
+    def say(self, line: str) -> None:
+        """Print one plain line; a closed pipe must not break the service's own bookkeeping."""
+        try:
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        except OSError:
+            pass
+
+    def _on_change(self, report: wf.TaskReport) -> None:
+        self.wired.set()  # tasks exist: every layer is wired (its broker connection open)
+        if self.display is not None:
+            self._changed.set()
+        else:
+            self.say(plain_line(report))
+
+    def _on_stop_request(self, request: wf.StopRequest) -> None:
+        if self.display is not None:
+            self._changed.set()  # the footer counts down the grace period
+        elif request.signal is not None:
+            self.say(stop_message(request, self.service.graceful_shutdown_timeout))
+
+    def draw(self) -> None:
+        """Draw the live table now (nothing in plain mode)."""
+        if self.display is None:
+            return
+        status = snapshot(
+            self.service,
+            title=self.title,
+            now=trio.current_time(),
+            queues=[w.view for w in self.watches],
+            extra=self.bars.renderables(),
+        )
+        self.display.update(render_status(status), refresh=True)
+
+    async def redraw(self, interval: float) -> None:
+        """Draw every ``interval`` seconds, and at once after a change, until cancelled."""
+        while True:
+            self.draw()
+            with trio.move_on_after(interval):
+                await self._changed.wait()
+            self._changed = trio.Event()
+
+
+async def _run(service: wf.Service) -> Outcome:
+    """Run ``service``; its report, or its wiring problems, with the exit code they mean."""
+    try:
+        return Outcome(EXIT_OK, await service.run())
+    except wf.WiringError as exc:
+        return Outcome(EXIT_WIRING, problems=exc.problems, message=str(exc))
+    except wf.ServiceError as exc:
+        return Outcome(EXIT_FAILED, exc.report, message=str(exc))
+
+
 async def run_with_view(
     service: wf.Service,
     console: Console,
@@ -91,92 +172,26 @@ async def run_with_view(
 ) -> Outcome:
     """Run ``service`` showing a live table (``live``) or one line per state change.
 
-    ``queue_urls`` are brokers whose per-queue counts the view polls. Signals
-    are handled only on the main thread. The caller prints the outcome, in which
-    any message quoting one of ``queue_urls`` as written shows it masked.
+    ``queue_urls`` are brokers whose per-queue counts the view polls.
+    ``handle_signals`` is handed to the service, which handles signals only on
+    the main thread. The caller prints the outcome, in which any message
+    quoting one of ``queue_urls`` as written shows it masked.
     """
     wall_offset = time.time() - trio.current_time()
-    stop_requests = 0
-    changed = trio.Event()
-    wired = trio.Event()
+    service.handle_signals = handle_signals
     watches = [QueueWatch(url, interval=poll_interval) for url in queue_urls]
-
-    def say(line: str) -> None:
-        try:
-            console.print(line, markup=False, highlight=False, soft_wrap=True)
-        except OSError:  # a closed pipe must not break the service's own bookkeeping
-            pass
-
-    def on_change(report: wf.TaskReport) -> None:
-        wired.set()  # tasks exist: every layer is wired (its broker connection open)
-        if live:
-            changed.set()
-        else:
-            say(plain_line(report))
-
-    def on_signal(name: str) -> None:
-        nonlocal stop_requests
-        stop_requests += 1
-        if stop_requests == 1:
-            service.stop(f"received {name}")
-            message = (
-                f"received {name}: stopping gracefully "
-                f"({service.graceful_shutdown_timeout:g} s grace period); again to force"
-            )
-        else:
-            service.stop(f"received {name} again")
-            message = f"received {name} again: forcing the stop (cancelling tasks)"
-        if live:
-            changed.set()
-        else:
-            say(message)
-
-    service.add_listener(on_change)
-    outcome: Outcome | None = None
     with progress.hosted(get_time=trio.current_time) as bars, _display(console, live) as display:
-
-        def draw() -> None:
-            if display is not None:
-                display.update(
-                    render_status(
-                        snapshot(
-                            service,
-                            title=title,
-                            now=trio.current_time(),
-                            stop_requests=stop_requests,
-                            queues=[w.view for w in watches],
-                            extra=bars.renderables(),
-                        )
-                    ),
-                    refresh=True,
-                )
-
-        async def redraw() -> None:
-            nonlocal changed
-            while True:
-                draw()
-                with trio.move_on_after(refresh_interval):
-                    await changed.wait()
-                changed = trio.Event()
-
+        view = _View(service, console, display, title=title, watches=watches, bars=bars)
         async with trio.open_nursery() as nursery:
-            if handle_signals and threading.current_thread() is threading.main_thread():
-                await nursery.start(_watch_signals, on_signal)
             for watch in watches:
-                nursery.start_soon(_after, wired, watch.run)
+                nursery.start_soon(_after, view.wired, watch.run)
             if display is not None:
-                nursery.start_soon(redraw)
+                nursery.start_soon(view.redraw, refresh_interval)
             try:
-                report = await service.run()
-                outcome = Outcome(EXIT_OK, report)
-            except wf.WiringError as exc:
-                outcome = Outcome(EXIT_WIRING, problems=exc.problems, message=str(exc))
-            except wf.ServiceError as exc:
-                outcome = Outcome(EXIT_FAILED, exc.report, message=str(exc))
+                outcome = await _run(service)
             finally:
                 nursery.cancel_scope.cancel()
-        draw()
-    assert outcome is not None
+        view.draw()
     return attrs.evolve(_hide_urls(outcome, queue_urls), wall_offset=wall_offset)
 
 

@@ -8,7 +8,17 @@ async with jobs.connect("memory://?workers=3") as rt:
 ```
 
 Brokers are found by URL scheme (``memory://``, ``sqlite:///path``,
-``redis://host:port/db``); nothing here depends on a particular one.
+``redis://host:port/db``, or one a plug-in registers); nothing here depends on
+a particular one.
+
+``__all__`` is the user's API: what a service, a test or a tool that runs jobs
+needs, including the broker names a user meets (``open_broker``, ``Broker``,
+the messages, the errors). The API for writing a broker — the protocol's
+roles, URL parsing, ``WorkerInfo`` — is ``wireframe.jobs.brokers``; the few
+of its names that were importable from here still are (``BrokerURL``,
+``WorkerInfo``, ``parse_broker_url``), for code written before. The runtime's
+internals (its runs, channels, counters, layer outputs) are not re-exported:
+import them from their modules where a test needs one.
 """
 
 from __future__ import annotations
@@ -17,7 +27,6 @@ from wireframe.jobs.broker import (
     Broker,
     BrokerError,
     BrokerUnavailable,
-    BrokerURL,
     BrokerURLError,
     ChannelLost,
     DeadLetter,
@@ -26,21 +35,20 @@ from wireframe.jobs.broker import (
     Message,
     QueueStats,
     Reply,
-    WorkerInfo,
     mask_password,
     open_broker,
-    parse_broker_url,
 )
+from wireframe.jobs.broker import BrokerURL as BrokerURL
+from wireframe.jobs.broker import WorkerInfo as WorkerInfo
+from wireframe.jobs.broker import parse_broker_url as parse_broker_url
 from wireframe.jobs.cache import ResultCache
-from wireframe.jobs.channel import ResultChannel
-from wireframe.jobs.codec import JobResult, UnknownOperation
+from wireframe.jobs.codec import UnknownOperation
 from wireframe.jobs.directives import (
     Collect,
     Fold,
     LiteralValue,
     Map,
     MapItem,
-    MapStream,
     Source,
     Then,
     from_iter,
@@ -60,27 +68,18 @@ from wireframe.jobs.errors import (
     Transient,
 )
 from wireframe.jobs.handles import JobAborted, JobHandle, JobStatus, UnknownJob
-from wireframe.jobs.jobstore import JobRecord, JobStore, RecordStatus
-from wireframe.jobs.layers import (
-    BrokerReachable,
-    JobRuntimeLayer,
-    JobRuntimeOutput,
-    WorkerLayer,
-    WorkerOutput,
-    WorkerTask,
-)
+from wireframe.jobs.layers import BrokerReachable, JobRuntimeLayer, WorkerLayer, WorkerTask
 from wireframe.jobs.operations import Monoid, Operation, lookup_operation, registered_operations
 from wireframe.jobs.progress import Progress, ProgressListener, add_progress_listener, track
 from wireframe.jobs.retry import RetryPolicy
-from wireframe.jobs.runtime import DEFAULT_URL, Run, Runtime, RuntimeCounters, RuntimeStats, connect
-from wireframe.jobs.worker import Worker, WorkerCounters
+from wireframe.jobs.runtime import DEFAULT_URL, Runtime, RuntimeStatistics, RuntimeStats, connect
+from wireframe.jobs.worker import Worker, WorkerStatistics
 
 __all__ = [
     "DEFAULT_URL",
     "Broker",
     "BrokerError",
     "BrokerReachable",
-    "BrokerURL",
     "BrokerURLError",
     "BrokerUnavailable",
     "ChannelLost",
@@ -95,18 +94,13 @@ __all__ = [
     "JobAborted",
     "JobFailed",
     "JobHandle",
-    "JobRecord",
-    "JobResult",
     "JobRuntimeLayer",
-    "JobRuntimeOutput",
     "JobStatus",
-    "JobStore",
     "JobsError",
     "LiteralValue",
     "LockLost",
     "Map",
     "MapItem",
-    "MapStream",
     "Message",
     "Monoid",
     "Operation",
@@ -114,15 +108,12 @@ __all__ = [
     "Progress",
     "ProgressListener",
     "QueueStats",
-    "RecordStatus",
     "RemoteError",
     "Reply",
     "ResultCache",
-    "ResultChannel",
     "RetryPolicy",
-    "Run",
     "Runtime",
-    "RuntimeCounters",
+    "RuntimeStatistics",
     "RuntimeStats",
     "Source",
     "Strategy",
@@ -132,10 +123,8 @@ __all__ = [
     "UnknownJob",
     "UnknownOperation",
     "Worker",
-    "WorkerCounters",
-    "WorkerInfo",
     "WorkerLayer",
-    "WorkerOutput",
+    "WorkerStatistics",
     "WorkerTask",
     "add_progress_listener",
     "connect",
@@ -144,7 +133,6 @@ __all__ = [
     "lookup_operation",
     "mask_password",
     "open_broker",
-    "parse_broker_url",
     "registered_operations",
     "track",
 ]

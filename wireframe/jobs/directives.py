@@ -249,9 +249,7 @@ async def _receive_all(
             except CodecError as exc:
                 result = _undecodable(exc, spec.name)
             if result.error is not None:
-                run.runtime.counters.failed += 1
-                if result.error.kind is ErrorKind.DEAD:
-                    run.runtime.counters.dead += 1
+                run.count_failure(dead=result.error.kind is ErrorKind.DEAD)
             results.append((tag, reply.message_id, result))
         await on_results(results)
 

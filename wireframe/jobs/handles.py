@@ -3,7 +3,7 @@
 ``await runtime.submit(op, input)`` publishes one *tracked* job and returns a
 :class:`JobHandle`; ``runtime.handle(job_id)`` makes a handle for a job that
 any process on the same broker submitted. The job's state and result live in
-the broker (its job store role, :mod:`wireframe.jobs.jobstore`), not in the
+the broker (its job store role, :class:`~wireframe.jobs.broker.JobStore`), not in the
 submitting process: a web request can hand a job to the background and
 another request can read its result, and a restarted process loses nothing.
 
@@ -24,10 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from wireframe.jobs.broker import Broker, Message
+from wireframe.jobs.broker import Broker, JobRecord, Message, RecordStatus
 from wireframe.jobs.codec import decode_result, encode_input, encode_operation
 from wireframe.jobs.errors import ErrorKind, JobFailed, JobsError, RemoteError
-from wireframe.jobs.jobstore import JobRecord, RecordStatus
 from wireframe.jobs.operations import Operation, check_time_limit, lookup_operation, spec_of
 
 if TYPE_CHECKING:

@@ -87,6 +87,11 @@ class Operation(Generic[I, O]):
         super().__init_subclass__(**kwargs)
         if time_limit is not None:
             cls.op_time_limit = check_time_limit(time_limit, f"operation {_where(cls)}")
+        if executor is not None and executor not in typing.get_args(Executor):
+            known = ", ".join(repr(e) for e in typing.get_args(Executor))
+            raise OperationError(
+                f"operation {_where(cls)}: executor={executor!r} is not one of {known}"
+            )
         if executor is not None:
             cls.op_executor = executor
         elif cpu_bound:

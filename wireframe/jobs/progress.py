@@ -7,7 +7,7 @@ reports progress; whatever shows it — ``wireframe run``'s live view draws a ba
 :func:`add_progress_listener`. The job runtime knows nothing of terminals: with
 no listener, reporting progress costs a function call and shows nothing.
 
-:func:`track` is the usual way in: it follows a runtime's result counters, so a
+:func:`track` is the usual way in: it follows a runtime's statistics, so a
 directive run needs no change to report its progress::
 
     async with jobs.track(runtime, "primes"):
@@ -124,12 +124,12 @@ async def track(
     then, so it grows as a directive feeds (a fold's combine jobs count too).
     Errors of the block leave it as themselves, not wrapped in a group.
     """
-    counters = runtime.counters
-    base_sent, base_done = counters.jobs_sent, counters.results
+    base = runtime.statistics()
 
     def read() -> tuple[int, int | None]:
-        done = counters.results - base_done
-        sent = counters.jobs_sent - base_sent
+        now = runtime.statistics()
+        done = now.results - base.results
+        sent = now.jobs_sent - base.jobs_sent
         if total is not None:
             return done, total
         # nothing sent yet: the total is unknown, not zero (a zero total reads as "all done")

@@ -53,7 +53,7 @@ __all__ = [
     "DEFAULT_URL",
     "Run",
     "Runtime",
-    "RuntimeCounters",
+    "RuntimeStatistics",
     "RuntimeStats",
     "connect",
 ]
@@ -76,28 +76,51 @@ I = TypeVar("I")  # noqa: E741
 O = TypeVar("O")  # noqa: E741
 
 
+@attrs.frozen
+class RuntimeStatistics:
+    """A snapshot of a :class:`Runtime`'s counts since it was made (:meth:`Runtime.statistics`).
+
+    ``runs_started`` directive runs opened, ``runs_active`` of them still open;
+    ``jobs_sent`` jobs published and ``results`` replies received by them, of
+    which ``failed`` were errors (``dead`` of those: dead-lettered jobs);
+    ``cache_hits`` jobs answered from the result cache instead of being sent.
+    ``started_at`` is when the runtime was made, on the trio clock.
+    """
+
+    runs_started: int
+    runs_active: int
+    jobs_sent: int
+    results: int
+    failed: int
+    dead: int
+    cache_hits: int
+    started_at: float
+
+
+@attrs.frozen
+class RuntimeStats:
+    """What a live view polls: the broker's per-queue counts, this runtime's, and its rate."""
+
+    queues: tuple[QueueStats, ...]
+    runtime: RuntimeStatistics
+    results_per_second: float
+
+
 @attrs.define
-class RuntimeCounters:
-    """Orchestrator-side counts since the runtime was opened (for the live view)."""
+class _Counts:
+    """The counts behind :meth:`Runtime.statistics`, bumped by the runtime and its runs.
+
+    Plain ints in one private record, so that counting costs an addition on the
+    job path and a frozen :class:`RuntimeStatistics` is built only when asked for.
+    """
 
     runs_started: int = 0
     runs_active: int = 0
     jobs_sent: int = 0
     results: int = 0
     failed: int = 0
-    skipped: int = 0
     dead: int = 0
     cache_hits: int = 0
-    started_at: float = 0.0
-
-
-@attrs.frozen
-class RuntimeStats:
-    """A snapshot: the broker's per-queue counts plus this runtime's counters and rate."""
-
-    queues: tuple[QueueStats, ...]
-    counters: RuntimeCounters
-    results_per_second: float
 
 
 class Runtime:
@@ -124,7 +147,8 @@ class Runtime:
         self.max_in_flight = max_in_flight
         self.publish_batch = publish_batch
         self.cache = cache
-        self.counters = RuntimeCounters(started_at=trio.current_time())
+        self._counts = _Counts()
+        self._started_at = trio.current_time()
         #: Result channels of runs that got every reply: garbage, deleted by a later
         #: run right after it publishes (while it waits for its workers anyway).
         self._finished_channels: list[str] = []
@@ -134,11 +158,15 @@ class Runtime:
         """The broker's parsed URL."""
         return self.broker.url
 
+    def statistics(self) -> RuntimeStatistics:
+        """This runtime's counts now, as a frozen snapshot (cheap: no broker call)."""
+        return RuntimeStatistics(**attrs.asdict(self._counts), started_at=self._started_at)
+
     async def stats(self) -> RuntimeStats:
-        """Per-queue broker counts and this runtime's counters (what a live view shows)."""
+        """Per-queue broker counts and this runtime's statistics (what a live view polls)."""
         queues = await self.broker.stats()
-        elapsed = max(trio.current_time() - self.counters.started_at, 1e-9)
-        snapshot = attrs.evolve(self.counters)
+        snapshot = self.statistics()
+        elapsed = max(trio.current_time() - snapshot.started_at, 1e-9)
         return RuntimeStats(tuple(queues), snapshot, snapshot.results / elapsed)
 
     async def abort(self, run_id: str) -> None:
@@ -195,8 +223,8 @@ class Runtime:
         less on every run's own path.
         """
         run = Run(self, queue or self.queue, max_in_flight or self.max_in_flight)
-        self.counters.runs_started += 1
-        self.counters.runs_active += 1
+        self._counts.runs_started += 1
+        self._counts.runs_active += 1
         pending: BaseException | None = None  # what ends the run, if it ends with an error
         try:
             async with trio.open_nursery() as nursery:
@@ -214,7 +242,7 @@ class Runtime:
             pending = exc
             raise
         finally:
-            self.counters.runs_active -= 1
+            self._counts.runs_active -= 1
             finished = self._finished_channels
             if run.channel.done and len(finished) < _MAX_FINISHED:
                 finished.append(run.channel.name)  # off this run's path: see Run.send
@@ -307,6 +335,7 @@ class Run:
         self.queue = queue
         self.max_in_flight = max_in_flight
         self.run_id = uuid.uuid4().hex
+        self._counts = runtime._counts  # the runtime's statistics count this run's jobs too
         self.channel = ResultChannel(self.broker, f"wireframe.reply.{self.run_id}")
         #: When (trio clock) the run's watcher first found no live worker on its
         #: queue, or ``None`` while one is seen (or nobody looked yet).
@@ -351,7 +380,7 @@ class Run:
         self.channel.expect((jid, tag) for jid, _, tag in jobs)
         self._in_flight += len(jobs)
         self.sent += len(jobs)
-        self.runtime.counters.jobs_sent += len(jobs)
+        self._counts.jobs_sent += len(jobs)
         reply_to = self.channel.name
         step = self.runtime.publish_batch
         for start in range(0, len(jobs), step):
@@ -373,7 +402,7 @@ class Run:
         if batch is None:
             return None
         self._in_flight -= len(batch)
-        self.runtime.counters.results += len(batch)
+        self._counts.results += len(batch)
         self._capacity.set()
         return batch
 
@@ -384,8 +413,14 @@ class Run:
             return None
         body = await cache.get(key)
         if body is not None:
-            self.runtime.counters.cache_hits += 1
+            self._counts.cache_hits += 1
         return body
+
+    def count_failure(self, *, dead: bool) -> None:
+        """Count a reply of this run that was an error (``dead``: a dead-lettered job)."""
+        self._counts.failed += 1
+        if dead:
+            self._counts.dead += 1
 
     async def cache_set(self, key: bytes, body: bytes) -> None:
         """Remember a successful result body under ``key`` (no-op without a cache)."""

@@ -79,10 +79,10 @@ from wireframe.jobs.errors import (
     Terminate,
     Transient,
 )
-from wireframe.jobs.operations import Operation, OpSpec, call_kwargs
+from wireframe.jobs.operations import Executor, Operation, OpSpec, call_kwargs
 from wireframe.jobs.retry import DEFAULT_RETRY
 
-__all__ = ["Worker", "WorkerCounters"]
+__all__ = ["Worker", "WorkerStatistics"]
 
 _HOST = socket.gethostname()
 
@@ -98,20 +98,30 @@ _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-@attrs.define
-class WorkerCounters:
-    """Worker-side counts since start (for the live view and tests)."""
+@attrs.frozen
+class WorkerStatistics:
+    """A snapshot of a :class:`Worker`'s counts since it was made (:meth:`Worker.statistics`).
 
-    running: int = 0
-    peak_running: int = 0
-    done: int = 0
-    failed: int = 0
-    retried: int = 0
-    dead: int = 0
-    skipped_aborted: int = 0
-    cancelled: int = 0
-    abandoned: int = 0
-    lost: int = 0
+    ``running`` jobs are executing now (one whose broker call to settle it is in
+    flight no longer counts); ``peak_running`` is the most that ever did at once.
+    How jobs ended: ``done``; ``failed`` (an error result, the job's own or why it
+    could not run); ``retried`` (given back with its next attempt); ``dead``
+    (dead-lettered); ``skipped_aborted`` (its run was aborted before it started);
+    ``cancelled`` (aborted, or its lease lost, while running); ``abandoned``
+    (given back when the worker itself was cancelled). ``lost`` counts outcomes
+    the broker did not take and lease renewals that found the lease gone.
+    """
+
+    running: int
+    peak_running: int
+    done: int
+    failed: int
+    retried: int
+    dead: int
+    skipped_aborted: int
+    cancelled: int
+    abandoned: int
+    lost: int
 
 
 @attrs.define(eq=False)
@@ -152,7 +162,10 @@ class Worker:
             self.resources = {type(r): r for r in resources}
         self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:8]}"
         self.renew_every = renew_every or broker.url.lease / 3
-        self.counters = WorkerCounters()
+        # counts behind statistics(): plain ints, bumped on the job path, read on request
+        self._executing = self._peak_executing = self._done = self._failed = 0
+        self._retried = self._dead = self._skipped_aborted = self._cancelled = 0
+        self._abandoned = self._lost = 0
         self._ops = OpCache()
         self._running: dict[str, _Running] = {}
         self._slot_free = trio.Event()
@@ -192,6 +205,21 @@ class Worker:
     def running(self) -> int:
         """How many jobs run right now."""
         return len(self._running)
+
+    def statistics(self) -> WorkerStatistics:
+        """This worker's counts now, as a frozen snapshot (for a live view and tests)."""
+        return WorkerStatistics(
+            running=self._executing,
+            peak_running=self._peak_executing,
+            done=self._done,
+            failed=self._failed,
+            retried=self._retried,
+            dead=self._dead,
+            skipped_aborted=self._skipped_aborted,
+            cancelled=self._cancelled,
+            abandoned=self._abandoned,
+            lost=self._lost,
+        )
 
     # -- the loop -----------------------------------------------------------------
     async def serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -247,9 +275,9 @@ class Worker:
             stale.why = "lost"
             stale.scope.cancel()
         self._running[delivery.message.id] = running
-        self.counters.running += 1
-        if self.counters.running > self.counters.peak_running:
-            self.counters.peak_running = self.counters.running
+        self._executing += 1
+        if self._executing > self._peak_executing:
+            self._peak_executing = self._executing
         jobs.start_soon(self._run_job, running, env, spec, op, value, kwargs)
 
     async def _prepare(self, delivery: Delivery) -> _Prepared | None:
@@ -268,7 +296,7 @@ class Worker:
             await self._dead_letter(delivery, _reason(exc))
             return None
         if env.run_id in self._aborted:
-            self.counters.skipped_aborted += 1
+            self._skipped_aborted += 1
             await self._complete(delivery, None)
             return None
         try:
@@ -295,7 +323,7 @@ class Worker:
 
     async def _fail(self, delivery: Delivery, exc: BaseException, kind: ErrorKind) -> None:
         """Complete a job that did not run with an error result describing ``exc``."""
-        self.counters.failed += 1
+        self._failed += 1
         await self._complete(delivery, _error_body(exc, kind))
 
     async def _run_job(
@@ -315,17 +343,17 @@ class Worker:
                 try:
                     result = await self._limited(spec, op, value, kwargs, env.time_limit)
                     body = encode_output(result, spec)
-                    self.counters.done += 1
+                    self._done += 1
                 except Exception as exc:
                     body, retry_delay = self._outcome(exc, env)
             executing = False
-            self.counters.running -= 1
+            self._executing -= 1
             self._finishing += 1
             self._slot_free.set()
             if running.scope.cancelled_caught:
                 await self._after_cancel(running)
             elif retry_delay is not None:
-                self.counters.retried += 1
+                self._retried += 1
                 await self._abandon(
                     running.delivery, delay=retry_delay, body=env.with_attempt(env.attempt + 1)
                 )
@@ -338,14 +366,14 @@ class Worker:
             # The worker itself is being cancelled (its grace period ran out):
             # give the job back so it runs again elsewhere.
             with trio.CancelScope(shield=True), trio.move_on_after(_ABANDON_GRACE):
-                self.counters.abandoned += 1
+                self._abandoned += 1
                 await self._abandon(running.delivery)
             raise
         finally:
             if self._running.get(running.delivery.message.id) is running:
                 del self._running[running.delivery.message.id]
             if executing:
-                self.counters.running -= 1
+                self._executing -= 1
             else:
                 self._finishing -= 1
             self._slot_free.set()
@@ -388,17 +416,38 @@ class Worker:
         self, spec: OpSpec, op: Operation[Any, Any], value: Any, kwargs: dict[str, object]
     ) -> Any:
         """Call ``op.execute`` where its spec says it runs; return what it returned."""
-        execute = op.execute  # type: ignore[attr-defined]
-        if spec.executor == "async":
-            return await execute(value, **kwargs)
-        if spec.executor == "inline":
-            started = time.perf_counter()
-            try:
-                return execute(value, **kwargs)
-            finally:
-                self._check_inline(spec, time.perf_counter() - started)
-        if spec.executor == "thread":
-            return await trio.to_thread.run_sync(functools.partial(execute, value, **kwargs))
+        execute = op.execute  # type: ignore[attr-defined]  # each operation defines its own
+        return await _EXECUTORS[spec.executor](self, spec, execute, value, kwargs)
+
+    async def _on_trio(
+        self, spec: OpSpec, execute: Callable[..., Any], value: Any, kwargs: dict[str, object]
+    ) -> Any:
+        """``executor="async"``: await it on the worker's trio thread."""
+        return await execute(value, **kwargs)
+
+    async def _inline(
+        self, spec: OpSpec, execute: Callable[..., Any], value: Any, kwargs: dict[str, object]
+    ) -> Any:
+        """``executor="inline"``: call it on the trio thread, warning when it held it too long."""
+        started = time.perf_counter()
+        try:
+            return execute(value, **kwargs)
+        finally:
+            self._check_inline(spec, time.perf_counter() - started)
+
+    async def _in_thread(
+        self, spec: OpSpec, execute: Callable[..., Any], value: Any, kwargs: dict[str, object]
+    ) -> Any:
+        """``executor="thread"``: run it in a trio worker thread."""
+        return await trio.to_thread.run_sync(functools.partial(execute, value, **kwargs))
+
+    async def _in_process(
+        self, spec: OpSpec, execute: Callable[..., Any], value: Any, kwargs: dict[str, object]
+    ) -> Any:
+        """``executor="process"`` (``cpu_bound=True``): a trio-parallel process, killed on abort.
+
+        Such an operation takes no resources (its spec refuses them), so ``kwargs`` is empty.
+        """
         import trio_parallel
 
         try:
@@ -431,13 +480,13 @@ class Worker:
             try:
                 delay = (exc.retry or DEFAULT_RETRY).delay_before(env.attempt + 1)
             except Exception as broken:  # a retry policy that cannot answer fails the job
-                self.counters.failed += 1
+                self._failed += 1
                 return _error_body(broken, ErrorKind.FATAL), None
             if delay is not None:
                 return None, delay
-            self.counters.failed += 1
+            self._failed += 1
             return _error_body(exc, ErrorKind.RETRIES_EXHAUSTED), None
-        self.counters.failed += 1
+        self._failed += 1
         if isinstance(exc, Fatal):
             return _error_body(exc, ErrorKind.FATAL, exc.strategy), None
         if isinstance(exc, TimeLimitExceeded):
@@ -445,7 +494,7 @@ class Worker:
         return _error_body(exc, ErrorKind.FATAL), None
 
     async def _after_cancel(self, running: _Running) -> None:
-        self.counters.cancelled += 1
+        self._cancelled += 1
         if running.why == "abort":
             await self._complete(running.delivery, None)
         elif running.why == "worker-abort":
@@ -492,10 +541,10 @@ class Worker:
         try:
             await self._retrying(f"{what} of message {delivery.message.id!r}", call)
         except LockLost as exc:
-            self.counters.lost += 1
+            self._lost += 1
             _log.warning("worker %s: %s dropped: %s", self.worker_id, what, exc)
         except BrokerError as exc:
-            self.counters.lost += 1
+            self._lost += 1
             _log.error(
                 "worker %s: %s of message %r failed (it runs again once its lease runs out): %s",
                 self.worker_id,
@@ -515,7 +564,7 @@ class Worker:
         await self._settle("abandon", delivery, call)
 
     async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
-        self.counters.dead += 1
+        self._dead += 1
         call = functools.partial(self.broker.dead_letter, delivery, reason)
         await self._settle("dead-lettering", delivery, call)
 
@@ -554,7 +603,7 @@ class Worker:
                 try:
                     running.delivery = await self.broker.extend(running.delivery)
                 except LockLost as exc:
-                    self.counters.lost += 1
+                    self._lost += 1
                     running.why = "lost"
                     running.scope.cancel()
                     _log.warning("worker %s: job cancelled: %s", self.worker_id, exc)
@@ -628,6 +677,17 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 
 _Prepared = tuple[Envelope, OpSpec, Operation[Any, Any], Any, dict[str, object]]
+
+#: How each executor of :data:`~wireframe.jobs.operations.Executor` runs an ``execute``.
+_EXECUTORS: Mapping[
+    Executor,
+    Callable[[Worker, OpSpec, Callable[..., Any], Any, dict[str, object]], Awaitable[Any]],
+] = {
+    "async": Worker._on_trio,
+    "inline": Worker._inline,
+    "thread": Worker._in_thread,
+    "process": Worker._in_process,
+}
 
 
 def _reason(exc: BaseException) -> str:

@@ -25,7 +25,7 @@ from wireframe.service.report import (
 from wireframe.service.resources import ResourceTaken, Unique
 from wireframe.service.service import Service, ServiceBuilder, run
 from wireframe.service.status import ServiceStatus
-from wireframe.service.stop import StopReceiver
+from wireframe.service.stop import StopReceiver, StopRequest
 from wireframe.service.tasks import (
     OneshotTask,
     Precondition,
@@ -53,6 +53,7 @@ __all__ = [
     "ServiceStatus",
     "ShutdownHook",
     "StopReceiver",
+    "StopRequest",
     "Task",
     "TaskKind",
     "TaskReport",

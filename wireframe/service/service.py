@@ -15,6 +15,11 @@ A run has four phases, and each has one rule:
 4. **shutting down** — shutdown hooks run in registration order, then layer
    lifetimes close in reverse wiring order, each under its own timeout, even
    when tasks failed.
+
+The service handles SIGINT and SIGTERM itself (when ``handle_signals`` and on
+the main thread); whoever shows the run follows the stop requests through
+:meth:`Service.add_stop_listener` instead of installing handlers of its own,
+so there is one place that decides what a signal does.
 """
 
 from __future__ import annotations
@@ -42,12 +47,13 @@ from wireframe.service.report import (
     describe,
 )
 from wireframe.service.status import ServiceStatus
-from wireframe.service.stop import StopSignal
+from wireframe.service.stop import StopRequest, StopSignal
 from wireframe.service.tasks import AnyTask, TaskKind
 
 __all__ = ["Service", "ServiceBuilder", "run"]
 
 StateListener = Callable[[TaskReport], None]
+StopListener = Callable[[StopRequest], None]
 
 
 class ServiceBuilder:
@@ -149,6 +155,8 @@ class Service:
         self._records: dict[str, _TaskRecord] = {}
         self._shutdown: list[HookReport] = []
         self._listeners: list[StateListener] = []
+        self._stop_listeners: list[StopListener] = []
+        self._stop_requests = 0
         self._barrier = trio.Event()
         self._gate = trio.Event()  # set when the barrier lifts or the stop arrives
         self._tasks_scope: trio.CancelScope | None = None
@@ -160,8 +168,34 @@ class Service:
     # -- control -------------------------------------------------------------------
     def stop(self, reason: str = "stop requested") -> None:
         """Ask the service to stop; a second call skips the rest of the grace period."""
-        if not self._stop.send(reason):
+        self._request_stop(reason, None)
+
+    @property
+    def stop_requests(self) -> int:
+        """How many times the service was asked to stop (``stop()`` calls and signals)."""
+        return self._stop_requests
+
+    def add_stop_listener(self, listener: StopListener) -> Callable[[], None]:
+        """Call ``listener(request)`` on every stop request, once the service acted on it.
+
+        A caller that shows the run (the ``wireframe`` command) learns here that
+        SIGINT arrived and whether it forced the stop, while the service keeps
+        handling the signals itself. Returns an unsubscriber; listeners run
+        synchronously on the service's trio thread (or in the caller of
+        ``stop()``): keep them quick.
+        """
+        self._stop_listeners.append(listener)
+        return lambda: self._stop_listeners.remove(listener)
+
+    def _request_stop(self, reason: str, signal_name: str | None) -> None:
+        """Send the stop, or force it when it was sent already; tell the stop listeners."""
+        self._stop_requests += 1
+        forced = not self._stop.send(reason)
+        if forced:
             self._force.set()
+        request = StopRequest(reason, self._stop_requests, forced, signal_name)
+        for listener in list(self._stop_listeners):
+            listener(request)
 
     @property
     def phase(self) -> str:
@@ -517,7 +551,8 @@ class Service:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             task_status.started()
             async for signum in signals:
-                self.stop(f"received {signal.Signals(signum).name}")
+                name = signal.Signals(signum).name
+                self._request_stop(f"received {name}", name)
 
 
 def _only_cancelled(exc: BaseException) -> bool:

@@ -3,6 +3,9 @@
 The service owns the sending side; tasks only get the receiving side, so a
 task cannot stop a service by accident — it stops it by returning (Task and
 UnconstrainedTask kinds) or raising, which is the service's decision to make.
+Whoever runs the service asks it to stop (``Service.stop()``, or a signal the
+service handles itself); each such :class:`StopRequest` is told to the
+service's stop listeners, so that a status view can say what happened.
 """
 
 from __future__ import annotations
@@ -10,9 +13,26 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import attrs
 import trio
 
-__all__ = ["StopReceiver"]
+__all__ = ["StopReceiver", "StopRequest"]
+
+
+@attrs.frozen
+class StopRequest:
+    """One request to stop a service, as its stop listeners hear it.
+
+    ``number`` counts the requests (1 for the first); ``forced`` says the stop
+    was already under way, so this request cut the grace period short and
+    cancelled the tasks still running; ``signal`` names the signal that made
+    the request (``"SIGINT"``), ``None`` for a ``Service.stop()`` call.
+    """
+
+    reason: str
+    number: int
+    forced: bool
+    signal: str | None = None
 
 
 class StopSignal:

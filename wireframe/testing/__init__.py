@@ -4,25 +4,44 @@ A plain install of wireframe has no pytest, and a program may import
 ``wireframe.testing`` for :func:`fresh_memory_url` or :func:`with_options`
 alone, so this package imports nothing of pytest itself. The broker
 conformance suite, :class:`BrokerConformance`, is pytest tests: it lives in
-:mod:`wireframe.testing.conformance` and is loaded on first use of the name
-(``from wireframe.testing import BrokerConformance`` keeps working), which is
-when pytest is needed.
+:mod:`wireframe.testing.conformance`, one class per role of the broker
+protocol (``WorkQueueConformance``, ``ReplyChannelConformance``,
+``BroadcastConformance``, ``PresenceConformance``, ``JobStoreConformance``,
+``AdminConformance``), and
+is loaded on first use of one of those names (``from wireframe.testing import
+BrokerConformance`` keeps working), which is when pytest is needed.
 """
 
 from __future__ import annotations
 
 import os
+import time
 import uuid
 import warnings
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 from urllib.parse import parse_qsl, urlencode
 
 if TYPE_CHECKING:
-    from wireframe.testing.conformance import BrokerConformance
+    from wireframe.testing.conformance import (
+        AdminConformance,
+        BroadcastConformance,
+        BrokerConformance,
+        JobStoreConformance,
+        PresenceConformance,
+        ReplyChannelConformance,
+        WorkQueueConformance,
+    )
 
 __all__ = [
+    "AdminConformance",
+    "BroadcastConformance",
     "BrokerConformance",
+    "JobStoreConformance",
+    "OffsetClock",
+    "PresenceConformance",
+    "ReplyChannelConformance",
     "UrlFactory",
+    "WorkQueueConformance",
     "fresh_memory_url",
     "skip_or_fail_unavailable",
     "with_options",
@@ -86,10 +105,47 @@ class UrlFactory(Protocol):
         ...
 
 
-def __getattr__(name: str) -> Any:
-    """Load :class:`BrokerConformance` (and pytest with it) only when it is asked for."""
-    if name == "BrokerConformance":
-        from wireframe.testing.conformance import BrokerConformance
+class OffsetClock:
+    """Wall-clock seconds plus an offset a test moves forward: a clock to give a broker.
 
-        return BrokerConformance
+    For a broker that reads the time from a clock it is given (the SQLite
+    broker's ``open(url, clock=...)``): moving the offset runs a lease out at
+    once instead of after a real wait. Every broker on one store must read the
+    same clock. Callable from any thread. (Not trio's ``MockClock`` with
+    autojump for such a broker: it jumps while a task waits for the broker's
+    threads, firing timeouts in the middle of a call.)
+    """
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        """The wall clock's seconds since the epoch, plus the offset."""
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock ``seconds`` forward (read from the broker's threads too)."""
+        self.offset += seconds
+
+
+#: The names :mod:`wireframe.testing.conformance` gives, loaded on first use.
+_CONFORMANCE = frozenset(
+    {
+        "AdminConformance",
+        "BroadcastConformance",
+        "BrokerConformance",
+        "JobStoreConformance",
+        "PresenceConformance",
+        "ReplyChannelConformance",
+        "WorkQueueConformance",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    """Load the conformance classes (and pytest with them) only when one is asked for."""
+    if name in _CONFORMANCE:
+        from wireframe.testing import conformance
+
+        return getattr(conformance, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

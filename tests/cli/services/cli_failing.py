@@ -1,4 +1,4 @@
-"""A service whose task raises (exit 1), and one whose task ignores the stop (timed out, exit 1)."""
+"""A service whose task raises (exit 1), and ones whose task ignores the stop (timed out, exit 1)."""
 
 from __future__ import annotations
 
@@ -58,3 +58,21 @@ failing = wf.ServiceBuilder(graceful_shutdown_timeout=1.0).add_layer(BoomLayer()
 def make_stubborn() -> wf.ServiceBuilder:
     """A factory: the CLI calls it to get the builder."""
     return wf.ServiceBuilder(graceful_shutdown_timeout=30.0).add_layer(StubbornLayer())
+
+
+@attrs.frozen
+class DeafOut:
+    stubborn: wf.UnconstrainedTask
+
+
+@attrs.frozen
+class DeafLayer(wf.WiringLayer[None, DeafOut]):
+    name = "deaf"
+
+    async def wire(self, input: None) -> DeafOut:
+        return DeafOut(stubborn)
+
+
+#: Only a task that ignores the stop: nothing but a signal stops it, and only a
+#: second one (or the end of an hour's grace period) ends it.
+deaf = wf.ServiceBuilder(graceful_shutdown_timeout=3600.0).add_layer(DeafLayer())

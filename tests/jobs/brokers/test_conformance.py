@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
+
 import pytest
+import trio
 from trio.testing import MockClock
 
-from wireframe.testing import BrokerConformance
+from wireframe.jobs.broker import Broker
+from wireframe.jobs.brokers import sqlite as sqlite_broker
+from wireframe.testing import BrokerConformance, OffsetClock
 
 
 class TestMemoryConformance(BrokerConformance):
@@ -22,11 +27,25 @@ class TestMemoryConformance(BrokerConformance):
 
 @pytest.mark.slow  # leases and waits in real time: the memory run above is the fast loop's
 class TestSqliteConformance(BrokerConformance):
-    """``sqlite://``, on a fresh database file per test, in real time."""
+    """``sqlite://``, on a fresh database file per test, in real time, except where only
+    time has to pass: there the brokers' clock is moved instead (``pass_time``)."""
 
     @pytest.fixture
     def broker_url(self, sqlite_broker_url: str) -> str:
         return sqlite_broker_url
+
+    @pytest.fixture(autouse=True)
+    def offset_clock(self) -> OffsetClock:
+        """The clock every broker of the test reads (they share one file, so one clock)."""
+        self.clock = OffsetClock()
+        return self.clock
+
+    def open(self, url: str) -> AbstractAsyncContextManager[Broker]:
+        return sqlite_broker.open(url, clock=self.clock)
+
+    async def pass_time(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        await trio.lowlevel.checkpoint()
 
 
 @pytest.mark.redis

@@ -124,7 +124,7 @@ async def test_worker_goes_on_after_redis_restarts_without_its_data(
             await kill(proc)
             proc = await start(redis_server, *NO_DATA)  # empty: the job is gone
             await until_logged(caplog, "Redis no longer has")
-            assert worker.counters.lost >= 1
+            assert worker.statistics().lost >= 1
             RELEASE["now"].set()  # its completion is dropped too
             lost_run.cancel()  # (noticing a run whose jobs vanished is the runtime's part)
             assert await jobs.literal(5).then(OutageDouble()).run(rt) == 10

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from wireframe.jobs.broker import (
 )
 from wireframe.jobs.brokers import sqlite as sqlite_broker
 from wireframe.jobs.brokers.sqlite import schema as sqlite_schema
+from wireframe.testing import OffsetClock
 
 UrlFactory = Callable[..., str]
 
@@ -59,23 +59,6 @@ def make_url(db_path: Path) -> UrlFactory:
         return f"sqlite:///{db_path}" + (f"?{query}" if query else "")
 
     return make
-
-
-class OffsetClock:
-    """Wall-clock seconds plus an offset the test moves forward, for
-    ``sqlite_broker.open(url, clock=...)``: a lease runs out at once, not after a
-    real wait. (Not trio's ``MockClock`` with autojump, which jumps while a task
-    waits for the broker's threads and so fires timeouts in the middle of a call.)"""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        """Move the clock ``seconds`` forward (read from the broker's threads too)."""
-        self.offset += seconds
 
 
 def _messages(ids: list[str], reply_to: str = "") -> list[Message]:

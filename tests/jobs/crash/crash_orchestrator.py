@@ -25,7 +25,8 @@ import crash_ops
 import trio
 
 from wireframe import jobs
-from wireframe.jobs import Run, Runtime, open_broker
+from wireframe.jobs import Runtime, open_broker
+from wireframe.jobs.runtime import Run
 
 
 class JournaledRuntime(Runtime):

@@ -29,9 +29,11 @@ from wireframe.jobs.broker import (
     ChannelLost,
     DeadLetter,
     Delivery,
+    JobRecord,
     LockLost,
     Message,
     QueueStats,
+    RecordStatus,
     Reply,
     WorkerInfo,
     count_workers,
@@ -44,7 +46,6 @@ from wireframe.jobs.brokers.memory.state import (
     Queue,
     State,
 )
-from wireframe.jobs.jobstore import JobRecord, RecordStatus
 
 __all__ = ["MemoryBroker"]
 

@@ -13,7 +13,7 @@ from typing import Final
 
 import trio
 
-from wireframe.jobs.jobstore import FINAL, LIVE, JobRecord, RecordStatus
+from wireframe.jobs.broker import FINAL, LIVE, JobRecord, RecordStatus
 
 __all__ = ["Job", "Jobs"]
 

@@ -20,9 +20,8 @@ from typing import Final
 
 import trio
 
-from wireframe.jobs.broker import DeadLetter, Message, Reply, WorkerInfo
+from wireframe.jobs.broker import DeadLetter, Message, RecordStatus, Reply, WorkerInfo
 from wireframe.jobs.brokers.memory.jobs import Job, Jobs
-from wireframe.jobs.jobstore import RecordStatus
 
 #: Expiry orders shorter than this are never compacted.
 _COMPACT_AT: Final = 1024

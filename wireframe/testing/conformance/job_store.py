@@ -1,41 +1,20 @@
-"""The job store role's conformance tests: jobs kept by id, as every broker must keep them.
+"""The job store conformance: jobs kept by id, as every broker must keep them.
 
-:class:`JobStoreConformance` checks :mod:`wireframe.jobs.jobstore`'s contract on
+:class:`JobStoreConformance` checks the :class:`~wireframe.jobs.broker.JobStore` role's contract on
 a broker: a tracked job's record follows its message (queued, scheduled,
 running, done, dead, aborted), dedup keys, waiting for a job, aborting one,
 priorities, ``result_ttl`` and ``purge``. Subclass it with a ``broker_url``
-fixture as for :class:`~wireframe.testing.BrokerConformance`; it runs at the
-broker level (consume and complete by hand), with no worker.
+fixture as for :class:`~wireframe.testing.BrokerConformance` (which includes
+it); it runs at the broker level (consume and complete by hand), with no worker.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import trio
 
-from wireframe.jobs.broker import Broker, Delivery, Message, open_broker
-from wireframe.jobs.jobstore import JobRecord, RecordStatus
-
-if TYPE_CHECKING:
-    from wireframe.testing import UrlFactory
-
-    class _Base:
-        """What the suite this is mixed into provides (BrokerConformance's helpers)."""
-
-        lease: float
-        patience: float
-
-        async def take(
-            self, broker: Broker, queue: str, n: int, limit: int | None = None
-        ) -> list[Delivery]: ...
-
-        async def take_one(self, broker: Broker, queue: str) -> Delivery: ...
-
-        async def assert_no_delivery(self, broker: Broker, queue: str, within: float) -> None: ...
-
-else:
-    _Base = object
+from wireframe.jobs.broker import Broker, JobRecord, Message, RecordStatus
+from wireframe.testing import UrlFactory, with_options
+from wireframe.testing.conformance.base import ConformanceBase, ids_of
 
 __all__ = ["JobStoreConformance"]
 
@@ -44,7 +23,7 @@ def _job(job_id: str, priority: int = 0) -> Message:
     return Message(job_id, f"body of {job_id}".encode(), priority=priority)
 
 
-class JobStoreConformance(_Base):
+class JobStoreConformance(ConformanceBase):
     """Jobs by id: part of :class:`~wireframe.testing.BrokerConformance` (see the module doc)."""
 
     async def record(self, broker: Broker, job_id: str) -> JobRecord:
@@ -56,7 +35,7 @@ class JobStoreConformance(_Base):
     async def test_a_job_record_follows_its_message(
         self, make_url: UrlFactory, broker_clock: trio.abc.Clock | None
     ) -> None:
-        async with open_broker(make_url()) as broker:
+        async with self.open(make_url()) as broker:
             record, new = await broker.submit("q", _job("j1"), operation="op-name")
             assert new and record.id == "j1" and record.status is RecordStatus.QUEUED
             assert record.operation == "op-name" and record.queue == "q"
@@ -76,16 +55,16 @@ class JobStoreConformance(_Base):
     async def test_a_delayed_job_is_scheduled_until_it_is_due(
         self, make_url: UrlFactory, broker_clock: trio.abc.Clock | None
     ) -> None:
-        async with open_broker(make_url()) as broker:
+        async with self.open(make_url()) as broker:
             record, _ = await broker.submit("q", _job("later"), delay=self.lease)
             assert record.status is RecordStatus.SCHEDULED
             await self.assert_no_delivery(broker, "q", self.lease / 3)
-            assert _ids(await self.take(broker, "q", 1)) == ["later"]
+            assert ids_of(await self.take(broker, "q", 1)) == ["later"]
 
     async def test_a_dedup_key_is_held_while_the_job_is_live(
         self, make_url: UrlFactory, broker_clock: trio.abc.Clock | None
     ) -> None:
-        async with open_broker(make_url()) as broker:
+        async with self.open(make_url()) as broker:
             _, new = await broker.submit("q", _job("a"), key="k")
             assert new
             again, new = await broker.submit("q", _job("b"), key="k")
@@ -101,7 +80,7 @@ class JobStoreConformance(_Base):
     async def test_a_known_id_is_submitted_once(
         self, make_url: UrlFactory, broker_clock: trio.abc.Clock | None
     ) -> None:
-        async with open_broker(make_url()) as broker:
+        async with self.open(make_url()) as broker:
             _, new = await broker.submit("q", _job("tick-1"))
             assert new
             again, new = await broker.submit("q", _job("tick-1"))
@@ -115,13 +94,13 @@ class JobStoreConformance(_Base):
         """Take what ``queue`` holds now: none of ``ids`` may be among it."""
         with trio.move_on_after(0.2):
             while True:
-                got = _ids(await broker.consume(queue, 100))
+                got = ids_of(await broker.consume(queue, 100))
                 assert not ids & set(got), f"published despite a held key: {got}"
 
     async def test_waiters_wake_when_the_job_finishes(
         self, make_url: UrlFactory, broker_clock: trio.abc.Clock | None
     ) -> None:
-        async with open_broker(make_url()) as broker, open_broker(make_url()) as other:
+        async with self.open(make_url()) as broker, self.open(make_url()) as other:
             await broker.submit("q", _job("w"))
             assert (await other.wait_job("w", 0.05)).status is RecordStatus.QUEUED  # type: ignore[union-attr]
             assert await other.wait_job("missing", 0.05) is None
@@ -144,7 +123,7 @@ class JobStoreConformance(_Base):
     async def test_abort_a_queued_job_and_a_running_one(
         self, make_url: UrlFactory, broker_clock: trio.abc.Clock | None
     ) -> None:
-        async with open_broker(make_url()) as broker:
+        async with self.open(make_url()) as broker:
             await broker.submit("q", _job("running"))
             delivery = await self.take_one(broker, "q")
             await broker.submit("q", _job("queued"))
@@ -163,7 +142,7 @@ class JobStoreConformance(_Base):
     async def test_a_dead_job_says_why_and_comes_back_when_requeued(
         self, make_url: UrlFactory, broker_clock: trio.abc.Clock | None
     ) -> None:
-        async with open_broker(make_url()) as broker:
+        async with self.open(make_url()) as broker:
             await broker.submit("q", _job("bad"))
             await broker.dead_letter(await self.take_one(broker, "q"), "cannot decode: nonsense")
             dead = await self.record(broker, "bad")
@@ -176,7 +155,7 @@ class JobStoreConformance(_Base):
     async def test_a_retry_or_a_lost_lease_makes_the_job_wait_again(
         self, make_url: UrlFactory, broker_clock: trio.abc.Clock | None
     ) -> None:
-        async with open_broker(make_url(lease=self.lease)) as broker:
+        async with self.open(make_url(lease=self.lease)) as broker:
             await broker.submit("q", _job("again"))
             first = await self.take_one(broker, "q")
             await broker.abandon(first, delay=self.lease, body=b"attempt 2")
@@ -192,25 +171,25 @@ class JobStoreConformance(_Base):
     async def test_priorities_higher_first_fifo_among_equals(
         self, make_url: UrlFactory, broker_clock: trio.abc.Clock | None
     ) -> None:
-        async with open_broker(make_url()) as broker:
+        async with self.open(make_url()) as broker:
             order = [("a0", 0), ("b0", 0), ("c5", 5), ("d-1", -1), ("e5", 5), ("f9", 9)]
             for job_id, priority in order[:3]:
                 await broker.submit("q", _job(job_id, priority))
             await broker.publish("q", [_job(i, p) for i, p in order[3:]])
-            taken = _ids(await self.take(broker, "q", 6, limit=1))
+            taken = ids_of(await self.take(broker, "q", 6, limit=1))
             assert taken == ["f9", "c5", "e5", "a0", "b0", "d-1"]
 
     async def test_finished_records_expire_after_result_ttl_and_purge_removes_them(
         self, make_url: UrlFactory, broker_clock: trio.abc.Clock | None
     ) -> None:
         ttl = self.lease
-        async with open_broker(with_result_ttl(make_url(), ttl)) as broker:
+        async with self.open(with_result_ttl(make_url(), ttl)) as broker:
             await broker.submit("q", _job("brief"))
             await broker.complete(await self.take_one(broker, "q"), b"")
             assert await broker.job("brief") is not None
             await trio.sleep(ttl * 1.5)
             assert await broker.job("brief") is None, "a record outlived result_ttl"
-        async with open_broker(make_url()) as broker:
+        async with self.open(make_url()) as broker:
             await broker.submit("q", _job("kept"))
             await broker.complete(await self.take_one(broker, "q"), b"")
             await broker.submit("q", _job("live"))
@@ -219,12 +198,6 @@ class JobStoreConformance(_Base):
             assert await broker.job("live") is not None, "purge removed a live job"
 
 
-def _ids(deliveries: list[Delivery]) -> list[str]:
-    return [d.message.id for d in deliveries]
-
-
 def with_result_ttl(url: str, ttl: float) -> str:
     """``url`` with the ``result_ttl`` option set."""
-    from wireframe.testing import with_options
-
     return with_options(url, result_ttl=ttl)
