@@ -10,35 +10,41 @@ service's own prints go to stderr so stdout stays parseable.
 from __future__ import annotations
 
 import contextlib
-import enum
-import json
 import logging
-import os
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Annotated, Any, TypeVar
 
 import trio
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 import wireframe as wf
+from wireframe.cli.common import (
+    BrokerOpt,
+    GraceOpt,
+    GraphFormat,
+    JsonOpt,
+    LogLevel,
+    LogOpt,
+    PlainOpt,
+    TargetArg,
+    fail,
+    print_json,
+    stderr,
+    stdout,
+)
 from wireframe.cli.graph import plan_dot, plan_json, plan_tree
+from wireframe.cli.jobs import jobs_app
 from wireframe.cli.render import (
-    dead_letters_json,
-    dead_letters_table,
-    hide_urls,
     problems_json,
     problems_table,
-    queue_stats_json,
-    queue_stats_table,
     report_json,
     report_table,
 )
 from wireframe.cli.runner import EXIT_WIRING, Outcome, run_with_view
 from wireframe.cli.target import Target, TargetError, import_module, load_target
-from wireframe.jobs.broker import BrokerAdmin, mask_password
+from wireframe.jobs.broker import mask_password
 
 __all__ = ["app", "jobs_app", "main"]
 
@@ -51,98 +57,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-jobs_app = typer.Typer(
-    help="Inspect a job broker: per-queue counts, dead letters, retry, purge.",
-    no_args_is_help=True,
-)
 app.add_typer(jobs_app, name="jobs")
-
-
-class LogLevel(enum.StrEnum):
-    """``--log-level`` choices."""
-
-    debug = "debug"
-    info = "info"
-    warning = "warning"
-    error = "error"
-    critical = "critical"
-
-
-class GraphFormat(enum.StrEnum):
-    """``graph --format`` choices."""
-
-    tree = "tree"
-    dot = "dot"
-    json = "json"
-
-
-TargetArg = Annotated[
-    str,
-    typer.Argument(
-        help="path/to/file.py or package.module, optionally :NAME of a ServiceBuilder, "
-        "a Service, or a function returning one.",
-        show_default=False,
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-PlainOpt = Annotated[
-    bool,
-    typer.Option("--plain", help="One log line per task state change instead of a live table."),
-]
-GraceOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--graceful-timeout",
-        min=0.0,
-        help="Seconds tasks get to return after a stop before they are cancelled "
-        "(default: the service's own).",
-        show_default=False,
-    ),
-]
-LogOpt = Annotated[
-    LogLevel,
-    typer.Option("--log-level", case_sensitive=False, help="Level of log records shown."),
-]
-BrokerOpt = Annotated[
-    str,
-    typer.Option(
-        "--broker",
-        envvar="WIREFRAME_BROKER",
-        help="Broker URL: memory://NAME, sqlite:///path/jobs.db, redis://host:6379/0.",
-        show_default=False,
-    ),
-]
-QueueOpt = Annotated[
-    str | None, typer.Option("--queue", help="Only this queue (default: all).", show_default=False)
-]
-
-
-def _console(file: Any) -> Console:
-    console = Console(file=file, highlight=False)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console.width = max(console.width, 120)  # logs and pipes: keep report rows on one line
-    return console
-
-
-def _stdout() -> Console:
-    return _console(sys.stdout)
-
-
-def _stderr() -> Console:
-    return _console(sys.stderr)
-
-
-def _fail(message: str, code: int = EXIT_WIRING) -> typer.Exit:
-    # soft_wrap: one line however long (a path), so a log or grep sees all of it
-    _stderr().print(
-        f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True
-    )
-    return typer.Exit(code)
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-    sys.stdout.flush()
 
 
 def _setup_logging(level: LogLevel, console: Console) -> None:
@@ -164,8 +79,8 @@ def _load(spec: str, *, as_json: bool) -> Target:
         return load_target(spec)
     except TargetError as exc:
         if as_json:
-            _print_json({"ok": False, "exit_code": EXIT_WIRING, "error": str(exc)})
-        raise _fail(str(exc)) from None
+            print_json({"ok": False, "exit_code": EXIT_WIRING, "error": str(exc)})
+        raise fail(str(exc)) from None
     except wf.WiringError as exc:
         _show_problems(exc.problems, as_json=as_json)
         raise typer.Exit(EXIT_WIRING) from None
@@ -173,11 +88,11 @@ def _load(spec: str, *, as_json: bool) -> Target:
 
 def _show_problems(problems: tuple[wf.WiringProblem, ...], *, as_json: bool) -> None:
     if as_json:
-        _print_json(
+        print_json(
             {"ok": False, "exit_code": EXIT_WIRING, "wiring_problems": problems_json(problems)}
         )
     else:
-        _stdout().print(problems_table(problems))
+        stdout().print(problems_table(problems))
 
 
 @contextlib.contextmanager
@@ -200,7 +115,7 @@ def _serve(
     """Run ``target`` under the status view, print the outcome, exit with its code."""
     from wireframe.cli.queues import broker_urls
 
-    view_console = _stderr() if as_json else _stdout()
+    view_console = stderr() if as_json else stdout()
     _setup_logging(log_level, view_console)
     try:
         service = target.make_service(graceful_shutdown_timeout=graceful_timeout)
@@ -209,7 +124,7 @@ def _serve(
         _show_problems(exc.problems, as_json=as_json)
         raise typer.Exit(EXIT_WIRING) from None
     except TargetError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     live = view_console.is_terminal and not plain
 
     async def main() -> Outcome:
@@ -223,15 +138,15 @@ def _serve(
         _show_problems(outcome.problems, as_json=as_json)
     elif outcome.report is not None:
         if as_json:
-            _print_json(
+            print_json(
                 report_json(
                     outcome.report, exit_code=outcome.exit_code, wall_offset=outcome.wall_offset
                 )
             )
         else:
-            _stdout().print(report_table(outcome.report, exit_code=outcome.exit_code))
+            stdout().print(report_table(outcome.report, exit_code=outcome.exit_code))
     elif outcome.message:
-        _stderr().print(outcome.message, markup=False)
+        stderr().print(outcome.message, markup=False)
     raise typer.Exit(outcome.exit_code)
 
 
@@ -269,7 +184,7 @@ def check(target: TargetArg, as_json: JsonOpt = False) -> None:
         1 for n in plan.layers for p in n.outputs if p.role in (wf.PortRole.TASK, wf.PortRole.TASKS)
     )
     if as_json:
-        _print_json(
+        print_json(
             {
                 "ok": True,
                 "exit_code": 0,
@@ -280,7 +195,7 @@ def check(target: TargetArg, as_json: JsonOpt = False) -> None:
             }
         )
     else:
-        _stdout().print(
+        stdout().print(
             f"[green]wiring OK[/]: {loaded.label} — {len(plan.layers)} layer(s) "
             f"({', '.join(n.name for n in plan.layers)}), {len(plan.providers)} resource(s), "
             f"{tasks} task field(s)"
@@ -304,9 +219,9 @@ def graph(
     if format is GraphFormat.dot:
         sys.stdout.write(plan_dot(plan, title=loaded.label))
     elif format is GraphFormat.json:
-        _print_json(plan_json(plan))
+        print_json(plan_json(plan))
     else:
-        _stdout().print(plan_tree(plan, title=loaded.label))
+        stdout().print(plan_tree(plan, title=loaded.label))
 
 
 @app.command()
@@ -377,7 +292,7 @@ def _imported_layers(imports: list[str]) -> list[wf.WiringLayer[Any, Any]]:
         try:
             layers += declared_layers(import_module(name))
         except TargetError as exc:
-            raise _fail(f"--import {name}: {exc}") from None
+            raise fail(f"--import {name}: {exc}") from None
     return layers
 
 
@@ -387,72 +302,14 @@ def _announce_worker(shown: str, resources: Sequence[type]) -> None:
     from wireframe.cli.workers import missing_resources
 
     operations = sorted(jobs.registered_operations())
-    _stderr().print(
+    stderr().print(
         f"worker on {shown}: {len(operations)} operation(s) registered"
         + (f" ({', '.join(operations)})" if operations else "")
         + (f"; resources: {', '.join(t.__qualname__ for t in resources)}" if resources else ""),
         markup=False,
     )
     for line in missing_resources(resources):
-        _stderr().print(f"warning: {line}", markup=False)
-
-
-def _with_broker(url: str, fn: Callable[[BrokerAdmin], Awaitable[T]]) -> T:
-    from wireframe import jobs
-
-    async def go() -> T:
-        async with jobs.open_broker(url, create=False) as broker:  # inspecting creates nothing
-            return await fn(broker)
-
-    try:
-        return trio.run(go)
-    except (jobs.BrokerError, OSError) as exc:
-        raise _fail(f"broker {mask_password(url)}: {hide_urls(str(exc), [url])}", 1) from None
-
-
-@jobs_app.command("stats")
-def jobs_stats(broker: BrokerOpt, as_json: JsonOpt = False) -> None:
-    """Per-queue counts: queued, running, done, dead."""
-    stats = _with_broker(broker, lambda b: b.stats())
-    if as_json:
-        _print_json(queue_stats_json(stats))
-    else:
-        _stdout().print(queue_stats_table(stats))
-
-
-@jobs_app.command("dead")
-def jobs_dead(
-    broker: BrokerOpt,
-    queue: QueueOpt = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="Show at most this many.")] = 100,
-    as_json: JsonOpt = False,
-) -> None:
-    """List dead letters (oldest first) with the reason each died."""
-    letters = _with_broker(broker, lambda b: b.dead_letters(queue, limit))
-    if as_json:
-        _print_json(dead_letters_json(letters))
-    else:
-        _stdout().print(dead_letters_table(letters))
-
-
-@jobs_app.command("retry")
-def jobs_retry(broker: BrokerOpt, queue: QueueOpt = None, as_json: JsonOpt = False) -> None:
-    """Put dead letters back on their queues (their delivery count reset)."""
-    count = _with_broker(broker, lambda b: b.requeue_dead(queue))
-    if as_json:
-        _print_json({"requeued": count, "queue": queue})
-    else:
-        _stdout().print(f"re-queued {count} dead letter(s)")
-
-
-@jobs_app.command("purge")
-def jobs_purge(broker: BrokerOpt, queue: QueueOpt = None, as_json: JsonOpt = False) -> None:
-    """Delete finished state (completed records, dead letters); never a queued or running job."""
-    count = _with_broker(broker, lambda b: b.purge(queue))
-    if as_json:
-        _print_json({"purged": count, "queue": queue})
-    else:
-        _stdout().print(f"purged {count} finished record(s)")
+        stderr().print(f"warning: {line}", markup=False)
 
 
 def main() -> None:
