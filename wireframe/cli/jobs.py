@@ -17,10 +17,14 @@ from wireframe.cli.render import (
     dead_letters_json,
     dead_letters_table,
     hide_urls,
+    job_json,
+    job_table,
     queue_stats_json,
     queue_stats_table,
 )
-from wireframe.jobs.broker import Broker, BrokerAdmin, mask_password
+from wireframe.jobs.broker import Broker, BrokerAdmin, JobRecord, mask_password
+from wireframe.jobs.handles import JobStatus, UnknownJob
+from wireframe.jobs.runtime import Runtime
 
 __all__ = ["jobs_app"]
 
@@ -47,7 +51,7 @@ def _with_broker(url: str, fn: Callable[[Broker], Awaitable[T]]) -> T:
 
     try:
         return trio.run(go)
-    except (jobs.BrokerError, OSError) as exc:
+    except (jobs.BrokerError, OSError, UnknownJob) as exc:
         raise fail(f"broker {mask_password(url)}: {hide_urls(str(exc), [url])}", 1) from None
 
 
@@ -94,3 +98,37 @@ def jobs_purge(broker: BrokerOpt, queue: QueueOpt = None, as_json: JsonOpt = Fal
         print_json({"purged": count, "queue": queue})
     else:
         stdout().print(f"purged {count} finished record(s)")
+
+
+JobIdArg = Annotated[str, typer.Argument(help="The job's id (JobHandle.id).", show_default=False)]
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: JobIdArg, broker: BrokerOpt, as_json: JsonOpt = False) -> None:
+    """One job submitted on its own: status, times, attempts, worker, error, result size."""
+
+    async def show(b: Broker) -> JobRecord:
+        record = await b.job(job_id)
+        if record is None:
+            raise UnknownJob(job_id, b.url)
+        return record
+
+    record = _with_broker(broker, show)
+    if as_json:
+        print_json(job_json(record))
+    else:
+        stdout().print(job_table(record))
+
+
+@jobs_app.command("abort")
+def jobs_abort(job_id: JobIdArg, broker: BrokerOpt, as_json: JsonOpt = False) -> None:
+    """Abort a job: queued, it never runs; running, its worker cancels it."""
+
+    async def abort(b: Broker) -> JobStatus:
+        return await Runtime(b).handle(job_id).abort()
+
+    status = _with_broker(broker, abort)
+    if as_json:
+        print_json({"job_id": job_id, "status": status.value})
+    else:
+        stdout().print(f"job {job_id}: {status.value}", markup=False)

@@ -18,7 +18,9 @@ from rich.table import Table
 from rich.text import Text
 
 import wireframe as wf
-from wireframe.jobs.broker import DeadLetter, QueueStats, mask_password
+from wireframe.jobs.broker import DeadLetter, JobRecord, QueueStats, RecordStatus, mask_password
+from wireframe.jobs.errors import JobsError
+from wireframe.jobs.handles import status_of, value_of
 
 __all__ = [
     "STATE_STYLES",
@@ -300,3 +302,51 @@ def dead_letters_json(letters: Sequence[DeadLetter]) -> list[dict[str, Any]]:
         }
         for d in letters
     ]
+
+
+def job_json(record: JobRecord) -> dict[str, Any]:
+    """A job's record as a JSON-ready dict: its user-facing status, ISO times, the error
+    it ended with (if any) and the size of its result; never the result itself."""
+    status = status_of(record)
+    return {
+        "job_id": record.id,
+        "status": status.value,
+        "queue": record.queue,
+        "operation": record.operation,
+        "key": record.key,
+        "priority": record.priority,
+        "attempts": record.attempts,
+        "worker": record.worker,
+        "enqueued_at": wall_time(record.enqueued_at, 0.0),
+        "visible_at": wall_time(record.visible_at, 0.0),
+        "started_at": wall_time(record.started_at, 0.0),
+        "finished_at": wall_time(record.finished_at, 0.0),
+        "expires_at": wall_time(record.expires_at, 0.0),
+        "error": _job_error(record),
+        "result_bytes": None if record.result is None else len(record.result),
+    }
+
+
+def job_table(record: JobRecord) -> Table:
+    """A job's record as a two-column table (what ``wireframe jobs show`` prints)."""
+    table = Table(title=f"job {record.id}", title_justify="left", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for field, value in job_json(record).items():
+        if field == "job_id" or value is None:
+            continue
+        style = "red" if field == "error" else ""
+        table.add_row(field.replace("_", " "), Text(str(value), style=style))
+    return table
+
+
+def _job_error(record: JobRecord) -> str | None:
+    """What a job that did not succeed ended with, in a line."""
+    if record.status in (RecordStatus.DEAD, RecordStatus.ABORTED):
+        return record.error
+    if record.status is RecordStatus.DONE:
+        try:
+            value_of(record)
+        except JobsError as exc:
+            return str(exc)
+    return None

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from wireframe.jobs.broker import Broker, JobRecord, Message, RecordStatus
+from wireframe.jobs.broker import BrokerURL, JobRecord, Message, RecordStatus
 from wireframe.jobs.codec import decode_result, encode_input, encode_operation
 from wireframe.jobs.errors import ErrorKind, JobFailed, JobsError, RemoteError
 from wireframe.jobs.operations import Operation, check_time_limit, lookup_operation, spec_of
@@ -62,12 +62,11 @@ class UnknownJob(JobsError, LookupError):
     """The broker has no job of this id: never submitted, or finished long enough
     ago that its record expired (the URL option ``result_ttl``)."""
 
-    def __init__(self, job_id: str, broker: Broker) -> None:
+    def __init__(self, job_id: str, url: BrokerURL) -> None:
         self.job_id = job_id
-        ttl = broker.url.result_ttl
         super().__init__(
-            f"job {job_id!r} is unknown to broker {broker.url}: it was never submitted there, "
-            f"or it finished more than result_ttl={ttl:g} s ago and its record expired"
+            f"job {job_id!r} is unknown to broker {url}: it was never submitted there, "
+            f"or it finished more than result_ttl={url.result_ttl:g} s ago and its record expired"
         )
 
 
@@ -178,7 +177,7 @@ class JobHandle:
         """What the broker knows of the job now; :class:`UnknownJob` if nothing."""
         record = await self.runtime.broker.job(self.id)
         if record is None:
-            raise UnknownJob(self.id, self.runtime.broker)
+            raise UnknownJob(self.id, self.runtime.broker.url)
         return record
 
     async def status(self) -> JobStatus:
@@ -196,7 +195,7 @@ class JobHandle:
         wait = math.inf if timeout is None else timeout
         record = await self.runtime.broker.wait_job(self.id, wait)
         if record is None:
-            raise UnknownJob(self.id, self.runtime.broker)
+            raise UnknownJob(self.id, self.runtime.broker.url)
         if not record.final:
             import trio
 
@@ -213,7 +212,7 @@ class JobHandle:
         broker = self.runtime.broker
         record = await broker.abort_job(self.id)
         if record is None:
-            raise UnknownJob(self.id, broker)
+            raise UnknownJob(self.id, broker.url)
         if record.status is RecordStatus.ABORTED:
             await self.runtime.abort(self.id)  # a running job's worker cancels it
         return status_of(record)
