@@ -11,6 +11,7 @@ import json
 import re
 import signal
 import socket
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -150,3 +151,48 @@ def test_every_example_is_run_by_a_test() -> None:
         if f"examples/{p.name}" not in tests and f'"{p.name}"' not in tests
     ]
     assert missing == []
+
+
+def _post(url: str) -> tuple[int, dict[str, object]]:
+    request = urllib.request.Request(url, method="POST", data=b"")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.slow
+def test_background_hands_jobs_to_a_worker_and_reads_them_by_id(tmp_path: Path) -> None:
+    broker = f"sqlite:///{tmp_path}/jobs.db"
+    proc = start_wireframe(
+        "run", "examples/background.py", "--plain", BACKGROUND_PORT="0", BACKGROUND_BROKER=broker
+    )
+    try:
+        lines = read_until(proc, "ready: background jobs on")
+        match = re.search(r"http://127\.0\.0\.1:\d+", lines[-1])
+        assert match, lines
+        base = match.group(0)
+        status, made = _post(f"{base}/thumbnails/cat.png")
+        assert status == 202 and made["status"] in ("queued", "running", "succeeded"), made
+        _, bad = _post(f"{base}/thumbnails/notes.txt")
+        results = {}
+        for job in (made["job"], bad["job"]):
+            deadline = 200
+            while deadline:
+                _, body = _get(f"{base}/jobs/{job}")
+                if body["status"] in ("succeeded", "failed"):
+                    results[job] = body
+                    break
+                deadline -= 1
+                time.sleep(0.05)  # a client polling the endpoint, as a web page would
+            assert job in results, body
+        assert results[made["job"]]["result"] == "thumbnails/cat.png"
+        assert "is not an image" in str(results[bad["job"]]["error"])
+        missing, body = _get(f"{base}/jobs/nope")
+        assert missing == 404 and "unknown" in str(body["error"])
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, rest
