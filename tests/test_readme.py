@@ -90,3 +90,13 @@ def test_the_readme_names_the_default_broker_url() -> None:
     from wireframe import jobs
 
     assert f"`jobs.DEFAULT_URL`, which is `{jobs.DEFAULT_URL}`" in README
+
+
+def test_the_background_jobs_snippet_runs(tmp_path: Path) -> None:
+    (snippet,) = [block for block in BLOCKS if "rt.submit(" in block]
+    assert run_python(snippet, tmp_path).splitlines() == [
+        "thumbnails/cat.png",
+        "succeeded",
+        "aborted",
+        "thumbnails/now.png",
+    ]
