@@ -73,6 +73,7 @@ from wireframe.jobs.operations import Monoid, Operation, lookup_operation, regis
 from wireframe.jobs.progress import Progress, ProgressListener, add_progress_listener, track
 from wireframe.jobs.retry import RetryPolicy
 from wireframe.jobs.runtime import DEFAULT_URL, Runtime, RuntimeStatistics, RuntimeStats, connect
+from wireframe.jobs.schedules import Schedule, SchedulerLayer, SchedulerTask
 from wireframe.jobs.worker import Worker, WorkerStatistics
 
 __all__ = [
@@ -115,6 +116,9 @@ __all__ = [
     "Runtime",
     "RuntimeStatistics",
     "RuntimeStats",
+    "Schedule",
+    "SchedulerLayer",
+    "SchedulerTask",
     "Source",
     "Strategy",
     "Terminate",

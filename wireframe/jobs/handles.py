@@ -145,14 +145,17 @@ async def submit(
     priority: int = 0,
     key: str | None = None,
     time_limit: float | None = None,
+    job_id: str | None = None,
 ) -> JobHandle:
     """Publish one tracked job (see :meth:`Runtime.submit <wireframe.jobs.Runtime.submit>`)."""
     queue = runtime.queue if queue is None else queue
     seconds, limit = check_submit(
         op, queue=queue, delay=delay, at=at, priority=priority, key=key, time_limit=time_limit
     )
+    if job_id is not None:
+        _check_name("job_id", job_id)
     spec = spec_of(type(op))
-    job_id = uuid.uuid4().hex
+    job_id = job_id or uuid.uuid4().hex
     body = encode_input(encode_operation(op), job_id, 0, input, spec, time_limit=limit)
     message = Message(job_id, body, priority=priority)
     record, _ = await runtime.broker.submit(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -152,6 +153,9 @@ class Runtime:
         #: Result channels of runs that got every reply: garbage, deleted by a later
         #: run right after it publishes (while it waits for its workers anyway).
         self._finished_channels: list[str] = []
+        #: Wall-clock seconds minus the broker's clock, read once: how schedules map
+        #: the broker's clock (trio's, for memory://) to wall time.
+        self.wall_offset = time.time() - broker.clock()
 
     @property
     def url(self) -> BrokerURL:
@@ -188,6 +192,7 @@ class Runtime:
         priority: int = 0,
         key: str | None = None,
         time_limit: float | None = None,
+        job_id: str | None = None,
     ) -> JobHandle:
         """Submit one job on its own; its state and result stay in the broker, by id.
 
@@ -195,12 +200,14 @@ class Runtime:
         datetime) before it is visible, ``priority`` (higher first within a
         queue), a dedup ``key`` (while a job with that key is scheduled, queued
         or running, this returns that job's handle and publishes nothing) and a
-        ``time_limit`` in seconds (default: the operation class's). Every
-        argument is checked before anything is published.
+        ``time_limit`` in seconds (default: the operation class's). A chosen
+        ``job_id`` makes the submit idempotent: an id the broker knows (live,
+        or finished within ``result_ttl``) makes no second job. Every argument
+        is checked before anything is published.
         """
         return await submit_job(
             self, op, input, queue=queue, delay=delay, at=at, priority=priority, key=key,
-            time_limit=time_limit,
+            time_limit=time_limit, job_id=job_id,
         )  # fmt: skip
 
     def handle(self, job_id: str) -> JobHandle:
