@@ -238,3 +238,39 @@ async def test_bad_arguments_are_refused_before_anything_is_published(
             await rt.submit(Echo(), "x", **arguments)  # type: ignore[arg-type]
         (stats,) = await rt.broker.stats() or [jobs.QueueStats("default", 0, 0, 0, 0)]
         assert stats.queued == 0
+
+
+async def test_a_directive_run_takes_priority_time_limit_and_a_delayed_start(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with setup(workers=0) as rt:
+        async with trio.open_nursery() as nursery:
+
+            async def low() -> None:
+                assert await jobs.from_iter(["l1", "l2"]).map(Echo()).collect().run(rt) == [
+                    "L1",
+                    "L2",
+                ]
+
+            async def high() -> None:
+                got = await jobs.from_iter(["h1", "h2"]).map(Echo()).collect().run(rt, priority=5)
+                assert got == ["H1", "H2"]
+
+            nursery.start_soon(low)
+            await trio.sleep(1)
+            nursery.start_soon(high)
+            await trio.sleep(1)  # both runs' jobs are queued before a worker looks
+            async with worker_on(rt, concurrency=1):
+                await trio.sleep(10)
+        assert ORDER == ["h1", "h2", "l1", "l2"], "the higher-priority run's jobs ran first"
+        async with worker_on(rt):
+            with pytest.raises(jobs.JobFailed) as info:
+                await jobs.literal(30).then(Slow()).run(rt, time_limit=2)
+        assert info.value.error.kind is jobs.ErrorKind.TIME_LIMIT
+        ORDER.clear()
+        start = trio.current_time()
+        async with worker_on(rt):
+            assert await jobs.literal("late").then(Echo()).run(rt, delay=20) == "LATE"
+        assert trio.current_time() - start >= 20
+        with pytest.raises(ValueError, match="delay=-1"):
+            await jobs.literal("x").then(Echo()).run(rt, delay=-1)

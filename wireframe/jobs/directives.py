@@ -32,6 +32,7 @@ import trio
 from wireframe.jobs.broker import Reply
 from wireframe.jobs.codec import JobResult, decode_result, encode_input, encode_operation
 from wireframe.jobs.errors import CodecError, ErrorKind, Ignore, JobFailed, RemoteError, Terminate
+from wireframe.jobs.handles import check_submit_options
 from wireframe.jobs.operations import Monoid, Operation, OpSpec, spec_of
 from wireframe.jobs.ranges import EMPTY, Combine, RangeMerger
 from wireframe.jobs.runtime import Run, Runtime
@@ -111,6 +112,7 @@ class _Feeder:
         self.cache_keys: dict[int, bytes] = {}
         self.count = 0  # items fed so far, so also the next item's index
         self._op_bytes = encode_operation(op)
+        self._time_limit = run.time_limit or type(op).op_time_limit
         self._limit = run.runtime.publish_batch
         self._use_cache = run.runtime.cache is not None
         self._batch: list[tuple[str, bytes, Any]] = []
@@ -133,7 +135,9 @@ class _Feeder:
         if self._use_cache and await self._answered_by_cache(index, item):
             return
         run = self.run
-        body = encode_input(self._op_bytes, run.run_id, index, item, self.spec)
+        body = encode_input(
+            self._op_bytes, run.run_id, index, item, self.spec, time_limit=self._time_limit
+        )
         batch = self._batch
         batch.append((f"{run.run_id}.{index}", body, index))
         if len(batch) >= self._limit or len(batch) >= run.free_slots():
@@ -278,15 +282,24 @@ class _Directive(Generic[T]):
         timeout: float | None = None,
         max_in_flight: int | None = None,
         queue: str | None = None,
+        priority: int = 0,
+        time_limit: float | None = None,
+        delay: float | None = None,
     ) -> T:
         """Run on ``runtime``; ``timeout`` seconds (``trio.TooSlowError``) aborts the jobs.
 
         The timeout's message says how far the run got and whether any worker
-        was consuming its queue.
+        was consuming its queue. The run's jobs carry ``priority`` (higher
+        first within a queue) and ``time_limit`` (seconds; default each
+        operation's own), and start after ``delay`` seconds.
         """
+        check_submit_options(priority=priority, time_limit=time_limit, delay=delay)
         opened: list[Run] = []
         with trio.move_on_after(math.inf if timeout is None else timeout):
-            async with runtime.open_run(queue=queue, max_in_flight=max_in_flight) as run:
+            async with runtime.open_run(
+                queue=queue, max_in_flight=max_in_flight, priority=priority,
+                time_limit=time_limit, delay=delay or 0.0,
+            ) as run:  # fmt: skip
                 opened.append(run)
                 return await self._execute(run)
         assert timeout is not None
@@ -487,7 +500,10 @@ class _FoldRun:
         run, span = self.run, (combine.start, combine.end)
         label = f"the combine of items {combine.start}..{combine.end - 1}"
         pair = (combine.left, combine.right)
-        body = encode_input(self._monoid_bytes, run.run_id, -1, pair, self.spec, label)
+        limit = self.run.time_limit or self.spec.cls.op_time_limit
+        body = encode_input(
+            self._monoid_bytes, run.run_id, -1, pair, self.spec, label, time_limit=limit
+        )
         return run.job_id(), body, span
 
     def fed(self, total: int) -> None:

@@ -124,6 +124,21 @@ def check_submit(
     return seconds, limit
 
 
+def check_submit_options(*, priority: int, time_limit: float | None, delay: float | None) -> None:
+    """Check a directive run's ``priority``, ``time_limit`` and ``delay`` as ``submit`` does."""
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError(f"run: priority={priority!r} must be an int (higher runs first)")
+    if time_limit is not None:
+        check_time_limit(time_limit, "run")
+    if delay is not None and (
+        isinstance(delay, bool)
+        or not isinstance(delay, int | float)
+        or not math.isfinite(delay)
+        or delay < 0
+    ):
+        raise ValueError(f"run: delay={delay!r} must be a finite, non-negative number of seconds")
+
+
 def _check_name(argument: str, value: object) -> None:
     if not isinstance(value, str):
         raise TypeError(f"submit: {argument}={value!r} must be a string")

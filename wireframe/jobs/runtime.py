@@ -218,9 +218,18 @@ class Runtime:
 
     @asynccontextmanager
     async def open_run(
-        self, *, queue: str | None = None, max_in_flight: int | None = None
+        self,
+        *,
+        queue: str | None = None,
+        max_in_flight: int | None = None,
+        priority: int = 0,
+        time_limit: float | None = None,
+        delay: float = 0.0,
     ) -> AsyncIterator[Run]:
         """Lease a coordinated run: its id, result channel and in-flight bound.
+
+        Its jobs carry ``priority`` and ``time_limit`` (seconds; default each
+        operation's own), and none is visible before ``delay`` seconds from now.
 
         Leaving the block before the run is done (an error, a timeout, a
         cancellation) aborts its remaining jobs on every worker and deletes the
@@ -230,6 +239,8 @@ class Runtime:
         less on every run's own path.
         """
         run = Run(self, queue or self.queue, max_in_flight or self.max_in_flight)
+        run.priority, run.time_limit = priority, time_limit
+        run.starts_at = trio.current_time() + delay
         self._counts.runs_started += 1
         self._counts.runs_active += 1
         pending: BaseException | None = None  # what ends the run, if it ends with an error
@@ -347,6 +358,10 @@ class Run:
         #: When (trio clock) the run's watcher first found no live worker on its
         #: queue, or ``None`` while one is seen (or nobody looked yet).
         self.no_worker_since: float | None = None
+        #: What every job of the run carries, and when (trio clock) its jobs show.
+        self.priority = 0
+        self.time_limit: float | None = None
+        self.starts_at = -math.inf
         self.sent = 0
         self._seq = 0
         self._in_flight = 0
@@ -376,11 +391,12 @@ class Run:
                 self._capacity = trio.Event()
             await self._capacity.wait()
 
-    async def send(self, jobs: Sequence[tuple[str, bytes, Any]], *, delay: float = 0.0) -> None:
+    async def send(self, jobs: Sequence[tuple[str, bytes, Any]]) -> None:
         """Publish ``(job id, body, tag)`` triples in batches; the tags come back with the replies.
 
         Does not wait for capacity (a fold's combine jobs must never block on
         the map that feeds them); feeders call :meth:`wait_for_capacity`.
+        Before the run's start, jobs are published delayed until then.
         """
         if not jobs:
             return
@@ -388,13 +404,13 @@ class Run:
         self._in_flight += len(jobs)
         self.sent += len(jobs)
         self._counts.jobs_sent += len(jobs)
-        reply_to = self.channel.name
+        reply_to, priority = self.channel.name, self.priority
         step = self.runtime.publish_batch
+        delay = max(0.0, self.starts_at - trio.current_time())
         for start in range(0, len(jobs), step):
             chunk = jobs[start : start + step]
-            await self.broker.publish(
-                self.queue, [Message(jid, body, reply_to) for jid, body, _ in chunk], delay=delay
-            )
+            messages = [Message(jid, body, reply_to, priority) for jid, body, _ in chunk]
+            await self.broker.publish(self.queue, messages, delay=delay)
         if self.runtime._finished_channels:
             # the jobs are out: clean up earlier runs while their workers run them
             await self.runtime._delete_finished_channels()
