@@ -138,7 +138,7 @@ async def test_cancelled_blocking_reads_leave_broker_usable(
 ) -> None:
     # Far more cancelled reads than the broker has connections for blocking reads:
     # none may cost a connection slot (coredis alone would leak one each time).
-    monkeypatch.setattr(redis_broker, "_MAX_BLOCKING", 2)
+    monkeypatch.setattr(redis_broker.broker, "_MAX_BLOCKING", 2)
     async with redis_broker.open(redis_url()) as broker:
         for _ in range(10):
             with trio.move_on_after(0.01) as scope:

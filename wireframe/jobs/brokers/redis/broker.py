@@ -11,7 +11,7 @@ still mine" and "acknowledge, delete, post the reply" happen atomically. Delayed
 messages wait in a sorted set and are moved into the stream by ``consume`` when
 due. Replies go to a list per channel; broadcast uses Redis pub/sub, which reaches
 every live subscriber and keeps nothing behind (an abort signal is only useful to
-those listening now). The key layout is documented in ``_redis_scripts``.
+those listening now). The key layout is documented in ``scripts``.
 
 URL: ``redis[s]://[user:password@]host[:port][/db]?options``. Options besides the
 common ``lease`` and ``max_deliveries``:
@@ -41,11 +41,11 @@ layer's) own message, never as a coredis, anyio, ssl or socket type -
 :class:`BrokerUnavailable` when waiting can help (Redis unreachable, restarting,
 loading, busy, or out of memory under ``maxmemory``), a plain BrokerError when it
 cannot (refused credentials, a certificate that does not verify, a server that
-does not speak TLS). See ``_redis_errors``. Redis losing its data (a restart
+does not speak TLS). See ``errors``. Redis losing its data (a restart
 without persistence, deleted keys) turns the leases it held into
 :class:`LockLost` saying so, and the next consume or publish creates the queue's
 stream and group again. Malformed entries (written by something else) go to the
-dead-letter stream with the reason (see ``_redis_scripts``); a malformed reply
+dead-letter stream with the reason (see ``scripts``); a malformed reply
 is skipped with a log line, or, when its message id is readable, handed out as a
 dead reply saying so - so that no job waits for it forever.
 """
@@ -96,13 +96,13 @@ from wireframe.jobs.broker import (
     parse_broker_url,
     seconds_option,
 )
-from wireframe.jobs.brokers import _redis_presence as presence
-from wireframe.jobs.brokers import _redis_scripts as scripts
-from wireframe.jobs.brokers._redis_errors import explain, is_failure, leaves
+from wireframe.jobs.brokers.redis import scripts
+from wireframe.jobs.brokers.redis.errors import explain, is_failure, leaves
+from wireframe.jobs.brokers.redis.scripts import presence
 
 __all__ = ["OPTIONS", "RedisBroker", "open"]
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("wireframe.jobs.brokers.redis")
 T = TypeVar("T")
 #: What a script argument may be.
 Arg = str | bytes | int
@@ -1085,7 +1085,7 @@ def _ms(seconds: float) -> int:
 
 
 def _worker(worker_id: str, raw: bytes) -> WorkerInfo | None:
-    """A worker entry of ``P workers`` (see ``_redis_presence``), or None if unreadable."""
+    """A worker entry of ``P workers`` (see ``scripts.presence``), or None if unreadable."""
     try:
         seen_ms, _, info = msgpack.unpackb(raw, raw=True)
         queue, concurrency, host, pid, started_at, running = msgpack.unpackb(info, raw=False)

@@ -31,7 +31,7 @@ Data model (``P`` is the broker's key prefix, ``Q`` a queue, ``C`` a channel):
   reply into, so that a reply taken by a wait that was cancelled is kept, not
   lost; deleted by the receiver's next call.
 * ``P channels`` and ``P workers`` - run channel and worker records, see
-  ``_redis_presence``. ``CONSUME`` settles a message whose run channel is dead
+  ``scripts.presence``. ``CONSUME`` settles a message whose run channel is dead
   (counted as done, never handed out) and ``COMPLETE`` posts no reply to one.
   Entries that reach a consumer through its blocking ``XREADGROUP`` (published
   while it waited) are not checked: such an orphan runs, and its reply is dropped.

@@ -11,13 +11,13 @@ Keys (``P`` is the broker's key prefix):
   where ``info`` is the worker's own msgpack ``[queue, concurrency, host, pid,
   started_at, running]``; expired entries are dropped when read.
 
-The job scripts (``_redis_scripts``) read ``P channels`` to settle the jobs of
+The job scripts (``scripts``) read ``P channels`` to settle the jobs of
 dead channels at consume and to drop replies to them at complete.
 """
 
 from __future__ import annotations
 
-from wireframe.jobs.brokers._redis_scripts import PRELUDE
+from wireframe.jobs.brokers.redis.scripts import PRELUDE
 
 __all__ = [
     "CLOSE_CHANNEL",
