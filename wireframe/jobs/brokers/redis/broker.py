@@ -52,7 +52,6 @@ dead reply saying so - so that no job waits for it forever.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
@@ -65,18 +64,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar
 
-import anyio
 import attrs
 import coredis
 import coredis.exceptions
 import msgpack
 import trio
-from coredis.retry import (
-    CompositeRetryPolicy,
-    ConstantRetryPolicy,
-    ExponentialBackoffRetryPolicy,
-    NoRetryPolicy,
-)
+from coredis.retry import NoRetryPolicy
 
 from wireframe.jobs.broker import (
     DEAD_CHANNEL_RETENTION,
@@ -96,7 +89,7 @@ from wireframe.jobs.broker import (
     parse_broker_url,
     seconds_option,
 )
-from wireframe.jobs.brokers.redis import scripts
+from wireframe.jobs.brokers.redis import coredis_compat, scripts
 from wireframe.jobs.brokers.redis.errors import explain, is_failure, leaves
 from wireframe.jobs.brokers.redis.scripts import presence
 
@@ -127,13 +120,6 @@ _REPLY_BLOCK = 5
 _MAX_BATCH = 10_000
 #: Longest aclose spends handing this consumer's leases back.
 _RELEASE_TIMEOUT = 2.0
-#: How a subscription re-connects after Redis went away: soon after it is back.
-_RESUBSCRIBE = CompositeRetryPolicy(
-    ExponentialBackoffRetryPolicy(
-        (coredis.exceptions.ConnectionError,), retries=None, base_delay=0.05, max_delay=1.0
-    ),
-    ConstantRetryPolicy((TimeoutError,), retries=2, delay=0.1),
-)
 #: Most completions one group-committed script call carries.
 _MAX_COMPLETE_BATCH = 500
 #: The fields a stream entry must have, and what its delivery count must look like
@@ -386,26 +372,26 @@ class RedisBroker:
         """Run one blocking Redis read on a connection of its own; cancellable.
 
         coredis would drop the connection of a cancelled blocking command (and leak
-        its pool slot), so this broker never lets it see the cancellation: when the
-        caller is cancelled, ``CLIENT UNBLOCK`` (from the ordinary pool) wakes the
-        command, its reply is read (shielded, bounded) and given to ``late`` - what a
-        cancelled read took is handed back, not lost - and the connection goes back
-        to the pool intact. Returns None when Redis could not be reached (after a
-        short pause; the caller's next ``_call`` retries and gives up in time).
+        its pool slot: see ``coredis_compat``), so this broker never lets it see the
+        cancellation: when the caller is cancelled, ``CLIENT UNBLOCK`` (from the
+        ordinary pool) wakes the command, its reply is read (shielded, bounded) and
+        given to ``late`` - what a cancelled read took is handed back, not lost - and
+        the connection goes back to the pool intact. Returns None when Redis could not
+        be reached (after a short pause; the caller's next ``_call`` retries and gives
+        up in time).
         """
         if self._closed:
             raise BrokerError(f"redis broker {self.url} is closed")
-        pool = self._blocking.connection_pool
         async with self._blocking_slots:  # a cancellable wait for a free connection
             try:
                 with trio.CancelScope(shield=True), trio.fail_after(_CALL_TIMEOUT):
-                    conn = await pool.get_connection()
+                    conn = await coredis_compat.lease(self._blocking)
             except Exception as exc:
                 if not is_failure(exc):
                     raise
                 return await self._blocked_failure(what, exc)
             try:
-                request = conn.create_request(command, *args, decode=False)
+                request = coredis_compat.send(conn, command, *args)
                 try:
                     return await request
                 except trio.Cancelled:
@@ -429,12 +415,7 @@ class RedisBroker:
                     raise
                 return await self._blocked_failure(what, exc)
             finally:
-                pool.release(conn)
-                if not conn.usable:
-                    # coredis' pool forgets the slot of a connection that died while
-                    # leased; give it back so that outages do not exhaust the pool.
-                    with contextlib.suppress(Exception):
-                        pool._available_connections.append_nowait(None)
+                coredis_compat.give_back(self._blocking, conn)
 
     async def _blocked_failure(self, what: str, exc: BaseException) -> None:
         """After a failed blocking read: pause and return None if waiting can help.
@@ -454,20 +435,15 @@ class RedisBroker:
         """Wake a blocked command whose caller was cancelled; hand back what it took."""
         with trio.CancelScope(shield=True), trio.move_on_after(_UNBLOCK_TIMEOUT) as scope:
             try:
-                while not request.complete:
-                    if conn.client_id is not None:
-                        await self._client.client_unblock(conn.client_id)
-                    with trio.move_on_after(0.001):
-                        await request
-                result = await request
+                result = await coredis_compat.wake(self._client, conn, request)
                 if result and late is not None:
                     await late(result)
             except Exception as exc:
                 if not is_failure(exc):
                     raise
-                conn.invalidate("its blocked command could not be woken cleanly")
+                coredis_compat.discard(conn, "its blocked command could not be woken cleanly")
         if scope.cancelled_caught:
-            conn.invalidate("its blocked command could not be woken in time")
+            coredis_compat.discard(conn, "its blocked command could not be woken in time")
 
     # -- Broker protocol ------------------------------------------------------------------
     def clock(self) -> float:
@@ -901,22 +877,14 @@ class RedisBroker:
         # coredis' subscriber retries a refused connection forever: make sure Redis
         # answers first, so that subscribing to a Redis that is gone fails in bounded time.
         await self._call("subscribe", self._client.ping, resend=True)
-        pubsub = self._subscriber.pubsub(
-            channels=[key], ignore_subscribe_messages=True, retry_policy=_RESUBSCRIBE
-        )
         own: BaseException | None = None  # what the block itself raised
         try:
-            with trio.CancelScope() as scope:
-                async with pubsub:
-                    try:
-                        yield _Bodies(pubsub, f"redis broker {self.url}: subscription to {topic!r}")
-                    except BaseException as exc:
-                        own = exc
-                        raise
-                    finally:
-                        # coredis' own exit waits forever if it is re-connecting right
-                        # then (its cancel misses the retry loop): end its tasks here.
-                        scope.cancel()
+            async with coredis_compat.subscription(self._subscriber, key) as pubsub:
+                try:
+                    yield _Bodies(pubsub, f"redis broker {self.url}: subscription to {topic!r}")
+                except BaseException as exc:
+                    own = exc
+                    raise
         except BaseException as exc:
             errors = [e for e in leaves(exc) if not isinstance(e, trio.Cancelled)]
             if own is not None and any(e is own for e in errors):
@@ -1177,19 +1145,15 @@ class _Bodies:
         return self
 
     async def __anext__(self) -> bytes:
-        # Not the pubsub's own iterator: that one ends (StopAsyncIteration) when a
-        # message arrives while coredis re-subscribes after a reconnect.
-        while True:
-            try:
-                message = await self._pubsub.get_message()
-            except (anyio.EndOfStream, anyio.ClosedResourceError):
-                raise StopAsyncIteration from None  # the subscription was closed
-            except Exception as exc:
-                if not is_failure(exc):
-                    raise
-                raise BrokerError(f"{self._what} failed: {exc!r}") from exc
-            if message is not None and message.get("type") == "message":
-                return _bytes(message["data"])
+        try:
+            body = await coredis_compat.next_message(self._pubsub)
+        except Exception as exc:
+            if not is_failure(exc):
+                raise
+            raise BrokerError(f"{self._what} failed: {exc!r}") from exc
+        if body is None:
+            raise StopAsyncIteration  # the subscription was closed
+        return body
 
 
 @asynccontextmanager
