@@ -11,7 +11,7 @@ still mine" and "acknowledge, delete, post the reply" happen atomically. Delayed
 messages wait in a sorted set and are moved into the stream by ``consume`` when
 due. Replies go to a list per channel; broadcast uses Redis pub/sub, which reaches
 every live subscriber and keeps nothing behind (an abort signal is only useful to
-those listening now). The key layout is documented in ``scripts``.
+those listening now). The key layout is documented in ``scripts.queues`` and ``scripts.channels``.
 
 URL: ``redis[s]://[user:password@]host[:port][/db]?options``. Options besides the
 common ``lease`` and ``max_deliveries``:
@@ -45,7 +45,7 @@ does not speak TLS). See ``errors``. Redis losing its data (a restart
 without persistence, deleted keys) turns the leases it held into
 :class:`LockLost` saying so, and the next consume or publish creates the queue's
 stream and group again. Malformed entries (written by something else) go to the
-dead-letter stream with the reason (see ``scripts``); a malformed reply
+dead-letter stream with the reason (see ``scripts.queues``); a malformed reply
 is skipped with a log line, or, when its message id is readable, handed out as a
 dead reply saying so - so that no job waits for it forever.
 """
@@ -89,9 +89,9 @@ from wireframe.jobs.broker import (
     parse_broker_url,
     seconds_option,
 )
-from wireframe.jobs.brokers.redis import coredis_compat, scripts
+from wireframe.jobs.brokers.redis import coredis_compat
 from wireframe.jobs.brokers.redis.errors import explain, is_failure, leaves
-from wireframe.jobs.brokers.redis.scripts import presence
+from wireframe.jobs.brokers.redis.scripts import admin, channels, leases, queues, workers
 
 __all__ = ["OPTIONS", "RedisBroker", "open"]
 
@@ -254,28 +254,28 @@ class RedisBroker:
         self._quiet_until: dict[str, float] = {}
         self._completions = _GroupCommit(self._complete_many)
         c = self._client
-        self._declare = c.register_script(scripts.DECLARE)
-        self._publish = c.register_script(scripts.PUBLISH)
-        self._consume = c.register_script(scripts.CONSUME)
-        self._complete = c.register_script(scripts.COMPLETE)
-        self._abandon = c.register_script(scripts.ABANDON)
-        self._extend = c.register_script(scripts.EXTEND)
-        self._dead = c.register_script(scripts.DEAD_LETTER)
-        self._stats = c.register_script(scripts.STATS)
-        self._requeue = c.register_script(scripts.REQUEUE_DEAD)
-        self._purge = c.register_script(scripts.PURGE)
-        self._delete = c.register_script(scripts.DELETE_QUEUE)
-        self._release = c.register_script(scripts.RELEASE)
-        self._hand_back_script = c.register_script(scripts.HAND_BACK)
-        self._bury_malformed = c.register_script(scripts.BURY_MALFORMED)
-        self._receive = c.register_script(scripts.RECEIVE)
-        self._open_channel = c.register_script(presence.OPEN_CHANNEL)
-        self._keep_channel = c.register_script(presence.KEEP_CHANNEL)
-        self._close_channel = c.register_script(presence.CLOSE_CHANNEL)
-        self._delete_channel = c.register_script(presence.DELETE_CHANNEL)
-        self._purge_channels = c.register_script(presence.PURGE_CHANNELS)
-        self._heartbeat = c.register_script(presence.HEARTBEAT)
-        self._workers = c.register_script(presence.WORKERS)
+        self._declare = c.register_script(queues.DECLARE)
+        self._publish = c.register_script(queues.PUBLISH)
+        self._consume = c.register_script(queues.CONSUME)
+        self._complete = c.register_script(leases.COMPLETE)
+        self._abandon = c.register_script(leases.ABANDON)
+        self._extend = c.register_script(leases.EXTEND)
+        self._dead = c.register_script(leases.DEAD_LETTER)
+        self._stats = c.register_script(admin.STATS)
+        self._requeue = c.register_script(admin.REQUEUE_DEAD)
+        self._purge = c.register_script(admin.PURGE)
+        self._delete = c.register_script(queues.DELETE_QUEUE)
+        self._release = c.register_script(queues.RELEASE)
+        self._hand_back_script = c.register_script(queues.HAND_BACK)
+        self._bury_malformed = c.register_script(queues.BURY_MALFORMED)
+        self._receive = c.register_script(channels.RECEIVE)
+        self._open_channel = c.register_script(channels.OPEN_CHANNEL)
+        self._keep_channel = c.register_script(channels.KEEP_CHANNEL)
+        self._close_channel = c.register_script(channels.CLOSE_CHANNEL)
+        self._delete_channel = c.register_script(channels.DELETE_CHANNEL)
+        self._purge_channels = c.register_script(channels.PURGE_CHANNELS)
+        self._heartbeat = c.register_script(workers.HEARTBEAT)
+        self._workers = c.register_script(workers.WORKERS)
         #: Bounds blocking reads to the blocking pool's size (see _block).
         self._blocking_slots = trio.Semaphore(_MAX_BLOCKING)
         #: Per channel: inboxes whose reply was handed out (to delete), and inboxes
@@ -1053,7 +1053,7 @@ def _ms(seconds: float) -> int:
 
 
 def _worker(worker_id: str, raw: bytes) -> WorkerInfo | None:
-    """A worker entry of ``P workers`` (see ``scripts.presence``), or None if unreadable."""
+    """A worker entry of ``P workers`` (see ``scripts.workers``), or None if unreadable."""
     try:
         seen_ms, _, info = msgpack.unpackb(raw, raw=True)
         queue, concurrency, host, pid, started_at, running = msgpack.unpackb(info, raw=False)
