@@ -6,16 +6,18 @@ reaches for, or fix a bug a workaround depends on: each test here then fails wit
 message naming what changed and which function relies on it, instead of the broker
 failing somewhere later. The checks run against the installed coredis, and those of
 behaviour against the test Redis (a redis-server of the test's own where Redis must
-go away).
+go away). Every coredis exception type the broker names is checked to exist too.
 """
 
 from __future__ import annotations
 
 import inspect
+import re
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import coredis
@@ -27,9 +29,8 @@ import trio.testing
 from wireframe.jobs.broker import parse_broker_url
 from wireframe.jobs.brokers.redis import coredis_compat
 
-pytestmark = pytest.mark.redis
-
 COMPAT = "wireframe/jobs/brokers/redis/coredis_compat.py"
+PACKAGE = Path(__file__).resolve().parents[3] / "wireframe" / "jobs" / "brokers" / "redis"
 
 
 def changed(what: str, user: str) -> str:
@@ -121,9 +122,21 @@ def test_the_pubsub_api_the_broker_uses_exists() -> None:
     )
 
 
+def test_every_coredis_exception_the_broker_names_exists() -> None:
+    """The broker tells failures apart by coredis' exception types (public, but a
+    rename would surface only when that failure happens)."""
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for name in sorted(set(re.findall(r"coredis\.exceptions\.(\w+)", path.read_text()))):
+            assert isinstance(getattr(coredis.exceptions, name, None), type), (
+                f"coredis {coredis.__version__} has no coredis.exceptions.{name}, which "
+                f"{path.relative_to(PACKAGE.parents[3])} uses to tell a failure apart"
+            )
+
+
 # -- behaviour, against Redis --------------------------------------------------------------
 
 
+@pytest.mark.redis
 async def test_a_cancelled_blocking_command_is_woken_on_an_intact_connection(
     redis_server_url: str,
 ) -> None:
@@ -152,6 +165,7 @@ async def test_a_cancelled_blocking_command_is_woken_on_an_intact_connection(
             coredis_compat.give_back(blocking, conn)
 
 
+@pytest.mark.redis
 async def test_a_dead_leased_connection_still_loses_its_slot_unless_given_back(
     redis_server_url: str,
 ) -> None:
@@ -178,6 +192,7 @@ async def test_a_dead_leased_connection_still_loses_its_slot_unless_given_back(
         coredis_compat.give_back(client, again)
 
 
+@pytest.mark.redis
 async def test_a_subscription_hears_a_broadcast_and_ends_when_closed(
     redis_server_url: str,
 ) -> None:
@@ -195,6 +210,7 @@ async def test_a_subscription_hears_a_broadcast_and_ends_when_closed(
             )
 
 
+@pytest.mark.redis
 @pytest.mark.slow
 async def test_leaving_a_subscription_while_it_reconnects_does_not_hang(
     redis_server: Callable[..., subprocess.Popen[bytes]],
