@@ -1,12 +1,12 @@
 """Every use of coredis internals by the Redis broker, and every workaround of a coredis bug.
 
 The broker talks to Redis through coredis (``coredis>=6.9,<7`` in pyproject.toml).
-Four bugs of coredis 6.9 (seen with 6.9.0, trio 0.27+, Redis 7.0) make it reach past
-coredis' public API or avoid parts of it. The plain functions here are the only places
-it does, so that a coredis upgrade is checked in one module:
-``tests/jobs/brokers/test_coredis_compat.py`` fails, naming what changed, when an
-installed coredis lacks or changed what they rely on. Each bug below is written to be
-filed upstream as it stands.
+Four bugs of coredis 6.9 (seen with coredis 6.9.0, anyio 4.16, trio 0.35, Redis
+7.0.15, Python 3.11) make it reach past coredis' public API or avoid parts of it. The
+plain functions here are the only places it does, so that a coredis upgrade is checked
+in one module: ``tests/jobs/brokers/test_coredis_compat.py`` fails, naming what
+changed, when an installed coredis lacks or changed what they rely on. Each bug below
+is written to be filed upstream as it stands.
 
 **1. A connection that dies while leased loses its pool slot for good.**
 ``ConnectionPool.release`` puts a connection back only if it is ``usable``, and the
@@ -214,7 +214,7 @@ async def wake(client: coredis.Redis[bytes], conn: coredis.BaseConnection, reque
 
 
 def discard(conn: coredis.BaseConnection, reason: str) -> None:
-    """Drop ``conn`` (its blocking command could not be woken): :func:`give_back` then frees its slot."""
+    """Drop ``conn``: its blocking command could not be woken (give_back frees its slot)."""
     conn.invalidate(reason)
 
 
