@@ -261,7 +261,7 @@ async def test_malformed_replies_do_not_wedge_receive(
         with trio.fail_after(5):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(receive)
-                while broker._replies.inboxes.seq < 3:  # blocked in BLMOVE (the blocking path)
+                while broker._channels.inboxes.seq < 3:  # blocked in BLMOVE (the blocking path)
                     await trio.sleep(0.001)
                 await client.lpush(channel, [msgpack.packb([1, 2, 3])])
                 await broker.complete(two, b"second")

@@ -21,10 +21,10 @@ from wireframe.jobs.brokers.redis.connection import Connection
 from wireframe.jobs.brokers.redis.errors import is_failure, leaves
 from wireframe.jobs.brokers.redis.keys import Keys
 
-__all__ = ["Broadcasts"]
+__all__ = ["Topics"]
 
 
-class Broadcasts:
+class Topics:
     """Broadcast and subscribe under one broker's prefix."""
 
     def __init__(self, conn: Connection, keys: Keys) -> None:

@@ -3,11 +3,11 @@
 :class:`RedisBroker` owns one :class:`.Connection` (three coredis clients, calls that
 retry, blocking reads that can be cancelled) and the names of its keys
 (:class:`.Keys`), and hands each call of the protocol to the part of its role: the
-work queue (:mod:`.queues`) and the ends of a lease (:mod:`.leases`), reply channels
-(:mod:`.channels`), worker records (:mod:`.workers`), broadcast (:mod:`.broadcast`)
-and administration (:mod:`.admin`). Each part registers its own Lua scripts
-(:mod:`.scripts`) and keeps its own state; the broker keeps none but whether it is
-open.
+work queue to :class:`.Queues` (declare, publish, consume) and :class:`.Leases` (the
+ends of a lease), reply channels to :class:`.Channels`, worker presence to
+:class:`.WorkerRecords`, broadcast to :class:`.Topics`, administration to
+:class:`.Admin`, and ping and close to the connection. Each part registers its own
+Lua scripts (:mod:`.scripts`) and keeps its own state; the broker keeps none.
 
 *Clock.* Leases and deadlines are measured by Redis (its ``TIME``, and a PEL entry's
 idle time); a delivery's ``lease_expires`` is reported on the wall clock.
@@ -34,12 +34,12 @@ from wireframe.jobs.broker import (
 )
 from wireframe.jobs.brokers.redis import options
 from wireframe.jobs.brokers.redis.admin import Admin
-from wireframe.jobs.brokers.redis.broadcast import Broadcasts
-from wireframe.jobs.brokers.redis.channels import ReplyChannels
+from wireframe.jobs.brokers.redis.broadcast import Topics
+from wireframe.jobs.brokers.redis.channels import Channels
 from wireframe.jobs.brokers.redis.connection import Connection
 from wireframe.jobs.brokers.redis.keys import Keys
 from wireframe.jobs.brokers.redis.leases import Leases
-from wireframe.jobs.brokers.redis.queues import WorkQueue
+from wireframe.jobs.brokers.redis.queues import Queues
 from wireframe.jobs.brokers.redis.values import ms
 from wireframe.jobs.brokers.redis.workers import WorkerRecords
 
@@ -69,7 +69,7 @@ class RedisBroker:
             url, db=self.db, tls=tls, reconnect=self.reconnect, poll=self.poll
         )
         self._leases = Leases(conn, keys, lease=url.lease, clock=self.clock)
-        self._queue = WorkQueue(
+        self._queue = Queues(
             conn,
             keys,
             self._leases,
@@ -78,9 +78,9 @@ class RedisBroker:
             claim_interval=self.claim_interval,
             clock=self.clock,
         )
-        self._replies = ReplyChannels(conn, keys, self.consumer)
+        self._channels = Channels(conn, keys, self.consumer)
         self._records = WorkerRecords(conn, keys)
-        self._broadcasts = Broadcasts(conn, keys)
+        self._topics = Topics(conn, keys)
         self._admin = Admin(conn, keys)
 
     def __repr__(self) -> str:
@@ -151,23 +151,23 @@ class RedisBroker:
 
     async def receive_replies(self, channel: str, limit: int) -> list[Reply]:
         """Take up to ``limit`` replies; wait if none; a cancelled call never loses one."""
-        return await self._replies.receive(channel, limit)
+        return await self._channels.receive(channel, limit)
 
     async def delete_channel(self, channel: str) -> None:
         """Delete the channel's list, its record (and this broker's inboxes of it)."""
-        await self._replies.delete(channel)
+        await self._channels.delete(channel)
 
     async def open_channel(self, channel: str, ttl: float) -> None:
         """Record ``channel`` as live for ``ttl`` seconds."""
-        await self._replies.open(channel, ttl)
+        await self._channels.open(channel, ttl)
 
     async def keep_channel(self, channel: str, ttl: float) -> None:
         """Keep ``channel`` live for ``ttl`` more seconds; :class:`ChannelLost` if it is not."""
-        await self._replies.keep(channel, ttl)
+        await self._channels.keep(channel, ttl)
 
     async def close_channel(self, channel: str) -> None:
         """Drop ``channel``'s replies and make it dead from now on."""
-        await self._replies.close(channel)
+        await self._channels.close(channel)
 
     # -- workers -------------------------------------------------------------------------
 
@@ -183,11 +183,11 @@ class RedisBroker:
 
     async def broadcast(self, topic: str, body: bytes) -> None:
         """PUBLISH to the topic's pub/sub channel: every live subscriber hears it."""
-        await self._broadcasts.send(topic, body)
+        await self._topics.send(topic, body)
 
     def subscribe(self, topic: str) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
         """Subscribe on a dedicated pub/sub connection; live once entered."""
-        return self._broadcasts.subscribe(topic)
+        return self._topics.subscribe(topic)
 
     # -- administration ------------------------------------------------------------------
 

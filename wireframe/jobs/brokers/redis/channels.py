@@ -31,7 +31,7 @@ from wireframe.jobs.brokers.redis.keys import Keys
 from wireframe.jobs.brokers.redis.scripts import channels as scripts
 from wireframe.jobs.brokers.redis.values import as_bytes, ms, text
 
-__all__ = ["Inboxes", "ReplyChannels", "parse_replies"]
+__all__ = ["Channels", "Inboxes", "parse_replies"]
 
 _log = logging.getLogger("wireframe.jobs.brokers.redis")
 
@@ -116,7 +116,7 @@ class Inboxes:
         return drop + drain
 
 
-class ReplyChannels:
+class Channels:
     """One broker's reply channels: receive, and the run channel records (see the module doc)."""
 
     def __init__(self, conn: Connection, keys: Keys, consumer: str) -> None:

@@ -37,7 +37,7 @@ from wireframe.jobs.brokers.redis.leases import Leases
 from wireframe.jobs.brokers.redis.scripts import queues as scripts
 from wireframe.jobs.brokers.redis.values import COUNT, as_bytes, ms, text
 
-__all__ = ["WorkQueue"]
+__all__ = ["Queues"]
 
 #: A consumer with nothing pending and idle this long (ms) belonged to a dead broker.
 _STALE_CONSUMER_MS = 3_600_000
@@ -59,7 +59,7 @@ def _stream_entries(read: Any) -> list[Any]:
     return list(read[0][1])
 
 
-class WorkQueue:
+class Queues:
     """One broker's side of its queues: publish, consume, release (see the module doc)."""
 
     def __init__(
