@@ -80,7 +80,7 @@ def test_url_defaults_and_errors() -> None:
         redis_broker.open("rediss://localhost/0?tls_verify=maybe")
     with pytest.raises(BrokerURLError, match="tls_ca"):
         redis_broker.open("rediss://localhost/0?tls_ca=/nonexistent/ca.pem")
-    tls = redis_broker._tls_context(
+    tls = redis_broker.options.tls_context(
         parse_broker_url("rediss://localhost/0?tls_verify=false", redis_broker.OPTIONS)
     )
     assert tls is not None and not tls.check_hostname
@@ -138,7 +138,7 @@ async def test_cancelled_blocking_reads_leave_broker_usable(
 ) -> None:
     # Far more cancelled reads than the broker has connections for blocking reads:
     # none may cost a connection slot (coredis alone would leak one each time).
-    monkeypatch.setattr(redis_broker, "_MAX_BLOCKING", 2)
+    monkeypatch.setattr(redis_broker.connection, "MAX_BLOCKING", 2)
     async with redis_broker.open(redis_url()) as broker:
         for _ in range(10):
             with trio.move_on_after(0.01) as scope:
@@ -328,7 +328,9 @@ async def test_closing_hands_held_leases_back(redis_url: UrlFactory) -> None:
         with trio.fail_after(3):  # well before the 30 s lease runs out
             [again] = await second.consume("q", 10)
         assert (again.message, again.deliveries) == (held.message, 2)
-        consumers = await second._client.xinfo_consumers(second._q("q", "ready"), "wireframe")
+        consumers = await second._conn.client.xinfo_consumers(
+            second._keys.queue("q", "ready"), "wireframe"
+        )
         names = {c[b"name"] for c in consumers}
         assert second.consumer.encode() in names
         assert first.consumer.encode() not in names  # the closed broker's consumer is gone

@@ -56,7 +56,7 @@ async def delete_keys(client: coredis.Redis[bytes], prefix: str) -> None:
 
 async def wait_until_blocked(broker: redis_broker.RedisBroker, queue: str) -> None:
     """Return once a consume of ``queue`` has passed its script and reads by XREADGROUP."""
-    while queue not in broker._quiet_until:
+    while queue not in broker._queue.quiet_until:
         await trio.sleep(0.001)
 
 
@@ -106,7 +106,7 @@ async def test_a_lease_on_a_stream_created_anew_says_redis_lost_the_message(
 async def test_a_destroyed_consumer_group_is_created_again(redis_url: UrlFactory) -> None:
     async with redis_broker.open(redis_url()) as broker, raw(broker) as client:
         await broker.publish("q", [msg(1), msg(2)])
-        await client.xgroup_destroy(broker._q("q", "ready"), "wireframe")
+        await client.xgroup_destroy(broker._keys.queue("q", "ready"), "wireframe")
         with trio.fail_after(5):
             got = await broker.consume("q", 10)
         assert [d.message.id for d in got] == ["m1", "m2"]
@@ -124,7 +124,7 @@ async def test_a_consume_goes_on_when_its_stream_vanished_between_reads(
         await broker.declare_queue("q")
         with trio.move_on_after(0.05):
             await broker.consume("q", 10)  # nothing there: the quiet window opens
-        assert "q" in broker._quiet_until
+        assert "q" in broker._queue.quiet_until
         await delete_keys(client, broker.prefix)
         with trio.fail_after(5):
             async with trio.open_nursery() as nursery:
@@ -171,7 +171,7 @@ async def _check_buried(broker: redis_broker.RedisBroker, sids: list[str]) -> No
 async def test_malformed_stream_entries_go_to_the_dead_letters(redis_url: UrlFactory) -> None:
     async with redis_broker.open(redis_url()) as broker, raw(broker) as client:
         await broker.publish("q", [msg(0)])
-        ready = broker._q("q", "ready")
+        ready = broker._keys.queue("q", "ready")
         sids = [(await client.xadd(ready, fields)).decode() for fields, _ in POISON]
         await broker.publish("q", [msg(1), msg(2)])
         with trio.fail_after(5):
@@ -187,7 +187,7 @@ async def test_malformed_entries_read_by_a_blocked_consume_go_to_the_dead_letter
 ) -> None:
     async with redis_broker.open(redis_url(poll=5)) as broker, raw(broker) as client:
         await broker.declare_queue("q")
-        ready = broker._q("q", "ready")
+        ready = broker._keys.queue("q", "ready")
         got: list[str] = []
         sids: list[str] = []
 
@@ -218,7 +218,7 @@ async def test_malformed_delayed_members_go_to_the_dead_letters(redis_url: UrlFa
     ]
     async with redis_broker.open(redis_url()) as broker, raw(broker) as client:
         await broker.publish("q", [msg(1)], delay=0.01)
-        await client.zadd(broker._q("q", "delayed"), {member: 0 for member, _ in garbage})
+        await client.zadd(broker._keys.queue("q", "delayed"), {member: 0 for member, _ in garbage})
         await broker.publish("q", [msg(2)])
         with trio.fail_after(5):
             got = [d.message.id for d in await broker.consume("q", 10)]
@@ -244,7 +244,7 @@ async def test_malformed_replies_do_not_wedge_receive(
     (its job does not wait forever); one without is logged and skipped."""
     caplog.set_level(logging.WARNING, "wireframe.jobs.brokers.redis")
     async with redis_broker.open(redis_url(poll=5)) as broker, raw(broker) as client:
-        channel = broker._channel("ch")
+        channel = broker._keys.channel("ch")
         await broker.publish("q", [msg(1), msg(2)])
         one, two = await broker.consume("q", 2)
         await client.lpush(channel, [b"\xc1\x00", msgpack.packb(["m7", 0])])
@@ -261,7 +261,7 @@ async def test_malformed_replies_do_not_wedge_receive(
         with trio.fail_after(5):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(receive)
-                while broker._inbox_seq < 3:  # blocked in BLMOVE (the blocking path)
+                while broker._channels.inboxes.seq < 3:  # blocked in BLMOVE (the blocking path)
                     await trio.sleep(0.001)
                 await client.lpush(channel, [msgpack.packb([1, 2, 3])])
                 await broker.complete(two, b"second")
@@ -274,7 +274,7 @@ async def test_malformed_replies_do_not_wedge_receive(
 
 async def test_foreign_entries_in_the_dead_stream_are_read(redis_url: UrlFactory) -> None:
     async with redis_broker.open(redis_url()) as broker, raw(broker) as client:
-        await client.xadd(broker._q("q", "dead"), {"x": "1"})
+        await client.xadd(broker._keys.queue("q", "dead"), {"x": "1"})
         await broker.declare_queue("q")
         [letter] = await broker.dead_letters()
         assert (letter.message.id, letter.reason, letter.deliveries) == (

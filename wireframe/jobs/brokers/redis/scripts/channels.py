@@ -1,33 +1,66 @@
-"""The Redis broker's records of who is alive: run channels and workers, as Lua scripts.
+"""The Lua scripts of reply channels: taking replies, and the records of live run channels.
 
-Keys (``P`` is the broker's key prefix):
+Keys (``P`` is the broker's key prefix, ``C`` a channel):
 
+* ``P c:C`` - LIST of replies, ``LPUSH``-ed, popped from the right; each a
+  msgpack array ``[message_id, kind, payload]`` with kind 0 = body, 1 = dead
+  reason.
+* ``P c:C:inbox:CONSUMER:N`` - LIST that one wait of a receiver ``BLMOVE``-s one
+  reply into, or one ``RECEIVE`` keeps what it took in, so that a reply taken by
+  a wait that was cancelled, or by a call whose answer was lost, is kept, not
+  lost; deleted (or drained) by the receiver's next call.
 * ``P channels`` - ZSET of run channel names scored by the time (ms of Redis
   ``TIME``) until which each is live. Closing a channel scores it now, so a
   channel is dead when its score has passed, however its run ended; a name
   that is not there is unmanaged (or its record was lost with Redis's data).
   Records dead for longer than the retention are dropped by the next open.
-* ``P workers`` - HASH of worker id -> ``cmsgpack([seen_ms, expires_ms, info])``
-  where ``info`` is the worker's own msgpack ``[queue, concurrency, host, pid,
-  started_at, running]``; expired entries are dropped when read.
 
-The job scripts (``_redis_scripts``) read ``P channels`` to settle the jobs of
-dead channels at consume and to drop replies to them at complete.
+The queue scripts read ``P channels`` to settle the jobs of dead channels at
+consume and to drop replies to them at complete.
 """
 
 from __future__ import annotations
 
-from wireframe.jobs.brokers._redis_scripts import PRELUDE
+from wireframe.jobs.brokers.redis.scripts import PRELUDE
 
 __all__ = [
     "CLOSE_CHANNEL",
     "DELETE_CHANNEL",
-    "HEARTBEAT",
     "KEEP_CHANNEL",
     "OPEN_CHANNEL",
     "PURGE_CHANNELS",
-    "WORKERS",
+    "RECEIVE",
 ]
+
+#: KEYS: channel, then inboxes to delete (their reply was handed out), then
+#: inboxes to drain (a wait into them was cancelled or failed), then this call's
+#: landing inbox (drained too). ARGV: how many inboxes to delete, limit. Returns
+#: the drained replies, then up to ``limit`` in all from the channel, oldest
+#: first - and keeps them all in the landing inbox, so that a repeat of a call
+#: whose answer was lost returns them again.
+RECEIVE = r"""
+local ndrop = tonumber(ARGV[1])
+local landing = KEYS[#KEYS]
+local out = {}
+for k = 2, #KEYS do
+  if k > ndrop + 1 then
+    local kept = redis.call('LRANGE', KEYS[k], 0, -1)
+    for j = #kept, 1, -1 do out[#out + 1] = kept[j] end
+  end
+  redis.call('DEL', KEYS[k])
+end
+local want = tonumber(ARGV[2]) - #out
+if want > 0 then
+  local p = redis.call('LMPOP', 1, KEYS[1], 'RIGHT', 'COUNT', want)
+  if p then
+    for _, v in ipairs(p[2]) do out[#out + 1] = v end
+  end
+end
+for s = 1, #out, 1000 do
+  redis.call('LPUSH', landing, unpack(out, s, math.min(s + 999, #out)))
+end
+return out
+"""
 
 #: KEYS: channels. ARGV: name, ttl_ms, retention_ms, prefix. Records the channel
 #: live for ttl_ms and forgets (with their replies) up to 100 channels dead for
@@ -103,41 +136,5 @@ for k = 2, #KEYS do
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
 return n
-"""
-)
-
-#: KEYS: workers. ARGV: id, ttl_ms (0: remove), info.
-HEARTBEAT = (
-    PRELUDE
-    + r"""
-local ttl = tonumber(ARGV[2])
-if ttl > 0 then
-  local now = now_ms()
-  redis.call('HSET', KEYS[1], ARGV[1], cmsgpack.pack({now, now + ttl, ARGV[3]}))
-else
-  redis.call('HDEL', KEYS[1], ARGV[1])
-end
-return 1
-"""
-)
-
-#: KEYS: workers. Returns id, entry, id, entry... of the live workers; drops
-#: expired or unreadable entries.
-WORKERS = (
-    PRELUDE
-    + r"""
-local now = now_ms()
-local all = redis.call('HGETALL', KEYS[1])
-local out = {}
-for k = 1, #all, 2 do
-  local ok, v = pcall(cmsgpack.unpack, all[k + 1])
-  if ok and type(v) == 'table' and tonumber(v[2]) and tonumber(v[2]) > now then
-    out[#out + 1] = all[k]
-    out[#out + 1] = all[k + 1]
-  else
-    redis.call('HDEL', KEYS[1], all[k])
-  end
-end
-return out
 """
 )

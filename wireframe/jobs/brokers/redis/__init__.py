@@ -1,0 +1,101 @@
+"""The Redis broker, ``redis://host:port/db``: the distributed engine, on Redis Streams.
+
+Each queue is a stream with one consumer group; a delivery is a stream entry in the
+group's pending-entries list (PEL), so a lease is a PEL entry owned by this broker's
+consumer with a given delivery count, and its idle time is the lease clock. Every
+step that checks a lease and changes state is one Lua script, so "the lease is still
+mine" and "acknowledge, delete, post the reply" happen atomically. Delayed messages
+wait in a sorted set until a consume moves them into the stream. Replies go to a
+list per channel; broadcast uses Redis pub/sub, which reaches every live subscriber
+and keeps nothing behind (an abort signal is only useful to those listening now).
+
+URL: ``redis[s]://[user:password@]host[:port][/db]?options`` - ``prefix``,
+``reconnect``, ``poll``, ``tls_ca``, ``tls_verify`` besides the common ``lease`` and
+``max_deliveries`` (see :mod:`.options`).
+
+Cancellation: every wait is cancellable and loses nothing. A cancelled blocking read
+is woken with ``CLIENT UNBLOCK`` and whatever it took in that instant is handed back
+at once (messages made claimable, replies kept in an inbox the next receive drains).
+Closing the broker hands the leases it still holds back at once, so a worker's
+shutdown does not leave its messages waiting out their leases.
+
+Errors: every failure leaves as a :class:`~wireframe.jobs.broker.BrokerError`
+carrying Redis' (or the TLS layer's) own message, never as a coredis, anyio, ssl or
+socket type - :class:`~wireframe.jobs.broker.BrokerUnavailable` when waiting can
+help (Redis unreachable, restarting, loading, busy, or out of memory under
+``maxmemory``), a plain BrokerError when it cannot (refused credentials, a
+certificate that does not verify, a server that does not speak TLS). Redis losing
+its data (a restart without persistence, deleted keys) turns the leases it held into
+:class:`~wireframe.jobs.broker.LockLost` saying so, and the next consume or publish
+creates the queue's stream and group again. Malformed data (written by something
+else) never blocks a queue or a receiver: an entry goes to the dead-letter stream
+with the reason, a reply becomes a dead reply saying so, or is logged and skipped.
+
+Keys, all under the ``prefix`` (``P``; ``Q`` a queue, ``C`` a channel); what each
+holds is told with the scripts that write it (:mod:`.scripts`):
+
+=========================  ==============================================
+``P queues``               SET of queue names
+``P q:Q:ready``            STREAM of messages; its group's PEL: the leases
+``P q:Q:delayed``          ZSET of delayed messages, by due time
+``P q:Q:dead``             STREAM of dead letters
+``P q:Q:done``             counter of completed messages
+``P q:Q:born``             when the stream and group were last created
+``P pub:TOKEN``            one publish call landed (a repeat adds nothing)
+``P c:C``                  LIST of replies to channel C
+``P c:C:inbox:CONSUMER:N`` one wait's inbox of replies
+``P channels``             ZSET of run channel records (live until)
+``P workers``              HASH of worker records
+``P b:TOPIC``              pub/sub channel of a broadcast topic (no key)
+=========================  ==============================================
+
+Design, one module per idea:
+
+* :mod:`.broker` - :class:`RedisBroker`, which joins the parts below.
+* :mod:`.connection` - three coredis clients (ordinary, blocking reads,
+  subscriptions), calls that retry while Redis cannot be reached, and blocking
+  reads that can be cancelled; :mod:`.errors` says what a failure means and
+  :mod:`.coredis_compat` holds every use of coredis internals (four coredis bugs,
+  told upstream-ready).
+* The parts of each role: :mod:`.queues` (declare, publish, consume, leases handed
+  back), :mod:`.leases` (complete, abandon, extend, dead-letter; completions
+  group-committed by :mod:`.group_commit`), :mod:`.channels` (replies and run
+  channel records), :mod:`.workers`, :mod:`.broadcast`, :mod:`.admin`.
+* :mod:`.scripts` - the Lua scripts, by the same roles; :mod:`.keys` - the names of
+  keys; :mod:`.options` - the URL; :mod:`.values` - reading what Redis answers.
+
+``open_broker`` finds this package by its scheme (``wireframe.jobs.brokers.redis``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from wireframe.jobs.broker import BrokerURLError, parse_broker_url
+from wireframe.jobs.brokers.redis.broker import RedisBroker
+from wireframe.jobs.brokers.redis.options import OPTIONS
+
+__all__ = ["OPTIONS", "RedisBroker", "open"]
+
+
+@asynccontextmanager
+async def _open(broker: RedisBroker) -> AsyncIterator[RedisBroker]:
+    await broker._start()
+    try:
+        yield broker
+    finally:
+        await broker.aclose()
+
+
+def open(url: str, *, create: bool = True) -> AbstractAsyncContextManager[RedisBroker]:
+    """Open a Redis broker for ``url``; use as ``async with open(url) as broker``.
+
+    The URL is checked at once (:class:`BrokerURLError`); opening does not connect:
+    the first call does (``ping`` to check). ``create`` is accepted for
+    :func:`~wireframe.jobs.broker.open_broker` and ignored: opening writes nothing.
+    """
+    parsed = parse_broker_url(url, OPTIONS)
+    if parsed.scheme not in ("redis", "rediss"):
+        raise BrokerURLError(f"broker URL {parsed}: the redis broker takes redis:// or rediss://")
+    return _open(RedisBroker(parsed))

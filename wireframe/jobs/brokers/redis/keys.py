@@ -1,0 +1,62 @@
+"""The names the Redis broker gives things in Redis: keys under one prefix, and consumers.
+
+Every key is under the broker's prefix, so apps sharing a Redis never meet.
+
+The layout is in the package doc, what each key holds with the scripts that write
+it (:mod:`.scripts`). The scripts name some keys themselves from the prefix they are
+given (a dead channel's reply list, a queue's ``done`` counter): they follow the same
+scheme as :class:`Keys`.
+"""
+
+from __future__ import annotations
+
+from wireframe.jobs.broker import BrokerError
+
+__all__ = ["GROUP", "INBOX", "RELEASED", "Keys"]
+
+#: The consumer group every queue's stream has.
+GROUP = "wireframe"
+#: The placeholder consumer holding entries a closed broker or a cancelled read
+#: handed back: claimable by any consumer at once.
+RELEASED = "wireframe:released"
+
+#: What separates a channel's key from the rest of an inbox's.
+INBOX = ":inbox:"
+
+
+class Keys:
+    """The keys of one broker, under its ``prefix`` (``wireframe:`` by default)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        #: SET of the known queue names.
+        self.queues = f"{prefix}queues"
+        #: ZSET of run channel records.
+        self.channels = f"{prefix}channels"
+        #: HASH of worker records.
+        self.workers = f"{prefix}workers"
+        #: What every channel's keys (reply list, inboxes) start with.
+        self.channel_head = f"{prefix}c:"
+
+    def queue(self, queue: str, part: str) -> str:
+        """One key of ``queue``: its ``ready`` stream, ``delayed`` set, ``dead`` stream,
+        ``done`` counter or ``born`` time."""
+        if not isinstance(queue, str) or not queue:
+            raise BrokerError(f"redis broker: queue name {queue!r} must be a non-empty string")
+        return f"{self.prefix}q:{queue}:{part}"
+
+    def channel(self, channel: str) -> str:
+        """The reply list of ``channel``."""
+        return f"{self.channel_head}{channel}"
+
+    def inbox(self, channel: str, consumer: str, number: int) -> str:
+        """The inbox list of one wait of ``consumer`` on ``channel``."""
+        return f"{self.channel_head}{channel}{INBOX}{consumer}:{number}"
+
+    def publish_token(self, consumer: str, token: str) -> str:
+        """The key marking that one publish call of ``consumer`` landed."""
+        return f"{self.prefix}pub:{consumer}:{token}"
+
+    def topic(self, topic: str) -> str:
+        """The pub/sub channel of a broadcast ``topic``."""
+        return f"{self.prefix}b:{topic}"

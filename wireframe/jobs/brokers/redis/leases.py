@@ -1,0 +1,140 @@
+"""The ends of a lease: complete, abandon, extend and dead-letter, each one lease-checked script.
+
+A delivery's lease token says which stream entry it is, with which delivery count
+and by which consumer (see :mod:`.scripts.leases`). Each call here runs one script
+that checks the lease and changes state in the same atomic step, so "the lease is
+still mine" and "acknowledge, delete, post the reply" cannot be split by another
+consumer taking the message over; a lease that no longer holds raises
+:class:`LockLost` with the script's reason, and changes nothing.
+
+Completions from concurrent tasks are group-committed (:mod:`.group_commit`): while
+one script call is in flight, the completions that arrive queue up and go together
+in the next call, so a busy worker pays one round trip per batch, not per job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import msgpack
+
+from wireframe.jobs.broker import BrokerError, Delivery, LockLost
+from wireframe.jobs.brokers.redis.connection import Arg, Connection
+from wireframe.jobs.brokers.redis.group_commit import GroupCommit
+from wireframe.jobs.brokers.redis.keys import GROUP, Keys
+from wireframe.jobs.brokers.redis.scripts import leases as scripts
+from wireframe.jobs.brokers.redis.values import ms, text
+
+__all__ = ["Leases"]
+
+
+def _token(delivery: Delivery) -> tuple[str, str, str]:
+    """The stream entry id, PEL delivery count and consumer of a delivery's lease."""
+    try:
+        sid, count, consumer = delivery.lease_token.split("|", 2)
+    except ValueError:
+        raise BrokerError(
+            f"redis broker: lease token {delivery.lease_token!r} of message "
+            f"{delivery.message.id!r} was not made by a redis broker"
+        ) from None
+    return sid, count, consumer
+
+
+def _check(delivery: Delivery, outcome: object) -> None:
+    """Raise LockLost unless a lease-checked script answered ``ok``."""
+    word = text(outcome)
+    if word != "ok":
+        raise LockLost(delivery.message.id, delivery.queue, word)
+
+
+class Leases:
+    """The lease-checked ends of deliveries, for one broker (see the module doc)."""
+
+    def __init__(
+        self, conn: Connection, keys: Keys, *, lease: float, clock: Callable[[], float]
+    ) -> None:
+        self._conn = conn
+        self._keys = keys
+        self._lease = lease
+        self._lease_ms = ms(lease)
+        self._clock = clock
+        self._complete = conn.script(scripts.COMPLETE)
+        self._abandon = conn.script(scripts.ABANDON)
+        self._extend = conn.script(scripts.EXTEND)
+        self._dead = conn.script(scripts.DEAD_LETTER)
+        self._completions = GroupCommit(self._complete_many)
+
+    async def complete(self, delivery: Delivery, reply: bytes | None) -> None:
+        """Acknowledge, delete and post the reply in one lease-checked, group-committed call."""
+        sid, count, consumer = _token(delivery)
+        channel = delivery.message.reply_to
+        if reply is None or not channel:
+            reply_key, payload = "", b""
+        else:
+            reply_key = self._keys.channel(channel)
+            payload = msgpack.packb([delivery.message.id, 0, reply], use_bin_type=True)
+        item: list[Arg] = [
+            self._keys.queue(delivery.queue, "ready"),
+            self._keys.queue(delivery.queue, "done"),
+            sid,
+            count,
+            consumer,
+            reply_key,
+            payload,
+            channel,
+        ]
+        _check(delivery, await self._completions.submit(item))
+
+    async def _complete_many(self, items: list[list[Arg]]) -> list[object]:
+        """One COMPLETE call for a batch of completions: one outcome each."""
+        args: list[Arg] = [GROUP, self._lease_ms, self._keys.channels]
+        for item in items:
+            args += item
+        outcomes = await self._conn.run("complete", self._complete, [], args, resend=True)
+        return list(outcomes)
+
+    async def abandon(
+        self, delivery: Delivery, *, delay: float = 0.0, body: bytes | None = None
+    ) -> None:
+        """Give the message back (as a new entry, or into the delayed set), lease-checked."""
+        sid, count, consumer = _token(delivery)
+        keys = [
+            self._keys.queue(delivery.queue, "ready"),
+            self._keys.queue(delivery.queue, "delayed"),
+        ]
+        delay_ms = max(0, round(delay * 1000)) if delay > 0 else 0
+        args: list[Arg] = [GROUP, sid, count, consumer, self._lease_ms, delay_ms]
+        args += ["0", b""] if body is None else ["1", body]
+        outcome = await self._conn.run("abandon", self._abandon, keys, args, resend=True)
+        _check(delivery, outcome)
+
+    async def extend(self, delivery: Delivery) -> Delivery:
+        """Reset the PEL entry's idle time (XCLAIM to ourselves), lease-checked."""
+        sid, count, consumer = _token(delivery)
+        keys = [self._keys.queue(delivery.queue, "ready")]
+        args: list[Arg] = [GROUP, sid, count, consumer, self._lease_ms]
+        outcome = await self._conn.run("extend", self._extend, keys, args, resend=True)
+        _check(delivery, outcome)
+        return Delivery(
+            message=delivery.message,
+            queue=delivery.queue,
+            deliveries=delivery.deliveries,
+            lease_token=delivery.lease_token,
+            lease_expires=self._clock() + self._lease,
+        )
+
+    async def dead_letter(self, delivery: Delivery, reason: str, *, refused: bool) -> None:
+        """Move the delivery to the dead-letter stream and post a dead reply, lease-checked.
+
+        ``refused``: this delivery is refused (it was over ``max_deliveries`` when it
+        was read), so it does not count as one made.
+        """
+        sid, count, consumer = _token(delivery)
+        keys = [
+            self._keys.queue(delivery.queue, "ready"),
+            self._keys.queue(delivery.queue, "dead"),
+        ]
+        args: list[Arg] = [GROUP, sid, count, consumer, self._lease_ms, self._keys.prefix, reason]
+        args.append("1" if refused else "0")
+        outcome = await self._conn.run("dead_letter", self._dead, keys, args, resend=True)
+        _check(delivery, outcome)

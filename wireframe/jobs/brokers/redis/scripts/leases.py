@@ -1,0 +1,116 @@
+"""The Lua scripts that end or renew a lease: complete, abandon, extend, dead-letter.
+
+A delivery is an entry of a queue's ``ready`` stream in its consumer group's PEL
+(see :mod:`.queues`), leased to one consumer: the entry's idle time is the lease
+clock. Lease token of a delivery: ``"<stream entry id>|<PEL delivery count>|<consumer>"``.
+A lease is current while the PEL entry exists, belongs to that consumer, has that
+delivery count and has been idle for less than the lease. Each script here checks
+that first (``check_lease`` in the prelude) and, where it does not hold, changes
+nothing and answers why, which the broker raises as ``LockLost``. A lease check on
+a stream or group that no longer exists answers why, like any other lost lease;
+consume and publish create them again. ``COMPLETE`` posts no reply to a dead run
+channel (see :mod:`.channels`).
+"""
+
+from __future__ import annotations
+
+from wireframe.jobs.brokers.redis.scripts import PRELUDE
+
+__all__ = [
+    "ABANDON",
+    "COMPLETE",
+    "DEAD_LETTER",
+    "EXTEND",
+]
+
+#: Completes many deliveries at once (group commit). No KEYS (the keys vary per
+#: item; this broker targets standalone Redis). ARGV: group, lease_ms, channels
+#: key, then per delivery: ready key, done key, sid, count, consumer, reply key
+#: ('' = no reply), reply payload, channel name. A reply to a dead run channel
+#: is not posted. Returns one outcome per delivery: 'ok' or why the lease is lost.
+COMPLETE = (
+    PRELUDE
+    + r"""
+local group, lease_ms, channels = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local now = now_ms()
+local out = {}
+for k = 4, #ARGV, 8 do
+  local ready, sid = ARGV[k], ARGV[k + 2]
+  local _, why = check_lease(ready, group, sid, ARGV[k + 4], tonumber(ARGV[k + 3]), lease_ms)
+  if why then
+    out[#out + 1] = why
+  else
+    redis.call('XACK', ready, group, sid)
+    redis.call('XDEL', ready, sid)
+    redis.call('INCR', ARGV[k + 1])
+    if ARGV[k + 5] ~= '' then
+      local score = redis.call('ZSCORE', channels, ARGV[k + 7])
+      if not (score and tonumber(score) <= now) then
+        redis.call('LPUSH', ARGV[k + 5], ARGV[k + 6])
+      end
+    end
+    out[#out + 1] = 'ok'
+  end
+end
+return out
+"""
+)
+
+#: KEYS: ready, delayed. ARGV: group, sid, count, consumer, lease_ms, delay_ms,
+#: replace body ('1' or '0'), new body. (Entries handed out are well formed: consume
+#: buries the others.)
+ABANDON = (
+    PRELUDE
+    + r"""
+local ready, delayed = KEYS[1], KEYS[2]
+local count, why = check_lease(ready, ARGV[1], ARGV[2], ARGV[4], tonumber(ARGV[3]),
+                               tonumber(ARGV[5]))
+if why then return why end
+local f = entry_fields(ready, ARGV[2])
+redis.call('XACK', ready, ARGV[1], ARGV[2])
+redis.call('XDEL', ready, ARGV[2])
+if f == nil then return 'ok' end
+local n = base_count(f) + count
+local body = f['b']
+if ARGV[7] == '1' then n = 0; body = ARGV[8] end
+local delay = tonumber(ARGV[6])
+if delay > 0 then
+  redis.call('ZADD', delayed, now_ms() + delay, cmsgpack.pack({f['i'], body, f['r'], n}))
+else
+  redis.call('XADD', ready, '*', 'i', f['i'], 'b', body, 'r', f['r'], 'n', n)
+end
+return 'ok'
+"""
+)
+
+#: KEYS: ready. ARGV: group, sid, count, consumer, lease_ms.
+EXTEND = (
+    PRELUDE
+    + r"""
+local _, why = check_lease(KEYS[1], ARGV[1], ARGV[2], ARGV[4], tonumber(ARGV[3]),
+                           tonumber(ARGV[5]))
+if why then return why end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[4], 0, ARGV[2], 'JUSTID')
+return 'ok'
+"""
+)
+
+#: KEYS: ready, dead. ARGV: group, sid, count, consumer, lease_ms, prefix, reason,
+#: refused ('1': this delivery is refused, so it does not count as made).
+DEAD_LETTER = (
+    PRELUDE
+    + r"""
+local count, why = check_lease(KEYS[1], ARGV[1], ARGV[2], ARGV[4], tonumber(ARGV[3]),
+                               tonumber(ARGV[5]))
+if why then return why end
+local f = entry_fields(KEYS[1], ARGV[2])
+if f == nil then
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  return 'ok'
+end
+local made = base_count(f) + count
+if ARGV[8] == '1' then made = made - 1 end
+bury(KEYS[1], KEYS[2], ARGV[1], ARGV[6], ARGV[2], f, made, ARGV[7])
+return 'ok'
+"""
+)

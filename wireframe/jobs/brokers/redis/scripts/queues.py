@@ -1,0 +1,259 @@
+"""The Lua scripts of a queue: declare, publish, consume, hand back, release, delete.
+
+Keys (``P`` is the broker's key prefix, ``Q`` a queue):
+
+* ``P queues`` - SET of known queue names.
+* ``P q:Q:ready`` - STREAM of messages, consumer group ``wireframe``; entry fields
+  ``i`` (message id), ``b`` (body), ``r`` (reply_to), ``n`` (deliveries before
+  this entry existed: a message abandoned or delayed is re-added as a new entry
+  and keeps its count here). The group's PEL holds the leases (:mod:`.leases`).
+* ``P q:Q:delayed`` - ZSET of ``cmsgpack([id, body, reply_to, n])`` scored by the
+  due time in milliseconds of Redis ``TIME``; ``CONSUME`` moves the due ones into
+  the stream.
+* ``P q:Q:dead`` - STREAM of dead letters, fields ``i b r why n t`` (``t`` =
+  death time, ms since the epoch).
+* ``P q:Q:done`` - counter of completed messages not yet purged.
+* ``P q:Q:born`` - STRING, the Redis ``TIME`` (ms) when the stream or its group
+  was last created. A lease check that finds its entry gone from the PEL and
+  the entry older than this knows Redis lost the message (it restarted without
+  its data, or the keys were deleted) rather than someone else finishing it.
+* ``P pub:TOKEN`` - STRING marking that one publish call landed, so that its
+  repeat after a lost answer adds nothing; deleted by the publisher's next
+  publish, expiring after ``reconnect`` + 60 s.
+
+``CONSUME`` settles a message whose run channel is dead (counted as done, never
+handed out; see :mod:`.channels`). Entries that reach a consumer through its
+blocking ``XREADGROUP`` (published while it waited) are not checked: such an orphan
+runs, and its reply is dropped.
+
+Malformed data never blocks a queue: a stream entry without its ``i``, ``b`` or
+``r`` field or with a non-numeric ``n``, and a delayed-set member that is not
+``cmsgpack([id, body, reply_to, n])``, is moved to the dead-letter stream with a
+reason naming what was wrong (a delayed member whole, as the body) and its
+``reply_to``, where readable, gets a dead reply.
+"""
+
+from __future__ import annotations
+
+from wireframe.jobs.brokers.redis.scripts import PRELUDE
+
+__all__ = [
+    "BURY_MALFORMED",
+    "CONSUME",
+    "DECLARE",
+    "DELETE_QUEUE",
+    "HAND_BACK",
+    "PUBLISH",
+    "RELEASE",
+]
+
+#: KEYS: queues, ready. ARGV: group, queue.
+DECLARE = (
+    PRELUDE
+    + r"""
+ensure_queue(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+return 1
+"""
+)
+
+#: KEYS: queues, ready, delayed, this call's token, then tokens of earlier calls
+#: that were answered (deleted). ARGV: group, queue, delay_ms, token ttl (s), then
+#: id, body, reply_to for each message. A call whose token exists already landed:
+#: its repeat (after a lost answer) publishes nothing and returns -1.
+PUBLISH = (
+    PRELUDE
+    + r"""
+for k = 5, #KEYS do redis.call('DEL', KEYS[k]) end
+if redis.call('EXISTS', KEYS[4]) == 1 then return -1 end
+redis.call('SET', KEYS[4], '1', 'EX', ARGV[4])
+ensure_queue(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+local delay = tonumber(ARGV[3])
+if delay > 0 then
+  local due = now_ms() + delay
+  for k = 5, #ARGV, 3 do
+    redis.call('ZADD', KEYS[3], due, cmsgpack.pack({ARGV[k], ARGV[k + 1], ARGV[k + 2], 0}))
+  end
+else
+  for k = 5, #ARGV, 3 do
+    redis.call('XADD', KEYS[2], '*', 'i', ARGV[k], 'b', ARGV[k + 1], 'r', ARGV[k + 2])
+  end
+end
+return (#ARGV - 4) / 3
+"""
+)
+
+#: KEYS: queues, ready, delayed, dead. ARGV: group, queue, consumer, limit,
+#: lease_ms, max_deliveries, prefix, claim (1 = also take over expired leases),
+#: claim cursor (where the last XAUTOCLAIM scan stopped; '0-0' at first).
+#: Returns {deliveries, wait_ms, cursor}: deliveries a flat list of sid, id, body,
+#: reply_to, PEL count, total deliveries; wait_ms the time until the next
+#: delayed message is due (-1: none) when nothing was delivered.
+CONSUME = (
+    PRELUDE
+    + r"""
+local ready, delayed, dead = KEYS[2], KEYS[3], KEYS[4]
+local group, consumer = ARGV[1], ARGV[3]
+local limit, lease_ms, maxd = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local prefix = ARGV[7]
+ensure_queue(KEYS[1], ready, group, ARGV[2])
+local now = now_ms()
+local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000)
+for _, m in ipairs(due) do
+  local ok, t = pcall(cmsgpack.unpack, m)
+  local why = nil
+  if not ok then
+    why = 'it is not msgpack (' .. tostring(t) .. ')'
+  elseif type(t) ~= 'table' or type(t[1]) ~= 'string' or type(t[2]) ~= 'string'
+      or type(t[3]) ~= 'string' or type(t[4]) ~= 'number' or t[4] < 0
+      or math.floor(t[4]) ~= t[4] then
+    why = 'it is not [message id, body, reply_to, deliveries]'
+  end
+  -- Under maxmemory the first write of a script may be refused: then the due
+  -- messages wait for the next pass, and the ready ones are still handed out.
+  local moved
+  if why then
+    local f = {b = m}  -- kept whole as the body: nothing is lost
+    if ok and type(t) == 'table' then
+      if type(t[1]) == 'string' then f['i'] = t[1] end
+      if type(t[3]) == 'string' then f['r'] = t[3] end
+    end
+    moved = pcall(entomb, dead, prefix, f, 0, 'malformed member of the delayed set: ' .. why)
+  else
+    moved = pcall(redis.call, 'XADD', ready, '*', 'i', t[1], 'b', t[2], 'r', t[3], 'n', t[4])
+  end
+  if not moved then break end
+  redis.call('ZREM', delayed, m)
+end
+local out, got = {}, 0
+local channels, done = prefix .. 'channels', prefix .. 'q:' .. ARGV[2] .. ':done'
+local function take(sid, f, count)
+  local why = malformed(f)
+  if why then
+    bury_malformed(ready, dead, group, prefix, sid, f, count, why)
+    return
+  end
+  if f['r'] and f['r'] ~= '' then
+    local score = redis.call('ZSCORE', channels, f['r'])
+    if score and tonumber(score) <= now then
+      -- an orphan: its run channel is dead, nobody wants its result
+      redis.call('XACK', ready, group, sid)
+      redis.call('XDEL', ready, sid)
+      redis.call('INCR', done)
+      return
+    end
+  end
+  local total = base_count(f) + count
+  if total > maxd then
+    bury(ready, dead, group, prefix, sid, f, total - 1, too_many(total - 1, maxd))
+  else
+    got = got + 1
+    for _, v in ipairs({sid, f['i'], f['b'], f['r'], count, total}) do out[#out + 1] = v end
+  end
+end
+local cursor = ARGV[9]
+if ARGV[8] == '1' then
+  -- resume the PEL scan where the last pass stopped, so that expired leases behind
+  -- many live ones are found too; a few XAUTOCLAIM steps per pass at most
+  for _ = 1, 10 do
+    local r = redis.call('XAUTOCLAIM', ready, group, consumer, lease_ms, cursor,
+                         'COUNT', limit - got)
+    cursor = r[1]
+    for _, e in ipairs(r[2]) do
+      if e[2] then
+        local p = redis.call('XPENDING', ready, group, e[1], e[1], 1)
+        take(e[1], fields_of(e[2]), p[1][4])
+      else  -- deleted meanwhile (Redis < 7 still lists it): nothing to deliver
+        redis.call('XACK', ready, group, e[1])
+      end
+    end
+    if cursor == '0-0' or got >= limit then break end
+  end
+end
+if got < limit then
+  local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', limit - got,
+                       'STREAMS', ready, '>')
+  if r then
+    for _, e in ipairs(r[1][2]) do take(e[1], fields_of(e[2]), 1) end
+  end
+end
+local wait = -1
+if got == 0 then
+  local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+  if #first > 0 then wait = math.max(0, tonumber(first[2]) - now) end
+end
+return {out, wait, cursor}
+"""
+)
+
+#: KEYS: ready. ARGV: group, released, then stream entry ids. Hands entries a
+#: cancelled blocking read leased (but nobody got) to the placeholder consumer,
+#: claimable at once with their delivery count kept.
+HAND_BACK = r"""
+for k = 3, #ARGV do
+  -- fails only if the stream or group is gone, and the entries with it
+  pcall(redis.call, 'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[k], 'IDLE', 1000000000000,
+        'JUSTID')
+end
+return #ARGV - 2
+"""
+
+#: KEYS: ready, dead. ARGV: group, released, prefix, then ids of entries a
+#: blocking read just leased to this broker that looked malformed to it. Buries
+#: each that is (as CONSUME would); hands any other back (claimable at once).
+#: Returns how many were buried.
+BURY_MALFORMED = (
+    PRELUDE
+    + r"""
+local n = 0
+for k = 4, #ARGV do
+  local sid = ARGV[k]
+  local f = entry_fields(KEYS[1], sid)
+  local why = f and malformed(f)
+  if why then
+    bury_malformed(KEYS[1], KEYS[2], ARGV[1], ARGV[3], sid, f, 1, why)
+    n = n + 1
+  elseif f then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, sid, 'IDLE', 1000000000000, 'JUSTID')
+  end
+end
+return n
+"""
+)
+
+#: KEYS: ready streams of the queues this consumer read. ARGV: group, consumer,
+#: released (the placeholder consumer that holds handed-back entries), stale_ms.
+#: Hands every entry this consumer still holds to the placeholder with an idle time
+#: far past any lease (claimable at once, delivery count kept), deletes this
+#: consumer, and deletes consumers of crashed brokers (nothing pending, idle longer
+#: than stale_ms). Returns how many entries were handed back.
+RELEASE = r"""
+local group, me, released, stale = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local n = 0
+for _, ready in ipairs(KEYS) do
+  if redis.call('EXISTS', ready) == 1 then
+    local ok, p = pcall(redis.call, 'XPENDING', ready, group, '-', '+', 10000, me)
+    if ok then
+      for _, e in ipairs(p) do
+        redis.call('XCLAIM', ready, group, released, 0, e[1], 'IDLE', 1000000000000, 'JUSTID')
+        n = n + 1
+      end
+      redis.call('XGROUP', 'DELCONSUMER', ready, group, me)
+      for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', ready, group)) do
+        local f = {}
+        for k = 1, #c, 2 do f[c[k]] = c[k + 1] end
+        if f['pending'] == 0 and f['idle'] > stale and f['name'] ~= released then
+          redis.call('XGROUP', 'DELCONSUMER', ready, group, f['name'])
+        end
+      end
+    end
+  end
+end
+return n
+"""
+
+#: KEYS: queues, ready, delayed, dead, done, born. ARGV: queue.
+DELETE_QUEUE = r"""
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+redis.call('SREM', KEYS[1], ARGV[1])
+return 1
+"""
