@@ -20,6 +20,7 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import crash_ops
 import trio
@@ -38,11 +39,9 @@ class JournaledRuntime(Runtime):
         self.runs: list[Run] = []
 
     @asynccontextmanager
-    async def open_run(
-        self, *, queue: str | None = None, max_in_flight: int | None = None
-    ) -> AsyncIterator[Run]:
+    async def open_run(self, **options: Any) -> AsyncIterator[Run]:
         """The base run, journaled (and fsynced) before the caller publishes anything."""
-        async with super().open_run(queue=queue, max_in_flight=max_in_flight) as run:
+        async with super().open_run(**options) as run:
             append_line(self.journal, f"{run.run_id} {run.channel.name}")
             self.runs.append(run)
             yield run
