@@ -127,3 +127,25 @@ def test_schedule_names_are_checked() -> None:
         jobs.Schedule("", every=1.0, op=Beat())
     with pytest.raises(ValueError, match="must be unique"):
         jobs.SchedulerTask(None, [jobs.Schedule("a", every=1.0, op=Beat())] * 2, "s")  # type: ignore[arg-type]
+
+
+async def test_schedulers_announce_their_schedules(
+    autojump_clock: trio.abc.Clock, url: str
+) -> None:
+    nightly = jobs.Schedule("nightly", cron="0 3 * * *", op=Beat(), input="n", tz="Europe/Paris")
+    often = jobs.Schedule("often", every=45.0, op=Beat(), input="o", queue="side")
+    async with jobs.connect(url) as rt:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_run_for, jobs.SchedulerTask(rt, [nightly, often], "s1"), 50)
+            await trio.sleep(1)
+            listed = {s.name: s for s in await rt.broker.schedules()}
+            assert set(listed) == {"nightly", "often"}
+            assert listed["nightly"].schedule == "cron 0 3 * * * Europe/Paris"
+            assert listed["often"].schedule == "every 45 s" and listed["often"].queue == "side"
+            assert listed["often"].operation == "schedules-beat"
+            assert listed["often"].scheduler == "s1"
+            now = rt.broker.clock() + rt.wall_offset
+            assert now < listed["often"].next_at <= now + 45
+            assert listed["often"].last_at is not None and listed["often"].last_at <= now
+        await trio.sleep(120)  # nobody announces them any more: they drop out
+        assert await rt.broker.schedules() == []

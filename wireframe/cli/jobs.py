@@ -6,6 +6,7 @@ creates a database) and needs only its administration and job store roles.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
@@ -21,8 +22,10 @@ from wireframe.cli.render import (
     job_table,
     queue_stats_json,
     queue_stats_table,
+    schedules_json,
+    schedules_table,
 )
-from wireframe.jobs.broker import Broker, BrokerAdmin, JobRecord, mask_password
+from wireframe.jobs.broker import Broker, BrokerAdmin, JobRecord, ScheduleInfo, mask_password
 from wireframe.jobs.handles import JobStatus, UnknownJob
 from wireframe.jobs.runtime import Runtime
 
@@ -132,3 +135,17 @@ def jobs_abort(job_id: JobIdArg, broker: BrokerOpt, as_json: JsonOpt = False) ->
         print_json({"job_id": job_id, "status": status.value})
     else:
         stdout().print(f"job {job_id}: {status.value}", markup=False)
+
+
+@jobs_app.command("schedules")
+def jobs_schedules(broker: BrokerOpt, as_json: JsonOpt = False) -> None:
+    """The schedules running schedulers announce, each with its next fire time."""
+
+    async def listed(b: Broker) -> tuple[list[ScheduleInfo], float]:
+        return await b.schedules(), time.time()
+
+    schedules, now = _with_broker(broker, listed)
+    if as_json:
+        print_json(schedules_json(schedules))
+    else:
+        stdout().print(schedules_table(schedules, now))

@@ -18,7 +18,14 @@ from rich.table import Table
 from rich.text import Text
 
 import wireframe as wf
-from wireframe.jobs.broker import DeadLetter, JobRecord, QueueStats, RecordStatus, mask_password
+from wireframe.jobs.broker import (
+    DeadLetter,
+    JobRecord,
+    QueueStats,
+    RecordStatus,
+    ScheduleInfo,
+    mask_password,
+)
 from wireframe.jobs.errors import JobsError
 from wireframe.jobs.handles import status_of, value_of
 
@@ -350,3 +357,35 @@ def _job_error(record: JobRecord) -> str | None:
         except JobsError as exc:
             return str(exc)
     return None
+
+
+def schedules_json(schedules: Sequence[ScheduleInfo]) -> list[dict[str, Any]]:
+    """Announced schedules as JSON-ready dicts, times in ISO 8601 UTC."""
+    return [
+        {
+            "name": s.name,
+            "schedule": s.schedule,
+            "operation": s.operation,
+            "queue": s.queue,
+            "next_at": wall_time(s.next_at, 0.0),
+            "last_at": wall_time(s.last_at, 0.0),
+            "scheduler": s.scheduler,
+        }
+        for s in schedules
+    ]
+
+
+def schedules_table(schedules: Sequence[ScheduleInfo], now: float) -> Table:
+    """Announced schedules with their next fire time, and how far off it is from ``now``."""
+    table = Table(title="schedules", title_justify="left")
+    for column in ("name", "schedule", "operation", "queue", "next fire", "last fire"):
+        table.add_column(column, no_wrap=column in ("name", "next fire"))
+    for s in schedules:
+        nxt = f"{wall_time(s.next_at, 0.0)} (in {duration(max(s.next_at - now, 0.0))})"
+        table.add_row(
+            Text(s.name), Text(s.schedule), Text(s.operation), Text(s.queue), nxt,
+            wall_time(s.last_at, 0.0) or "",
+        )  # fmt: skip
+    if not schedules:
+        table.add_row("(no scheduler announced any)", "", "", "", "", "")
+    return table

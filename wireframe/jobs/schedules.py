@@ -18,6 +18,7 @@ tick, so on ``memory://`` the whole thing runs on trio's ``MockClock`` in tests.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -29,13 +30,18 @@ import cronsim
 import trio
 
 import wireframe as wf
-from wireframe.jobs.broker import open_broker
+from wireframe.jobs.broker import BrokerError, BrokerUnavailable, ScheduleInfo, open_broker
 from wireframe.jobs.handles import MAX_NAME_LENGTH
 from wireframe.jobs.layers import BrokerReachable
 from wireframe.jobs.operations import Operation
 from wireframe.jobs.runtime import DEFAULT_URL, Runtime
 
 __all__ = ["Schedule", "SchedulerLayer", "SchedulerOutput", "SchedulerTask"]
+
+#: Seconds between two announcements of a scheduler's schedules in the broker.
+_ANNOUNCE_EVERY = 10.0
+
+_log = logging.getLogger(__name__)
 
 
 @attrs.frozen
@@ -100,6 +106,12 @@ class Schedule:
         later = moment.astimezone(self.zone) + timedelta(seconds=1)
         return next(cronsim.CronSim(str(self.cron), later, reverse=True))
 
+    def describe(self) -> str:
+        """When it fires, in words: ``cron 0 3 * * * Europe/Paris`` or ``every 30 s``."""
+        if self.every is not None:
+            return f"every {self.every:g} s"
+        return f"cron {self.cron} {self.tz}"
+
     def job_id(self, tick: datetime) -> str:
         """The id of the job that fires ``tick``: the same in every replica."""
         return f"schedule:{self.name}@{tick.astimezone(UTC).isoformat()}"
@@ -123,25 +135,65 @@ class SchedulerTask(wf.Task):
         self.id = id
         #: Ticks this task submitted, by schedule name (for the live view and tests).
         self.fired: dict[str, int] = dict.fromkeys(names, 0)
+        self._due: dict[str, datetime] = {}  # each schedule's next tick
+        self._last: dict[str, datetime] = {}  # each schedule's last tick fired here
 
     async def run(self, stop: wf.StopReceiver) -> None:
-        """Fire ticks until the stop."""
+        """Fire ticks until the stop; announce the schedules in the broker meanwhile."""
         now = self._now()
-        due = {s.name: s.last_at_or_before(now) for s in self.schedules}
+        self._due = {s.name: s.last_at_or_before(now) for s in self.schedules}
         with stop.cancel_on_stop():
-            while True:
-                for schedule in self.schedules:
-                    tick = due[schedule.name]
-                    if tick <= now:
-                        await self._fire(schedule, tick)
-                        due[schedule.name] = schedule.next_after(tick)
-                await trio.sleep(max(0.0, (min(due.values()) - now).total_seconds()))
-                now = self._now()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._announce_every, _ANNOUNCE_EVERY)
+                while True:
+                    for schedule in self.schedules:
+                        tick = self._due[schedule.name]
+                        if tick <= now and await self._fired(schedule, tick):
+                            self._due[schedule.name] = schedule.next_after(tick)
+                            self._last[schedule.name] = tick
+                            await self._announce(schedule)
+                    await trio.sleep(max(0.0, (min(self._due.values()) - now).total_seconds()))
+                    now = self._now()
 
     def _now(self) -> datetime:
         """Wall time as the broker's clock tells it (trio's clock, for memory://)."""
         runtime = self.runtime
         return datetime.fromtimestamp(runtime.broker.clock() + runtime.wall_offset, UTC)
+
+    async def _announce_every(self, seconds: float) -> None:
+        """Tell the broker about the schedules every ``seconds`` (and after each fire)."""
+        while True:
+            await trio.sleep(seconds)
+            for schedule in self.schedules:
+                await self._announce(schedule)
+
+    async def _announce(self, schedule: Schedule) -> None:
+        """Tell the broker when ``schedule`` fires next (``wireframe jobs schedules``)."""
+        broker = self.runtime.broker
+        last = self._last.get(schedule.name)
+        info = ScheduleInfo(
+            name=schedule.name,
+            schedule=schedule.describe(),
+            operation=type(schedule.op).op_name,
+            queue=schedule.queue or self.runtime.queue,
+            next_at=self._due[schedule.name].timestamp(),
+            last_at=None if last is None else last.timestamp(),
+            scheduler=self.id,
+        )
+        try:
+            await broker.announce_schedule(info, max(3 * _ANNOUNCE_EVERY, broker.url.lease))
+        except BrokerError as exc:  # passing: the next round tries again
+            _log.debug("scheduler %s: cannot announce %r: %s", self.id, schedule.name, exc)
+
+    async def _fired(self, schedule: Schedule, tick: datetime) -> bool:
+        """Fire ``tick``; False (after a pause) if the broker is away: it stays due."""
+        try:
+            await self._fire(schedule, tick)
+            return True
+        except BrokerUnavailable as exc:
+            _log.warning("scheduler %s: cannot fire %r now: %s", self.id, schedule.name, exc)
+            await trio.sleep(1.0)
+            return False
 
     async def _fire(self, schedule: Schedule, tick: datetime) -> None:
         await self.runtime.submit(

@@ -39,6 +39,7 @@ from wireframe.jobs.broker.messages import (
     QueueStats,
     RecordStatus,
     Reply,
+    ScheduleInfo,
     WorkerInfo,
     count_workers,
 )
@@ -89,6 +90,7 @@ __all__ = [
     "RecordStatus",
     "Reply",
     "ReplyChannels",
+    "ScheduleInfo",
     "WorkQueue",
     "WorkerInfo",
     "count_option",

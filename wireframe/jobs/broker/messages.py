@@ -25,6 +25,7 @@ __all__ = [
     "QueueStats",
     "RecordStatus",
     "Reply",
+    "ScheduleInfo",
     "WorkerInfo",
     "count_workers",
 ]
@@ -120,6 +121,25 @@ class WorkerInfo:
     pid: int
     started_at: float  # wall-clock seconds since the epoch
     running: int = 0  # jobs running at the last heartbeat
+    seen_at: float = 0.0
+
+
+@attrs.frozen
+class ScheduleInfo:
+    """A schedule as its scheduler announces it (``Broker.announce_schedule``).
+
+    ``schedule`` says when it fires, in words (``cron 0 3 * * * Europe/Paris``,
+    ``every 30 s``); times are wall-clock seconds since the epoch; ``seen_at``
+    is the broker's clock reading of the last announcement (the broker sets it).
+    """
+
+    name: str
+    schedule: str
+    operation: str
+    queue: str
+    next_at: float
+    last_at: float | None = None
+    scheduler: str = ""
     seen_at: float = 0.0
 
 

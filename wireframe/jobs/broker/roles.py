@@ -19,7 +19,8 @@ needs and lets another object stand in for it:
 * :class:`ReplyChannels` — result channels and the liveness of a run's channel:
   the runtime receives its run's replies there;
 * :class:`Broadcast` — topics every subscriber hears (the abort signal);
-* :class:`Presence` — workers announcing themselves with heartbeats;
+* :class:`Presence` — workers announcing themselves with heartbeats, and
+  schedulers their schedules;
 * :class:`JobStore` — jobs submitted on their own, kept by id (their records,
   dedup keys, waiting for one, aborting one): ``Runtime.submit`` and handles;
 * :class:`BrokerAdmin` — inspection and housekeeping (counts, dead letters,
@@ -57,6 +58,7 @@ from wireframe.jobs.broker.messages import (
     Message,
     QueueStats,
     Reply,
+    ScheduleInfo,
     WorkerInfo,
 )
 from wireframe.jobs.broker.urls import BrokerURL
@@ -245,7 +247,8 @@ class Broadcast(Protocol):
 
 @runtime_checkable
 class Presence(Protocol):
-    """Workers announce themselves; one not heard from within its ``ttl`` is presumed dead."""
+    """Workers and schedulers announce themselves; one not heard from within its ``ttl``
+    is presumed gone."""
 
     async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
         """Record ``worker`` as live for ``ttl`` seconds; ``ttl=0`` removes it (it stopped)."""
@@ -253,6 +256,14 @@ class Presence(Protocol):
 
     async def workers(self, queue: str | None = None) -> list[WorkerInfo]:
         """The live workers (of one queue, or all), sorted by queue and id."""
+        ...
+
+    async def announce_schedule(self, schedule: ScheduleInfo, ttl: float) -> None:
+        """Record ``schedule`` (by name; the last announcement wins) for ``ttl`` seconds."""
+        ...
+
+    async def schedules(self) -> list[ScheduleInfo]:
+        """The schedules announced within their ``ttl``, sorted by name."""
         ...
 
 

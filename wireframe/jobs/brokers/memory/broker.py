@@ -35,6 +35,7 @@ from wireframe.jobs.broker import (
     QueueStats,
     RecordStatus,
     Reply,
+    ScheduleInfo,
     WorkerInfo,
     count_workers,
 )
@@ -367,6 +368,24 @@ class MemoryBroker:
             del known[worker_id]
         live = [info for info, _ in known.values() if queue is None or info.queue == queue]
         return sorted(live, key=lambda w: (w.queue, w.id))
+
+    async def announce_schedule(self, schedule: ScheduleInfo, ttl: float) -> None:
+        """Record ``schedule`` (by name) for ``ttl`` seconds."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        now = trio.current_time()
+        self._state.schedules[schedule.name] = (attrs.evolve(schedule, seen_at=now), now + ttl)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def schedules(self) -> list[ScheduleInfo]:
+        """The schedules announced within their ``ttl``, by name."""
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        now = trio.current_time()
+        known = self._state.schedules
+        for name in [n for n, (_, expires) in known.items() if expires <= now]:
+            del known[name]
+        return sorted((info for info, _ in known.values()), key=lambda i: i.name)
 
     # -- broadcast ---------------------------------------------------------------
     async def broadcast(self, topic: str, body: bytes) -> None:

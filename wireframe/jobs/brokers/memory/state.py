@@ -20,7 +20,14 @@ from typing import Final
 
 import trio
 
-from wireframe.jobs.broker import DeadLetter, Message, RecordStatus, Reply, WorkerInfo
+from wireframe.jobs.broker import (
+    DeadLetter,
+    Message,
+    RecordStatus,
+    Reply,
+    ScheduleInfo,
+    WorkerInfo,
+)
 from wireframe.jobs.brokers.memory.jobs import Job, Jobs
 
 #: Expiry orders shorter than this are never compacted.
@@ -182,6 +189,7 @@ class State:
         self.deadlines: dict[str, float] = {}
         self.opened = 0  # channels opened: every SWEEP_EVERY, old records are dropped
         self.workers: dict[str, tuple[WorkerInfo, float]] = {}  # id -> (info, expires)
+        self.schedules: dict[str, tuple[ScheduleInfo, float]] = {}  # name -> (info, expires)
         self.tokens: Iterator[int] = itertools.count(1)
         self.seq: Iterator[int] = itertools.count()
         self.jobs = Jobs()
