@@ -211,8 +211,14 @@ class SqliteBroker:
             except (sqlite3.Error, BrokerError):
                 return None  # closing, or a passing lock: everyone looks again
 
+        async def jobs_finished(job_ids: list[str]) -> list[str]:
+            try:
+                return await self._read(lambda conn: jobs.not_live(conn, job_ids))
+            except BrokerError:
+                return job_ids  # closing, or a passing lock: they look again
+
         with self._watch_scope:
-            await watch(self._wake, poll, self._max_poll)
+            await watch(self._wake, poll, self._max_poll, jobs_finished)
 
     # -- queues ---------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ __all__ = [
     "SWEEP_EVERY",
     "abort",
     "finish",
+    "not_live",
     "purge",
     "read",
     "revive",
@@ -79,6 +80,8 @@ MIGRATION: Final = (
 
 #: Every this many submits (per broker), expired records are deleted.
 SWEEP_EVERY: Final = 1024
+
+_IDS_PER_QUERY: Final = 500  # under SQLite's limit of bound parameters (999 before 3.32)
 
 _FINAL: Final = {s.value: s for s in (RecordStatus.DONE, RecordStatus.ABORTED, RecordStatus.DEAD)}
 
@@ -149,6 +152,20 @@ def _record(row: Any, now: float) -> JobRecord | None:
         error=error if isinstance(error, str) else None,
         expires_at=expires,
     )
+
+
+def not_live(conn: sqlite3.Connection, job_ids: list[str]) -> list[str]:
+    """Which of ``job_ids`` are no longer live (final, or unknown): one look for all
+    the jobs a process waits on (see :mod:`.wakeups`)."""
+    live: set[str] = set()
+    for start in range(0, len(job_ids), _IDS_PER_QUERY):
+        chunk = job_ids[start : start + _IDS_PER_QUERY]
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            f"SELECT id FROM wf_jobs WHERE id IN ({marks}) AND status IS NULL", chunk
+        )
+        live.update(row[0] for row in rows)
+    return [job_id for job_id in job_ids if job_id not in live]
 
 
 def read(conn: sqlite3.Connection, job_id: str, now: float) -> JobRecord | None:
