@@ -192,6 +192,50 @@ async def test_a_job_waited_on_from_two_processes_wakes_both(make_url: Callable[
                 await process.wait()
 
 
+async def test_another_process_finishing_a_job_wakes_its_waiters_only(
+    make_url: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broker that does not wake its in-process neighbours stands in for another
+    process. Of 40 handles waiting, only the finished job's waiter reads again (the
+    watcher finds which finished in one read), not all 40 after every change."""
+    url = make_url(poll=0.05)
+    async with open_broker(url) as remote, open_broker(url) as local:
+        assert isinstance(remote, sqlite_broker.SqliteBroker)
+        assert isinstance(local, sqlite_broker.SqliteBroker)
+        monkeypatch.setattr(remote, "_notify", lambda key: None)
+        for i in range(40):
+            await remote.submit("q", _job(f"w{i}"))
+        [delivery] = await _take(remote, "q")  # w0
+        reads, all_waiting = 0, trio.Event()
+        read = local._read
+
+        async def counted(fn: Callable[[sqlite3.Connection], object]) -> object:
+            nonlocal reads
+            reads += 1
+            if reads == 40:
+                all_waiting.set()
+            return await read(fn)
+
+        monkeypatch.setattr(local, "_read", counted)
+        seen: list[JobRecord | None] = []
+        woken = trio.Event()
+
+        async def wait(job_id: str) -> None:
+            seen.append(await local.wait_job(job_id, 30))
+            woken.set()
+
+        async with trio.open_nursery() as nursery:
+            for i in range(40):
+                nursery.start_soon(wait, f"w{i}")
+            await all_waiting.wait()
+            await remote.complete(delivery, b"first")
+            with trio.fail_after(5):
+                await woken.wait()
+            nursery.cancel_scope.cancel()
+        assert [r.id for r in seen if r] == ["w0"]
+        assert reads - 40 <= 6, f"{reads - 40} reads after one job finished elsewhere"
+
+
 # -- the record through the claim, abort, expiry ------------------------------------
 
 
