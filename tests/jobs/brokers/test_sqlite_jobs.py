@@ -292,6 +292,12 @@ async def test_purge_leaves_the_message_of_a_job_aborted_while_it_runs(
         assert await broker.purge() == 0, "purge deleted a leased message"
         await broker.complete(delivery, None)  # its worker cancelled it: no LockLost
         assert await broker.purge() == 1
+        await broker.submit("q", _job("retried"))
+        [delivery] = await _take(broker, "q")
+        await broker.abort_job("retried")
+        await broker.abandon(delivery, delay=60)  # its worker retries it, not knowing
+        assert await broker.purge() == 1, "purge kept an aborted job's message its worker gave back"
+        await _nothing_delivered(broker, "q")
 
 
 async def test_finished_records_are_swept_every_so_many_submits(

@@ -315,16 +315,18 @@ def abandon(
 ) -> None:
     """Give the delivery back, visible ``delay`` s from now; a new ``body`` resets its count."""
     seq = _lease_seq(delivery)
-    held = "" if delay > 0 else None  # delayed: held until then, like a lease
+    # delayed: held until then, like a lease (a job aborted while it ran is done: free)
+    held = "" if delay > 0 else None
+    token = "lease_token = CASE WHEN done_at IS NULL THEN ? END"
     if body is None:
         cur = conn.execute(
-            "UPDATE wf_messages SET lease_token = ?, visible_at = ?"
+            f"UPDATE wf_messages SET {token}, visible_at = ?"
             " WHERE seq = ? AND lease_token = ? AND visible_at > ?",
             (held, now + delay, seq, delivery.lease_token, now),
         )
     else:
         cur = conn.execute(
-            "UPDATE wf_messages SET lease_token = ?, visible_at = ?, body = ?,"
+            f"UPDATE wf_messages SET {token}, visible_at = ?, body = ?,"
             " deliveries = 0 WHERE seq = ? AND lease_token = ? AND visible_at > ?",
             (held, now + delay, bytes(body), seq, delivery.lease_token, now),
         )
