@@ -354,3 +354,29 @@ async def test_malformed_dead_letters_are_listed_and_requeued_readably(
         assert await broker.requeue_dead() == 1
         [d] = await _take(broker, "q", 1)
         assert (d.message, d.deliveries) == (Message("id", b"text", ""), 1)
+
+
+async def test_a_malformed_job_record_reads_as_dead_saying_why(url: str, db_path: Path) -> None:
+    async with open_broker(url) as broker:
+        await broker.submit("q", Message("odd", b""), key="k")
+        await broker.complete((await _take(broker, "q", 1))[0], b"result")
+    _poke(
+        db_path,
+        (
+            "UPDATE wf_jobs SET status = 'exploded', operation = x'ff', result = 'text',"
+            " worker = CAST(x'ff41' AS TEXT) WHERE id = 'odd'",
+            (),
+        ),
+    )
+    async with open_broker(url) as broker:
+        record = await broker.job("odd")
+        assert record is not None and record.final
+        assert (record.status.value, record.operation, record.result, record.worker) == (
+            "dead",
+            "",
+            None,
+            None,
+        )
+        assert record.error == "malformed job row (wf_jobs id 'odd'): status holds TEXT 'exploded'"
+        _, new = await broker.submit("q", Message("next", b""), key="k")
+        assert new, "a final record holds no key"

@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from wireframe.jobs.broker import BrokerError, Message
-from wireframe.jobs.brokers.sqlite.rows import described
+from wireframe.jobs.brokers.sqlite.rows import described, fetch_all
 from wireframe.jobs.jobstore import JobRecord, RecordStatus
 
 __all__ = [
@@ -168,9 +168,16 @@ def not_live(conn: sqlite3.Connection, job_ids: list[str]) -> list[str]:
     return [job_id for job_id in job_ids if job_id not in live]
 
 
+def _row(conn: sqlite3.Connection, where: str, args: tuple[object, ...]) -> Any:
+    """The first ``_RECORD`` row ``where`` selects (text that is not UTF-8 read leniently,
+    see :func:`.rows.fetch_all`), or None."""
+    rows = fetch_all(conn, f"{_RECORD} WHERE {where} LIMIT 1", args)
+    return rows[0] if rows else None
+
+
 def read(conn: sqlite3.Connection, job_id: str, now: float) -> JobRecord | None:
     """The job's record, or None if it is unknown or expired."""
-    row = conn.execute(f"{_RECORD} WHERE j.id = ?", (job_id,)).fetchone()
+    row = _row(conn, "j.id = ?", (job_id,))
     return None if row is None else _record(row, now)
 
 
@@ -220,7 +227,7 @@ def submit(
 
 def _live_with_key(conn: sqlite3.Connection, key: str, now: float) -> JobRecord | None:
     """The live job holding ``key``; a live row whose message is gone gives its key up."""
-    row = conn.execute(f"{_RECORD} WHERE j.key = ? AND j.status IS NULL", (key,)).fetchone()
+    row = _row(conn, "j.key = ? AND j.status IS NULL", (key,))
     if row is None:
         return None
     record = _record(row, now)
@@ -290,7 +297,7 @@ def abort(conn: sqlite3.Connection, job_id: str, now: float) -> JobRecord | None
     ``complete`` still succeeds — and changes nothing more (see
     :func:`.queues.complete`); a lease that runs out does not make it visible again.
     """
-    row = conn.execute(f"{_RECORD} WHERE j.id = ?", (job_id,)).fetchone()
+    row = _row(conn, "j.id = ?", (job_id,))
     record = None if row is None else _record(row, now)
     if record is None or record.final:
         return record
