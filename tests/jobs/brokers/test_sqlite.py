@@ -505,6 +505,56 @@ async def test_a_version_1_database_is_migrated_keeping_its_messages(
     assert version == [(sqlite_broker.SCHEMA_VERSION,)]
 
 
+async def test_a_version_2_database_is_migrated_keeping_messages_leases_and_delays(
+    make_url: UrlFactory, db_path: Path
+) -> None:
+    now = time.time()
+    raw = sqlite3.connect(db_path, isolation_level=None)
+    for statement in (*sqlite_broker.MIGRATIONS[1], *sqlite_broker.MIGRATIONS[2]):
+        raw.execute(statement)
+    raw.execute("UPDATE wf_schema SET version = 2")
+    raw.execute("INSERT INTO wf_queues (name, created_at, done) VALUES ('q', 0, 1)")
+    raw.executemany(
+        "INSERT INTO wf_messages (seq, queue, id, body, reply_to, visible_at, deliveries,"
+        " lease_token, done_at) VALUES (?, 'q', ?, x'01', 'ch', ?, ?, ?, ?)",
+        [
+            (1, "visible", 0, 0, None, None),
+            (2, "leased", now + 300, 1, "2.abc", None),  # a current lease
+            (3, "delayed", now + 60, 0, None, None),
+            (4, "done", 0, 1, None, now),
+            (5, "expired", 1, 1, "5.old", None),  # a lease that ran out
+        ],
+    )
+    raw.execute(
+        "INSERT INTO wf_dead (queue, id, body, reply_to, reason, deliveries, died_at)"
+        " VALUES ('q', 'dead', x'02', '', 'why', 5, 0)"
+    )
+    raw.close()
+    clock = OffsetClock()
+    async with sqlite_broker.open(make_url(), clock=clock) as broker:
+        assert await broker.stats() == [QueueStats("q", queued=3, running=1, done=1, dead=1)]
+        got = await _take(broker, "q", 2)
+        assert [(d.message.id, d.deliveries) for d in got] == [("visible", 1), ("expired", 2)]
+        leased = Delivery(Message("leased", b"\x01", "ch"), "q", 1, "2.abc", now + 300)
+        await broker.complete(leased, b"kept its lease")
+        await broker.publish("q", [Message("plain", b""), Message("urgent", b"", priority=5)])
+        ordered = await _take(broker, "q", 2)
+        assert [d.message.id for d in ordered] == ["urgent", "plain"]
+        for d in [*got, *ordered]:
+            await broker.complete(d, None)
+        with trio.move_on_after(0.1):
+            pytest.fail(f"delivered {await broker.consume('q', 1)} before its delay")
+        clock.advance(61)
+        assert [d.message.id for d in await _take(broker, "q", 1)] == ["delayed"]
+        assert await broker.requeue_dead() == 1
+        [revived] = await _take(broker, "q", 1)
+        assert revived.message == Message("dead", b"\x02", "")
+        assert await broker.job("dead") is None  # a message from before is not a tracked job
+    raw = sqlite3.connect(db_path)
+    assert raw.execute("SELECT version FROM wf_schema").fetchall() == [(3,)]
+    raw.close()
+
+
 # -- locks, cancellation and group commit ------------------------------------------
 
 

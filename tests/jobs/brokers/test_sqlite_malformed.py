@@ -58,11 +58,12 @@ def _allow_null_deliveries(db_path: Path) -> None:
 
 
 _INSERT_MESSAGE = (
-    "INSERT INTO wf_messages (seq, queue, id, body, reply_to, visible_at, deliveries)"
-    " VALUES (?, 'q', {id}, {body}, {reply_to}, {visible_at}, {deliveries})"
+    "INSERT INTO wf_messages (seq, queue, id, body, reply_to, visible_at, deliveries, priority)"
+    " VALUES (?, 'q', {id}, {body}, {reply_to}, {visible_at}, {deliveries}, {priority})"
 )
 
-#: seq -> (id, body, reply_to, visible_at, deliveries) as SQL, and what the reason says.
+#: seq -> (id, body, reply_to, visible_at, deliveries, priority) as SQL, and what the
+#: reason says.
 POISON: dict[int, tuple[dict[str, str], str]] = {
     11: ({"body": "'a text body'"}, "body holds TEXT 'a text body', expected a BLOB"),
     12: ({"deliveries": "'twice'"}, "deliveries holds TEXT 'twice', expected a whole number >= 0"),
@@ -74,6 +75,7 @@ POISON: dict[int, tuple[dict[str, str], str]] = {
     18: ({"reply_to": "x'7031'"}, "reply_to holds BLOB x'7031', expected TEXT"),
     19: ({"visible_at": "'soon'"}, "visible_at holds TEXT 'soon', expected a time in seconds"),
     20: ({"body": "42", "reply_to": "7"}, "body holds INTEGER 42, expected a BLOB"),
+    21: ({"priority": "'high'"}, "priority holds TEXT 'high', expected a whole number"),
 }
 
 
@@ -84,6 +86,7 @@ def _poison_statement(seq: int, columns: dict[str, str]) -> tuple[str, tuple[obj
         "reply_to": "'ch'",
         "visible_at": "0",
         "deliveries": "0",
+        "priority": "0",
         **columns,
     }
     return _INSERT_MESSAGE.format(**values), (seq,)
@@ -127,17 +130,48 @@ async def test_malformed_messages_go_to_dead_letters_and_the_queue_goes_on(
         assert letters[18].message.reply_to == "p1"  # a BLOB that is UTF-8 text
         assert letters[20].message.reply_to == "7"  # TEXT affinity made the number text
         # every readable reply channel got a dead reply with the reason
-        replies = await _replies(broker, "ch", 2 + 8)
+        replies = await _replies(broker, "ch", 2 + 9)
         assert {r.message_id: r.dead_reason for r in replies} == {
             "good-1": None,
             "good-2": None,
             **{letters[seq].message.id: letters[seq].reason for seq in (11, 12, 13, 14, 15)},
-            **{letters[seq].message.id: letters[seq].reason for seq in (16, 17, 19)},
+            **{letters[seq].message.id: letters[seq].reason for seq in (16, 17, 19, 21)},
         }
         assert await _replies(broker, "p1", 1) == [Reply("poison-18", None, letters[18].reason)]
         assert await _replies(broker, "7", 1) == [Reply("poison-20", None, letters[20].reason)]
         [stats] = await broker.stats()
         assert (stats.queued, stats.running, stats.done, stats.dead) == (0, 0, 2, len(POISON))
+
+
+async def test_a_damaged_delayed_or_leased_row_is_dead_lettered_once_nothing_is_visible(
+    url: str, db_path: Path
+) -> None:
+    """A held row (delayed: token ``''``, or leased) whose visible_at is not a number
+    would never come due; a claim that finds nothing visible takes it out."""
+    async with open_broker(url) as broker:
+        await broker.declare_queue("q")
+    _poke(
+        db_path,
+        (
+            "INSERT INTO wf_messages (seq, queue, id, body, reply_to, visible_at, lease_token)"
+            " VALUES (1, 'q', 'delayed', x'00', 'ch', 'soon', ''),"
+            " (2, 'q', 'leased', x'00', 'ch', x'00', '2.abc')",
+            (),
+        ),
+    )
+    async with open_broker(url) as broker:
+        await broker.publish("q", [Message("later", b"", "ch")], delay=3600)
+        with trio.move_on_after(0.2):
+            pytest.fail(f"delivered {await broker.consume('q', 5)}")
+        letters = {d.message.id: d.reason for d in await broker.dead_letters()}
+        assert letters == {
+            "delayed": "malformed message row (wf_messages seq 1): visible_at holds TEXT 'soon',"
+            " expected a time in seconds",
+            "leased": "malformed message row (wf_messages seq 2): visible_at holds BLOB x'00',"
+            " expected a time in seconds",
+        }
+        [stats] = await broker.stats()
+        assert (stats.queued, stats.running, stats.dead) == (1, 0, 2)
 
 
 def _seq_of(reason: str) -> int:
@@ -320,3 +354,29 @@ async def test_malformed_dead_letters_are_listed_and_requeued_readably(
         assert await broker.requeue_dead() == 1
         [d] = await _take(broker, "q", 1)
         assert (d.message, d.deliveries) == (Message("id", b"text", ""), 1)
+
+
+async def test_a_malformed_job_record_reads_as_dead_saying_why(url: str, db_path: Path) -> None:
+    async with open_broker(url) as broker:
+        await broker.submit("q", Message("odd", b""), key="k")
+        await broker.complete((await _take(broker, "q", 1))[0], b"result")
+    _poke(
+        db_path,
+        (
+            "UPDATE wf_jobs SET status = 'exploded', operation = x'ff', result = 'text',"
+            " worker = CAST(x'ff41' AS TEXT) WHERE id = 'odd'",
+            (),
+        ),
+    )
+    async with open_broker(url) as broker:
+        record = await broker.job("odd")
+        assert record is not None and record.final
+        assert (record.status.value, record.operation, record.result, record.worker) == (
+            "dead",
+            "",
+            None,
+            None,
+        )
+        assert record.error == "malformed job row (wf_jobs id 'odd'): status holds TEXT 'exploded'"
+        _, new = await broker.submit("q", Message("next", b""), key="k")
+        assert new, "a final record holds no key"

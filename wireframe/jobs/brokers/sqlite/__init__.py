@@ -1,11 +1,15 @@
 """The SQLite broker: ``sqlite:///path/to/jobs.db``, the embedded, durable default.
 
-One database file holds every queue, lease, result channel, dead letter and
-broadcast, so several worker processes on one machine can share it and a
-restart loses nothing: queued and leased-but-unfinished messages are still
-there (a lease that ran out, by the wall clock, makes its message visible
-again), replies not yet taken wait in their channel, completed records stay
-until :meth:`SqliteBroker.purge`.
+One database file holds every queue, lease, result channel, dead letter,
+broadcast and the records of jobs submitted on their own, so several worker
+processes on one machine can share it and a restart loses nothing: queued,
+delayed and leased-but-unfinished messages are still there (a lease that ran
+out, by the wall clock, makes its message visible again), replies not yet
+taken wait in their channel, a job's state and result stay readable by id
+from any process (``Runtime.handle``) for ``result_ttl``, completed records
+stay until :meth:`SqliteBroker.purge`. Within a queue a higher ``priority``
+is consumed first, equal ones oldest first; a claim never walks the delayed
+or leased messages, however many wait.
 
 URL
     ``sqlite:///relative/jobs.db`` (three slashes) names a path relative to the
@@ -18,10 +22,12 @@ URL
     a restart — use ``memory://`` for that.
 
 Options (``?name=value&...``)
-    ``lease`` (seconds, default 30) and ``max_deliveries`` (default 5) as on
-    every broker; ``poll`` — the longest pause, in seconds, between two looks
-    for another process's writes while something waits (default 0.05; it looks
-    every 1 ms for 10 ms after any change, then doubles the pause while idle);
+    ``lease`` (seconds, default 30), ``max_deliveries`` (default 5) and
+    ``result_ttl`` (seconds a finished job's record is kept, default 86400; the
+    submitter's value holds for its jobs) as on every broker; ``poll`` — the
+    longest pause, in seconds, between two looks for another process's writes
+    while something waits (default 0.05; it looks every 1 ms for 10 ms after
+    any change, then doubles the pause while idle);
     ``busy_timeout`` — how long, in seconds, to wait for another process's write
     lock before :class:`~wireframe.jobs.broker.BrokerUnavailable` (default 10);
     ``synchronous`` — ``normal`` (default: safe against a killed process, a power
@@ -33,13 +39,15 @@ Design, one module per idea
     * :mod:`.threads` — two threads, a writer and a reader, each owning one
       connection; the writer group-commits.
     * :mod:`.wakeups` — how waiters are woken: at once by a write in this
-      process, by a ``data_version`` watcher for other processes' writes, by
-      a timer for leases and delays.
+      process, by a ``data_version`` watcher for other processes' writes (for
+      jobs awaited by id: one read finds which finished), by a timer for
+      leases and delays.
     * :mod:`.schema` — the tables, the migrations, opening a file.
-    * The transactions of each role: :mod:`.queues` (the work queue and its
-      leases), :mod:`.channels` (replies), :mod:`.presence` (live run channels
-      and workers), :mod:`.broadcasts`, :mod:`.admin` (counts, dead letters,
-      purge).
+    * The transactions of each role: :mod:`.queues` (the work queue: visible
+      and held messages, leases, priorities), :mod:`.jobs` (jobs kept by id:
+      records, dedup keys, abort, expiry), :mod:`.channels` (replies),
+      :mod:`.presence` (live run channels and workers), :mod:`.broadcasts`,
+      :mod:`.admin` (counts, dead letters, purge).
     * :mod:`.rows` — checking rows a hand edit or a damaged file may have
       broken: a bad row is dead-lettered or skipped with its reason, never
       trusted.

@@ -2,9 +2,11 @@
 
 What ``wireframe jobs ...`` and a dashboard ask: counts per queue, the dead
 letters (readable whatever a damaged row holds, see :mod:`.rows`), putting
-dead letters back on their queues, and deleting finished state. Completed
-records are rows of ``wf_messages`` with ``done_at`` set, counted in
-``wf_queues.done`` so that a count stays right after a purge of the rows.
+dead letters back on their queues (a tracked job's record comes back to
+life with its message), and deleting finished state (with the final job
+records). Completed records are rows of ``wf_messages`` with ``done_at`` set,
+counted in ``wf_queues.done`` so that a count stays right after a purge of
+the rows.
 """
 
 from __future__ import annotations
@@ -13,32 +15,34 @@ import sqlite3
 from typing import Any
 
 from wireframe.jobs.broker import DeadLetter, QueueStats
-from wireframe.jobs.brokers.sqlite import presence
+from wireframe.jobs.brokers.sqlite import jobs, presence
 from wireframe.jobs.brokers.sqlite.rows import dead_letter_from_row, fetch_all
 
 __all__ = ["dead_letters", "purge", "requeue_dead", "stats"]
 
-_DEAD_COLUMNS = "seq, queue, id, body, reply_to, reason, deliveries, died_at"
+_DEAD_COLUMNS = "seq, queue, id, body, reply_to, reason, deliveries, died_at, priority"
 
 
 def stats(conn: sqlite3.Connection, now: float) -> list[QueueStats]:
-    """Counts per known queue, sorted by name (an expired lease counts as queued);
-    workers are counted by the caller."""
+    """Counts per known queue, sorted by name (an expired lease counts as queued, a
+    delayed message too); workers are counted by the caller."""
     rows = conn.execute(
         """SELECT q.name,
             (SELECT count(*) FROM wf_messages m
-                WHERE m.queue = q.name AND m.done_at IS NULL
-                AND (m.lease_token IS NULL OR m.visible_at <= ?1)),
+                WHERE m.queue = q.name AND m.done_at IS NULL AND m.lease_token IS NULL),
             (SELECT count(*) FROM wf_messages m
-                WHERE m.queue = q.name AND m.done_at IS NULL
-                AND m.lease_token IS NOT NULL AND m.visible_at > ?1),
+                WHERE m.queue = q.name AND m.done_at IS NULL AND m.lease_token IS NOT NULL),
+            (SELECT count(*) FROM wf_messages m
+                WHERE m.queue = q.name AND m.done_at IS NULL AND m.lease_token IS NOT NULL
+                AND m.visible_at > ?1 AND m.lease_token != ''),
             q.done,
             (SELECT count(*) FROM wf_dead x WHERE x.queue = q.name)
         FROM wf_queues q ORDER BY q.name""",
         (now,),
     ).fetchall()
     return [
-        QueueStats(name, queued, running, done, dead) for name, queued, running, done, dead in rows
+        QueueStats(name, visible + held - running, running, done, dead)
+        for name, visible, held, running, done, dead in rows
     ]
 
 
@@ -64,11 +68,15 @@ def requeue_dead(conn: sqlite3.Connection, queue: str | None, now: float) -> lis
         "INSERT OR IGNORE INTO wf_queues (name, created_at) VALUES (?, ?)",
         [(q, now) for q in {letter.queue for letter in letters}],
     )
-    conn.executemany(
-        "INSERT INTO wf_messages (queue, id, body, reply_to, visible_at, deliveries)"
-        " VALUES (?, ?, ?, ?, ?, 0)",
-        [(d.queue, d.message.id, d.message.body, d.message.reply_to, now) for d in letters],
-    )
+    for d in letters:
+        m = d.message
+        cur = conn.execute(
+            "INSERT INTO wf_messages (queue, id, body, reply_to, visible_at, deliveries, priority)"
+            " VALUES (?, ?, ?, ?, ?, 0, ?)",
+            (d.queue, m.id, m.body, m.reply_to, now, m.priority),
+        )
+        if not m.reply_to and cur.lastrowid is not None:
+            jobs.revive(conn, m.id, cur.lastrowid, now)
     conn.executemany("DELETE FROM wf_dead WHERE seq = ?", [(row[0],) for row in rows])
     return [letter.queue for letter in letters]
 
@@ -76,17 +84,21 @@ def requeue_dead(conn: sqlite3.Connection, queue: str | None, now: float) -> lis
 def purge(conn: sqlite3.Connection, queue: str | None, now: float) -> int:
     """Delete completed records and dead letters (of ``queue`` or all); count them.
 
-    A purge of everything also drops the replies of dead run channels.
+    A purge of everything also drops the replies of dead run channels. Final job
+    records go too (not counted: their messages are). A job aborted while it runs
+    keeps its message row until its lease ends (it is leased: never purged).
     """
+    finished = "done_at IS NOT NULL AND (lease_token IS NULL OR visible_at <= ?)"
     if queue is None:
-        done = conn.execute("DELETE FROM wf_messages WHERE done_at IS NOT NULL").rowcount
+        done = conn.execute(f"DELETE FROM wf_messages WHERE {finished}", (now,)).rowcount
         dead = conn.execute("DELETE FROM wf_dead").rowcount
         conn.execute("UPDATE wf_queues SET done = 0")
         done += presence.purge_dead_channels(conn, now)
     else:
         done = conn.execute(
-            "DELETE FROM wf_messages WHERE queue = ? AND done_at IS NOT NULL", (queue,)
+            f"DELETE FROM wf_messages WHERE queue = ? AND {finished}", (queue, now)
         ).rowcount
         dead = conn.execute("DELETE FROM wf_dead WHERE queue = ?", (queue,)).rowcount
         conn.execute("UPDATE wf_queues SET done = 0 WHERE name = ?", (queue,))
+    jobs.purge(conn, queue)
     return int(done + dead)

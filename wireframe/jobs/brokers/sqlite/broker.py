@@ -4,10 +4,11 @@
 threads (:mod:`.threads`), the wake-ups of its waiters (:mod:`.wakeups`), and
 the transactions of each role — the work queue (:mod:`.queues`), reply
 channels (:mod:`.channels`) and their liveness with the workers'
-(:mod:`.presence`), broadcast (:mod:`.broadcasts`), administration
-(:mod:`.admin`). A method hands its transaction to a thread, then wakes the
-waiters its write concerns; a waiting method loops: look, then wait on its
-signal (or until a timer), then look again.
+(:mod:`.presence`), jobs kept by id (:mod:`.jobs`), broadcast
+(:mod:`.broadcasts`), administration (:mod:`.admin`). A method hands its
+transaction to a thread, then wakes the waiters its write concerns; a waiting
+method (``consume``, ``receive_replies``, ``wait_job``, a subscription)
+loops: look, then wait on its signal (or until a timer), then look again.
 
 *Clock.* Leases, delays, channel and worker deadlines are wall-clock seconds,
 shared by every process on the machine and meaningful across restarts:
@@ -26,6 +27,8 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
+import socket
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -48,7 +51,7 @@ from wireframe.jobs.broker import (
     WorkerInfo,
     count_workers,
 )
-from wireframe.jobs.brokers.sqlite import admin, broadcasts, channels, presence, queues
+from wireframe.jobs.brokers.sqlite import admin, broadcasts, channels, jobs, presence, queues
 from wireframe.jobs.brokers.sqlite.schema import DatabaseFile
 from wireframe.jobs.brokers.sqlite.threads import ConnectionThread, is_busy
 from wireframe.jobs.brokers.sqlite.wakeups import (
@@ -60,6 +63,7 @@ from wireframe.jobs.brokers.sqlite.wakeups import (
     leave_neighbours,
     watch,
 )
+from wireframe.jobs.jobstore import JobRecord
 
 __all__ = ["Clock", "SqliteBroker"]
 
@@ -69,6 +73,8 @@ T = TypeVar("T")
 Clock = Callable[[], float]
 
 _log = logging.getLogger("wireframe.jobs.brokers.sqlite")
+
+_HOST = socket.gethostname()
 
 
 class SqliteBroker:
@@ -99,6 +105,9 @@ class SqliteBroker:
         self._reader: ConnectionThread | None = None
         self._watch_scope = trio.CancelScope()
         self._closed = False
+        #: Who consumes, as a tracked job's record names its worker.
+        self._identity = f"{_HOST}:{os.getpid()}"
+        self._submitted = 0  # every jobs.SWEEP_EVERY-th submit deletes expired records
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -202,8 +211,14 @@ class SqliteBroker:
             except (sqlite3.Error, BrokerError):
                 return None  # closing, or a passing lock: everyone looks again
 
+        async def jobs_finished(job_ids: list[str]) -> list[str]:
+            try:
+                return await self._read(lambda conn: jobs.not_live(conn, job_ids))
+            except BrokerError:
+                return job_ids  # closing, or a passing lock: they look again
+
         with self._watch_scope:
-            await watch(self._wake, poll, self._max_poll)
+            await watch(self._wake, poll, self._max_poll, jobs_finished)
 
     # -- queues ---------------------------------------------------------------------
 
@@ -213,8 +228,10 @@ class SqliteBroker:
         await self._write(lambda conn: queues.declare(conn, queue, clock()))
 
     async def delete_queue(self, queue: str) -> None:
-        """Delete ``queue``, its messages, completed records and dead letters."""
+        """Delete ``queue``, its messages, completed records, dead letters and job records."""
         await self._write(lambda conn: queues.delete(conn, queue))
+        for wake in self._neighbours:
+            wake.notify_all()  # waiters for its jobs find them gone
 
     async def publish(self, queue: str, messages: Sequence[Message], *, delay: float = 0.0) -> None:
         """Append ``messages`` to ``queue`` in one transaction, visible after ``delay``."""
@@ -228,12 +245,15 @@ class SqliteBroker:
     def _claim(self, queue: str, limit: int) -> Callable[[sqlite3.Connection], queues.Claim]:
         """The claim transaction of a ``consume`` (its own method, for tests to slow down)."""
         lease, max_deliveries, clock = self._lease, self._max_deliveries, self._clock
+        worker = self._identity
         return lambda conn: queues.claim(
-            conn, queue, limit, lease=lease, max_deliveries=max_deliveries, now=clock()
-        )
+            conn, queue, limit, lease=lease, max_deliveries=max_deliveries, now=clock(),
+            worker=worker,
+        )  # fmt: skip
 
     async def consume(self, queue: str, limit: int) -> list[Delivery]:
-        """Lease up to ``limit`` visible messages, oldest first; wait for one if none."""
+        """Lease up to ``limit`` visible messages, highest priority then oldest first;
+        wait for one if none."""
         if limit < 1:
             raise ValueError(f"consume from {queue!r}: limit={limit!r} must be at least 1")
         claim, clock = self._claim(queue, limit), self._clock
@@ -244,6 +264,8 @@ class SqliteBroker:
                     result, cancelled = await self._write_raw(claim)
                     for channel in result.dead_channels:
                         self._notify(("c", channel))
+                    for job_id in result.dead_jobs:
+                        self._notify(("j", job_id))
                     if result.deliveries:
                         if cancelled:
                             await self._give_back(result.deliveries)
@@ -272,8 +294,11 @@ class SqliteBroker:
         """Remove the delivery and post its reply in one transaction (LockLost if stale)."""
         clock = self._clock
         await self._write(lambda conn: queues.complete(conn, delivery, reply, clock()))
-        if reply is not None and delivery.message.reply_to:
-            self._notify(("c", delivery.message.reply_to))
+        reply_to = delivery.message.reply_to
+        if not reply_to:
+            self._notify(("j", delivery.message.id))  # a tracked job's waiters, if any
+        elif reply is not None:
+            self._notify(("c", reply_to))
 
     async def abandon(
         self, delivery: Delivery, *, delay: float = 0.0, body: bytes | None = None
@@ -295,8 +320,8 @@ class SqliteBroker:
         """Move the delivery to the dead-letter store and post a dead reply."""
         clock = self._clock
         await self._write(lambda conn: queues.dead_letter(conn, delivery, reason, clock()))
-        if delivery.message.reply_to:
-            self._notify(("c", delivery.message.reply_to))
+        reply_to = delivery.message.reply_to
+        self._notify(("c", reply_to) if reply_to else ("j", delivery.message.id))
 
     # -- result channels -----------------------------------------------------------------
 
@@ -355,6 +380,69 @@ class SqliteBroker:
         """The live workers (of ``queue``, or all), sorted by queue and id."""
         clock = self._clock
         return await self._read(lambda conn: presence.live_workers(conn, queue, clock()))
+
+    # -- jobs by id (the job store role: wireframe.jobs.jobstore) ----------------------
+
+    async def submit(
+        self,
+        queue: str,
+        message: Message,
+        *,
+        delay: float = 0.0,
+        key: str | None = None,
+        operation: str = "",
+    ) -> tuple[JobRecord, bool]:
+        """Publish ``message`` as a tracked job (or return the live job holding ``key``),
+        in one transaction."""
+        if not delay >= 0.0:
+            raise ValueError(f"submit to {queue!r}: delay={delay!r} must be >= 0")
+        if message.reply_to:
+            raise ValueError(
+                f"submit to {queue!r}: message {message.id!r} has reply_to="
+                f"{message.reply_to!r}; a tracked job's result stays in the broker, by id, "
+                "so its reply_to must be ''"
+            )
+        self._submitted += 1
+        sweep = self._submitted % jobs.SWEEP_EVERY == 0
+        clock, ttl = self._clock, self.url.result_ttl
+
+        def transaction(conn: sqlite3.Connection) -> tuple[JobRecord, bool]:
+            return jobs.submit(conn, queue, message, now=clock(), delay=delay, key=key,
+                               operation=operation, ttl=ttl, sweep=sweep)  # fmt: skip
+
+        record, new = await self._write(transaction)
+        if new:
+            self._notify(("q", queue))
+        return record, new
+
+    async def job(self, job_id: str) -> JobRecord | None:
+        """The job's record, or ``None`` if it is unknown or expired."""
+        clock = self._clock
+        return await self._read(lambda conn: jobs.read(conn, job_id, clock()))
+
+    async def wait_job(self, job_id: str, timeout: float) -> JobRecord | None:
+        """Wait up to ``timeout`` seconds for the job to be final; its record then.
+
+        Woken by the finish itself (at once by a write of this process, by the
+        data_version watcher for another process's), never by a poll of its own.
+        """
+        clock = self._clock
+        with trio.move_on_after(timeout):
+            while True:
+                with self._wake.signal(("j", job_id)) as signal:
+                    record = await self._read(lambda conn: jobs.read(conn, job_id, clock()))
+                    if record is None or record.final:
+                        return record
+                    await self._wait(signal, None)
+        return await self._read(lambda conn: jobs.read(conn, job_id, clock()))
+
+    async def abort_job(self, job_id: str) -> JobRecord | None:
+        """Abort a job that has not finished (a waiting one never runs); its record after."""
+        clock = self._clock
+        record = await self._write(lambda conn: jobs.abort(conn, job_id, clock()))
+        if record is not None:
+            self._notify(("j", job_id))
+        return record
 
     # -- broadcast ---------------------------------------------------------------------
 

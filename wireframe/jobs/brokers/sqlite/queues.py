@@ -6,13 +6,21 @@ read on that thread, so a call that waited for the write lock still sees the
 time it runs at.
 
 A message is leased by setting ``lease_token`` to ``"<seq>.<nonce>"`` and
-``visible_at`` to the end of the lease: a lease that ran out makes its message
-visible again with no further write, and every end of a lease (complete,
-abandon, extend, dead-letter) checks the token *and* that it has not run out,
-raising :class:`LockLost` with what happened instead. A claim settles the
-messages of dead run channels instead of leasing them (nobody wants their
-results) and dead-letters the rows that cannot be delivered: malformed ones
-(:mod:`.rows`) and those delivered ``max_deliveries`` times already.
+``visible_at`` to the end of the lease; a delayed one is held the same way
+with the token ``''`` (see :mod:`.schema`). A claim first makes every held
+message whose ``visible_at`` has passed visible again (``lease_token`` NULL:
+one range look-up on the held rows' index, whatever their number), then takes
+the visible ones by priority and age. So a lease that ran out needs no write
+of its own, and every end of a lease (complete, abandon, extend, dead-letter)
+checks the token *and* that it has not run out, raising :class:`LockLost`
+with what happened instead. A claim settles the messages of dead run channels
+instead of leasing them (nobody wants their results) and dead-letters the
+rows that cannot be delivered: malformed ones (:mod:`.rows`) and those
+delivered ``max_deliveries`` times already.
+
+A message with ``reply_to`` ``''`` may be a tracked job's (:mod:`.jobs`): its
+claim, completion and dead letter also move the job's record, in the same
+transaction. Directive jobs (with a reply channel) pay nothing for that.
 """
 
 from __future__ import annotations
@@ -25,9 +33,10 @@ from typing import Any, Final
 import attrs
 
 from wireframe.jobs.broker import Delivery, LockLost, Message
-from wireframe.jobs.brokers.sqlite import presence
+from wireframe.jobs.brokers.sqlite import jobs, presence
 from wireframe.jobs.brokers.sqlite.channels import post_reply
 from wireframe.jobs.brokers.sqlite.rows import dead_letter_values, fetch_all, message_problems
+from wireframe.jobs.jobstore import RecordStatus
 
 __all__ = [
     "Claim",
@@ -44,19 +53,38 @@ __all__ = [
     "publish",
 ]
 
-# A row whose visible_at is not a number (hand-edited, damaged) is claimable at
-# once, to be dead-lettered with its reason; otherwise it would sit there unseen.
-_CLAIMABLE: Final = (
-    "SELECT seq, id, body, reply_to, deliveries, visible_at FROM wf_messages"
-    " WHERE queue = ? AND done_at IS NULL"
-    " AND (visible_at <= ? OR typeof(visible_at) NOT IN ('integer', 'real'))"
-    " ORDER BY seq LIMIT ?"
+# Held messages (leased or delayed) whose time has come become visible: a range of
+# the wf_messages_held index, so delayed rows not yet due are never walked.
+_RELEASE_DUE: Final = (
+    "UPDATE wf_messages SET lease_token = NULL WHERE queue = ? AND done_at IS NULL"
+    " AND lease_token IS NOT NULL AND visible_at <= ?"
 )
 
-# When the queue's next message becomes visible (0, i.e. now, for a malformed one).
+# Held rows whose visible_at is not a number (hand-edited, damaged: TEXT and BLOB
+# sort after every number) become visible too, to be dead-lettered with their
+# reason; looked for only when a claim finds nothing else, so the busy path pays
+# nothing for them.
+_RELEASE_MALFORMED: Final = (
+    "UPDATE wf_messages SET lease_token = NULL WHERE queue = ? AND done_at IS NULL"
+    " AND lease_token IS NOT NULL AND visible_at >= ''"
+)
+
+# The visible messages, highest priority first, oldest first among equals: the
+# wf_messages_visible index in its order.
+_CLAIMABLE: Final = (
+    "SELECT seq, id, body, reply_to, deliveries, visible_at, priority FROM wf_messages"
+    " WHERE queue = ? AND done_at IS NULL AND lease_token IS NULL"
+    " ORDER BY priority DESC, seq LIMIT ?"
+)
+
+# When the queue's next held message becomes visible (the held index's first entry).
 _EARLIEST: Final = (
-    "SELECT min(CASE WHEN typeof(visible_at) IN ('integer', 'real') THEN visible_at ELSE 0 END)"
-    " FROM wf_messages WHERE queue = ? AND done_at IS NULL"
+    "SELECT min(visible_at) FROM wf_messages"
+    " WHERE queue = ? AND done_at IS NULL AND lease_token IS NOT NULL"
+)
+
+_ANY_VISIBLE: Final = (
+    "SELECT 1 FROM wf_messages WHERE queue = ? AND done_at IS NULL AND lease_token IS NULL LIMIT 1"
 )
 
 
@@ -67,6 +95,8 @@ class Claim:
     deliveries: list[Delivery]
     #: The reply channels told of a dead letter (their waiters are woken).
     dead_channels: frozenset[str]
+    #: The tracked jobs that died (their waiters are woken).
+    dead_jobs: frozenset[str]
     #: When nothing was claimed: the earliest ``visible_at`` left, if any.
     next_visible: float | None
 
@@ -85,8 +115,13 @@ def declare(conn: sqlite3.Connection, queue: str, now: float) -> None:
 
 
 def delete(conn: sqlite3.Connection, queue: str) -> None:
-    """Delete ``queue``, its messages, completed records and dead letters."""
-    for table, column in (("wf_messages", "queue"), ("wf_dead", "queue"), ("wf_queues", "name")):
+    """Delete ``queue``, its messages, completed records, dead letters and job records."""
+    for table, column in (
+        ("wf_messages", "queue"),
+        ("wf_dead", "queue"),
+        ("wf_jobs", "queue"),
+        ("wf_queues", "name"),
+    ):
         conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (queue,))
 
 
@@ -96,10 +131,11 @@ def publish(
     """Append ``messages`` to ``queue`` (declaring it), visible ``delay`` seconds from now."""
     declare(conn, queue, now)
     visible_at = now + delay
+    held = "" if delay > 0 else None
     conn.executemany(
-        "INSERT INTO wf_messages (queue, id, body, reply_to, visible_at, deliveries)"
-        " VALUES (?, ?, ?, ?, ?, 0)",
-        [(queue, m.id, bytes(m.body), m.reply_to, visible_at) for m in messages],
+        "INSERT INTO wf_messages (queue, id, body, reply_to, visible_at, deliveries, priority,"
+        " lease_token) VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
+        [(queue, m.id, bytes(m.body), m.reply_to, visible_at, m.priority, held) for m in messages],
     )
 
 
@@ -111,29 +147,38 @@ def claim(
     lease: float,
     max_deliveries: int,
     now: float,
+    worker: str,
 ) -> Claim:
-    """Lease up to ``limit`` visible messages of ``queue``, oldest first, for ``lease`` s.
+    """Lease up to ``limit`` visible messages of ``queue`` for ``lease`` s, highest
+    priority first, oldest first among equals; ``worker`` names the consumer in the
+    records of tracked jobs.
 
     Rows set aside on the way (settled orphans, dead letters) do not count: it
     looks further until it has ``limit`` or the queue has no more visible.
     """
+    conn.execute(_RELEASE_DUE, (queue, now))
     nonce = secrets.token_hex(8)
     out: list[Delivery] = []
     dead_channels: set[str] = set()
+    dead_jobs: set[str] = set()
     while len(out) < limit:
-        rows = fetch_all(conn, _CLAIMABLE, (queue, now, limit - len(out)))
+        rows = fetch_all(conn, _CLAIMABLE, (queue, limit - len(out)))
         if not rows:
-            break
+            if out or conn.execute(_RELEASE_MALFORMED, (queue,)).rowcount == 0:
+                break
+            continue  # damaged held rows became visible: bury them
         rows = _settle_orphans(conn, queue, rows, now)
         if not rows:
             continue  # every one was an orphan: look further
-        fit, told = _bury_unfit(conn, queue, rows, max_deliveries, now)
-        dead_channels |= told
+        fit = _bury_unfit(conn, queue, rows, max_deliveries, now, dead_channels, dead_jobs)
         out += _lease_rows(conn, queue, fit, nonce, now + lease)
+        tracked = [(r[1], r[0]) for r in fit if r[3] == ""]
+        if tracked:
+            jobs.started(conn, tracked, worker, now)
         if len(fit) == len(rows):
             break
     next_visible = None if out else conn.execute(_EARLIEST, (queue,)).fetchone()[0]
-    return Claim(out, frozenset(dead_channels), next_visible)
+    return Claim(out, frozenset(dead_channels), frozenset(dead_jobs), next_visible)
 
 
 def _settle_orphans(conn: sqlite3.Connection, queue: str, rows: list[Any], now: float) -> list[Any]:
@@ -163,27 +208,38 @@ def _unfit(row: Any, max_deliveries: int) -> str | None:
 
 
 def _bury_unfit(
-    conn: sqlite3.Connection, queue: str, rows: list[Any], max_deliveries: int, now: float
-) -> tuple[list[Any], set[str]]:
+    conn: sqlite3.Connection,
+    queue: str,
+    rows: list[Any],
+    max_deliveries: int,
+    now: float,
+    told: set[str],
+    died: set[str],
+) -> list[Any]:
     """Move the ``rows`` that must not be delivered to the dead-letter store, each with
-    its reason; return the others and the reply channels told of a death."""
+    its reason, and return the others; add the reply channels told of a death to
+    ``told``, the tracked jobs that died to ``died``."""
     fit: list[Any] = []
     dead: list[tuple[int]] = []
-    told: set[str] = set()
     for row in rows:
         reason = _unfit(row, max_deliveries)
         if reason is None:
             fit.append(row)
             continue
-        seq, message_id, body, reply_to, deliveries, _ = row
+        seq, message_id, body, reply_to, deliveries, _, priority = row
         letter = dead_letter_values(seq, "wf_messages", message_id, body, reply_to, deliveries)
-        _post_dead(conn, queue, letter[:3], reason, letter[3], now)
+        number = priority if type(priority) is int else 0
+        _post_dead(conn, queue, letter[:3], reason, letter[3], now, number)
         dead.append((seq,))
         if letter[2]:
             told.add(letter[2])
+        elif reply_to == "" and jobs.finish(
+            conn, letter[0], seq, RecordStatus.DEAD, now, error=reason
+        ):
+            died.add(letter[0])
     if dead:
         conn.executemany("DELETE FROM wf_messages WHERE seq = ?", dead)
-    return fit, told
+    return fit
 
 
 def _lease_rows(
@@ -192,12 +248,12 @@ def _lease_rows(
     """Lease the well-formed ``rows`` until ``expires``, each delivery counted."""
     out: list[Delivery] = []
     leased: list[tuple[str, float, int]] = []
-    for seq, message_id, body, reply_to, deliveries, _ in rows:
+    for seq, message_id, body, reply_to, deliveries, _, priority in rows:
         token = f"{seq}.{nonce}"
         leased.append((token, expires, seq))
         out.append(
             Delivery(
-                message=Message(id=message_id, body=body, reply_to=reply_to),
+                message=Message(id=message_id, body=body, reply_to=reply_to, priority=priority),
                 queue=queue,
                 deliveries=deliveries + 1,
                 lease_token=token,
@@ -213,27 +269,44 @@ def _lease_rows(
 
 
 def peek(conn: sqlite3.Connection, queue: str, now: float) -> Peek:
-    """Whether ``queue`` has a visible message, and when the next one will be."""
+    """Whether ``queue`` has a visible message (or a held one now due), and when the
+    next held one will be."""
     earliest = conn.execute(_EARLIEST, (queue,)).fetchone()[0]
-    return Peek(earliest is not None and earliest <= now, earliest)
+    if earliest is not None and not isinstance(earliest, int | float):
+        return Peek(True, None)  # only damaged held rows: a claim buries them
+    if earliest is not None and earliest <= now:
+        return Peek(True, earliest)
+    return Peek(conn.execute(_ANY_VISIBLE, (queue,)).fetchone() is not None, earliest)
 
 
 def give_back(conn: sqlite3.Connection, deliveries: Sequence[Delivery]) -> None:
     """Undo a claim whose caller was cancelled: visible at once, delivery not counted."""
+    held = [(seq, d) for d in deliveries if (seq := _lease_seq(d)) is not None]
     conn.executemany(
         "UPDATE wf_messages SET lease_token = NULL, visible_at = 0,"
         " deliveries = max(deliveries - 1, 0) WHERE seq = ? AND lease_token = ?",
-        [(seq, d.lease_token) for d in deliveries if (seq := _lease_seq(d)) is not None],
+        [(seq, d.lease_token) for seq, d in held],
     )
+    tracked = [(d.message.id, seq) for seq, d in held if d.message.reply_to == ""]
+    if tracked:
+        jobs.unstarted(conn, tracked)
 
 
 def complete(conn: sqlite3.Connection, delivery: Delivery, reply: bytes | None, now: float) -> None:
     """Keep the delivery as its completed record and post ``reply`` (if not None) to its
-    reply channel, unless that channel is dead; :class:`LockLost` if the lease is not current."""
+    reply channel, unless that channel is dead; :class:`LockLost` if the lease is not current.
+
+    A tracked job's record becomes ``done`` with ``reply`` as its result — unless the
+    job was aborted while it ran: then its lease just ends, and the result is dropped.
+    """
     reply_to = delivery.message.reply_to
-    _end_lease(conn, delivery, now, done=True)
+    seq = _end_lease(conn, delivery, now, done=True)
+    if seq is None:
+        return  # aborted while it ran: settled already
     conn.execute("UPDATE wf_queues SET done = done + 1 WHERE name = ?", (delivery.queue,))
-    if reply is not None and reply_to and not presence.dead_channels(conn, (reply_to,), now):
+    if not reply_to:
+        jobs.finish(conn, delivery.message.id, seq, RecordStatus.DONE, now, result=reply)
+    elif reply is not None and not presence.dead_channels(conn, (reply_to,), now):
         post_reply(conn, reply_to, delivery.message.id, reply, None)
 
 
@@ -242,17 +315,20 @@ def abandon(
 ) -> None:
     """Give the delivery back, visible ``delay`` s from now; a new ``body`` resets its count."""
     seq = _lease_seq(delivery)
+    # delayed: held until then, like a lease (a job aborted while it ran is done: free)
+    held = "" if delay > 0 else None
+    token = "lease_token = CASE WHEN done_at IS NULL THEN ? END"
     if body is None:
         cur = conn.execute(
-            "UPDATE wf_messages SET lease_token = NULL, visible_at = ?"
+            f"UPDATE wf_messages SET {token}, visible_at = ?"
             " WHERE seq = ? AND lease_token = ? AND visible_at > ?",
-            (now + delay, seq, delivery.lease_token, now),
+            (held, now + delay, seq, delivery.lease_token, now),
         )
     else:
         cur = conn.execute(
-            "UPDATE wf_messages SET lease_token = NULL, visible_at = ?, body = ?,"
+            f"UPDATE wf_messages SET {token}, visible_at = ?, body = ?,"
             " deliveries = 0 WHERE seq = ? AND lease_token = ? AND visible_at > ?",
-            (now + delay, bytes(body), seq, delivery.lease_token, now),
+            (held, now + delay, bytes(body), seq, delivery.lease_token, now),
         )
     if cur.rowcount != 1:
         raise _lock_lost(conn, delivery, seq, now)
@@ -272,9 +348,12 @@ def extend(conn: sqlite3.Connection, delivery: Delivery, lease: float, now: floa
 
 
 def dead_letter(conn: sqlite3.Connection, delivery: Delivery, reason: str, now: float) -> None:
-    """Move the delivery to the dead-letter store and post a dead reply."""
+    """Move the delivery to the dead-letter store and post a dead reply; a tracked job's
+    record becomes ``dead`` (one aborted while it ran stays aborted, with no dead letter)."""
     message = delivery.message
-    _end_lease(conn, delivery, now, done=False)
+    seq = _end_lease(conn, delivery, now, done=False)
+    if seq is None:
+        return  # aborted while it ran: settled already
     _post_dead(
         conn,
         delivery.queue,
@@ -282,7 +361,10 @@ def dead_letter(conn: sqlite3.Connection, delivery: Delivery, reason: str, now: 
         reason,
         delivery.deliveries,
         now,
+        message.priority,
     )
+    if not message.reply_to:
+        jobs.finish(conn, message.id, seq, RecordStatus.DEAD, now, error=reason)
 
 
 def _lease_seq(delivery: Delivery) -> int | None:
@@ -305,33 +387,51 @@ def _lock_lost(
     ).fetchone()
     if row is None:
         detail = "the message is no longer queued (dead-lettered or deleted)"
+    elif row[2] is not None and row[0] == delivery.lease_token:
+        detail = f"the job was aborted by id, and the lease expired {now - row[1]:.3f} s ago"
     elif row[2] is not None:
         detail = "the message was already completed"
+    elif row[0] is None and isinstance(row[1], int | float) and row[1] <= now:
+        detail = f"the lease expired {now - row[1]:.3f} s ago (the message is visible again)"
     elif row[0] != delivery.lease_token:
-        detail = "the message was leased again by another consumer"
+        detail = "the message was leased again by another consumer (or given back)"
     else:
         detail = f"the lease expired {now - row[1]:.3f} s ago"
     return LockLost(message_id, queue, detail)
 
 
-def _end_lease(conn: sqlite3.Connection, delivery: Delivery, now: float, *, done: bool) -> None:
-    """Mark the leased message completed (``done``) or delete it; LockLost unless the
-    lease is current."""
+def _end_lease(
+    conn: sqlite3.Connection, delivery: Delivery, now: float, *, done: bool
+) -> int | None:
+    """Mark the leased message completed (``done``) or delete it and return its seq;
+    LockLost unless the lease is current.
+
+    A message whose job was aborted by id while it ran is done already (see
+    :func:`.jobs.abort`): its lease just ends, and None says there is nothing more to do.
+    """
     seq = _lease_seq(delivery)
     if seq is not None:
         if done:
             cur = conn.execute(
                 "UPDATE wf_messages SET done_at = ?1, lease_token = NULL, body = x''"
-                " WHERE seq = ?2 AND lease_token = ?3 AND visible_at > ?1",
+                " WHERE seq = ?2 AND lease_token = ?3 AND visible_at > ?1 AND done_at IS NULL",
                 (now, seq, delivery.lease_token),
             )
         else:
             cur = conn.execute(
-                "DELETE FROM wf_messages WHERE seq = ?1 AND lease_token = ?2 AND visible_at > ?3",
+                "DELETE FROM wf_messages WHERE seq = ?1 AND lease_token = ?2 AND visible_at > ?3"
+                " AND done_at IS NULL",
                 (seq, delivery.lease_token, now),
             )
         if cur.rowcount == 1:
-            return
+            return seq
+        aborted = conn.execute(
+            "UPDATE wf_messages SET lease_token = NULL, body = x''"
+            " WHERE seq = ?1 AND lease_token = ?2 AND visible_at > ?3 AND done_at IS NOT NULL",
+            (seq, delivery.lease_token, now),
+        )
+        if aborted.rowcount == 1:
+            return None
     raise _lock_lost(conn, delivery, seq, now)
 
 
@@ -342,13 +442,14 @@ def _post_dead(
     reason: str,
     deliveries: int,
     now: float,
+    priority: int,
 ) -> None:
     """Store a dead letter and tell its reply channel (if any) with a dead reply."""
     message_id, body, reply_to = seq_row
     conn.execute(
-        "INSERT INTO wf_dead (queue, id, body, reply_to, reason, deliveries, died_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (queue, message_id, body, reply_to, reason, deliveries, now),
+        "INSERT INTO wf_dead (queue, id, body, reply_to, reason, deliveries, died_at, priority)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (queue, message_id, body, reply_to, reason, deliveries, now, priority),
     )
     if reply_to:
         post_reply(conn, reply_to, message_id, None, reason)

@@ -114,7 +114,13 @@ def _seconds(value: object) -> float:
 
 
 def message_problems(
-    seq: int, message_id: object, body: object, reply_to: object, deliveries: object, when: object
+    seq: int,
+    message_id: object,
+    body: object,
+    reply_to: object,
+    deliveries: object,
+    when: object,
+    priority: object = 0,
 ) -> str | None:
     """The reason a ``wf_messages`` row cannot be delivered, or None if it is well formed."""
     if (
@@ -124,6 +130,7 @@ def message_problems(
         and type(deliveries) is int
         and deliveries >= 0
         and _is_time(when)
+        and type(priority) is int
     ):
         return None
     problems = []
@@ -137,6 +144,8 @@ def message_problems(
         problems.append(f"deliveries holds {described(deliveries)}, expected a whole number >= 0")
     if not _is_time(when):
         problems.append(f"visible_at holds {described(when)}, expected a time in seconds")
+    if type(priority) is not int:
+        problems.append(f"priority holds {described(priority)}, expected a whole number")
     return f"malformed message row (wf_messages seq {seq}): {'; '.join(problems)}"
 
 
@@ -204,6 +213,7 @@ def dead_letter_from_row(
     reason: object,
     deliveries: object,
     died_at: object,
+    priority: object = 0,
 ) -> DeadLetter:
     """The :class:`DeadLetter` a ``wf_dead`` row holds, readable whatever it holds
     (``wireframe jobs dead`` must list a damaged row, not crash on it)."""
@@ -215,8 +225,9 @@ def dead_letter_from_row(
         and type(reason) is str
         and type(deliveries) is int
         and _is_time(died_at)
+        and type(priority) is int
     ):
-        message = Message(id=message_id, body=body, reply_to=reply_to)
+        message = Message(id=message_id, body=body, reply_to=reply_to, priority=priority)
         return DeadLetter(message, queue, reason, deliveries, _seconds(died_at))
     mid, data, channel, count = dead_letter_values(
         seq, "wf_dead", message_id, body, reply_to, deliveries
@@ -231,12 +242,14 @@ def dead_letter_from_row(
             ("reason", reason, type(reason) is str),
             ("deliveries", deliveries, type(deliveries) is int),
             ("died_at", died_at, _is_time(died_at)),
+            ("priority", priority, type(priority) is int),
         )
         if not ok
     ]
     text = readable_text(reason) or "(no readable reason)"
+    number = priority if type(priority) is int else 0
     return DeadLetter(
-        message=Message(id=mid, body=data, reply_to=channel),
+        message=Message(id=mid, body=data, reply_to=channel, priority=number),
         queue=readable_text(queue) or f"<unreadable queue of wf_dead seq {seq}>",
         reason=f"{text} [malformed dead-letter row (wf_dead seq {seq}): {'; '.join(problems)}]",
         deliveries=count,

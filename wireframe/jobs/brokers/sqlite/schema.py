@@ -1,22 +1,29 @@
 """The SQLite broker's tables: what each holds, the migrations, opening a file.
 
-*Storage.* A message is a row of ``wf_messages``, ordered by ``seq`` within its
-queue; ``visible_at`` (wall-clock seconds) is when it may be handed out — its
-publish or abandon delay, or the end of its lease. A completed message stays
-as its completed record (``done_at`` set, body dropped) until purge:
-completing is one row update plus the reply, not a move between tables.
-Replies live in a ``WITHOUT ROWID`` table keyed by (channel, seq); dead
-letters in ``wf_dead``; broadcasts in ``wf_broadcasts`` with an ever-growing
-id; run channels and worker heartbeats in ``wf_channels`` and ``wf_workers``
-(see :mod:`.presence`).
+*Storage.* A message is a row of ``wf_messages``. An unfinished one is either
+*visible* (``lease_token`` NULL), taken in order of ``priority`` (highest
+first), then ``seq`` (oldest first); or *held* until ``visible_at``
+(wall-clock seconds) — by a lease (``lease_token`` the lease's token) or by a
+publish or abandon delay (``lease_token`` ``''``). Each state has its own
+partial index, so a claim walks visible rows only and finds the held ones
+whose time has come with one range look-up, however many are delayed (a
+claim makes those visible again first: see :mod:`.queues`). A completed
+message stays as its completed record (``done_at`` set, body dropped) until
+purge: completing is one row update plus the reply, not a move between
+tables. Replies live in a ``WITHOUT ROWID`` table keyed by (channel, seq);
+dead letters in ``wf_dead``; broadcasts in ``wf_broadcasts`` with an
+ever-growing id; run channels and worker heartbeats in ``wf_channels`` and
+``wf_workers`` (see :mod:`.presence`); the records of jobs submitted on
+their own in ``wf_jobs`` (see :mod:`.jobs`).
 
 *Schema.* ``wf_schema`` holds the schema version; :data:`MIGRATIONS` moves a
-database forward one version at a time inside one transaction. A file written
-by a newer wireframe is refused with a :class:`BrokerError` naming both
-versions before anything is written to it. Every connection is opened here
-(:meth:`DatabaseFile.connect`): the writer's also checks and migrates the file,
-switching it to WAL mode so that processes share it; the reader's is
-``query_only``.
+database forward one version at a time inside one transaction, keeping every
+message. A file written by a newer wireframe is refused with a
+:class:`BrokerError` naming both versions before anything is written to it.
+Every connection is opened here (:meth:`DatabaseFile.connect`): the writer's
+also checks and migrates the file, switching it to WAL mode so that processes
+share it; the reader's is ``query_only``. Processes of an older wireframe
+must be stopped before a newer one migrates the file they use.
 """
 
 from __future__ import annotations
@@ -29,13 +36,13 @@ from typing import Final
 import attrs
 
 from wireframe.jobs.broker import BrokerError, BrokerUnavailable, BrokerURL
-from wireframe.jobs.brokers.sqlite import presence
+from wireframe.jobs.brokers.sqlite import jobs, presence
 from wireframe.jobs.brokers.sqlite.threads import is_busy
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "DatabaseFile"]
 
 #: The schema version this code writes and understands.
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 #: ``MIGRATIONS[v]`` takes a database from version ``v - 1`` to ``v``.
 MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
@@ -96,6 +103,20 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         "CREATE INDEX wf_broadcasts_by_topic ON wf_broadcasts (topic, id)",
     ),
     2: presence.MIGRATION,  # run channels and workers
+    3: (
+        # priorities; and a claim that never walks delayed or leased rows
+        "ALTER TABLE wf_messages ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE wf_dead ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
+        # every unleased message is held until its visible_at: the first claim makes
+        # the ones already due visible again, in their order (no clock needed here)
+        "UPDATE wf_messages SET lease_token = '' WHERE done_at IS NULL AND lease_token IS NULL",
+        "DROP INDEX wf_messages_pending",
+        "CREATE INDEX wf_messages_visible ON wf_messages (queue, priority DESC, seq)"
+        " WHERE done_at IS NULL AND lease_token IS NULL",
+        "CREATE INDEX wf_messages_held ON wf_messages (queue, visible_at)"
+        " WHERE done_at IS NULL AND lease_token IS NOT NULL",
+        *jobs.MIGRATION,  # jobs submitted on their own, by id
+    ),
 }
 
 

@@ -1,8 +1,8 @@
 """How the SQLite broker's waiters are woken, since SQLite cannot notify.
 
-A waiter (``consume``, ``receive_replies``, a subscription) enters a
-:class:`Signal` for its key before it looks for work and sleeps on it after,
-and is woken three ways:
+A waiter (``consume``, ``receive_replies``, ``wait_job``, a subscription)
+enters a :class:`Signal` for its key before it looks for work and sleeps on it
+after, and is woken three ways:
 
 * at once by a write of any broker on the same file *in this process* that
   concerns it: every open broker's :class:`Wakeups` is registered among its
@@ -11,7 +11,10 @@ and is woken three ways:
 * by the *watcher* (:func:`watch`), which polls ``PRAGMA data_version`` on the
   writer's connection — it changes whenever another connection, in any
   process, commits — only while someone waits, fast right after a change and
-  backing off to the ``poll`` option while idle;
+  backing off to the ``poll`` option while idle. Waiters for jobs by id are
+  not all woken by a change: the watcher asks the broker which of the waited
+  jobs finished, in one read, and wakes those (many handles awaited at once
+  would otherwise each read after every commit of a worker elsewhere);
 * by a timer at the earliest moment a leased or delayed message becomes
   visible (the broker passes that deadline to :meth:`Wakeups.wait`).
 
@@ -101,7 +104,7 @@ class Signal:
 
 
 class Wakeups:
-    """Trio events keyed by ("q", queue), ("c", channel) or ("b", topic)."""
+    """Trio events keyed by ("q", queue), ("c", channel), ("b", topic) or ("j", job id)."""
 
     def __init__(self) -> None:
         self._signals: dict[tuple[str, str], Signal] = {}
@@ -124,12 +127,21 @@ class Wakeups:
             found.local = True
             found.event.set()
 
-    def notify_all(self) -> None:
-        """Something changed, maybe in another process: every waiter looks again."""
-        signals = list(self._signals.values())
-        self._signals.clear()
+    def notify_all(self, *, but: str | None = None) -> None:
+        """Something changed, maybe in another process: every waiter looks again
+        (but those whose key is of the kind ``but``)."""
+        if but is None:
+            signals = list(self._signals.values())
+            self._signals.clear()
+        else:
+            keys = [key for key in self._signals if key[0] != but]
+            signals = [self._signals.pop(key) for key in keys]
         for found in signals:
             found.event.set()
+
+    def waited(self, kind: str) -> list[str]:
+        """The names of the keys of ``kind`` someone waits on now."""
+        return [name for k, name in self._signals if k == kind]
 
     async def wait(self, signal: Signal, timeout: float) -> None:
         """Sleep until ``signal`` fires or ``timeout`` seconds pass (``math.inf``: no
@@ -173,10 +185,16 @@ def data_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
 
-async def watch(wake: Wakeups, poll: Callable[[], Awaitable[int | None]], limit: float) -> None:
+async def watch(
+    wake: Wakeups,
+    poll: Callable[[], Awaitable[int | None]],
+    limit: float,
+    jobs_finished: Callable[[list[str]], Awaitable[list[str]]],
+) -> None:
     """Call ``poll`` (the data version, or None when it could not be read) while anyone
-    waits on ``wake``, pausing at most ``limit`` seconds between two calls; wake every
-    waiter when it changes. Runs until cancelled.
+    waits on ``wake``, pausing at most ``limit`` seconds between two calls; when it
+    changes, wake every waiter but those of jobs, and of these the ones that
+    ``jobs_finished`` (given the waited ids) names. Runs until cancelled.
 
     Polled on the *writer's* connection, whose data_version changes only when
     another connection commits: this process's own writes (which wake their
@@ -190,8 +208,15 @@ async def watch(wake: Wakeups, poll: Callable[[], Awaitable[int | None]], limit:
             await wake.waiters_arrived.wait()
             backoff.reset()
         current = await poll()
-        if current != last or current is None:
+        if current is None:
+            wake.notify_all()  # closing, or a passing lock: everyone looks again
+            backoff.reset()
+        elif current != last:
             last = current
-            wake.notify_all()
+            wake.notify_all(but="j")
+            waited = wake.waited("j")
+            if waited:
+                for job_id in await jobs_finished(waited):
+                    wake.notify(("j", job_id))
             backoff.reset()
         await trio.sleep(backoff.next())
