@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import attrs
@@ -11,6 +12,7 @@ import trio
 from typer.testing import CliRunner
 
 from wireframe import jobs
+from wireframe.jobs.broker import ScheduleInfo
 from wireframe.cli import app
 
 runner = CliRunner()
@@ -89,3 +91,22 @@ def test_abort_then_show_and_an_unknown_id(tmp_path: Path) -> None:
         assert missing.exit_code == 1
         assert "job 'nope' is unknown to broker" in missing.stderr
         assert "Traceback" not in missing.output
+
+
+def test_schedules_lists_what_schedulers_announce(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/jobs.db"
+
+    async def announce() -> None:
+        async with jobs.open_broker(url) as broker:
+            info = ScheduleInfo("nightly", "cron 0 3 * * * UTC", "cli-shout", "default",
+                                time.time() + 3600, None, "svc-1")  # fmt: skip
+            await broker.announce_schedule(info, 60.0)
+
+    trio.run(announce)
+    listed = runner.invoke(app, ["jobs", "schedules", "--broker", url, "--json"])
+    assert listed.exit_code == 0, listed.output
+    (one,) = json.loads(listed.stdout)
+    assert one["name"] == "nightly" and one["schedule"] == "cron 0 3 * * * UTC"
+    assert datetime.fromisoformat(one["next_at"]) > datetime.now(UTC)
+    table = runner.invoke(app, ["jobs", "schedules", "--broker", url], env={"COLUMNS": "200"})
+    assert "nightly" in table.stdout and "(in " in table.stdout

@@ -25,11 +25,16 @@ import pytest
 import trio
 
 from wireframe import jobs
-from wireframe.jobs.broker import BrokerError, Delivery, Message, open_broker
+from wireframe.jobs.broker import (
+    Delivery,
+    JobRecord,
+    Message,
+    RecordStatus,
+    open_broker,
+)
 from wireframe.jobs.brokers import sqlite as sqlite_broker
 from wireframe.jobs.brokers.sqlite import jobs as sqlite_jobs
 from wireframe.jobs.brokers.sqlite import queues as sqlite_queues
-from wireframe.jobs.jobstore import JobRecord, RecordStatus
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -328,13 +333,13 @@ def _count(db_path: Path, sql: str) -> int:
         conn.close()
 
 
-async def test_ids_are_unique_and_a_tracked_job_has_no_reply_channel(
+async def test_a_known_id_makes_no_new_job_and_a_tracked_job_has_no_reply_channel(
     make_url: Callable[..., str],
 ) -> None:
     async with open_broker(make_url()) as broker:
         await broker.submit("q", _job("once"))
-        with pytest.raises(BrokerError, match="'once' already exists"):
-            await broker.submit("other", _job("once"))
+        known, new = await broker.submit("other", _job("once"))
+        assert not new and known.queue == "q", "a second job was made of a known id"
         with pytest.raises(ValueError, match="reply_to must be ''"):
             await broker.submit("q", Message("replying", b"", reply_to="ch"))
         with pytest.raises(ValueError, match="delay=-1"):

@@ -45,9 +45,11 @@ from wireframe.jobs.broker import (
     BrokerURL,
     DeadLetter,
     Delivery,
+    JobRecord,
     Message,
     QueueStats,
     Reply,
+    ScheduleInfo,
     WorkerInfo,
     count_workers,
 )
@@ -63,7 +65,6 @@ from wireframe.jobs.brokers.sqlite.wakeups import (
     leave_neighbours,
     watch,
 )
-from wireframe.jobs.jobstore import JobRecord
 
 __all__ = ["Clock", "SqliteBroker"]
 
@@ -380,6 +381,16 @@ class SqliteBroker:
         """The live workers (of ``queue``, or all), sorted by queue and id."""
         clock = self._clock
         return await self._read(lambda conn: presence.live_workers(conn, queue, clock()))
+
+    async def announce_schedule(self, schedule: ScheduleInfo, ttl: float) -> None:
+        """Record ``schedule`` (by name) for ``ttl`` seconds."""
+        clock = self._clock
+        await self._write(lambda conn: presence.announce_schedule(conn, schedule, ttl, clock()))
+
+    async def schedules(self) -> list[ScheduleInfo]:
+        """The schedules announced within their ``ttl``, by name."""
+        clock = self._clock
+        return await self._read(lambda conn: presence.live_schedules(conn, clock()))
 
     # -- jobs by id (the job store role: wireframe.jobs.jobstore) ----------------------
 

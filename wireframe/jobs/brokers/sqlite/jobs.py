@@ -31,9 +31,8 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any, Final
 
-from wireframe.jobs.broker import BrokerError, Message
+from wireframe.jobs.broker import JobRecord, Message, RecordStatus
 from wireframe.jobs.brokers.sqlite.rows import described, fetch_all
-from wireframe.jobs.jobstore import JobRecord, RecordStatus
 
 __all__ = [
     "MIGRATION",
@@ -193,15 +192,18 @@ def submit(
     ttl: float,
     sweep: bool,
 ) -> tuple[JobRecord, bool]:
-    """Publish ``message`` as a tracked job, or return the live job holding ``key``.
+    """Publish ``message`` as a tracked job, or return the job the broker knows by its id
+    (live, or finished and not expired) or the live job holding ``key``.
 
     Returns the record and whether it is new. ``sweep``: delete expired records too.
     """
+    known = _known(conn, message.id, now)
+    if known is not None:
+        return known, False
     if key is not None:
         held = _live_with_key(conn, key, now)
         if held is not None:
             return held, False
-    _free_id(conn, message.id, now)
     conn.execute("INSERT OR IGNORE INTO wf_queues (name, created_at) VALUES (?, ?)", (queue, now))
     visible_at = now + delay
     cur = conn.execute(
@@ -241,17 +243,12 @@ def _live_with_key(conn: sqlite3.Connection, key: str, now: float) -> JobRecord 
     return None
 
 
-def _free_id(conn: sqlite3.Connection, job_id: str, now: float) -> None:
-    """Delete an expired record of ``job_id``; BrokerError if a current one exists."""
-    row = conn.execute("SELECT expires_at FROM wf_jobs WHERE id = ?", (job_id,)).fetchone()
-    if row is None:
-        return
-    expires = _number(row[0])
-    if expires is None or expires > now:
-        raise BrokerError(
-            f"a job with id {job_id!r} already exists in this broker (job ids must be unique)"
-        )
-    conn.execute("DELETE FROM wf_jobs WHERE id = ?", (job_id,))
+def _known(conn: sqlite3.Connection, job_id: str, now: float) -> JobRecord | None:
+    """The record of ``job_id`` if the broker knows it; an expired one is deleted."""
+    record = read(conn, job_id, now)
+    if record is None:
+        conn.execute("DELETE FROM wf_jobs WHERE id = ?", (job_id,))  # expired, if any
+    return record
 
 
 def started(

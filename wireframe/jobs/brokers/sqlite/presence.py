@@ -13,15 +13,18 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Final
 
-from wireframe.jobs.broker import DEAD_CHANNEL_RETENTION, ChannelLost, WorkerInfo
+from wireframe.jobs.broker import DEAD_CHANNEL_RETENTION, ChannelLost, ScheduleInfo, WorkerInfo
 
 __all__ = [
     "MIGRATION",
+    "SCHEDULES",
+    "announce_schedule",
     "close_channel",
     "dead_channels",
     "forget_channel",
     "heartbeat",
     "keep_channel",
+    "live_schedules",
     "live_workers",
     "open_channel",
     "purge_dead_channels",
@@ -134,6 +137,45 @@ def heartbeat(conn: sqlite3.Connection, worker: WorkerInfo, ttl: float, now: flo
                 now + ttl,
             ),
         )
+
+
+#: The tables of schedules schedulers announce (schema version 3).
+SCHEDULES: Final = (
+    """CREATE TABLE wf_schedules (
+        name TEXT PRIMARY KEY,
+        schedule TEXT NOT NULL,
+        operation TEXT NOT NULL,
+        queue TEXT NOT NULL,
+        next_at REAL NOT NULL,
+        last_at REAL,
+        scheduler TEXT NOT NULL,
+        seen_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    ) WITHOUT ROWID""",
+)
+
+
+def announce_schedule(
+    conn: sqlite3.Connection, schedule: ScheduleInfo, ttl: float, now: float
+) -> None:
+    """Record ``schedule`` (by name) until ``now + ttl``; drop expired ones."""
+    conn.execute("DELETE FROM wf_schedules WHERE expires_at <= ?", (now,))
+    conn.execute(
+        "INSERT OR REPLACE INTO wf_schedules (name, schedule, operation, queue, next_at,"
+        " last_at, scheduler, seen_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (schedule.name, schedule.schedule, schedule.operation, schedule.queue,
+         schedule.next_at, schedule.last_at, schedule.scheduler, now, now + ttl),
+    )  # fmt: skip
+
+
+def live_schedules(conn: sqlite3.Connection, now: float) -> list[ScheduleInfo]:
+    """The schedules announced within their ttl, by name."""
+    rows = conn.execute(
+        "SELECT name, schedule, operation, queue, next_at, last_at, scheduler, seen_at"
+        " FROM wf_schedules WHERE expires_at > ? ORDER BY name",
+        (now,),
+    ).fetchall()
+    return [ScheduleInfo(*row) for row in rows]
 
 
 def live_workers(conn: sqlite3.Connection, queue: str | None, now: float) -> list[WorkerInfo]:

@@ -32,11 +32,10 @@ from typing import Any, Final
 
 import attrs
 
-from wireframe.jobs.broker import Delivery, LockLost, Message
+from wireframe.jobs.broker import Delivery, LockLost, Message, RecordStatus
 from wireframe.jobs.brokers.sqlite import jobs, presence
 from wireframe.jobs.brokers.sqlite.channels import post_reply
 from wireframe.jobs.brokers.sqlite.rows import dead_letter_values, fetch_all, message_problems
-from wireframe.jobs.jobstore import RecordStatus
 
 __all__ = [
     "Claim",

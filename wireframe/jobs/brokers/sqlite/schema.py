@@ -116,6 +116,7 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         "CREATE INDEX wf_messages_held ON wf_messages (queue, visible_at)"
         " WHERE done_at IS NULL AND lease_token IS NOT NULL",
         *jobs.MIGRATION,  # jobs submitted on their own, by id
+        *presence.SCHEDULES,  # schedules announced by schedulers
     ),
 }
 
