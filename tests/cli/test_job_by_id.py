@@ -12,8 +12,8 @@ import trio
 from typer.testing import CliRunner
 
 from wireframe import jobs
-from wireframe.jobs.broker import ScheduleInfo
 from wireframe.cli import app
+from wireframe.jobs.broker import ScheduleInfo
 
 runner = CliRunner()
 
