@@ -1,7 +1,9 @@
 """The ends of a lease: complete, abandon, extend and dead-letter, each one lease-checked script.
 
-A delivery's lease token says which stream entry it is, with which delivery count
-and by which consumer (see :mod:`.scripts.leases`). Each call here runs one script
+A delivery's lease token says which stream entry it is (in the stream of which
+priority level), with which delivery count, by which consumer, and whether its job
+is tracked (:func:`lease_token`; see :mod:`.scripts.leases`). A tracked job's record
+moves in the same script as its message. Each call here runs one script
 that checks the lease and changes state in the same atomic step, so "the lease is
 still mine" and "acknowledge, delete, post the reply" cannot be split by another
 consumer taking the message over; a lease that no longer holds raises
@@ -15,6 +17,7 @@ in the next call, so a busy worker pays one round trip per batch, not per job.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import msgpack
 
@@ -25,19 +28,43 @@ from wireframe.jobs.brokers.redis.keys import GROUP, Keys
 from wireframe.jobs.brokers.redis.scripts import leases as scripts
 from wireframe.jobs.brokers.redis.values import ms, text
 
-__all__ = ["Leases"]
+__all__ = ["Lease", "Leases", "lease_token"]
 
 
-def _token(delivery: Delivery) -> tuple[str, str, str]:
-    """The stream entry id, PEL delivery count and consumer of a delivery's lease."""
+def lease_token(sid: str, count: int, consumer: str, level: int, tracked: bool) -> str:
+    """The lease token of a delivery: ``sid|count|consumer``, then ``|level`` when its
+    priority is not 0 or it is tracked, then ``|t`` when it is tracked."""
+    token = f"{sid}|{count}|{consumer}"
+    if level or tracked:
+        token += f"|{level}|t" if tracked else f"|{level}"
+    return token
+
+
+class Lease(NamedTuple):
+    """What a lease token says: the stream entry, its PEL delivery count, the consumer
+    holding it, the priority level (which stream) and whether the job is tracked."""
+
+    sid: str
+    deliveries: str
+    consumer: str
+    level: int
+    tracked: bool
+
+
+def _token(delivery: Delivery) -> Lease:
+    """What the lease token of a delivery says (see :func:`lease_token`)."""
+    parts = delivery.lease_token.split("|")
     try:
-        sid, count, consumer = delivery.lease_token.split("|", 2)
+        if len(parts) == 3:
+            return Lease(parts[0], parts[1], parts[2], 0, False)
+        if len(parts) in (4, 5) and parts[4:] in ([], ["t"]):
+            return Lease(parts[0], parts[1], parts[2], int(parts[3]), len(parts) == 5)
     except ValueError:
-        raise BrokerError(
-            f"redis broker: lease token {delivery.lease_token!r} of message "
-            f"{delivery.message.id!r} was not made by a redis broker"
-        ) from None
-    return sid, count, consumer
+        pass
+    raise BrokerError(
+        f"redis broker: lease token {delivery.lease_token!r} of message "
+        f"{delivery.message.id!r} was not made by a redis broker"
+    )
 
 
 def _check(delivery: Delivery, outcome: object) -> None:
@@ -66,7 +93,7 @@ class Leases:
 
     async def complete(self, delivery: Delivery, reply: bytes | None) -> None:
         """Acknowledge, delete and post the reply in one lease-checked, group-committed call."""
-        sid, count, consumer = _token(delivery)
+        lease = _token(delivery)
         channel = delivery.message.reply_to
         if reply is None or not channel:
             reply_key, payload = "", b""
@@ -74,20 +101,28 @@ class Leases:
             reply_key = self._keys.channel(channel)
             payload = msgpack.packb([delivery.message.id, 0, reply], use_bin_type=True)
         item: list[Arg] = [
-            self._keys.queue(delivery.queue, "ready"),
+            self._keys.ready(delivery.queue, lease.level),
             self._keys.queue(delivery.queue, "done"),
-            sid,
-            count,
-            consumer,
+            lease.sid,
+            lease.deliveries,
+            lease.consumer,
             reply_key,
             payload,
             channel,
         ]
+        if lease.tracked:
+            item += (
+                [delivery.message.id, "0", b""]
+                if reply is None
+                else [delivery.message.id, "1", reply]
+            )
+        else:
+            item += ["", "0", b""]
         _check(delivery, await self._completions.submit(item))
 
     async def _complete_many(self, items: list[list[Arg]]) -> list[object]:
         """One COMPLETE call for a batch of completions: one outcome each."""
-        args: list[Arg] = [GROUP, self._lease_ms, self._keys.channels]
+        args: list[Arg] = [GROUP, self._lease_ms, self._keys.channels, self._keys.prefix]
         for item in items:
             args += item
         outcomes = await self._conn.run("complete", self._complete, [], args, resend=True)
@@ -97,22 +132,30 @@ class Leases:
         self, delivery: Delivery, *, delay: float = 0.0, body: bytes | None = None
     ) -> None:
         """Give the message back (as a new entry, or into the delayed set), lease-checked."""
-        sid, count, consumer = _token(delivery)
+        lease = _token(delivery)
         keys = [
-            self._keys.queue(delivery.queue, "ready"),
+            self._keys.ready(delivery.queue, lease.level),
             self._keys.queue(delivery.queue, "delayed"),
         ]
         delay_ms = max(0, round(delay * 1000)) if delay > 0 else 0
-        args: list[Arg] = [GROUP, sid, count, consumer, self._lease_ms, delay_ms]
+        args: list[Arg] = [
+            GROUP,
+            lease.sid,
+            lease.deliveries,
+            lease.consumer,
+            self._lease_ms,
+            delay_ms,
+        ]
         args += ["0", b""] if body is None else ["1", body]
+        args.append(self._keys.prefix)
         outcome = await self._conn.run("abandon", self._abandon, keys, args, resend=True)
         _check(delivery, outcome)
 
     async def extend(self, delivery: Delivery) -> Delivery:
         """Reset the PEL entry's idle time (XCLAIM to ourselves), lease-checked."""
-        sid, count, consumer = _token(delivery)
-        keys = [self._keys.queue(delivery.queue, "ready")]
-        args: list[Arg] = [GROUP, sid, count, consumer, self._lease_ms]
+        lease = _token(delivery)
+        keys = [self._keys.ready(delivery.queue, lease.level)]
+        args: list[Arg] = [GROUP, lease.sid, lease.deliveries, lease.consumer, self._lease_ms]
         outcome = await self._conn.run("extend", self._extend, keys, args, resend=True)
         _check(delivery, outcome)
         return Delivery(
@@ -129,12 +172,14 @@ class Leases:
         ``refused``: this delivery is refused (it was over ``max_deliveries`` when it
         was read), so it does not count as one made.
         """
-        sid, count, consumer = _token(delivery)
+        lease = _token(delivery)
         keys = [
-            self._keys.queue(delivery.queue, "ready"),
+            self._keys.ready(delivery.queue, lease.level),
             self._keys.queue(delivery.queue, "dead"),
         ]
-        args: list[Arg] = [GROUP, sid, count, consumer, self._lease_ms, self._keys.prefix, reason]
+        args: list[Arg] = [
+            GROUP, lease.sid, lease.deliveries, lease.consumer, self._lease_ms, self._keys.prefix, reason,
+        ]  # fmt: skip
         args.append("1" if refused else "0")
         outcome = await self._conn.run("dead_letter", self._dead, keys, args, resend=True)
         _check(delivery, outcome)
