@@ -126,6 +126,9 @@ class Queues:
         self._claim_cursors: dict[str, dict[int, str]] = {}
         #: Per queue: the priority levels in use as the last pass saw them, highest first.
         self._levels: dict[str, list[int]] = {}
+        #: Queues where this broker handed back what a read took beyond its limit: their
+        #: passes take over expired leases until one finds fewer than it may take.
+        self._owed: set[str] = set()
         #: Per queue: until when (trio clock) a consume may skip the housekeeping pass
         #: (nothing delayed or expired is due) and read new entries directly.
         self.quiet_until: dict[str, float] = {}
@@ -159,8 +162,15 @@ class Queues:
         ]
         delay_ms = max(0, round(delay * 1000)) if delay > 0 else 0
         args: list[Arg] = [GROUP, queue, delay_ms, int(self._conn.reconnect) + 60]
-        for m in messages:
-            args += [m.id, m.body, m.reply_to, check_priority(m)]
+        priorities = [check_priority(m) for m in messages]
+        if any(priorities):
+            # Highest first (stable: FIFO among equals): a consumer blocked on every
+            # level's stream is served by the stream written first.
+            order = sorted(range(len(messages)), key=lambda k: -priorities[k])
+            messages = [messages[k] for k in order]
+            priorities = [priorities[k] for k in order]
+        for m, priority in zip(messages, priorities, strict=True):
+            args += [m.id, m.body, m.reply_to, priority]
         try:
             await self._conn.run("publish", self._publish, keys, args, resend=True)
         except BaseException:
@@ -181,7 +191,10 @@ class Queues:
         self._consumed.add(queue)
         while True:
             now = trio.current_time()
-            claim = now - self._last_claim.get(queue, -1e9) >= self._claim_interval
+            claim = (
+                now - self._last_claim.get(queue, -1e9) >= self._claim_interval
+                or queue in self._owed
+            )
             quiet = self.quiet_until.get(queue, 0.0)
             if claim or now >= quiet:
                 deliveries = await self._housekeep(queue, keys, limit, now, claim=claim)
@@ -217,6 +230,8 @@ class Queues:
         if claim:
             self._last_claim[queue] = now
             self._claim_cursors[queue] = cursors
+            if len(flat) < 8 * limit:
+                self._owed.discard(queue)
         if flat:
             self.quiet_until.pop(queue, None)
             return self._deliveries(queue, flat)
@@ -272,7 +287,7 @@ class Queues:
         for stream, ids in by_stream.items():
             args: list[Arg] = [GROUP, RELEASED, "0", *ids]
             await self._conn.run("consume", self._hand_back_script, [stream], args, resend=True)
-        self._last_claim[queue] = -1e9
+        self._owed.add(queue)
         self.quiet_until.pop(queue, None)
 
     async def _hand_back(self, read: Any) -> None:
