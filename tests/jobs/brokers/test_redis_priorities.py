@@ -169,3 +169,15 @@ async def test_a_priority_beyond_32_bits_is_refused_before_anything_is_published
             with pytest.raises(ValueError, match="priority"):
                 await broker.submit("q", msg("big", bad))
         assert await broker.stats() == []
+
+
+async def test_a_level_stream_key_holding_garbage_wedges_no_other_level(
+    redis_url: UrlFactory,
+) -> None:
+    async with redis_broker.open(redis_url()) as broker, raw(broker) as client:
+        await broker.publish("q", [msg("a4", 4)])
+        assert await take(broker, "q", 1) == ["a4"]
+        await client.delete([broker._keys.ready("q", 4)])
+        await client.set(broker._keys.ready("q", 4), "not a stream")
+        await broker.publish("q", [msg("b7", 7), msg("c0")])
+        assert await take(broker, "q", 10) == ["b7", "c0"]

@@ -196,7 +196,7 @@ for _, level in ipairs(levels) do
       local ok, r = pcall(redis.call, 'XAUTOCLAIM', stream, group, consumer, lease_ms, cursor,
                           'COUNT', limit - got)
       if not ok then  -- a level's stream or group lost with Redis' data: made anew
-        ensure_queue(KEYS[1], stream, group, ARGV[2])
+        pcall(ensure_queue, KEYS[1], stream, group, ARGV[2])  -- (not if the key is garbage)
         cursor = '0-0'
         break
       end
@@ -216,7 +216,7 @@ for _, level in ipairs(levels) do
     local ok, r = pcall(redis.call, 'XREADGROUP', 'GROUP', group, consumer,
                         'COUNT', limit - got, 'STREAMS', stream, '>')
     if not ok then
-      ensure_queue(KEYS[1], stream, group, ARGV[2])
+      pcall(ensure_queue, KEYS[1], stream, group, ARGV[2])
     elseif r then
       for _, e in ipairs(r[1][2]) do take(stream, level, e[1], fields_of(e[2]), 1) end
     end
