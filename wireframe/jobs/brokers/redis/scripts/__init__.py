@@ -3,12 +3,15 @@
 Redis runs a script without interleaving other commands, so "check the lease, then
 acknowledge, delete and post the reply" is one indivisible step, and a batch of
 messages is one round trip. The scripts of each role live in a module of their own,
-with the keys they work on: :mod:`.queues` (a queue's streams and delayed set),
-:mod:`.leases` (the ends of a lease), :mod:`.channels` (replies and run channel
+with the keys they work on: :mod:`.queues` (a queue's streams, one per priority level
+in use, and delayed set), :mod:`.leases` (the ends of a lease), :mod:`.jobs` (records
+of jobs submitted by themselves), :mod:`.channels` (replies and run channel
 records), :mod:`.workers` and :mod:`.admin`. Each takes its keys and arguments in the
 order documented above it, and most start with :data:`PRELUDE`, the helpers they
-share: the Redis clock, (re)creating a queue's stream and group, what makes a stream
-entry malformed, burying a message in the dead-letter stream, the lease check.
+share: the Redis clock, (re)creating a queue's stream and group, the streams of its
+priority levels, what makes a stream entry malformed, moving a tracked job's record
+(started, finished: its waiters woken), burying a message in the dead-letter stream,
+the lease check.
 """
 
 from __future__ import annotations

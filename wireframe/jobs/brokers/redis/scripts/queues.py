@@ -3,15 +3,24 @@
 Keys (``P`` is the broker's key prefix, ``Q`` a queue):
 
 * ``P queues`` - SET of known queue names.
-* ``P q:Q:ready`` - STREAM of messages, consumer group ``wireframe``; entry fields
-  ``i`` (message id), ``b`` (body), ``r`` (reply_to), ``n`` (deliveries before
-  this entry existed: a message abandoned or delayed is re-added as a new entry
-  and keeps its count here). The group's PEL holds the leases (:mod:`.leases`).
-* ``P q:Q:delayed`` - ZSET of ``cmsgpack([id, body, reply_to, n])`` scored by the
-  due time in milliseconds of Redis ``TIME``; ``CONSUME`` moves the due ones into
-  the stream.
+* ``P q:Q:ready`` - STREAM of messages of priority 0, consumer group ``wireframe``;
+  entry fields ``i`` (message id), ``b`` (body), ``r`` (reply_to), ``n``
+  (deliveries before this entry existed: a message abandoned or delayed is
+  re-added as a new entry and keeps its count here), ``j`` = ``1`` for a tracked
+  job (:mod:`.jobs`). The group's PEL holds the leases (:mod:`.leases`).
+* ``P q:Q:ready:pN`` - the same for messages of priority N (not 0), with its own
+  ``P q:Q:born:pN``; ``P q:Q:levels`` - ZSET of the priorities N in use (member
+  and score N). ``CONSUME`` takes over expired leases and reads new entries level
+  by level, highest first, until it has ``limit``; ``PURGE`` drops the streams of
+  levels left empty. Priorities are 32-bit ints.
+* ``P q:Q:delayed`` - ZSET of ``cmsgpack([id, body, reply_to, n])`` (with the
+  priority as a fifth element when not 0; a tracked job's is ``cmsgpack([id])``,
+  its message waiting in its record) scored by the due time in milliseconds of
+  Redis ``TIME``; ``CONSUME`` moves the due ones into the stream of their
+  priority.
 * ``P q:Q:dead`` - STREAM of dead letters, fields ``i b r why n t`` (``t`` =
-  death time, ms since the epoch).
+  death time, ms since the epoch), and ``p`` (priority, when not 0) and ``j``
+  (tracked) so that a requeue puts the message back where it was.
 * ``P q:Q:done`` - counter of completed messages not yet purged.
 * ``P q:Q:born`` - STRING, the Redis ``TIME`` (ms) when the stream or its group
   was last created. A lease check that finds its entry gone from the PEL and
@@ -22,7 +31,8 @@ Keys (``P`` is the broker's key prefix, ``Q`` a queue):
   publish, expiring after ``reconnect`` + 60 s.
 
 ``CONSUME`` settles a message whose run channel is dead (counted as done, never
-handed out; see :mod:`.channels`). Entries that reach a consumer through its
+handed out; see :mod:`.channels`) - unless it is a tracked job, which is wanted by
+its id whoever listened - and a tracked job aborted by id while it waited. Entries that reach a consumer through its
 blocking ``XREADGROUP`` (published while it waited) are not checked: such an orphan
 runs, and its reply is dropped.
 
