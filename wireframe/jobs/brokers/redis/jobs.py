@@ -12,7 +12,8 @@ final also pushes a token to ``P jobdone:ID``, and :meth:`Jobs.wait` - after rea
 the record - blocks in ``BLMOVE jobdone jobdone RIGHT LEFT`` on a blocking
 connection (:meth:`.Connection.block`, cancellable like every blocking read). The
 move puts the token back where it was, so every waiter sees it, and one that comes
-later finds it at once. A wait without end blocks in slices of
+later finds it at once. (A ``jobdone`` key that is not a list, written by something
+else, makes Redis refuse the wait: the next read deletes it, and the wait goes on.) A wait without end blocks in slices of
 :data:`WAIT_BLOCK` seconds, reading the record again after each (a record that
 expired meanwhile ends it).
 
@@ -163,8 +164,8 @@ class Jobs:
     async def wait(self, job_id: str, timeout: float) -> JobRecord | None:
         """Wait up to ``timeout`` seconds for the job to be final; its record then."""
         deadline = trio.current_time() + timeout
-        keys = [self._keys.job(job_id), self._keys.job_done(job_id)]
-        done = keys[1]
+        keys = [self._keys.job(job_id)]
+        done = self._keys.job_done(job_id)
         while True:
             answer: Any = await self._conn.run("wait_job", self._read, keys, [], resend=True)
             record = self._record(job_id, answer)
@@ -174,9 +175,16 @@ class Jobs:
             if remaining <= _MIN_BLOCK:
                 return record
             block = WAIT_BLOCK if math.isinf(remaining) else min(remaining, WAIT_BLOCK)
-            await self._conn.block(
-                "wait_job", b"BLMOVE", done, done, "RIGHT", "LEFT", f"{block:.3f}"
-            )
+            try:
+                await self._conn.block(
+                    "wait_job", b"BLMOVE", done, done, "RIGHT", "LEFT", f"{block:.3f}"
+                )
+            except BrokerError:
+                # Redis refused the wait itself (it raises nothing else here): the
+                # list is not a list, say. The next read repairs it, once.
+                if len(keys) > 1:
+                    raise
+                keys.append(done)
 
     async def abort(self, job_id: str) -> JobRecord | None:
         """Abort a job that has not finished; its record after, or None if unknown."""

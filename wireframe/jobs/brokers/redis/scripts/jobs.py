@@ -89,20 +89,25 @@ return {1, fields, now, id}
 """
 )
 
-#: KEYS: job, and (for a waiter) its jobdone list. Returns {1, record, now}, {0} when
-#: there is no record, {-1, type} when the key holds something else. A jobdone key
-#: that is not a list (someone else's) is deleted, so that a wait on it can block.
+#: KEYS: job, and (to repair it) its jobdone list. Returns {1, record, now}, {0} when
+#: there is no record, {-1, type} when the key holds something else; now is 0
+#: unless the job is scheduled (the only status it changes). A jobdone key that is
+#: not a list (someone else's) is deleted, so that a wait on it can block.
 JOB = (
     PRELUDE
     + r"""
-local kind = redis.call('TYPE', KEYS[1])['ok']
-if kind == 'none' then return {0} end
-if kind ~= 'hash' then return {-1, kind} end
 if KEYS[2] then
   local t = redis.call('TYPE', KEYS[2])['ok']
   if t ~= 'none' and t ~= 'list' then redis.call('DEL', KEYS[2]) end
 end
-return {1, redis.call('HGETALL', KEYS[1]), now_ms()}
+local ok, flat = pcall(redis.call, 'HGETALL', KEYS[1])
+if not ok then return {-1, redis.call('TYPE', KEYS[1])['ok']} end
+if #flat == 0 then return {0} end
+local now = 0
+for k = 1, #flat, 2 do
+  if flat[k] == 's' and flat[k + 1] == 'scheduled' then now = now_ms() end
+end
+return {1, flat, now}
 """
 )
 
