@@ -17,7 +17,6 @@ in the next call, so a busy worker pays one round trip per batch, not per job.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
 
 import msgpack
 
@@ -40,15 +39,12 @@ def lease_token(sid: str, count: int, consumer: str, level: int, tracked: bool) 
     return token
 
 
-class Lease(NamedTuple):
-    """What a lease token says: the stream entry, its PEL delivery count, the consumer
-    holding it, the priority level (which stream) and whether the job is tracked."""
+#: What a lease token says: the stream entry id, its PEL delivery count, the consumer
+#: holding it, the priority level (which stream) and whether the job is tracked.
+Lease = tuple[str, str, str, int, bool]
 
-    sid: str
-    deliveries: str
-    consumer: str
-    level: int
-    tracked: bool
+#: How many arguments a completion of an untracked job takes in ``COMPLETE``.
+_PLAIN = 8
 
 
 def _token(delivery: Delivery) -> Lease:
@@ -56,9 +52,9 @@ def _token(delivery: Delivery) -> Lease:
     parts = delivery.lease_token.split("|")
     try:
         if len(parts) == 3:
-            return Lease(parts[0], parts[1], parts[2], 0, False)
+            return parts[0], parts[1], parts[2], 0, False
         if len(parts) in (4, 5) and parts[4:] in ([], ["t"]):
-            return Lease(parts[0], parts[1], parts[2], int(parts[3]), len(parts) == 5)
+            return parts[0], parts[1], parts[2], int(parts[3]), len(parts) == 5
     except ValueError:
         pass
     raise BrokerError(
@@ -93,56 +89,71 @@ class Leases:
 
     async def complete(self, delivery: Delivery, reply: bytes | None) -> None:
         """Acknowledge, delete and post the reply in one lease-checked, group-committed call."""
-        lease = _token(delivery)
         channel = delivery.message.reply_to
         if reply is None or not channel:
             reply_key, payload = "", b""
         else:
             reply_key = self._keys.channel(channel)
             payload = msgpack.packb([delivery.message.id, 0, reply], use_bin_type=True)
+        sid, count, consumer, level, tracked = _token(delivery)
+        queue = delivery.queue
         item: list[Arg] = [
-            self._keys.ready(delivery.queue, lease.level),
-            self._keys.queue(delivery.queue, "done"),
-            lease.sid,
-            lease.deliveries,
-            lease.consumer,
+            self._keys.ready(queue, level) if level else self._keys.queue(queue, "ready"),
+            self._keys.queue(queue, "done"),
+            sid,
+            count,
+            consumer,
             reply_key,
             payload,
             channel,
         ]
-        if lease.tracked:
+        if tracked:
             item += (
                 [delivery.message.id, "0", b""]
                 if reply is None
                 else [delivery.message.id, "1", reply]
             )
-        else:
-            item += ["", "0", b""]
         _check(delivery, await self._completions.submit(item))
 
     async def _complete_many(self, items: list[list[Arg]]) -> list[object]:
-        """One COMPLETE call for a batch of completions: one outcome each."""
+        """One COMPLETE call for a batch of completions: one outcome each.
+
+        The untracked go first (8 arguments each), then the tracked (11: their job's
+        too), so that a completion of an untracked job carries nothing more.
+        """
+        plain = [k for k, item in enumerate(items) if len(item) == _PLAIN]
+        if len(plain) < len(items):
+            order = plain + [k for k, item in enumerate(items) if len(item) != _PLAIN]
+            items = [items[k] for k in order]
+        else:
+            order = None
         args: list[Arg] = [GROUP, self._lease_ms, self._keys.channels, self._keys.prefix]
+        args.append(len(plain))
         for item in items:
             args += item
-        outcomes = await self._conn.run("complete", self._complete, [], args, resend=True)
-        return list(outcomes)
+        outcomes = list(await self._conn.run("complete", self._complete, [], args, resend=True))
+        if order is None:
+            return outcomes
+        back: list[object] = [None] * len(outcomes)
+        for k, outcome in zip(order, outcomes, strict=True):
+            back[k] = outcome
+        return back
 
     async def abandon(
         self, delivery: Delivery, *, delay: float = 0.0, body: bytes | None = None
     ) -> None:
         """Give the message back (as a new entry, or into the delayed set), lease-checked."""
-        lease = _token(delivery)
+        sid, count, consumer, level, _ = _token(delivery)
         keys = [
-            self._keys.ready(delivery.queue, lease.level),
+            self._keys.ready(delivery.queue, level),
             self._keys.queue(delivery.queue, "delayed"),
         ]
         delay_ms = max(0, round(delay * 1000)) if delay > 0 else 0
         args: list[Arg] = [
             GROUP,
-            lease.sid,
-            lease.deliveries,
-            lease.consumer,
+            sid,
+            count,
+            consumer,
             self._lease_ms,
             delay_ms,
         ]
@@ -153,9 +164,9 @@ class Leases:
 
     async def extend(self, delivery: Delivery) -> Delivery:
         """Reset the PEL entry's idle time (XCLAIM to ourselves), lease-checked."""
-        lease = _token(delivery)
-        keys = [self._keys.ready(delivery.queue, lease.level)]
-        args: list[Arg] = [GROUP, lease.sid, lease.deliveries, lease.consumer, self._lease_ms]
+        sid, count, consumer, level, _ = _token(delivery)
+        keys = [self._keys.ready(delivery.queue, level)]
+        args: list[Arg] = [GROUP, sid, count, consumer, self._lease_ms]
         outcome = await self._conn.run("extend", self._extend, keys, args, resend=True)
         _check(delivery, outcome)
         return Delivery(
@@ -172,13 +183,13 @@ class Leases:
         ``refused``: this delivery is refused (it was over ``max_deliveries`` when it
         was read), so it does not count as one made.
         """
-        lease = _token(delivery)
+        sid, count, consumer, level, _ = _token(delivery)
         keys = [
-            self._keys.ready(delivery.queue, lease.level),
+            self._keys.ready(delivery.queue, level),
             self._keys.queue(delivery.queue, "dead"),
         ]
         args: list[Arg] = [
-            GROUP, lease.sid, lease.deliveries, lease.consumer, self._lease_ms, self._keys.prefix, reason,
+            GROUP, sid, count, consumer, self._lease_ms, self._keys.prefix, reason,
         ]  # fmt: skip
         args.append("1" if refused else "0")
         outcome = await self._conn.run("dead_letter", self._dead, keys, args, resend=True)

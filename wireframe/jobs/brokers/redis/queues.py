@@ -38,6 +38,7 @@ A publish carries a token, so that repeating it after a lost answer adds nothing
 
 from __future__ import annotations
 
+import operator
 import secrets
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -71,6 +72,7 @@ def _too_many(made: int, limit: int) -> str:
 
 #: The priorities the Redis broker takes (each level in use names a stream).
 MIN_PRIORITY, MAX_PRIORITY = -(2**31), 2**31 - 1
+_PRIORITY = operator.attrgetter("priority")
 
 
 def check_priority(message: Message) -> int:
@@ -162,15 +164,16 @@ class Queues:
         ]
         delay_ms = max(0, round(delay * 1000)) if delay > 0 else 0
         args: list[Arg] = [GROUP, queue, delay_ms, int(self._conn.reconnect) + 60]
-        priorities = [check_priority(m) for m in messages]
-        if any(priorities):
+        if any(map(_PRIORITY, messages)):
             # Highest first (stable: FIFO among equals): a consumer blocked on every
             # level's stream is served by the stream written first.
-            order = sorted(range(len(messages)), key=lambda k: -priorities[k])
-            messages = [messages[k] for k in order]
-            priorities = [priorities[k] for k in order]
-        for m, priority in zip(messages, priorities, strict=True):
-            args += [m.id, m.body, m.reply_to, priority]
+            args.append(4)
+            for m in sorted(messages, key=lambda m: -check_priority(m)):
+                args += [m.id, m.body, m.reply_to, m.priority]
+        else:  # all of priority 0 (the usual): nothing more to send
+            args.append(3)
+            for m in messages:
+                args += [m.id, m.body, m.reply_to]
         try:
             await self._conn.run("publish", self._publish, keys, args, resend=True)
         except BaseException:
@@ -304,8 +307,11 @@ class Queues:
         out = []
         for k in range(0, len(flat), 8):
             sid, mid, body, reply_to, count, total, level, tracked = flat[k : k + 8]
-            priority = int(level)
-            token = lease_token(text(sid), int(count), self._consumer, priority, int(tracked) == 1)
+            priority, tracked = int(level), int(tracked) == 1
+            if priority or tracked:
+                token = lease_token(text(sid), int(count), self._consumer, priority, tracked)
+            else:  # the usual: inlined
+                token = f"{text(sid)}|{int(count)}|{self._consumer}"
             out.append(
                 Delivery(
                     message=Message(text(mid), as_bytes(body), text(reply_to), priority),

@@ -29,9 +29,10 @@ __all__ = [
 
 #: Completes many deliveries at once (group commit). No KEYS (the keys vary per
 #: item; this broker targets standalone Redis). ARGV: group, lease_ms, channels
-#: key, prefix, then per delivery: ready key (the stream of its priority), done key,
-#: sid, count, consumer, reply key ('' = no reply), reply payload, channel name,
-#: job id ('' = untracked), has result ('1' or '0'), result. A reply to a dead run
+#: key, prefix, how many deliveries are untracked, then per delivery (the untracked
+#: first): ready key (the stream of its priority), done key, sid, count, consumer,
+#: reply key ('' = no reply), reply payload, channel name, and for a tracked job
+#: also: job id, has result ('1' or '0'), result. A reply to a dead run
 #: channel is not posted; a tracked job's record is made done with the result
 #: (unless it was aborted meanwhile: then the result is dropped). Returns one outcome
 #: per delivery: 'ok' or why the lease is lost.
@@ -39,9 +40,12 @@ COMPLETE = (
     PRELUDE
     + r"""
 local group, lease_ms, channels, prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local plain = tonumber(ARGV[5])
 local now = now_ms()
 local out = {}
-for k = 5, #ARGV, 11 do
+local k = 6
+while k <= #ARGV do
+  local tracked = #out >= plain
   local ready, sid = ARGV[k], ARGV[k + 2]
   local _, why = check_lease(ready, group, sid, ARGV[k + 4], tonumber(ARGV[k + 3]), lease_ms)
   if why then
@@ -56,13 +60,14 @@ for k = 5, #ARGV, 11 do
         redis.call('LPUSH', ARGV[k + 5], ARGV[k + 6])
       end
     end
-    if ARGV[k + 8] ~= '' then
+    if tracked then
       local result = nil
       if ARGV[k + 9] == '1' then result = ARGV[k + 10] end
       finish_job(prefix, ARGV[k + 8], 'done', result, nil, now)
     end
     out[#out + 1] = 'ok'
   end
+  if tracked then k = k + 11 else k = k + 8 end
 end
 return out
 """

@@ -67,9 +67,10 @@ return 1
 )
 
 #: KEYS: queues, ready, delayed, this call's token, then tokens of earlier calls
-#: that were answered (deleted). ARGV: group, queue, delay_ms, token ttl (s), then
-#: id, body, reply_to, priority for each message. A call whose token exists already
-#: landed: its repeat (after a lost answer) publishes nothing and returns -1.
+#: that were answered (deleted). ARGV: group, queue, delay_ms, token ttl (s), stride
+#: (3 or 4), then id, body, reply_to (and with stride 4 the priority) for each
+#: message. A call whose token exists already landed: its repeat (after a lost
+#: answer) publishes nothing and returns -1.
 PUBLISH = (
     PRELUDE
     + r"""
@@ -77,23 +78,27 @@ for k = 5, #KEYS do redis.call('DEL', KEYS[k]) end
 if redis.call('EXISTS', KEYS[4]) == 1 then return -1 end
 redis.call('SET', KEYS[4], '1', 'EX', ARGV[4])
 ensure_queue(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
-local delay = tonumber(ARGV[3])
+local delay, stride = tonumber(ARGV[3]), tonumber(ARGV[5])
 local seen = {}
 if delay > 0 then
   local due = now_ms() + delay
-  for k = 5, #ARGV, 4 do
-    local level = tonumber(ARGV[k + 3])
+  for k = 6, #ARGV, stride do
+    local level = stride == 4 and tonumber(ARGV[k + 3]) or 0
     local m = {ARGV[k], ARGV[k + 1], ARGV[k + 2], 0}
     if level ~= 0 then m[5] = level end
     redis.call('ZADD', KEYS[3], due, cmsgpack.pack(m))
   end
+elseif stride == 3 then
+  for k = 6, #ARGV, 3 do
+    redis.call('XADD', KEYS[2], '*', 'i', ARGV[k], 'b', ARGV[k + 1], 'r', ARGV[k + 2])
+  end
 else
-  for k = 5, #ARGV, 4 do
+  for k = 6, #ARGV, 4 do
     local stream = level_stream(KEYS[1], KEYS[2], ARGV[1], ARGV[2], tonumber(ARGV[k + 3]), seen)
     redis.call('XADD', stream, '*', 'i', ARGV[k], 'b', ARGV[k + 1], 'r', ARGV[k + 2])
   end
 end
-return (#ARGV - 4) / 4
+return (#ARGV - 5) / stride
 """
 )
 
