@@ -82,6 +82,7 @@ class Leases:
         self._lease_ms = ms(lease)
         self._clock = clock
         self._complete = conn.script(scripts.COMPLETE)
+        self._complete_tracked = conn.script(scripts.COMPLETE_TRACKED)
         self._abandon = conn.script(scripts.ABANDON)
         self._extend = conn.script(scripts.EXTEND)
         self._dead = conn.script(scripts.DEAD_LETTER)
@@ -118,23 +119,22 @@ class Leases:
     async def _complete_many(self, items: list[list[Arg]]) -> list[object]:
         """One COMPLETE call for a batch of completions: one outcome each.
 
-        The untracked go first (8 arguments each), then the tracked (11: their job's
-        too), so that a completion of an untracked job carries nothing more.
+        A batch of untracked jobs only (the usual) is a ``COMPLETE``; one with
+        tracked jobs a ``COMPLETE_TRACKED``, the untracked first (8 arguments each),
+        then the tracked (11: their job's too).
         """
+        args: list[Arg] = [GROUP, self._lease_ms, self._keys.channels]
         plain = [k for k, item in enumerate(items) if len(item) == _PLAIN]
-        if len(plain) < len(items):
-            order = plain + [k for k, item in enumerate(items) if len(item) != _PLAIN]
-            items = [items[k] for k in order]
-        else:
-            order = None
-        args: list[Arg] = [GROUP, self._lease_ms, self._keys.channels, self._keys.prefix]
+        if len(plain) == len(items):  # the usual
+            for item in items:
+                args += item
+            return list(await self._conn.run("complete", self._complete, [], args, resend=True))
+        order = plain + [k for k, item in enumerate(items) if len(item) != _PLAIN]
         args.append(len(plain))
-        for item in items:
-            args += item
-        outcomes = list(await self._conn.run("complete", self._complete, [], args, resend=True))
-        if order is None:
-            return outcomes
-        back: list[object] = [None] * len(outcomes)
+        for k in order:
+            args += items[k]
+        outcomes = await self._conn.run("complete", self._complete_tracked, [], args, resend=True)
+        back: list[object] = [None] * len(order)
         for k, outcome in zip(order, outcomes, strict=True):
             back[k] = outcome
         return back

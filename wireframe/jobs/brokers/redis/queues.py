@@ -118,6 +118,7 @@ class Queues:
         self._declare = conn.script(scripts.DECLARE)
         self._delete = conn.script(scripts.DELETE_QUEUE)
         self._publish = conn.script(scripts.PUBLISH)
+        self._publish_levels = conn.script(scripts.PUBLISH_LEVELS)
         self._consume = conn.script(scripts.CONSUME)
         self._hand_back_script = conn.script(scripts.HAND_BACK)
         self._bury_malformed = conn.script(scripts.BURY_MALFORMED)
@@ -164,18 +165,18 @@ class Queues:
         ]
         delay_ms = max(0, round(delay * 1000)) if delay > 0 else 0
         args: list[Arg] = [GROUP, queue, delay_ms, int(self._conn.reconnect) + 60]
+        script = self._publish
         if any(map(_PRIORITY, messages)):
             # Highest first (stable: FIFO among equals): a consumer blocked on every
             # level's stream is served by the stream written first.
-            args.append(4)
+            script = self._publish_levels
             for m in sorted(messages, key=lambda m: -check_priority(m)):
                 args += [m.id, m.body, m.reply_to, m.priority]
         else:  # all of priority 0 (the usual): nothing more to send
-            args.append(3)
             for m in messages:
                 args += [m.id, m.body, m.reply_to]
         try:
-            await self._conn.run("publish", self._publish, keys, args, resend=True)
+            await self._conn.run("publish", script, keys, args, resend=True)
         except BaseException:
             self._published.extend(answered)
             raise
@@ -224,8 +225,14 @@ class Queues:
             self._keys.prefix,
             "1" if claim else "0",
         ]
-        for level, cursor in self._claim_cursors.get(queue, {0: "0-0"}).items():
-            args += [level, cursor]
+        cursors = self._claim_cursors.get(queue)
+        if cursors is None:
+            args.append("0-0")
+        else:
+            args.append(cursors.get(0, "0-0"))
+            for level, cursor in cursors.items():
+                if level:
+                    args += [level, cursor]
         result: Any = await self._conn.run("consume", self._consume, keys, args, resend=True)
         flat, wait_ms, pairs = result[0], int(result[1]), result[2]
         cursors = {int(pairs[k]): text(pairs[k + 1]) for k in range(0, len(pairs), 2)}

@@ -23,27 +23,17 @@ from wireframe.jobs.brokers.redis.scripts import PRELUDE
 __all__ = [
     "ABANDON",
     "COMPLETE",
+    "COMPLETE_TRACKED",
     "DEAD_LETTER",
     "EXTEND",
 ]
 
-#: Completes many deliveries at once (group commit). No KEYS (the keys vary per
-#: item; this broker targets standalone Redis). ARGV: group, lease_ms, channels
-#: key, prefix, how many deliveries are untracked, then per delivery (the untracked
-#: first): ready key (the stream of its priority), done key, sid, count, consumer,
-#: reply key ('' = no reply), reply payload, channel name, and for a tracked job
-#: also: job id, has result ('1' or '0'), result. A reply to a dead run
-#: channel is not posted; a tracked job's record is made done with the result
-#: (unless it was aborted meanwhile: then the result is dropped). Returns one outcome
-#: per delivery: 'ok' or why the lease is lost.
-COMPLETE = (
-    PRELUDE
-    + r"""
-local group, lease_ms, channels, prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local plain = tonumber(ARGV[5])
+_COMPLETE = r"""
+local group, lease_ms, channels = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local prefix = string.sub(channels, 1, -9)  -- channels is prefix .. 'channels'
+local plain, k = PLAIN
 local now = now_ms()
 local out = {}
-local k = 6
 while k <= #ARGV do
   local tracked = #out >= plain
   local ready, sid = ARGV[k], ARGV[k + 2]
@@ -71,7 +61,21 @@ while k <= #ARGV do
 end
 return out
 """
-)
+
+#: Completes many deliveries at once (group commit). No KEYS (the keys vary per
+#: item; this broker targets standalone Redis). ARGV: group, lease_ms, channels
+#: key, then per delivery: ready key (the stream of its priority), done key, sid,
+#: count, consumer, reply key ('' = no reply), reply payload, channel name. A reply
+#: to a dead run channel is not posted. Returns one outcome per delivery: 'ok' or
+#: why the lease is lost.
+COMPLETE = PRELUDE + _COMPLETE.replace("PLAIN", "#ARGV, 4")
+
+#: :data:`COMPLETE` of a batch with tracked jobs. ARGV: group, lease_ms, channels
+#: key, how many deliveries are untracked, then those as for ``COMPLETE``, then the
+#: tracked ones, each with three more: job id, has result ('1' or '0'), result. A
+#: tracked job's record is made done with the result (unless it was aborted
+#: meanwhile: then the result is dropped), in the same step.
+COMPLETE_TRACKED = PRELUDE + _COMPLETE.replace("PLAIN", "tonumber(ARGV[4]), 5")
 
 #: KEYS: ready (the stream of the delivery's priority), delayed. ARGV: group, sid,
 #: count, consumer, lease_ms, delay_ms, replace body ('1' or '0'), new body, prefix.

@@ -54,6 +54,7 @@ __all__ = [
     "DELETE_QUEUE",
     "HAND_BACK",
     "PUBLISH",
+    "PUBLISH_LEVELS",
     "RELEASE",
 ]
 
@@ -66,46 +67,51 @@ return 1
 """
 )
 
-#: KEYS: queues, ready, delayed, this call's token, then tokens of earlier calls
-#: that were answered (deleted). ARGV: group, queue, delay_ms, token ttl (s), stride
-#: (3 or 4), then id, body, reply_to (and with stride 4 the priority) for each
-#: message. A call whose token exists already landed: its repeat (after a lost
-#: answer) publishes nothing and returns -1.
-PUBLISH = (
-    PRELUDE
-    + r"""
+_PUBLISH = r"""
 for k = 5, #KEYS do redis.call('DEL', KEYS[k]) end
 if redis.call('EXISTS', KEYS[4]) == 1 then return -1 end
 redis.call('SET', KEYS[4], '1', 'EX', ARGV[4])
 ensure_queue(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
-local delay, stride = tonumber(ARGV[3]), tonumber(ARGV[5])
+local delay, stride = tonumber(ARGV[3]), STRIDE
 local seen = {}
 if delay > 0 then
   local due = now_ms() + delay
-  for k = 6, #ARGV, stride do
+  for k = 5, #ARGV, stride do
     local level = stride == 4 and tonumber(ARGV[k + 3]) or 0
     local m = {ARGV[k], ARGV[k + 1], ARGV[k + 2], 0}
     if level ~= 0 then m[5] = level end
     redis.call('ZADD', KEYS[3], due, cmsgpack.pack(m))
   end
 elseif stride == 3 then
-  for k = 6, #ARGV, 3 do
+  for k = 5, #ARGV, 3 do
     redis.call('XADD', KEYS[2], '*', 'i', ARGV[k], 'b', ARGV[k + 1], 'r', ARGV[k + 2])
   end
 else
-  for k = 6, #ARGV, 4 do
+  for k = 5, #ARGV, 4 do
     local stream = level_stream(KEYS[1], KEYS[2], ARGV[1], ARGV[2], tonumber(ARGV[k + 3]), seen)
     redis.call('XADD', stream, '*', 'i', ARGV[k], 'b', ARGV[k + 1], 'r', ARGV[k + 2])
   end
 end
-return (#ARGV - 5) / stride
+return (#ARGV - 4) / stride
 """
-)
+
+#: KEYS: queues, ready, delayed, this call's token, then tokens of earlier calls
+#: that were answered (deleted). ARGV: group, queue, delay_ms, token ttl (s), then
+#: id, body, reply_to for each message (all of priority 0). A call whose token
+#: exists already landed: its repeat (after a lost answer) publishes nothing and
+#: returns -1.
+PUBLISH = PRELUDE + _PUBLISH.replace("STRIDE", "3")
+
+#: :data:`PUBLISH` of messages with priorities: id, body, reply_to, priority each
+#: (highest first: a consumer blocked on every level's stream is served by the
+#: stream written first).
+PUBLISH_LEVELS = PRELUDE + _PUBLISH.replace("STRIDE", "4")
 
 #: KEYS: queues, ready, delayed, dead. ARGV: group, queue, consumer, limit,
-#: lease_ms, max_deliveries, prefix, claim (1 = also take over expired leases), then
-#: level, claim cursor pairs (where the last XAUTOCLAIM scan of each level's stream
-#: stopped; '0-0' for a level not given). Returns {deliveries, wait_ms, cursors}:
+#: lease_ms, max_deliveries, prefix, claim (1 = also take over expired leases), claim
+#: cursor of priority 0, then level, claim cursor pairs of the other levels (where
+#: the last XAUTOCLAIM scan of each level's stream stopped; '0-0' for a level not
+#: given). Returns {deliveries, wait_ms, cursors}:
 #: deliveries a flat list of sid, id, body, reply_to, PEL count, total deliveries,
 #: priority, tracked (1: its record says it runs); wait_ms the time until the next
 #: delayed message is due (-1: none) when nothing was delivered; cursors the level,
@@ -197,8 +203,8 @@ local function take(stream, level, sid, f, count)
     end
   end
 end
-local cursors = {}
-for k = 9, #ARGV, 2 do cursors[tonumber(ARGV[k])] = ARGV[k + 1] end
+local cursors = {[0] = ARGV[9]}
+for k = 10, #ARGV, 2 do cursors[tonumber(ARGV[k])] = ARGV[k + 1] end
 local levels = levels_of(ready)
 local out_cursors = {}
 for _, level in ipairs(levels) do
