@@ -10,8 +10,8 @@ list per channel; broadcast uses Redis pub/sub, which reaches every live subscri
 and keeps nothing behind (an abort signal is only useful to those listening now).
 
 URL: ``redis[s]://[user:password@]host[:port][/db]?options`` - ``prefix``,
-``reconnect``, ``poll``, ``tls_ca``, ``tls_verify`` besides the common ``lease`` and
-``max_deliveries`` (see :mod:`.options`).
+``reconnect``, ``poll``, ``tls_ca``, ``tls_verify`` besides the common ``lease``,
+``max_deliveries`` and ``result_ttl`` (see :mod:`.options`).
 
 Cancellation: every wait is cancellable and loses nothing. A cancelled blocking read
 is woken with ``CLIENT UNBLOCK`` and whatever it took in that instant is handed back
@@ -31,17 +31,34 @@ creates the queue's stream and group again. Malformed data (written by something
 else) never blocks a queue or a receiver: an entry goes to the dead-letter stream
 with the reason, a reply becomes a dead reply saying so, or is logged and skipped.
 
-Keys, all under the ``prefix`` (``P``; ``Q`` a queue, ``C`` a channel); what each
-holds is told with the scripts that write it (:mod:`.scripts`):
+*Priorities* keep the streams' leases: each priority level in use is a stream of its
+own with the same consumer group, and a consume reads the levels highest first (see
+:mod:`.queues`); a queue that only sees priority 0 has its one stream, as before.
+
+*Jobs submitted by themselves* (the job store) are messages whose stream entries
+carry a marker, each with a record hash that the scripts moving the message update
+in the same step; ``wait_job`` blocks in a ``BLMOVE`` rotation of a token the
+finishing script pushes, so it wakes on the finish without polling (:mod:`.jobs`).
+
+Keys, all under the ``prefix`` (``P``; ``Q`` a queue, ``N`` a priority other than
+0, ``C`` a channel, ``ID`` a job); what each holds is told with the scripts that
+write it (:mod:`.scripts`):
 
 =========================  ==============================================
 ``P queues``               SET of queue names
-``P q:Q:ready``            STREAM of messages; its group's PEL: the leases
+``P q:Q:ready``            STREAM of messages of priority 0; its group's
+                           PEL: their leases
+``P q:Q:ready:pN``         STREAM of messages of priority N (same group)
+``P q:Q:levels``           ZSET of the priorities N in use (score N)
 ``P q:Q:delayed``          ZSET of delayed messages, by due time
 ``P q:Q:dead``             STREAM of dead letters
 ``P q:Q:done``             counter of completed messages
 ``P q:Q:born``             when the stream and group were last created
+                           (``P q:Q:born:pN`` for priority N's)
 ``P pub:TOKEN``            one publish call landed (a repeat adds nothing)
+``P job:ID``               HASH, the record of a job submitted by itself
+``P key:KEY``              STRING, the id of the live job holding a dedup key
+``P jobdone:ID``           LIST, the token a finished job's waiters see
 ``P c:C``                  LIST of replies to channel C
 ``P c:C:inbox:CONSUMER:N`` one wait's inbox of replies
 ``P channels``             ZSET of run channel records (live until)
@@ -57,10 +74,11 @@ Design, one module per idea:
   reads that can be cancelled; :mod:`.errors` says what a failure means and
   :mod:`.coredis_compat` holds every use of coredis internals (four coredis bugs,
   told upstream-ready).
-* The parts of each role: :mod:`.queues` (declare, publish, consume, leases handed
-  back), :mod:`.leases` (complete, abandon, extend, dead-letter; completions
-  group-committed by :mod:`.group_commit`), :mod:`.channels` (replies and run
-  channel records), :mod:`.workers`, :mod:`.broadcast`, :mod:`.admin`.
+* The parts of each role: :mod:`.queues` (declare, publish, consume across priority
+  levels, leases handed back), :mod:`.leases` (complete, abandon, extend,
+  dead-letter; completions group-committed by :mod:`.group_commit`), :mod:`.jobs`
+  (the job store: submit, records, waiting, abort), :mod:`.channels` (replies and
+  run channel records), :mod:`.workers`, :mod:`.broadcast`, :mod:`.admin`.
 * :mod:`.scripts` - the Lua scripts, by the same roles; :mod:`.keys` - the names of
   keys; :mod:`.options` - the URL; :mod:`.values` - reading what Redis answers.
 

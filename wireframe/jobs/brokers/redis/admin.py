@@ -5,7 +5,9 @@ is one script call over every known queue (the ``P queues`` set), so the numbers
 of one queue are consistent with each other; dead letters are read straight from
 each queue's dead stream, foreign entries included (missing fields read as empty).
 Purging also deletes the replies and inboxes that dead run channels left behind
-(a receiver deletes its own inboxes; those of a receiver that died stay until then).
+(a receiver deletes its own inboxes; those of a receiver that died stay until then),
+the finished records of tracked jobs (found by a scan, like the inboxes) and the
+streams of priority levels no longer in use.
 """
 
 from __future__ import annotations
@@ -18,23 +20,35 @@ from wireframe.jobs.brokers.redis.connection import Arg, Connection
 from wireframe.jobs.brokers.redis.keys import GROUP, INBOX, RELEASED, Keys
 from wireframe.jobs.brokers.redis.scripts import admin as scripts
 from wireframe.jobs.brokers.redis.scripts.channels import PURGE_CHANNELS
+from wireframe.jobs.brokers.redis.scripts.jobs import PURGE_JOBS
 from wireframe.jobs.brokers.redis.values import COUNT, as_bytes, ms, text
 
 __all__ = ["Admin", "parse_dead_letter"]
 
+#: Most job records one purge script call looks at.
+_PURGE_BATCH = 1000
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally in a SCAN pattern."""
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
+
 
 def parse_dead_letter(queue: str, sid: Any, f: Any) -> DeadLetter:
-    """One entry of a dead stream (fields missing from a foreign entry read as empty)."""
+    """One entry of a dead stream (fields missing from a foreign entry read as empty; its
+    priority from the field ``p``, 0 when absent)."""
 
     def number(key: bytes, default: int) -> int:
         value = as_bytes(f.get(key, b""))
         return int(value) if COUNT.fullmatch(value) else default
 
+    priority = as_bytes(f.get(b"p", b"0"))
     return DeadLetter(
         message=Message(
             id=text(f.get(b"i", b"")),
             body=as_bytes(f.get(b"b", b"")),
             reply_to=text(f.get(b"r", b"")),
+            priority=int(priority) if COUNT.fullmatch(priority.removeprefix(b"-")) else 0,
         ),
         queue=queue,
         reason=text(f.get(b"why", b"(no reason recorded)")),
@@ -53,6 +67,7 @@ class Admin:
         self._requeue = conn.script(scripts.REQUEUE_DEAD)
         self._purge = conn.script(scripts.PURGE)
         self._purge_channels = conn.script(PURGE_CHANNELS)
+        self._purge_jobs = conn.script(PURGE_JOBS)
 
     async def stats(self) -> list[QueueStats]:
         """Counts per known queue (workers not counted yet), in one script call."""
@@ -97,7 +112,7 @@ class Admin:
         total = 0
         for q in await self._queues(queue):
             keys = [self._keys.queues, self._keys.queue(q, "ready"), self._keys.queue(q, "dead")]
-            args: list[Arg] = [GROUP, q]
+            args: list[Arg] = [GROUP, q, self._keys.prefix]
             total += int(
                 await self._conn.run("requeue_dead", self._requeue, keys, args, resend=False)
             )
@@ -106,11 +121,16 @@ class Admin:
     async def purge(self, queue: str | None = None) -> int:
         """Delete dead letters and completed-message counters; queued/leased stay.
 
-        Purging every queue also deletes the replies and inboxes of dead channels.
+        Purging every queue also deletes the replies and inboxes of dead channels and
+        the finished job records (not counted: their jobs are counted done or dead).
         """
         total = 0
         for q in await self._queues(queue):
-            keys = [self._keys.queue(q, "dead"), self._keys.queue(q, "done")]
+            keys = [
+                self._keys.queue(q, "dead"),
+                self._keys.queue(q, "done"),
+                self._keys.queue(q, "ready"),
+            ]
             total += int(await self._conn.run("purge", self._purge, keys, [], resend=False))
         if queue is None:
             inboxes = await self._inboxes()
@@ -119,7 +139,22 @@ class Admin:
             total += int(
                 await self._conn.run("purge", self._purge_channels, keys, args, resend=True)
             )
+            await self._purge_records()
         return total
+
+    async def _purge_records(self) -> None:
+        """Delete every finished job record (found by a scan), in batches."""
+        client = self._conn.client
+        pattern = f"{_glob_escape(self._keys.prefix)}job:*"
+
+        async def scan() -> list[str]:
+            return [text(raw) async for raw in client.scan_iter(match=pattern, count=1000)]
+
+        found = await self._conn.call("purge", scan, resend=True)
+        for k in range(0, len(found), _PURGE_BATCH):
+            batch = found[k : k + _PURGE_BATCH]
+            args: list[Arg] = [self._keys.prefix]
+            await self._conn.run("purge", self._purge_jobs, batch, args, resend=True)
 
     async def _inboxes(self) -> dict[str, str]:
         """Every receiver's inbox list in this prefix (a scan): key -> its channel.

@@ -5,8 +5,9 @@ retry, blocking reads that can be cancelled) and the names of its keys
 (:class:`.Keys`), and hands each call of the protocol to the part of its role: the
 work queue to :class:`.Queues` (declare, publish, consume) and :class:`.Leases` (the
 ends of a lease), reply channels to :class:`.Channels`, worker presence to
-:class:`.WorkerRecords`, broadcast to :class:`.Topics`, administration to
-:class:`.Admin`, and ping and close to the connection. Each part registers its own
+:class:`.WorkerRecords`, broadcast to :class:`.Topics`, the job store to
+:class:`.Jobs`, administration to :class:`.Admin`, and ping and close to the
+connection. Each part registers its own
 Lua scripts (:mod:`.scripts`) and keeps its own state; the broker keeps none.
 
 *Clock.* Leases and deadlines are measured by Redis (its ``TIME``, and a PEL entry's
@@ -26,6 +27,7 @@ from wireframe.jobs.broker import (
     BrokerURL,
     DeadLetter,
     Delivery,
+    JobRecord,
     Message,
     QueueStats,
     Reply,
@@ -37,6 +39,7 @@ from wireframe.jobs.brokers.redis.admin import Admin
 from wireframe.jobs.brokers.redis.broadcast import Topics
 from wireframe.jobs.brokers.redis.channels import Channels
 from wireframe.jobs.brokers.redis.connection import Connection
+from wireframe.jobs.brokers.redis.jobs import Jobs
 from wireframe.jobs.brokers.redis.keys import Keys
 from wireframe.jobs.brokers.redis.leases import Leases
 from wireframe.jobs.brokers.redis.queues import Queues
@@ -81,6 +84,7 @@ class RedisBroker:
         self._channels = Channels(conn, keys, self.consumer)
         self._records = WorkerRecords(conn, keys)
         self._topics = Topics(conn, keys)
+        self._jobs = Jobs(conn, keys, url)
         self._admin = Admin(conn, keys)
 
     def __repr__(self) -> str:
@@ -204,5 +208,33 @@ class RedisBroker:
         return await self._admin.requeue_dead(queue)
 
     async def purge(self, queue: str | None = None) -> int:
-        """Delete dead letters and completed-message counters; queued/leased stay."""
+        """Delete dead letters and completed-message counters (without ``queue``: finished
+        job records too); queued/leased stay."""
         return await self._admin.purge(queue)
+
+    # -- the job store -------------------------------------------------------------------
+
+    async def submit(
+        self,
+        queue: str,
+        message: Message,
+        *,
+        delay: float = 0.0,
+        key: str | None = None,
+        operation: str = "",
+    ) -> tuple[JobRecord, bool]:
+        """Publish ``message`` as a tracked job, with its record, in one script call
+        (or return the job its id or ``key`` names, publishing nothing)."""
+        return await self._jobs.submit(queue, message, delay=delay, key=key, operation=operation)
+
+    async def job(self, job_id: str) -> JobRecord | None:
+        """The job's record, or ``None`` if unknown or expired."""
+        return await self._jobs.job(job_id)
+
+    async def wait_job(self, job_id: str, timeout: float) -> JobRecord | None:
+        """Wait up to ``timeout`` seconds for the job to be final (woken by its finish)."""
+        return await self._jobs.wait(job_id, timeout)
+
+    async def abort_job(self, job_id: str) -> JobRecord | None:
+        """Abort a job that has not finished (a waiting one never runs); its record after."""
+        return await self._jobs.abort(job_id)

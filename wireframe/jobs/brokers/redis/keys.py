@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from wireframe.jobs.broker import BrokerError
 
-__all__ = ["GROUP", "INBOX", "RELEASED", "Keys"]
+__all__ = ["GROUP", "INBOX", "RELEASED", "Keys", "level_suffix"]
 
 #: The consumer group every queue's stream has.
 GROUP = "wireframe"
@@ -22,6 +22,11 @@ RELEASED = "wireframe:released"
 
 #: What separates a channel's key from the rest of an inbox's.
 INBOX = ":inbox:"
+
+
+def level_suffix(level: int) -> str:
+    """What the stream (and ``born`` key) of priority ``level`` adds to priority 0's."""
+    return f":p{level}" if level else ""
 
 
 class Keys:
@@ -39,11 +44,27 @@ class Keys:
         self.channel_head = f"{prefix}c:"
 
     def queue(self, queue: str, part: str) -> str:
-        """One key of ``queue``: its ``ready`` stream, ``delayed`` set, ``dead`` stream,
-        ``done`` counter or ``born`` time."""
+        """One key of ``queue``: its ``ready`` stream (of priority 0), ``delayed`` set,
+        ``dead`` stream, ``done`` counter, ``born`` time or ``levels`` set."""
         if not isinstance(queue, str) or not queue:
             raise BrokerError(f"redis broker: queue name {queue!r} must be a non-empty string")
         return f"{self.prefix}q:{queue}:{part}"
+
+    def ready(self, queue: str, level: int = 0) -> str:
+        """The stream of ``queue``'s messages of priority ``level``."""
+        return self.queue(queue, "ready") + level_suffix(level)
+
+    def job(self, job_id: str) -> str:
+        """The record (a hash) of the tracked job ``job_id``."""
+        return f"{self.prefix}job:{job_id}"
+
+    def job_done(self, job_id: str) -> str:
+        """The list a finished job's token waits in, for those who wait for it."""
+        return f"{self.prefix}jobdone:{job_id}"
+
+    def dedup(self, key: str) -> str:
+        """The dedup key ``key``: the id of the live job holding it."""
+        return f"{self.prefix}key:{key}"
 
     def channel(self, channel: str) -> str:
         """The reply list of ``channel``."""

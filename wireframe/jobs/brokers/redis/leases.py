@@ -1,7 +1,9 @@
 """The ends of a lease: complete, abandon, extend and dead-letter, each one lease-checked script.
 
-A delivery's lease token says which stream entry it is, with which delivery count
-and by which consumer (see :mod:`.scripts.leases`). Each call here runs one script
+A delivery's lease token says which stream entry it is (in the stream of which
+priority level), with which delivery count, by which consumer, and whether its job
+is tracked (:func:`lease_token`; see :mod:`.scripts.leases`). A tracked job's record
+moves in the same script as its message. Each call here runs one script
 that checks the lease and changes state in the same atomic step, so "the lease is
 still mine" and "acknowledge, delete, post the reply" cannot be split by another
 consumer taking the message over; a lease that no longer holds raises
@@ -25,19 +27,40 @@ from wireframe.jobs.brokers.redis.keys import GROUP, Keys
 from wireframe.jobs.brokers.redis.scripts import leases as scripts
 from wireframe.jobs.brokers.redis.values import ms, text
 
-__all__ = ["Leases"]
+__all__ = ["Lease", "Leases", "lease_token"]
 
 
-def _token(delivery: Delivery) -> tuple[str, str, str]:
-    """The stream entry id, PEL delivery count and consumer of a delivery's lease."""
+def lease_token(sid: str, count: int, consumer: str, level: int, tracked: bool) -> str:
+    """The lease token of a delivery: ``sid|count|consumer``, then ``|level`` when its
+    priority is not 0 or it is tracked, then ``|t`` when it is tracked."""
+    token = f"{sid}|{count}|{consumer}"
+    if level or tracked:
+        token += f"|{level}|t" if tracked else f"|{level}"
+    return token
+
+
+#: What a lease token says: the stream entry id, its PEL delivery count, the consumer
+#: holding it, the priority level (which stream) and whether the job is tracked.
+Lease = tuple[str, str, str, int, bool]
+
+#: How many arguments a completion of an untracked job takes in ``COMPLETE``.
+_PLAIN = 8
+
+
+def _token(delivery: Delivery) -> Lease:
+    """What the lease token of a delivery says (see :func:`lease_token`)."""
+    parts = delivery.lease_token.split("|")
     try:
-        sid, count, consumer = delivery.lease_token.split("|", 2)
+        if len(parts) == 3:
+            return parts[0], parts[1], parts[2], 0, False
+        if len(parts) in (4, 5) and parts[4:] in ([], ["t"]):
+            return parts[0], parts[1], parts[2], int(parts[3]), len(parts) == 5
     except ValueError:
-        raise BrokerError(
-            f"redis broker: lease token {delivery.lease_token!r} of message "
-            f"{delivery.message.id!r} was not made by a redis broker"
-        ) from None
-    return sid, count, consumer
+        pass
+    raise BrokerError(
+        f"redis broker: lease token {delivery.lease_token!r} of message "
+        f"{delivery.message.id!r} was not made by a redis broker"
+    )
 
 
 def _check(delivery: Delivery, outcome: object) -> None:
@@ -59,6 +82,7 @@ class Leases:
         self._lease_ms = ms(lease)
         self._clock = clock
         self._complete = conn.script(scripts.COMPLETE)
+        self._complete_tracked = conn.script(scripts.COMPLETE_TRACKED)
         self._abandon = conn.script(scripts.ABANDON)
         self._extend = conn.script(scripts.EXTEND)
         self._dead = conn.script(scripts.DEAD_LETTER)
@@ -66,16 +90,17 @@ class Leases:
 
     async def complete(self, delivery: Delivery, reply: bytes | None) -> None:
         """Acknowledge, delete and post the reply in one lease-checked, group-committed call."""
-        sid, count, consumer = _token(delivery)
         channel = delivery.message.reply_to
         if reply is None or not channel:
             reply_key, payload = "", b""
         else:
             reply_key = self._keys.channel(channel)
             payload = msgpack.packb([delivery.message.id, 0, reply], use_bin_type=True)
+        sid, count, consumer, level, tracked = _token(delivery)
+        queue = delivery.queue
         item: list[Arg] = [
-            self._keys.queue(delivery.queue, "ready"),
-            self._keys.queue(delivery.queue, "done"),
+            self._keys.ready(queue, level) if level else self._keys.queue(queue, "ready"),
+            self._keys.queue(queue, "done"),
             sid,
             count,
             consumer,
@@ -83,35 +108,64 @@ class Leases:
             payload,
             channel,
         ]
+        if tracked:
+            item += (
+                [delivery.message.id, "0", b""]
+                if reply is None
+                else [delivery.message.id, "1", reply]
+            )
         _check(delivery, await self._completions.submit(item))
 
     async def _complete_many(self, items: list[list[Arg]]) -> list[object]:
-        """One COMPLETE call for a batch of completions: one outcome each."""
+        """One COMPLETE call for a batch of completions: one outcome each.
+
+        A batch of untracked jobs only (the usual) is a ``COMPLETE``; one with
+        tracked jobs a ``COMPLETE_TRACKED``, the untracked first (8 arguments each),
+        then the tracked (11: their job's too).
+        """
         args: list[Arg] = [GROUP, self._lease_ms, self._keys.channels]
-        for item in items:
-            args += item
-        outcomes = await self._conn.run("complete", self._complete, [], args, resend=True)
-        return list(outcomes)
+        plain = [k for k, item in enumerate(items) if len(item) == _PLAIN]
+        if len(plain) == len(items):  # the usual
+            for item in items:
+                args += item
+            return list(await self._conn.run("complete", self._complete, [], args, resend=True))
+        order = plain + [k for k, item in enumerate(items) if len(item) != _PLAIN]
+        args.append(len(plain))
+        for k in order:
+            args += items[k]
+        outcomes = await self._conn.run("complete", self._complete_tracked, [], args, resend=True)
+        back: list[object] = [None] * len(order)
+        for k, outcome in zip(order, outcomes, strict=True):
+            back[k] = outcome
+        return back
 
     async def abandon(
         self, delivery: Delivery, *, delay: float = 0.0, body: bytes | None = None
     ) -> None:
         """Give the message back (as a new entry, or into the delayed set), lease-checked."""
-        sid, count, consumer = _token(delivery)
+        sid, count, consumer, level, _ = _token(delivery)
         keys = [
-            self._keys.queue(delivery.queue, "ready"),
+            self._keys.ready(delivery.queue, level),
             self._keys.queue(delivery.queue, "delayed"),
         ]
         delay_ms = max(0, round(delay * 1000)) if delay > 0 else 0
-        args: list[Arg] = [GROUP, sid, count, consumer, self._lease_ms, delay_ms]
+        args: list[Arg] = [
+            GROUP,
+            sid,
+            count,
+            consumer,
+            self._lease_ms,
+            delay_ms,
+        ]
         args += ["0", b""] if body is None else ["1", body]
+        args.append(self._keys.prefix)
         outcome = await self._conn.run("abandon", self._abandon, keys, args, resend=True)
         _check(delivery, outcome)
 
     async def extend(self, delivery: Delivery) -> Delivery:
         """Reset the PEL entry's idle time (XCLAIM to ourselves), lease-checked."""
-        sid, count, consumer = _token(delivery)
-        keys = [self._keys.queue(delivery.queue, "ready")]
+        sid, count, consumer, level, _ = _token(delivery)
+        keys = [self._keys.ready(delivery.queue, level)]
         args: list[Arg] = [GROUP, sid, count, consumer, self._lease_ms]
         outcome = await self._conn.run("extend", self._extend, keys, args, resend=True)
         _check(delivery, outcome)
@@ -129,12 +183,14 @@ class Leases:
         ``refused``: this delivery is refused (it was over ``max_deliveries`` when it
         was read), so it does not count as one made.
         """
-        sid, count, consumer = _token(delivery)
+        sid, count, consumer, level, _ = _token(delivery)
         keys = [
-            self._keys.queue(delivery.queue, "ready"),
+            self._keys.ready(delivery.queue, level),
             self._keys.queue(delivery.queue, "dead"),
         ]
-        args: list[Arg] = [GROUP, sid, count, consumer, self._lease_ms, self._keys.prefix, reason]
+        args: list[Arg] = [
+            GROUP, sid, count, consumer, self._lease_ms, self._keys.prefix, reason,
+        ]  # fmt: skip
         args.append("1" if refused else "0")
         outcome = await self._conn.run("dead_letter", self._dead, keys, args, resend=True)
         _check(delivery, outcome)

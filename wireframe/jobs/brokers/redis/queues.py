@@ -16,28 +16,46 @@ without another pass. What a cancelled blocking read took is handed back at once
 claimable by any consumer. Closing the broker hands back the leases it still
 holds, so a worker's shutdown does not leave its messages waiting out their leases.
 
+*Priorities.* Each priority level in use is a stream of its own, with the same
+consumer group (``P q:Q:ready`` is priority 0, ``P q:Q:ready:pN`` priority N), and
+the queue's ``levels`` set names the others: a housekeeping pass takes over expired
+leases and reads new entries level by level, highest first, until it has enough, so
+a higher priority is consumed first and each level stays first in, first out - and
+every lease is still a PEL entry, its token naming its stream. A quiet queue's
+blocking read lists the stream of every level the last pass saw (the first message
+of a level new since then waits for the next pass, within ``poll``); when it
+returns more than asked for (several levels at once), the lowest are handed back
+with their delivery undone, and the next pass takes them over first. A queue that
+only ever sees priority 0 has one stream and reads exactly as before.
+
+*Tracked jobs* (submitted by themselves, :mod:`.jobs`): their entries carry a marker;
+the scripts that hand them out mark their records running (or settle those aborted
+by id), in the same step.
+
 A publish carries a token, so that repeating it after a lost answer adds nothing
 (see :mod:`.scripts.queues`).
 """
 
 from __future__ import annotations
 
-import functools
+import operator
 import secrets
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import attrs
 import trio
 
 from wireframe.jobs.broker import BrokerError, BrokerURL, Delivery, LockLost, Message
 from wireframe.jobs.brokers.redis.connection import Arg, Connection
 from wireframe.jobs.brokers.redis.errors import is_failure
 from wireframe.jobs.brokers.redis.keys import GROUP, RELEASED, Keys
-from wireframe.jobs.brokers.redis.leases import Leases
+from wireframe.jobs.brokers.redis.leases import Leases, lease_token
+from wireframe.jobs.brokers.redis.scripts import jobs as job_scripts
 from wireframe.jobs.brokers.redis.scripts import queues as scripts
 from wireframe.jobs.brokers.redis.values import COUNT, as_bytes, ms, text
 
-__all__ = ["Queues"]
+__all__ = ["MAX_PRIORITY", "MIN_PRIORITY", "Queues", "check_priority"]
 
 #: A consumer with nothing pending and idle this long (ms) belonged to a dead broker.
 _STALE_CONSUMER_MS = 3_600_000
@@ -52,11 +70,27 @@ def _too_many(made: int, limit: int) -> str:
     return f"delivered {made} times without completing (max_deliveries={limit})"
 
 
-def _stream_entries(read: Any) -> list[Any]:
-    """The entries of a one-stream XREAD(GROUP) reply (a RESP3 map or RESP2 list)."""
+#: The priorities the Redis broker takes (each level in use names a stream).
+MIN_PRIORITY, MAX_PRIORITY = -(2**31), 2**31 - 1
+_PRIORITY = operator.attrgetter("priority")
+
+
+def check_priority(message: Message) -> int:
+    """``message``'s priority, if the Redis broker takes it (a 32-bit int)."""
+    p = message.priority
+    if isinstance(p, bool) or not isinstance(p, int) or not MIN_PRIORITY <= p <= MAX_PRIORITY:
+        raise ValueError(
+            f"redis broker: message {message.id!r}: priority={p!r} must be an int from "
+            f"{MIN_PRIORITY} to {MAX_PRIORITY}"
+        )
+    return p
+
+
+def _stream_reads(read: Any) -> list[tuple[str, list[Any]]]:
+    """Each stream's key and entries in an XREAD(GROUP) reply (a RESP3 map or RESP2 list)."""
     if isinstance(read, dict):
-        return list(next(iter(read.values())))
-    return list(read[0][1])
+        return [(text(key), list(entries)) for key, entries in read.items()]
+    return [(text(key), list(entries)) for key, entries in read]
 
 
 class Queues:
@@ -84,12 +118,20 @@ class Queues:
         self._declare = conn.script(scripts.DECLARE)
         self._delete = conn.script(scripts.DELETE_QUEUE)
         self._publish = conn.script(scripts.PUBLISH)
+        self._publish_levels = conn.script(scripts.PUBLISH_LEVELS)
         self._consume = conn.script(scripts.CONSUME)
         self._hand_back_script = conn.script(scripts.HAND_BACK)
         self._bury_malformed = conn.script(scripts.BURY_MALFORMED)
         self._release = conn.script(scripts.RELEASE)
+        self._track_taken = conn.script(job_scripts.TRACK_TAKEN)
         self._last_claim: dict[str, float] = {}
-        self._claim_cursor: dict[str, str] = {}
+        #: Per queue, per priority level: where the last XAUTOCLAIM scan stopped.
+        self._claim_cursors: dict[str, dict[int, str]] = {}
+        #: Per queue: the priority levels in use as the last pass saw them, highest first.
+        self._levels: dict[str, list[int]] = {}
+        #: Queues where this broker handed back what a read took beyond its limit: their
+        #: passes take over expired leases until one finds fewer than it may take.
+        self._owed: set[str] = set()
         #: Per queue: until when (trio clock) a consume may skip the housekeeping pass
         #: (nothing delayed or expired is due) and read new entries directly.
         self.quiet_until: dict[str, float] = {}
@@ -104,7 +146,7 @@ class Queues:
 
     async def delete(self, queue: str) -> None:
         """Delete every key of ``queue``."""
-        parts = ("ready", "delayed", "dead", "done", "born")
+        parts = ("ready", "delayed", "dead", "done", "born", "levels")
         keys = [self._keys.queues, *(self._keys.queue(queue, p) for p in parts)]
         await self._conn.run("delete_queue", self._delete, keys, [queue], resend=True)
 
@@ -123,10 +165,18 @@ class Queues:
         ]
         delay_ms = max(0, round(delay * 1000)) if delay > 0 else 0
         args: list[Arg] = [GROUP, queue, delay_ms, int(self._conn.reconnect) + 60]
-        for m in messages:
-            args += [m.id, m.body, m.reply_to]
+        script = self._publish
+        if any(map(_PRIORITY, messages)):
+            # Highest first (stable: FIFO among equals): a consumer blocked on every
+            # level's stream is served by the stream written first.
+            script = self._publish_levels
+            for m in sorted(messages, key=lambda m: -check_priority(m)):
+                args += [m.id, m.body, m.reply_to, m.priority]
+        else:  # all of priority 0 (the usual): nothing more to send
+            for m in messages:
+                args += [m.id, m.body, m.reply_to]
         try:
-            await self._conn.run("publish", self._publish, keys, args, resend=True)
+            await self._conn.run("publish", script, keys, args, resend=True)
         except BaseException:
             self._published.extend(answered)
             raise
@@ -145,7 +195,10 @@ class Queues:
         self._consumed.add(queue)
         while True:
             now = trio.current_time()
-            claim = now - self._last_claim.get(queue, -1e9) >= self._claim_interval
+            claim = (
+                now - self._last_claim.get(queue, -1e9) >= self._claim_interval
+                or queue in self._owed
+            )
             quiet = self.quiet_until.get(queue, 0.0)
             if claim or now >= quiet:
                 deliveries = await self._housekeep(queue, keys, limit, now, claim=claim)
@@ -153,7 +206,7 @@ class Queues:
                     return deliveries
                 quiet = self.quiet_until[queue]
             block_ms = max(1, round((quiet - now) * 1000))
-            deliveries = await self._read_new(queue, keys[1], limit, block_ms)
+            deliveries = await self._read_new(queue, limit, block_ms)
             if deliveries:
                 return deliveries
 
@@ -171,13 +224,24 @@ class Queues:
             self._url.max_deliveries,
             self._keys.prefix,
             "1" if claim else "0",
-            self._claim_cursor.get(queue, "0-0"),
         ]
+        cursors = self._claim_cursors.get(queue)
+        if cursors is None:
+            args.append("0-0")
+        else:
+            args.append(cursors.get(0, "0-0"))
+            for level, cursor in cursors.items():
+                if level:
+                    args += [level, cursor]
         result: Any = await self._conn.run("consume", self._consume, keys, args, resend=True)
+        flat, wait_ms, pairs = result[0], int(result[1]), result[2]
+        cursors = {int(pairs[k]): text(pairs[k + 1]) for k in range(0, len(pairs), 2)}
+        self._levels[queue] = list(cursors)
         if claim:
             self._last_claim[queue] = now
-            self._claim_cursor[queue] = text(result[2])
-        flat, wait_ms = result[0], int(result[1])
+            self._claim_cursors[queue] = cursors
+            if len(flat) < 8 * limit:
+                self._owed.discard(queue)
         if flat:
             self.quiet_until.pop(queue, None)
             return self._deliveries(queue, flat)
@@ -189,8 +253,11 @@ class Queues:
         self.quiet_until[queue] = now + block
         return []
 
-    async def _read_new(self, queue: str, ready: str, limit: int, block_ms: int) -> list[Delivery]:
-        """New entries of ``ready``, waiting for them up to ``block_ms`` (XREADGROUP BLOCK)."""
+    async def _read_new(self, queue: str, limit: int, block_ms: int) -> list[Delivery]:
+        """New entries of the stream of every priority level in use, waiting for them up
+        to ``block_ms`` (XREADGROUP BLOCK); the ``limit`` of the highest levels."""
+        levels = self._levels.get(queue, [0])
+        streams = [self._keys.ready(queue, level) for level in levels]
         read: Any = await self._conn.block(
             "consume",
             b"XREADGROUP",
@@ -202,57 +269,92 @@ class Queues:
             "BLOCK",
             block_ms,
             "STREAMS",
-            ready,
-            ">",
-            late=functools.partial(self._hand_back, ready),
+            *streams,
+            *([">"] * len(streams)),
+            late=self._hand_back,
         )
         if not read:
             self.quiet_until.pop(queue, None)
             return []
-        return await self._accept_read(queue, _stream_entries(read))
+        by_stream = dict(_stream_reads(read))
+        entries = [
+            (level, stream, entry)
+            for level, stream in zip(levels, streams, strict=True)
+            for entry in by_stream.get(stream, [])
+        ]
+        if len(entries) > limit:
+            await self._hand_back_extra(queue, entries[limit:])
+            entries = entries[:limit]
+        return await self._accept_read(queue, entries)
 
-    async def _hand_back(self, ready: str, read: Any) -> None:
+    async def _hand_back_extra(self, queue: str, extra: Sequence[tuple[int, str, Any]]) -> None:
+        """Give back what a read of several levels took beyond its limit (the lowest),
+        its delivery undone; the next pass takes it over before newer entries."""
+        by_stream: dict[str, list[Arg]] = {}
+        for level, stream, entry in extra:
+            by_stream.setdefault(stream, []).append(text(entry[0]))
+            self._claim_cursors.setdefault(queue, {})[level] = "0-0"
+        for stream, ids in by_stream.items():
+            args: list[Arg] = [GROUP, RELEASED, "0", *ids]
+            await self._conn.run("consume", self._hand_back_script, [stream], args, resend=True)
+        self._owed.add(queue)
+        self.quiet_until.pop(queue, None)
+
+    async def _hand_back(self, read: Any) -> None:
         """Make entries a cancelled blocking read leased claimable again at once."""
-        ids = [text(entry[0]) for entry in _stream_entries(read)]
-        if ids:
-            await self._hand_back_script([ready], [GROUP, RELEASED, *ids])
+        for stream, entries in _stream_reads(read):
+            ids = [text(entry[0]) for entry in entries]
+            if ids:
+                await self._hand_back_script([stream], [GROUP, RELEASED, "-1", *ids])
 
     def _deliveries(self, queue: str, flat: Sequence[Any]) -> list[Delivery]:
-        """Deliveries from a flat list of sid, id, body, reply_to, PEL count, total."""
+        """Deliveries from a flat list of sid, id, body, reply_to, PEL count, total,
+        priority, tracked."""
         expires = self._clock() + self._url.lease
         out = []
-        for k in range(0, len(flat), 6):
-            sid, mid, body, reply_to, count, total = flat[k : k + 6]
+        for k in range(0, len(flat), 8):
+            sid, mid, body, reply_to, count, total, level, tracked = flat[k : k + 8]
+            priority, tracked = int(level), int(tracked) == 1
+            if priority or tracked:
+                token = lease_token(text(sid), int(count), self._consumer, priority, tracked)
+            else:  # the usual: inlined
+                token = f"{text(sid)}|{int(count)}|{self._consumer}"
             out.append(
                 Delivery(
-                    message=Message(id=text(mid), body=as_bytes(body), reply_to=text(reply_to)),
+                    message=Message(text(mid), as_bytes(body), text(reply_to), priority),
                     queue=queue,
                     deliveries=int(total),
-                    lease_token=f"{text(sid)}|{int(count)}|{self._consumer}",
+                    lease_token=token,
                     lease_expires=expires,
                 )
             )
         return out
 
-    async def _accept_read(self, queue: str, entries: Sequence[Any]) -> list[Delivery]:
-        """Turn entries of a blocking XREADGROUP into deliveries, burying those over the
-        limit and the malformed ones (with the reason CONSUME would give)."""
+    async def _accept_read(
+        self, queue: str, entries: Sequence[tuple[int, str, Any]]
+    ) -> list[Delivery]:
+        """Turn entries of a blocking XREADGROUP (priority, stream, entry) into deliveries,
+        burying those over the limit and the malformed ones (with the reason CONSUME
+        would give), and marking tracked jobs running (settling those aborted)."""
         flat: list[Any] = []
-        malformed: list[str] = []
-        for sid, pairs in entries:
+        streams: list[str] = []
+        malformed: dict[str, list[Arg]] = {}
+        for level, stream, (sid, pairs) in entries:
             fields = dict(zip(pairs[::2], pairs[1::2], strict=False))
             n = fields.get(b"n", b"0")
             if not (fields.keys() >= _WELL_FORMED and COUNT.fullmatch(as_bytes(n))):
-                malformed.append(text(sid))
+                malformed.setdefault(stream, []).append(text(sid))
                 continue
-            flat += [sid, fields[b"i"], fields[b"b"], fields[b"r"], 1, int(n) + 1]
-        if malformed:
-            keys = [self._keys.queue(queue, "ready"), self._keys.queue(queue, "dead")]
-            args: list[Arg] = [GROUP, RELEASED, self._keys.prefix, *malformed]
-            await self._conn.run("consume", self._bury_malformed, keys, args, resend=True)
+            tracked = 1 if fields.get(b"j") == b"1" else 0
+            flat += [sid, fields[b"i"], fields[b"b"], fields[b"r"], 1, int(n) + 1, level, tracked]
+            streams.append(stream)
+        dead = self._keys.queue(queue, "dead")
+        for stream, sids in malformed.items():
+            args: list[Arg] = [GROUP, RELEASED, self._keys.prefix, *sids]
+            await self._conn.run("consume", self._bury_malformed, [stream, dead], args, resend=True)
         limit = self._url.max_deliveries
-        keep = []
-        for d in self._deliveries(queue, flat):
+        keep: list[tuple[Delivery, str]] = []
+        for d, stream in zip(self._deliveries(queue, flat), streams, strict=True):
             if d.deliveries > limit:
                 try:
                     await self._leases.dead_letter(
@@ -261,8 +363,28 @@ class Queues:
                 except LockLost:
                     pass
             else:
-                keep.append(d)
-        return keep
+                keep.append((d, stream))
+        return await self._track(keep)
+
+    async def _track(self, taken: list[tuple[Delivery, str]]) -> list[Delivery]:
+        """Mark the tracked jobs among ``taken`` (delivery, stream) running in their
+        records; drop those aborted by id (settled), untrack those without a record."""
+        tracked = [(d, s) for d, s in taken if d.lease_token.endswith("|t")]
+        if not tracked:
+            return [d for d, _ in taken]
+        args: list[Arg] = [GROUP, self._consumer, self._keys.prefix]
+        for d, stream in tracked:
+            args += [stream, d.lease_token.split("|", 1)[0], d.message.id]
+        outcomes: Any = await self._conn.run("consume", self._track_taken, [], args, resend=False)
+        verdict = {id(d): int(o) for (d, _), o in zip(tracked, outcomes, strict=True)}
+        out = []
+        for d, _ in taken:
+            outcome = verdict.get(id(d), 1)
+            if outcome == 0:  # no usable record: it runs untracked
+                d = attrs.evolve(d, lease_token=d.lease_token.removesuffix("|t"))
+            if outcome >= 0:
+                out.append(d)
+        return out
 
     async def release_leases(self) -> None:
         """Make the messages this consumer still holds claimable by others at once.

@@ -3,12 +3,15 @@
 Redis runs a script without interleaving other commands, so "check the lease, then
 acknowledge, delete and post the reply" is one indivisible step, and a batch of
 messages is one round trip. The scripts of each role live in a module of their own,
-with the keys they work on: :mod:`.queues` (a queue's streams and delayed set),
-:mod:`.leases` (the ends of a lease), :mod:`.channels` (replies and run channel
+with the keys they work on: :mod:`.queues` (a queue's streams, one per priority level
+in use, and delayed set), :mod:`.leases` (the ends of a lease), :mod:`.jobs` (records
+of jobs submitted by themselves), :mod:`.channels` (replies and run channel
 records), :mod:`.workers` and :mod:`.admin`. Each takes its keys and arguments in the
 order documented above it, and most start with :data:`PRELUDE`, the helpers they
-share: the Redis clock, (re)creating a queue's stream and group, what makes a stream
-entry malformed, burying a message in the dead-letter stream, the lease check.
+share: the Redis clock, (re)creating a queue's stream and group, the streams of its
+priority levels, what makes a stream entry malformed, moving a tracked job's record
+(started, finished: its waiters woken), burying a message in the dead-letter stream,
+the lease check.
 """
 
 from __future__ import annotations
@@ -29,8 +32,21 @@ local function fields_of(flat)
   return f
 end
 
--- the key holding when the stream of `ready` (a '...:ready' key) was last created
+-- A queue's keys start with its base 'P q:Q:'. Its messages of priority 0 are in the
+-- stream base..'ready', those of priority N (not 0) in base..'ready:pN'.
+local function queue_base(ready)
+  return string.match(ready, '^(.*:)ready:p%-?%d+$') or string.sub(ready, 1, -6)
+end
+
+-- the priority of the messages in the stream `ready`
+local function level_of(ready)
+  return tonumber(string.match(ready, ':ready:p(%-?%d+)$') or '0')
+end
+
+-- the key holding when the stream `ready` was last created ('...:born', '...:born:pN')
 local function born_key(ready)
+  local base, level = string.match(ready, '^(.*:)ready(:p%-?%d+)$')
+  if base then return base .. 'born' .. level end
   return string.sub(ready, 1, -6) .. 'born'
 end
 
@@ -55,6 +71,50 @@ local function ensure_queue(queues, ready, group, queue)
   if redis.call('SISMEMBER', queues, queue) == 0 then redis.call('SADD', queues, queue) end
 end
 
+-- the stream of priority `level` of the queue whose priority-0 stream is `ready`,
+-- created if missing and its level recorded in the queue's 'levels' ZSET (once per
+-- script run: `seen` remembers)
+local function level_stream(queues, ready, group, queue, level, seen)
+  if level == 0 then return ready end
+  local stream = ready .. ':p' .. level
+  if not seen[stream] then
+    seen[stream] = true
+    -- a stream whose group is gone gets it back from the next consume
+    if redis.call('EXISTS', stream) == 0 then ensure_queue(queues, stream, group, queue) end
+    local levels = queue_base(ready) .. 'levels'
+    if not pcall(redis.call, 'ZADD', levels, level, level) then  -- not a ZSET: garbage
+      redis.call('DEL', levels)
+      redis.call('ZADD', levels, level, level)
+    end
+  end
+  return stream
+end
+
+-- the priority levels in use of the queue whose priority-0 stream is `ready`, highest
+-- first, 0 among them (members of its 'levels' ZSET that are not whole numbers, or a
+-- key that is not a ZSET, are ignored)
+local function levels_of(ready)
+  local ok, z = pcall(redis.call, 'ZRANGE', queue_base(ready) .. 'levels', 0, -1)
+  local out, zero = {}, false
+  if ok then
+    for k = #z, 1, -1 do
+      local n = string.match(z[k], '^%-?%d+$') and tonumber(z[k])
+      if n and n ~= 0 then
+        if n < 0 and not zero then out[#out + 1] = 0; zero = true end
+        out[#out + 1] = n
+      end
+    end
+  end
+  if not zero then out[#out + 1] = 0 end
+  return out
+end
+
+-- the stream of priority `level` of the queue whose priority-0 stream is `ready`
+local function stream_of(ready, level)
+  if level == 0 then return ready end
+  return ready .. ':p' .. level
+end
+
 -- what is wrong with a stream entry's fields, or nil when nothing is
 local NAMES = {i = 'message id', b = 'body', r = 'reply_to'}
 local function malformed(f)
@@ -77,11 +137,66 @@ local function base_count(f)
   return tonumber(f['n'] or '0') or 0
 end
 
--- add a message to the dead-letter stream and post a dead reply (fields may be missing)
-local function entomb(dead, prefix, f, total, reason)
+-- Tracked jobs (submitted by themselves): a record HASH 'P job:ID' (see scripts.jobs);
+-- their stream entries carry the field j = '1'. A record that is missing or not a
+-- hash of ours is no record: the message runs untracked, nothing wedges.
+local LIVE = {scheduled = true, queued = true, running = true}
+
+-- make a live job's record final: `status` with `result` or `err` (either may be
+-- nil), kept for its ttl; its dedup key freed; its waiters woken (a token in
+-- 'P jobdone:ID' that every BLMOVE rotation sees). False when it was not live.
+local function finish_job(prefix, id, status, result, err, now)
+  local job = prefix .. 'job:' .. id
+  local ok, r = pcall(redis.call, 'HMGET', job, 's', 'k', 'ttl')
+  if not (ok and LIVE[r[1]]) then return false end
+  local ttl = tonumber(r[3]) or 86400000
+  local set = {'s', status, 'f', now, 'x', now + ttl}
+  if result then set[#set + 1] = 'res'; set[#set + 1] = result end
+  if err then set[#set + 1] = 'err'; set[#set + 1] = err end
+  redis.call('HSET', job, unpack(set))
+  redis.call('PEXPIRE', job, ttl)
+  if r[2] then
+    local key = prefix .. 'key:' .. r[2]
+    local held_ok, held = pcall(redis.call, 'GET', key)
+    if held_ok and held == id then redis.call('DEL', key) end
+  end
+  local done = prefix .. 'jobdone:' .. id
+  if not pcall(redis.call, 'LPUSH', done, '1') then  -- not a list: someone else's
+    redis.call('DEL', done)
+    redis.call('LPUSH', done, '1')
+  end
+  redis.call('PEXPIRE', done, ttl)
+  return true
+end
+
+-- a tracked job's record fields status, attempts, started (nil: no usable record)
+local function job_of(prefix, id)
+  local ok, r = pcall(redis.call, 'HMGET', prefix .. 'job:' .. id, 's', 'a', 'st')
+  if ok and r[1] then return r end
+  return nil
+end
+
+-- a live job handed to `consumer`: running, one attempt more
+local function start_job(prefix, id, r, consumer, now)
+  local set = {'s', 'running', 'a', (tonumber(r[2]) or 0) + 1, 'w', consumer}
+  if not r[3] then set[#set + 1] = 'st'; set[#set + 1] = now end
+  redis.call('HSET', prefix .. 'job:' .. id, unpack(set))
+end
+
+-- add a message to the dead-letter stream and post a dead reply (fields may be
+-- missing); the entry keeps the message's priority and tracking, so that a requeue
+-- puts it back where it was; a tracked job's record says it is dead
+local function entomb(dead, prefix, f, total, reason, level)
   local id, reply_to = f['i'] or '', f['r'] or ''
+  local now = now_ms()
+  local extra = {}
+  if level and level ~= 0 then extra = {'p', level} end
+  if f['j'] == '1' then
+    extra[#extra + 1] = 'j'; extra[#extra + 1] = '1'
+    finish_job(prefix, id, 'dead', nil, reason, now)
+  end
   redis.call('XADD', dead, '*', 'i', id, 'b', f['b'] or '', 'r', reply_to, 'why', reason,
-             'n', total, 't', now_ms())
+             'n', total, 't', now, unpack(extra))
   if reply_to ~= '' then
     redis.call('LPUSH', prefix .. 'c:' .. reply_to, cmsgpack.pack({id, 1, reason}))
   end
@@ -91,7 +206,29 @@ end
 local function bury(ready, dead, group, prefix, sid, f, total, reason)
   redis.call('XACK', ready, group, sid)
   redis.call('XDEL', ready, sid)
-  entomb(dead, prefix, f, total, reason)
+  entomb(dead, prefix, f, total, reason, level_of(ready))
+end
+
+-- a scheduled tracked job came due: its message (kept in its record while it waited)
+-- goes to the stream of its priority and the record says queued. One aborted
+-- meanwhile has nothing to run; one without a usable record goes to the dead-letter
+-- stream saying so.
+local function release_scheduled(queues, ready, dead, group, queue, prefix, id, seen)
+  local job = prefix .. 'job:' .. id
+  local ok, r = pcall(redis.call, 'HMGET', job, 's', 'p', 'db', 'dr', 'dn')
+  if ok and r[1] == 'scheduled' and r[3] then
+    local level = tonumber(r[2]) or 0
+    if level ~= math.floor(level) then level = 0 end
+    local stream = level_stream(queues, ready, group, queue, level, seen)
+    local sid = redis.call('XADD', stream, '*', 'i', id, 'b', r[3], 'r', r[4] or '',
+                           'n', tonumber(r[5]) or 0, 'j', '1')
+    redis.call('HSET', job, 's', 'queued', 'sid', sid)
+    redis.call('HDEL', job, 'db', 'dr', 'dn')
+  elseif not (ok and r[1] and not LIVE[r[1]]) then
+    entomb(dead, prefix, {i = id}, 0,
+           'malformed member of the delayed set: the record of tracked job ' .. id ..
+           ' does not hold its scheduled message')
+  end
 end
 
 local function bury_malformed(ready, dead, group, prefix, sid, f, count, why)

@@ -1,7 +1,8 @@
 """The Lua scripts of administration: counts per queue, requeueing dead letters, purging.
 
-They work on the keys of :mod:`.queues`; purging the replies of dead channels is
-``PURGE_CHANNELS`` in :mod:`.channels`.
+They work on the keys of :mod:`.queues` (the streams of every priority level) and
+:mod:`.jobs`; purging the replies of dead channels is ``PURGE_CHANNELS`` in
+:mod:`.channels`, purging finished job records ``PURGE_JOBS`` in :mod:`.jobs`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ __all__ = [
 
 #: KEYS: queues. ARGV: prefix, group, released consumer, then queue names (none =
 #: all known).
-#: Returns a flat list: queue, queued, running, done, dead per queue.
+#: Returns a flat list: queue, queued, running, done, dead per queue (the streams of
+#: every priority level counted).
 STATS = (
     PRELUDE
     + r"""
@@ -29,19 +31,23 @@ end
 local out = {}
 for _, q in ipairs(names) do
   local base = ARGV[1] .. 'q:' .. q .. ':'
-  local ready = base .. 'ready'
-  local running = 0
-  if redis.call('EXISTS', ready) == 1 then
-    local ok, s = pcall(redis.call, 'XPENDING', ready, ARGV[2])
-    if ok then
-      running = s[1]
-      -- entries handed back to the placeholder consumer are claimable: queued
-      for _, c in ipairs(s[4] or {}) do
-        if c[1] == ARGV[3] then running = running - tonumber(c[2]) end
+  local queued, running = redis.call('ZCARD', base .. 'delayed'), 0
+  for _, level in ipairs(levels_of(base .. 'ready')) do
+    local ready = stream_of(base .. 'ready', level)
+    if redis.call('EXISTS', ready) == 1 then
+      local leased = 0
+      local ok, s = pcall(redis.call, 'XPENDING', ready, ARGV[2])
+      if ok then
+        leased = s[1]
+        -- entries handed back to the placeholder consumer are claimable: queued
+        for _, c in ipairs(s[4] or {}) do
+          if c[1] == ARGV[3] then leased = leased - tonumber(c[2]) end
+        end
       end
+      running = running + leased
+      queued = queued + redis.call('XLEN', ready) - leased
     end
   end
-  local queued = redis.call('XLEN', ready) - running + redis.call('ZCARD', base .. 'delayed')
   local done = tonumber(redis.call('GET', base .. 'done') or '0')
   for _, v in ipairs({q, queued, running, done, redis.call('XLEN', base .. 'dead')}) do
     out[#out + 1] = v
@@ -51,25 +57,65 @@ return out
 """
 )
 
-#: KEYS: queues, ready, dead. ARGV: group, queue. Returns the number requeued.
+#: KEYS: queues, ready, dead. ARGV: group, queue, prefix. Puts each dead letter back
+#: on the stream of its priority with a fresh count; a tracked job's record (if it
+#: still says dead) is live again. Returns the number requeued.
 REQUEUE_DEAD = (
     PRELUDE
     + r"""
+local prefix = ARGV[3]
 ensure_queue(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+local now = now_ms()
+local seen = {}
+
+-- a dead tracked job's record made live (queued) again; false if it does not say dead
+local function revive(id)
+  local job = prefix .. 'job:' .. id
+  local ok, r = pcall(redis.call, 'HMGET', job, 's', 'k')
+  if not (ok and r[1] == 'dead') then return false end
+  redis.call('HSET', job, 's', 'queued', 'v', now)
+  redis.call('HDEL', job, 'res', 'err', 'f', 'x')
+  redis.call('PERSIST', job)
+  redis.call('DEL', prefix .. 'jobdone:' .. id)
+  if r[2] then redis.call('SET', prefix .. 'key:' .. r[2], id, 'NX') end
+  return true
+end
+
 local entries = redis.call('XRANGE', KEYS[3], '-', '+')
 for _, e in ipairs(entries) do
   local f = fields_of(e[2])
-  redis.call('XADD', KEYS[2], '*', 'i', f['i'] or '', 'b', f['b'] or '', 'r', f['r'] or '',
-             'n', 0)
+  local level = string.match(f['p'] or '', '^%-?%d+$') and tonumber(f['p']) or 0
+  if math.abs(level) >= 2147483648 then level = 0 end
+  local stream = level_stream(KEYS[1], KEYS[2], ARGV[1], ARGV[2], level, seen)
+  local id = f['i'] or ''
+  if f['j'] == '1' and revive(id) then
+    local sid = redis.call('XADD', stream, '*', 'i', id, 'b', f['b'] or '', 'r', f['r'] or '',
+                           'n', 0, 'j', '1')
+    redis.call('HSET', prefix .. 'job:' .. id, 'sid', sid)
+  else
+    redis.call('XADD', stream, '*', 'i', id, 'b', f['b'] or '', 'r', f['r'] or '', 'n', 0)
+  end
 end
 redis.call('DEL', KEYS[3])
 return #entries
 """
 )
 
-#: KEYS: dead, done. Returns the number of finished records deleted.
-PURGE = r"""
+#: KEYS: dead, done, ready. Deletes the dead letters and the done counter, and the
+#: streams of priority levels no longer in use (empty: nothing queued or leased).
+#: Returns the number of finished messages deleted.
+PURGE = (
+    PRELUDE
+    + r"""
 local n = redis.call('XLEN', KEYS[1]) + tonumber(redis.call('GET', KEYS[2]) or '0')
 redis.call('DEL', KEYS[1], KEYS[2])
+for _, level in ipairs(levels_of(KEYS[3])) do
+  local stream = stream_of(KEYS[3], level)
+  if level ~= 0 and redis.call('XLEN', stream) == 0 then
+    redis.call('DEL', stream, born_key(stream))
+    redis.call('ZREM', queue_base(KEYS[3]) .. 'levels', level)
+  end
+end
 return n
 """
+)

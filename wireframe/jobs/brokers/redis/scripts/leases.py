@@ -9,7 +9,11 @@ that first (``check_lease`` in the prelude) and, where it does not hold, changes
 nothing and answers why, which the broker raises as ``LockLost``. A lease check on
 a stream or group that no longer exists answers why, like any other lost lease;
 consume and publish create them again. ``COMPLETE`` posts no reply to a dead run
-channel (see :mod:`.channels`).
+channel (see :mod:`.channels`). A tracked job's record (:mod:`.jobs`) moves in the
+same script as its message: done, queued or scheduled again, dead.
+
+The ready key of a delivery is the stream of its message's priority (the lease
+token names it, see :mod:`wireframe.jobs.brokers.redis.leases`).
 """
 
 from __future__ import annotations
@@ -19,22 +23,19 @@ from wireframe.jobs.brokers.redis.scripts import PRELUDE
 __all__ = [
     "ABANDON",
     "COMPLETE",
+    "COMPLETE_TRACKED",
     "DEAD_LETTER",
     "EXTEND",
 ]
 
-#: Completes many deliveries at once (group commit). No KEYS (the keys vary per
-#: item; this broker targets standalone Redis). ARGV: group, lease_ms, channels
-#: key, then per delivery: ready key, done key, sid, count, consumer, reply key
-#: ('' = no reply), reply payload, channel name. A reply to a dead run channel
-#: is not posted. Returns one outcome per delivery: 'ok' or why the lease is lost.
-COMPLETE = (
-    PRELUDE
-    + r"""
+_COMPLETE = r"""
 local group, lease_ms, channels = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local prefix = string.sub(channels, 1, -9)  -- channels is prefix .. 'channels'
+local plain, k = PLAIN
 local now = now_ms()
 local out = {}
-for k = 4, #ARGV, 8 do
+while k <= #ARGV do
+  local tracked = #out >= plain
   local ready, sid = ARGV[k], ARGV[k + 2]
   local _, why = check_lease(ready, group, sid, ARGV[k + 4], tonumber(ARGV[k + 3]), lease_ms)
   if why then
@@ -49,20 +50,43 @@ for k = 4, #ARGV, 8 do
         redis.call('LPUSH', ARGV[k + 5], ARGV[k + 6])
       end
     end
+    if tracked then
+      local result = nil
+      if ARGV[k + 9] == '1' then result = ARGV[k + 10] end
+      finish_job(prefix, ARGV[k + 8], 'done', result, nil, now)
+    end
     out[#out + 1] = 'ok'
   end
+  if tracked then k = k + 11 else k = k + 8 end
 end
 return out
 """
-)
 
-#: KEYS: ready, delayed. ARGV: group, sid, count, consumer, lease_ms, delay_ms,
-#: replace body ('1' or '0'), new body. (Entries handed out are well formed: consume
-#: buries the others.)
+#: Completes many deliveries at once (group commit). No KEYS (the keys vary per
+#: item; this broker targets standalone Redis). ARGV: group, lease_ms, channels
+#: key, then per delivery: ready key (the stream of its priority), done key, sid,
+#: count, consumer, reply key ('' = no reply), reply payload, channel name. A reply
+#: to a dead run channel is not posted. Returns one outcome per delivery: 'ok' or
+#: why the lease is lost.
+COMPLETE = PRELUDE + _COMPLETE.replace("PLAIN", "#ARGV, 4")
+
+#: :data:`COMPLETE` of a batch with tracked jobs. ARGV: group, lease_ms, channels
+#: key, how many deliveries are untracked, then those as for ``COMPLETE``, then the
+#: tracked ones, each with three more: job id, has result ('1' or '0'), result. A
+#: tracked job's record is made done with the result (unless it was aborted
+#: meanwhile: then the result is dropped), in the same step.
+COMPLETE_TRACKED = PRELUDE + _COMPLETE.replace("PLAIN", "tonumber(ARGV[4]), 5")
+
+#: KEYS: ready (the stream of the delivery's priority), delayed. ARGV: group, sid,
+#: count, consumer, lease_ms, delay_ms, replace body ('1' or '0'), new body, prefix.
+#: (Entries handed out are well formed: consume buries the others.) The message goes
+#: back to the stream of its priority, or into the delayed set; a tracked job's
+#: record says queued (or scheduled, its message kept in the record); a tracked job
+#: aborted meanwhile is settled instead (counted done).
 ABANDON = (
     PRELUDE
     + r"""
-local ready, delayed = KEYS[1], KEYS[2]
+local ready, delayed, prefix = KEYS[1], KEYS[2], ARGV[9]
 local count, why = check_lease(ready, ARGV[1], ARGV[2], ARGV[4], tonumber(ARGV[3]),
                                tonumber(ARGV[5]))
 if why then return why end
@@ -73,9 +97,33 @@ if f == nil then return 'ok' end
 local n = base_count(f) + count
 local body = f['b']
 if ARGV[7] == '1' then n = 0; body = ARGV[8] end
+local job = nil
+if f['j'] == '1' then
+  job = job_of(prefix, f['i'])
+  if job and job[1] == 'aborted' then
+    redis.call('INCR', queue_base(ready) .. 'done')
+    return 'ok'
+  end
+  if job and not LIVE[job[1]] then job = nil end
+end
+local record = prefix .. 'job:' .. f['i']
+local now = now_ms()
 local delay = tonumber(ARGV[6])
 if delay > 0 then
-  redis.call('ZADD', delayed, now_ms() + delay, cmsgpack.pack({f['i'], body, f['r'], n}))
+  if job then
+    redis.call('ZADD', delayed, now + delay, cmsgpack.pack({f['i']}))
+    redis.call('HSET', record, 's', 'scheduled', 'v', now + delay, 'db', body, 'dr', f['r'],
+               'dn', n)
+  else
+    local m = {f['i'], body, f['r'], n}
+    local level = level_of(ready)
+    if level ~= 0 then m[5] = level end
+    redis.call('ZADD', delayed, now + delay, cmsgpack.pack(m))
+  end
+elseif job then
+  local sid = redis.call('XADD', ready, '*', 'i', f['i'], 'b', body, 'r', f['r'], 'n', n,
+                         'j', '1')
+  redis.call('HSET', record, 's', 'queued', 'v', now, 'sid', sid)
 else
   redis.call('XADD', ready, '*', 'i', f['i'], 'b', body, 'r', f['r'], 'n', n)
 end

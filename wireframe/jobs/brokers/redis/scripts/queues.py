@@ -3,15 +3,24 @@
 Keys (``P`` is the broker's key prefix, ``Q`` a queue):
 
 * ``P queues`` - SET of known queue names.
-* ``P q:Q:ready`` - STREAM of messages, consumer group ``wireframe``; entry fields
-  ``i`` (message id), ``b`` (body), ``r`` (reply_to), ``n`` (deliveries before
-  this entry existed: a message abandoned or delayed is re-added as a new entry
-  and keeps its count here). The group's PEL holds the leases (:mod:`.leases`).
-* ``P q:Q:delayed`` - ZSET of ``cmsgpack([id, body, reply_to, n])`` scored by the
-  due time in milliseconds of Redis ``TIME``; ``CONSUME`` moves the due ones into
-  the stream.
+* ``P q:Q:ready`` - STREAM of messages of priority 0, consumer group ``wireframe``;
+  entry fields ``i`` (message id), ``b`` (body), ``r`` (reply_to), ``n``
+  (deliveries before this entry existed: a message abandoned or delayed is
+  re-added as a new entry and keeps its count here), ``j`` = ``1`` for a tracked
+  job (:mod:`.jobs`). The group's PEL holds the leases (:mod:`.leases`).
+* ``P q:Q:ready:pN`` - the same for messages of priority N (not 0), with its own
+  ``P q:Q:born:pN``; ``P q:Q:levels`` - ZSET of the priorities N in use (member
+  and score N). ``CONSUME`` takes over expired leases and reads new entries level
+  by level, highest first, until it has ``limit``; ``PURGE`` drops the streams of
+  levels left empty. Priorities are 32-bit ints.
+* ``P q:Q:delayed`` - ZSET of ``cmsgpack([id, body, reply_to, n])`` (with the
+  priority as a fifth element when not 0; a tracked job's is ``cmsgpack([id])``,
+  its message waiting in its record) scored by the due time in milliseconds of
+  Redis ``TIME``; ``CONSUME`` moves the due ones into the stream of their
+  priority.
 * ``P q:Q:dead`` - STREAM of dead letters, fields ``i b r why n t`` (``t`` =
-  death time, ms since the epoch).
+  death time, ms since the epoch), and ``p`` (priority, when not 0) and ``j``
+  (tracked) so that a requeue puts the message back where it was.
 * ``P q:Q:done`` - counter of completed messages not yet purged.
 * ``P q:Q:born`` - STRING, the Redis ``TIME`` (ms) when the stream or its group
   was last created. A lease check that finds its entry gone from the PEL and
@@ -22,7 +31,8 @@ Keys (``P`` is the broker's key prefix, ``Q`` a queue):
   publish, expiring after ``reconnect`` + 60 s.
 
 ``CONSUME`` settles a message whose run channel is dead (counted as done, never
-handed out; see :mod:`.channels`). Entries that reach a consumer through its
+handed out; see :mod:`.channels`) - unless it is a tracked job, which is wanted by
+its id whoever listened - and a tracked job aborted by id while it waited. Entries that reach a consumer through its
 blocking ``XREADGROUP`` (published while it waited) are not checked: such an orphan
 runs, and its reply is dropped.
 
@@ -44,6 +54,7 @@ __all__ = [
     "DELETE_QUEUE",
     "HAND_BACK",
     "PUBLISH",
+    "PUBLISH_LEVELS",
     "RELEASE",
 ]
 
@@ -56,38 +67,55 @@ return 1
 """
 )
 
-#: KEYS: queues, ready, delayed, this call's token, then tokens of earlier calls
-#: that were answered (deleted). ARGV: group, queue, delay_ms, token ttl (s), then
-#: id, body, reply_to for each message. A call whose token exists already landed:
-#: its repeat (after a lost answer) publishes nothing and returns -1.
-PUBLISH = (
-    PRELUDE
-    + r"""
+_PUBLISH = r"""
 for k = 5, #KEYS do redis.call('DEL', KEYS[k]) end
 if redis.call('EXISTS', KEYS[4]) == 1 then return -1 end
 redis.call('SET', KEYS[4], '1', 'EX', ARGV[4])
 ensure_queue(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
-local delay = tonumber(ARGV[3])
+local delay, stride = tonumber(ARGV[3]), STRIDE
+local seen = {}
 if delay > 0 then
   local due = now_ms() + delay
-  for k = 5, #ARGV, 3 do
-    redis.call('ZADD', KEYS[3], due, cmsgpack.pack({ARGV[k], ARGV[k + 1], ARGV[k + 2], 0}))
+  for k = 5, #ARGV, stride do
+    local level = stride == 4 and tonumber(ARGV[k + 3]) or 0
+    local m = {ARGV[k], ARGV[k + 1], ARGV[k + 2], 0}
+    if level ~= 0 then m[5] = level end
+    redis.call('ZADD', KEYS[3], due, cmsgpack.pack(m))
   end
-else
+elseif stride == 3 then
   for k = 5, #ARGV, 3 do
     redis.call('XADD', KEYS[2], '*', 'i', ARGV[k], 'b', ARGV[k + 1], 'r', ARGV[k + 2])
   end
+else
+  for k = 5, #ARGV, 4 do
+    local stream = level_stream(KEYS[1], KEYS[2], ARGV[1], ARGV[2], tonumber(ARGV[k + 3]), seen)
+    redis.call('XADD', stream, '*', 'i', ARGV[k], 'b', ARGV[k + 1], 'r', ARGV[k + 2])
+  end
 end
-return (#ARGV - 4) / 3
+return (#ARGV - 4) / stride
 """
-)
+
+#: KEYS: queues, ready, delayed, this call's token, then tokens of earlier calls
+#: that were answered (deleted). ARGV: group, queue, delay_ms, token ttl (s), then
+#: id, body, reply_to for each message (all of priority 0). A call whose token
+#: exists already landed: its repeat (after a lost answer) publishes nothing and
+#: returns -1.
+PUBLISH = PRELUDE + _PUBLISH.replace("STRIDE", "3")
+
+#: :data:`PUBLISH` of messages with priorities: id, body, reply_to, priority each
+#: (highest first: a consumer blocked on every level's stream is served by the
+#: stream written first).
+PUBLISH_LEVELS = PRELUDE + _PUBLISH.replace("STRIDE", "4")
 
 #: KEYS: queues, ready, delayed, dead. ARGV: group, queue, consumer, limit,
-#: lease_ms, max_deliveries, prefix, claim (1 = also take over expired leases),
-#: claim cursor (where the last XAUTOCLAIM scan stopped; '0-0' at first).
-#: Returns {deliveries, wait_ms, cursor}: deliveries a flat list of sid, id, body,
-#: reply_to, PEL count, total deliveries; wait_ms the time until the next
-#: delayed message is due (-1: none) when nothing was delivered.
+#: lease_ms, max_deliveries, prefix, claim (1 = also take over expired leases), claim
+#: cursor of priority 0, then level, claim cursor pairs of the other levels (where
+#: the last XAUTOCLAIM scan of each level's stream stopped; '0-0' for a level not
+#: given). Returns {deliveries, wait_ms, cursors}:
+#: deliveries a flat list of sid, id, body, reply_to, PEL count, total deliveries,
+#: priority, tracked (1: its record says it runs); wait_ms the time until the next
+#: delayed message is due (-1: none) when nothing was delivered; cursors the level,
+#: cursor pairs of every level in use, highest first.
 CONSUME = (
     PRELUDE
     + r"""
@@ -97,21 +125,29 @@ local limit, lease_ms, maxd = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARG
 local prefix = ARGV[7]
 ensure_queue(KEYS[1], ready, group, ARGV[2])
 local now = now_ms()
+local seen = {}
 local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000)
 for _, m in ipairs(due) do
   local ok, t = pcall(cmsgpack.unpack, m)
-  local why = nil
+  local why, job = nil, nil
   if not ok then
     why = 'it is not msgpack (' .. tostring(t) .. ')'
+  elseif type(t) == 'table' and #t == 1 and type(t[1]) == 'string' then
+    -- a tracked job's reference: its message waits in its record
+    job = t[1]
   elseif type(t) ~= 'table' or type(t[1]) ~= 'string' or type(t[2]) ~= 'string'
       or type(t[3]) ~= 'string' or type(t[4]) ~= 'number' or t[4] < 0
-      or math.floor(t[4]) ~= t[4] then
-    why = 'it is not [message id, body, reply_to, deliveries]'
+      or math.floor(t[4]) ~= t[4] or not (t[5] == nil or (type(t[5]) == 'number'
+      and math.floor(t[5]) == t[5])) then
+    why = 'it is not [message id, body, reply_to, deliveries] (with a priority after, ' ..
+          "or a tracked job's [id])"
   end
   -- Under maxmemory the first write of a script may be refused: then the due
   -- messages wait for the next pass, and the ready ones are still handed out.
   local moved
-  if why then
+  if job then
+    moved = pcall(release_scheduled, KEYS[1], ready, dead, group, ARGV[2], prefix, job, seen)
+  elseif why then
     local f = {b = m}  -- kept whole as the body: nothing is lost
     if ok and type(t) == 'table' then
       if type(t[1]) == 'string' then f['i'] = t[1] end
@@ -119,82 +155,119 @@ for _, m in ipairs(due) do
     end
     moved = pcall(entomb, dead, prefix, f, 0, 'malformed member of the delayed set: ' .. why)
   else
-    moved = pcall(redis.call, 'XADD', ready, '*', 'i', t[1], 'b', t[2], 'r', t[3], 'n', t[4])
+    moved = pcall(function()
+      local stream = level_stream(KEYS[1], ready, group, ARGV[2], t[5] or 0, seen)
+      redis.call('XADD', stream, '*', 'i', t[1], 'b', t[2], 'r', t[3], 'n', t[4])
+    end)
   end
   if not moved then break end
   redis.call('ZREM', delayed, m)
 end
 local out, got = {}, 0
 local channels, done = prefix .. 'channels', prefix .. 'q:' .. ARGV[2] .. ':done'
-local function take(sid, f, count)
+local function take(stream, level, sid, f, count)
   local why = malformed(f)
   if why then
-    bury_malformed(ready, dead, group, prefix, sid, f, count, why)
+    bury_malformed(stream, dead, group, prefix, sid, f, count, why)
     return
   end
-  if f['r'] and f['r'] ~= '' then
+  local job = nil
+  if f['j'] == '1' then
+    job = job_of(prefix, f['i'])
+    if job and job[1] == 'aborted' then
+      -- aborted by id while it waited: settled, it never runs
+      redis.call('XACK', stream, group, sid)
+      redis.call('XDEL', stream, sid)
+      redis.call('INCR', done)
+      return
+    end
+    if job and not LIVE[job[1]] then job = nil end
+  elseif f['r'] and f['r'] ~= '' then
     local score = redis.call('ZSCORE', channels, f['r'])
     if score and tonumber(score) <= now then
       -- an orphan: its run channel is dead, nobody wants its result
-      redis.call('XACK', ready, group, sid)
-      redis.call('XDEL', ready, sid)
+      redis.call('XACK', stream, group, sid)
+      redis.call('XDEL', stream, sid)
       redis.call('INCR', done)
       return
     end
   end
   local total = base_count(f) + count
   if total > maxd then
-    bury(ready, dead, group, prefix, sid, f, total - 1, too_many(total - 1, maxd))
+    bury(stream, dead, group, prefix, sid, f, total - 1, too_many(total - 1, maxd))
   else
     got = got + 1
-    for _, v in ipairs({sid, f['i'], f['b'], f['r'], count, total}) do out[#out + 1] = v end
-  end
-end
-local cursor = ARGV[9]
-if ARGV[8] == '1' then
-  -- resume the PEL scan where the last pass stopped, so that expired leases behind
-  -- many live ones are found too; a few XAUTOCLAIM steps per pass at most
-  for _ = 1, 10 do
-    local r = redis.call('XAUTOCLAIM', ready, group, consumer, lease_ms, cursor,
-                         'COUNT', limit - got)
-    cursor = r[1]
-    for _, e in ipairs(r[2]) do
-      if e[2] then
-        local p = redis.call('XPENDING', ready, group, e[1], e[1], 1)
-        take(e[1], fields_of(e[2]), p[1][4])
-      else  -- deleted meanwhile (Redis < 7 still lists it): nothing to deliver
-        redis.call('XACK', ready, group, e[1])
-      end
+    if job then start_job(prefix, f['i'], job, consumer, now) end
+    for _, v in ipairs({sid, f['i'], f['b'], f['r'], count, total, level, job and 1 or 0}) do
+      out[#out + 1] = v
     end
-    if cursor == '0-0' or got >= limit then break end
   end
 end
-if got < limit then
-  local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', limit - got,
-                       'STREAMS', ready, '>')
-  if r then
-    for _, e in ipairs(r[1][2]) do take(e[1], fields_of(e[2]), 1) end
+local cursors = {[0] = ARGV[9]}
+for k = 10, #ARGV, 2 do cursors[tonumber(ARGV[k])] = ARGV[k + 1] end
+local levels = levels_of(ready)
+local out_cursors = {}
+for _, level in ipairs(levels) do
+  local stream = stream_of(ready, level)
+  local cursor = cursors[level] or '0-0'
+  if got < limit and ARGV[8] == '1' then
+    -- resume the PEL scan where the last pass stopped, so that expired leases behind
+    -- many live ones are found too; a few XAUTOCLAIM steps per pass at most
+    for _ = 1, 10 do
+      local ok, r = pcall(redis.call, 'XAUTOCLAIM', stream, group, consumer, lease_ms, cursor,
+                          'COUNT', limit - got)
+      if not ok then  -- a level's stream or group lost with Redis' data: made anew
+        pcall(ensure_queue, KEYS[1], stream, group, ARGV[2])  -- (not if the key is garbage)
+        cursor = '0-0'
+        break
+      end
+      cursor = r[1]
+      for _, e in ipairs(r[2]) do
+        if e[2] then
+          local p = redis.call('XPENDING', stream, group, e[1], e[1], 1)
+          take(stream, level, e[1], fields_of(e[2]), p[1][4])
+        else  -- deleted meanwhile (Redis < 7 still lists it): nothing to deliver
+          redis.call('XACK', stream, group, e[1])
+        end
+      end
+      if cursor == '0-0' or got >= limit then break end
+    end
   end
+  if got < limit then
+    local ok, r = pcall(redis.call, 'XREADGROUP', 'GROUP', group, consumer,
+                        'COUNT', limit - got, 'STREAMS', stream, '>')
+    if not ok then
+      pcall(ensure_queue, KEYS[1], stream, group, ARGV[2])
+    elseif r then
+      for _, e in ipairs(r[1][2]) do take(stream, level, e[1], fields_of(e[2]), 1) end
+    end
+  end
+  out_cursors[#out_cursors + 1] = level
+  out_cursors[#out_cursors + 1] = cursor
 end
 local wait = -1
 if got == 0 then
   local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
   if #first > 0 then wait = math.max(0, tonumber(first[2]) - now) end
 end
-return {out, wait, cursor}
+return {out, wait, out_cursors}
 """
 )
 
-#: KEYS: ready. ARGV: group, released, then stream entry ids. Hands entries a
-#: cancelled blocking read leased (but nobody got) to the placeholder consumer,
-#: claimable at once with their delivery count kept.
+#: KEYS: ready (a stream of any priority). ARGV: group, released, retry count
+#: ('-1': keep it), then stream entry ids. Hands entries a read leased (but nobody
+#: got: a cancelled blocking read, or more than a consume asked for) to the
+#: placeholder consumer, claimable at once; with a retry count, the read's delivery
+#: is undone (the count it had before).
 HAND_BACK = r"""
-for k = 3, #ARGV do
+local retry = {}
+if ARGV[3] ~= '-1' then retry = {'RETRYCOUNT', ARGV[3]} end
+for k = 4, #ARGV do
   -- fails only if the stream or group is gone, and the entries with it
   pcall(redis.call, 'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[k], 'IDLE', 1000000000000,
-        'JUSTID')
+        'JUSTID', unpack(retry))
 end
-return #ARGV - 2
+return #ARGV - 3
 """
 
 #: KEYS: ready, dead. ARGV: group, released, prefix, then ids of entries a
@@ -220,29 +293,35 @@ return n
 """
 )
 
-#: KEYS: ready streams of the queues this consumer read. ARGV: group, consumer,
-#: released (the placeholder consumer that holds handed-back entries), stale_ms.
-#: Hands every entry this consumer still holds to the placeholder with an idle time
-#: far past any lease (claimable at once, delivery count kept), deletes this
-#: consumer, and deletes consumers of crashed brokers (nothing pending, idle longer
-#: than stale_ms). Returns how many entries were handed back.
-RELEASE = r"""
+#: KEYS: ready streams (priority 0) of the queues this consumer read. ARGV: group,
+#: consumer, released (the placeholder consumer that holds handed-back entries),
+#: stale_ms. In the stream of every priority level of those queues: hands every entry
+#: this consumer still holds to the placeholder with an idle time far past any lease
+#: (claimable at once, delivery count kept), deletes this consumer, and deletes
+#: consumers of crashed brokers (nothing pending, idle longer than stale_ms).
+#: Returns how many entries were handed back.
+RELEASE = (
+    PRELUDE
+    + r"""
 local group, me, released, stale = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local n = 0
-for _, ready in ipairs(KEYS) do
-  if redis.call('EXISTS', ready) == 1 then
-    local ok, p = pcall(redis.call, 'XPENDING', ready, group, '-', '+', 10000, me)
-    if ok then
-      for _, e in ipairs(p) do
-        redis.call('XCLAIM', ready, group, released, 0, e[1], 'IDLE', 1000000000000, 'JUSTID')
-        n = n + 1
-      end
-      redis.call('XGROUP', 'DELCONSUMER', ready, group, me)
-      for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', ready, group)) do
-        local f = {}
-        for k = 1, #c, 2 do f[c[k]] = c[k + 1] end
-        if f['pending'] == 0 and f['idle'] > stale and f['name'] ~= released then
-          redis.call('XGROUP', 'DELCONSUMER', ready, group, f['name'])
+for _, base in ipairs(KEYS) do
+  for _, level in ipairs(levels_of(base)) do
+    local ready = stream_of(base, level)
+    if redis.call('EXISTS', ready) == 1 then
+      local ok, p = pcall(redis.call, 'XPENDING', ready, group, '-', '+', 10000, me)
+      if ok then
+        for _, e in ipairs(p) do
+          redis.call('XCLAIM', ready, group, released, 0, e[1], 'IDLE', 1000000000000, 'JUSTID')
+          n = n + 1
+        end
+        redis.call('XGROUP', 'DELCONSUMER', ready, group, me)
+        for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', ready, group)) do
+          local f = {}
+          for k = 1, #c, 2 do f[c[k]] = c[k + 1] end
+          if f['pending'] == 0 and f['idle'] > stale and f['name'] ~= released then
+            redis.call('XGROUP', 'DELCONSUMER', ready, group, f['name'])
+          end
         end
       end
     end
@@ -250,10 +329,20 @@ for _, ready in ipairs(KEYS) do
 end
 return n
 """
+)
 
-#: KEYS: queues, ready, delayed, dead, done, born. ARGV: queue.
-DELETE_QUEUE = r"""
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+#: KEYS: queues, ready, delayed, dead, done, born, levels. ARGV: queue. Deletes
+#: the streams (and born keys) of every priority level too.
+DELETE_QUEUE = (
+    PRELUDE
+    + r"""
+for _, level in ipairs(levels_of(KEYS[2])) do
+  if level ~= 0 then
+    redis.call('DEL', stream_of(KEYS[2], level), born_key(stream_of(KEYS[2], level)))
+  end
+end
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
 redis.call('SREM', KEYS[1], ARGV[1])
 return 1
 """
+)
