@@ -124,12 +124,15 @@ def test_broker_is_the_union_of_its_roles_and_lost_no_method_in_the_split() -> N
     assert members(broker.Broker) == set(), "Broker adds nothing to its roles"
     by_role = [members(role) for role in roles]
     assert sum(map(len, by_role)) == len(set().union(*by_role)), "a name in two roles"
-    assert set().union(*by_role) == BROKER_BEFORE_THE_SPLIT | JOB_STORE
+    assert set().union(*by_role) == BROKER_BEFORE_THE_SPLIT | JOB_STORE | LATER
     assert members(broker.BrokerAdmin) == {"stats", "dead_letters", "requeue_dead", "purge"}
 
 
 #: The job store role, added after the split.
 JOB_STORE = {"submit", "job", "wait_job", "abort_job"}
+
+#: Added after the split too: schedules (presence).
+LATER = {"announce_schedule", "schedules"}
 
 #: Every member of the one ``Broker`` protocol before it was cut into roles.
 BROKER_BEFORE_THE_SPLIT = {

@@ -31,6 +31,7 @@ from wireframe.jobs.broker import (
     Message,
     QueueStats,
     Reply,
+    ScheduleInfo,
     WorkerInfo,
     count_workers,
 )
@@ -182,6 +183,14 @@ class RedisBroker:
     async def workers(self, queue: str | None = None) -> list[WorkerInfo]:
         """The live workers (of ``queue``, or all), sorted by queue and id."""
         return await self._records.live(queue)
+
+    async def announce_schedule(self, schedule: ScheduleInfo, ttl: float) -> None:
+        """Record ``schedule`` (by name) for ``ttl`` seconds."""
+        await self._records.announce_schedule(schedule, ttl)
+
+    async def schedules(self) -> list[ScheduleInfo]:
+        """The schedules announced within their ``ttl``, by name."""
+        return await self._records.schedules()
 
     # -- broadcast -----------------------------------------------------------------------
 

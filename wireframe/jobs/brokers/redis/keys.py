@@ -40,6 +40,8 @@ class Keys:
         self.channels = f"{prefix}channels"
         #: HASH of worker records.
         self.workers = f"{prefix}workers"
+        #: HASH of the schedules schedulers announce (the same shape as workers).
+        self.schedules = f"{prefix}schedules"
         #: What every channel's keys (reply list, inboxes) start with.
         self.channel_head = f"{prefix}c:"
 

@@ -1,8 +1,9 @@
-"""Worker records: each worker's heartbeat, and the list of live workers.
+"""Worker records: each worker's heartbeat, and the list of live workers; schedules too.
 
 A worker records itself (queue, concurrency, host, pid, when it started, how many
 jobs it runs) with a time to live, and renews it while it serves; a record that
-was not renewed in time is dropped when read. The runtime asks whether a queue has
+was not renewed in time is dropped when read. A scheduler announces its
+schedules the same way, in a hash of their own (the same scripts). The runtime asks whether a queue has
 workers, and ``stats`` counts them. The key: :mod:`.scripts.workers`.
 """
 
@@ -12,13 +13,13 @@ from typing import Any
 
 import msgpack
 
-from wireframe.jobs.broker import WorkerInfo
+from wireframe.jobs.broker import ScheduleInfo, WorkerInfo
 from wireframe.jobs.brokers.redis.connection import Arg, Connection
 from wireframe.jobs.brokers.redis.keys import Keys
 from wireframe.jobs.brokers.redis.scripts import workers as scripts
 from wireframe.jobs.brokers.redis.values import ms, text
 
-__all__ = ["WorkerRecords", "parse_worker"]
+__all__ = ["WorkerRecords", "parse_schedule", "parse_worker"]
 
 
 def parse_worker(worker_id: str, raw: bytes) -> WorkerInfo | None:
@@ -34,6 +35,25 @@ def parse_worker(worker_id: str, raw: bytes) -> WorkerInfo | None:
             pid=int(pid),
             started_at=float(started_at),
             running=int(running),
+            seen_at=int(seen_ms) / 1000,
+        )
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None
+
+
+def parse_schedule(name: str, raw: bytes) -> ScheduleInfo | None:
+    """A schedule entry of ``P schedules``, or None if unreadable."""
+    try:
+        seen_ms, _, info = msgpack.unpackb(raw, raw=True)
+        schedule, operation, queue, next_at, last_at, scheduler = msgpack.unpackb(info, raw=False)
+        return ScheduleInfo(
+            name=name,
+            schedule=str(schedule),
+            operation=str(operation),
+            queue=str(queue),
+            next_at=float(next_at),
+            last_at=None if last_at is None else float(last_at),
+            scheduler=str(scheduler),
             seen_at=int(seen_ms) / 1000,
         )
     except (ValueError, TypeError, msgpack.UnpackException):
@@ -75,3 +95,22 @@ class WorkerRecords:
         if queue is not None:
             out = [w for w in out if w.queue == queue]
         return sorted(out, key=lambda w: (w.queue, w.id))
+
+    async def announce_schedule(self, schedule: ScheduleInfo, ttl: float) -> None:
+        """Record ``schedule`` (by name) for ``ttl`` seconds."""
+        info = msgpack.packb(
+            [schedule.schedule, schedule.operation, schedule.queue, schedule.next_at,
+             schedule.last_at, schedule.scheduler],
+            use_bin_type=True,
+        )  # fmt: skip
+        args: list[Arg] = [schedule.name, ms(ttl), info]
+        keys = [self._keys.schedules]
+        await self._conn.run("announce_schedule", self._heartbeat, keys, args, resend=True)
+
+    async def schedules(self) -> list[ScheduleInfo]:
+        """The schedules announced within their ttl, by name."""
+        keys: list[str] = [self._keys.schedules]
+        raw: Any = await self._conn.run("schedules", self._workers, keys, [], resend=True)
+        pairs = zip(raw[::2], raw[1::2], strict=True)
+        out = [s for s in (parse_schedule(text(n), e) for n, e in pairs) if s is not None]
+        return sorted(out, key=lambda s: s.name)
