@@ -119,6 +119,13 @@ class _TaskRecord:
     ended_at: float | None = None
     error: ErrorInfo | None = None
     timed_out: bool = False
+    #: The kind's ``gated`` and ``stops_service_on_return``, read once (hot at start and stop).
+    gated: bool = attrs.field(init=False)
+    stops_service: bool = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.gated = self.kind.gated
+        self.stops_service = self.kind.stops_service_on_return
 
     def report(self) -> TaskReport:
         return TaskReport(
@@ -446,10 +453,12 @@ class Service:
         self._gate.set()
 
     def _set_state(self, record: _TaskRecord, state: TaskState) -> None:
+        # identity tests, not ``state.is_final``: this runs once per task at every
+        # start and end, and an Enum's hash is a Python call
         record.state = state
         if state is TaskState.RUNNING:
             record.started_at = trio.current_time()
-        elif state.is_final:
+        elif state is not TaskState.WAITING and state is not TaskState.PENDING:
             record.ended_at = trio.current_time()
         if self._listeners:
             report = record.report()
@@ -457,7 +466,7 @@ class Service:
                 listener(report)
 
     async def _run_task(self, record: _TaskRecord, precondition_done: Callable[[], None]) -> None:
-        if record.kind.gated:
+        if record.gated:
             self._set_state(record, TaskState.WAITING)
             await self._gate.wait()
         if self._stop.is_set:  # never started: the service stopped first
@@ -481,7 +490,7 @@ class Service:
             return
         if record.timed_out:
             self._end(record, TaskState.TIMED_OUT, record.error)
-        elif self._stop.is_set and record.kind.stops_service_on_return:
+        elif record.stops_service and self._stop.is_set:
             # a long-running task returning after the stop is the normal way to stop; a oneshot
             # or precondition that returns was done, whatever else was happening
             self._end(record, TaskState.STOPPED, None)
@@ -489,7 +498,7 @@ class Service:
             self._end(record, TaskState.FINISHED, None)
             if record.kind is TaskKind.PRECONDITION:
                 precondition_done()
-            elif record.kind.stops_service_on_return:
+            elif record.stops_service:
                 self._stop.send(f"task {record.id!r} returned")
 
     def _end(self, record: _TaskRecord, state: TaskState, error: ErrorInfo | None) -> None:
