@@ -30,7 +30,7 @@ from pathlib import Path
 
 import trio
 
-from wireframe.testing import service_unavailable, with_options
+from wireframe.testing import skip_or_fail_unavailable, with_options
 
 __all__ = [
     "REPO",
@@ -79,7 +79,9 @@ def redis_server_argv(
     """
     server = shutil.which("redis-server")
     if server is None:
-        service_unavailable("redis-server is not on PATH: cannot start a Redis of the test's own")
+        skip_or_fail_unavailable(
+            "redis-server is not on PATH: cannot start a Redis of the test's own"
+        )
     return [
         server,
         "--port",

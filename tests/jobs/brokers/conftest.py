@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from wireframe.testing import service_unavailable
+from wireframe.testing import skip_or_fail_unavailable
 
 
 def require_broker_module(name: str) -> None:
@@ -85,7 +85,9 @@ def redis_server(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[byte
     """
     exe = shutil.which("redis-server")
     if exe is None:
-        service_unavailable("redis-server is not on PATH: cannot start a Redis of the test's own")
+        skip_or_fail_unavailable(
+            "redis-server is not on PATH: cannot start a Redis of the test's own"
+        )
     port = _free_port()
     procs: list[subprocess.Popen[bytes]] = []
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from sqlite_kit import cancel_receive_after_its_take
 
 from wireframe.jobs.broker import (
     Broker,
@@ -729,27 +730,7 @@ async def test_receive_cancelled_mid_take_puts_replies_back(
         await broker.publish("q", _messages(["a", "b", "c"], reply_to="ch"))
         for d in await _take(broker, "q", 3):
             await broker.complete(d, d.message.id.encode())
-        writer = broker._writer
-        assert writer is not None
-        started, release = threading.Event(), threading.Event()
-        real_run = writer.run
-
-        async def run_blocking(fn: Callable[[sqlite3.Connection], object], **kw: bool) -> object:
-            def blocking(conn: sqlite3.Connection) -> object:
-                result = fn(conn)
-                started.set()
-                release.wait(5)
-                return result
-
-            return await real_run(blocking, **kw)
-
-        monkeypatch.setattr(writer, "run", run_blocking)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(broker.receive_replies, "ch", 2)
-            await trio.to_thread.run_sync(started.wait, 5)
-            nursery.cancel_scope.cancel()
-            release.set()
-        monkeypatch.undo()
+        await cancel_receive_after_its_take(broker, "ch", monkeypatch)
         got = await _replies(broker, "ch", 3)
         assert [r.message_id for r in got] == ["a", "b", "c"], "put back in their order"
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import trio
+from sqlite_kit import cancel_receive_after_its_take
 
 from wireframe.jobs.broker import Broker, Delivery, Message, Reply, open_broker
 from wireframe.jobs.brokers.sqlite import SqliteBroker
@@ -244,27 +243,7 @@ async def test_a_cancelled_take_of_malformed_replies_puts_them_back_first(
         await broker.publish("q", [Message(f"good-{i}", b"x", "rc") for i in range(2)])
         for d in await _take(broker, "q", 2):
             await broker.complete(d, b"result")
-        writer = broker._writer
-        assert writer is not None
-        started, release = threading.Event(), threading.Event()
-        real_run = writer.run
-
-        async def run_blocking(fn: Callable[[sqlite3.Connection], object], **kw: bool) -> object:
-            def blocking(conn: sqlite3.Connection) -> object:
-                result = fn(conn)
-                started.set()
-                release.wait(5)
-                return result
-
-            return await real_run(blocking, **kw)
-
-        monkeypatch.setattr(writer, "run", run_blocking)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(broker.receive_replies, "rc", 2)
-            await trio.to_thread.run_sync(started.wait, 5)
-            nursery.cancel_scope.cancel()  # after the take: it must give both back
-            release.set()
-        monkeypatch.undo()
+        await cancel_receive_after_its_take(broker, "rc", monkeypatch)
         replies = await _replies(broker, "rc", 4)
     reason = (
         "malformed reply row (wf_replies channel 'rc' seq 5): "
