@@ -69,6 +69,7 @@ from wireframe.jobs.errors import (
 )
 from wireframe.jobs.handles import JobAborted, JobHandle, JobStatus, UnknownJob
 from wireframe.jobs.layers import BrokerReachable, JobRuntimeLayer, WorkerLayer, WorkerTask
+from wireframe.jobs.limits import Limit, LimitError
 from wireframe.jobs.operations import Monoid, Operation, lookup_operation, registered_operations
 from wireframe.jobs.progress import Progress, ProgressListener, add_progress_listener, track
 from wireframe.jobs.retry import RetryPolicy
@@ -98,6 +99,8 @@ __all__ = [
     "JobRuntimeLayer",
     "JobStatus",
     "JobsError",
+    "Limit",
+    "LimitError",
     "LiteralValue",
     "LockLost",
     "Map",

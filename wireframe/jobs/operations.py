@@ -39,6 +39,7 @@ import attrs
 
 from wireframe.jobs.convert import check_wire_type
 from wireframe.jobs.errors import OperationError
+from wireframe.jobs.limits import Limit, LimitError, operation_limit
 
 __all__ = ["Monoid", "OpSpec", "Operation", "lookup_operation", "registered_operations", "spec_of"]
 
@@ -59,6 +60,8 @@ class Operation(Generic[I, O]):
     (run a sync ``execute`` in a process pool), ``executor="inline"`` (run a
     sync ``execute`` on the trio thread), ``time_limit=60.0`` (seconds a job may
     run before it fails with ``ErrorKind.TIME_LIMIT``; a submit may set its own),
+    ``rate_limit="10/s"`` (or ``/m``, ``/h``) and ``concurrency_limit=2``
+    (limits across every worker on the broker, see :mod:`wireframe.jobs.limits`),
     ``abstract=True`` (an intermediate base class that is not registered).
 
     ``cache_key(input)`` may return a string: the runtime then answers equal
@@ -69,6 +72,8 @@ class Operation(Generic[I, O]):
     op_executor: ClassVar[Executor] = "thread"
     #: Seconds a job of this operation may run, unless its submit says otherwise.
     op_time_limit: ClassVar[float | None] = None
+    #: The rate and concurrency limit its jobs are handed out within, if any.
+    op_limit: ClassVar[Limit | None] = None
     #: Set in the class's own ``__dict__`` by ``abstract=True`` (see ``__init_subclass__``).
     _op_abstract: ClassVar[bool] = False
     #: The file the class was defined in (see ``_same_class``), recorded at definition.
@@ -82,11 +87,14 @@ class Operation(Generic[I, O]):
         executor: Executor | None = None,
         abstract: bool = False,
         time_limit: float | None = None,
+        rate_limit: str | None = None,
+        concurrency_limit: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
         if time_limit is not None:
             cls.op_time_limit = check_time_limit(time_limit, f"operation {_where(cls)}")
+        limits = (rate_limit, concurrency_limit)
         if executor is not None and executor not in typing.get_args(Executor):
             known = ", ".join(repr(e) for e in typing.get_args(Executor))
             raise OperationError(
@@ -116,6 +124,11 @@ class Operation(Generic[I, O]):
             )
         _check_wire_types(cls, name, resolve=False)
         cls.op_name = name
+        if limits != (None, None):
+            try:
+                cls.op_limit = operation_limit(name, *limits, f"operation {_where(cls)}")
+            except LimitError as e:
+                raise OperationError(str(e)) from None
         _REGISTRY[name] = cls
 
     def cache_key(self, input: I) -> str | None:

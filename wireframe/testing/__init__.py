@@ -7,7 +7,7 @@ conformance suite, :class:`BrokerConformance`, is pytest tests: it lives in
 :mod:`wireframe.testing.conformance`, one class per role of the broker
 protocol (``WorkQueueConformance``, ``ReplyChannelConformance``,
 ``BroadcastConformance``, ``PresenceConformance``, ``JobStoreConformance``,
-``AdminConformance``), and
+``LimitsConformance``, ``AdminConformance``), and
 is loaded on first use of one of those names (``from wireframe.testing import
 BrokerConformance`` keeps working), which is when pytest is needed.
 """
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         BroadcastConformance,
         BrokerConformance,
         JobStoreConformance,
+        LimitsConformance,
         PresenceConformance,
         ReplyChannelConformance,
         WorkQueueConformance,
@@ -37,6 +38,7 @@ __all__ = [
     "BroadcastConformance",
     "BrokerConformance",
     "JobStoreConformance",
+    "LimitsConformance",
     "OffsetClock",
     "PresenceConformance",
     "ReplyChannelConformance",
@@ -132,6 +134,7 @@ class OffsetClock:
 _CONFORMANCE = frozenset(
     {
         "AdminConformance",
+        "LimitsConformance",
         "BroadcastConformance",
         "BrokerConformance",
         "JobStoreConformance",

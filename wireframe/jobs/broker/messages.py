@@ -39,13 +39,17 @@ class Message:
     uses the job id). ``reply_to`` names the result channel that receives the
     :class:`Reply` when the message completes or dies; ``""`` means nobody
     listens. Within a queue, a message of higher ``priority`` is consumed
-    first; equal priorities stay first in, first out.
+    first; equal priorities stay first in, first out. ``limit`` names the
+    :class:`~wireframe.jobs.limits.Limit` (defined with
+    ``WorkQueue.define_limit``) the message is handed out within; ``""`` or a
+    name never defined means no limit.
     """
 
     id: str
     body: bytes
     reply_to: str = ""
     priority: int = 0
+    limit: str = ""
 
 
 @attrs.frozen
@@ -99,11 +103,13 @@ class QueueStats:
     """Counts for one queue, for ``wireframe jobs stats`` and the live view."""
 
     queue: str
-    queued: int  # visible now or delayed
+    queued: int  # waiting: visible now, delayed or held back by a limit
     running: int  # leased
     done: int  # completed (or settled as orphans) and not yet purged
     dead: int
     workers: int = 0  # live workers consuming this queue
+    scheduled: int = 0  # of ``queued``: delayed, not visible yet
+    held: int = 0  # of ``queued``: visible but held back by a rate or concurrency limit
 
 
 @attrs.frozen

@@ -62,6 +62,7 @@ from wireframe.jobs.broker.messages import (
     WorkerInfo,
 )
 from wireframe.jobs.broker.urls import BrokerURL
+from wireframe.jobs.limits import Limit
 
 __all__ = [
     "DEAD_CHANNEL_RETENTION",
@@ -119,7 +120,21 @@ class WorkQueue(Protocol):
     * **Queues are created idempotently.**
     * A message replying to a dead run channel (see :class:`ReplyChannels`) is
       an orphan: ``consume`` settles it without handing it out.
+    * **Limits across consumers.** A message whose ``limit`` names a limit
+      defined with :meth:`define_limit` is handed out only within it (see
+      :mod:`wireframe.jobs.limits`): a token from its bucket, a free slot among
+      its leased messages in every queue. A held message waits in its place,
+      uses up no delivery and holds back none of the messages behind it that
+      its limit does not hold; ``consume`` sleeps until one may go.
     """
+
+    async def define_limit(self, limit: Limit) -> None:
+        """Record ``limit`` under its name, replacing an earlier definition (idempotent).
+
+        A new definition keeps the bucket's tokens (capped at the new rate) and
+        the slots in use.
+        """
+        ...
 
     async def declare_queue(self, queue: str) -> None:
         """Create ``queue`` if it does not exist (idempotent)."""

@@ -15,7 +15,7 @@ The suite is organised as the protocol is, one class per role, each in a module
 of its own, all sharing :class:`~wireframe.testing.conformance.base.ConformanceBase`:
 :class:`WorkQueueConformance`, :class:`ReplyChannelConformance`,
 :class:`BroadcastConformance`, :class:`PresenceConformance`,
-:class:`JobStoreConformance` and :class:`AdminConformance`. ``BrokerConformance`` is all of them; subclass one
+:class:`JobStoreConformance`, :class:`LimitsConformance` and :class:`AdminConformance`. ``BrokerConformance`` is all of them; subclass one
 role's class instead to run that role alone (while a broker is being written,
 say). A role added to the protocol later (the durable store) brings its own
 class here, beside these.
@@ -49,6 +49,7 @@ from wireframe.testing.conformance.admin import AdminConformance
 from wireframe.testing.conformance.base import ConformanceBase
 from wireframe.testing.conformance.broadcast import BroadcastConformance
 from wireframe.testing.conformance.job_store import JobStoreConformance
+from wireframe.testing.conformance.limits import LimitsConformance
 from wireframe.testing.conformance.presence import PresenceConformance
 from wireframe.testing.conformance.reply_channels import ReplyChannelConformance
 from wireframe.testing.conformance.work_queue import WorkQueueConformance
@@ -59,6 +60,7 @@ __all__ = [
     "BrokerConformance",
     "ConformanceBase",
     "JobStoreConformance",
+    "LimitsConformance",
     "PresenceConformance",
     "ReplyChannelConformance",
     "WorkQueueConformance",
@@ -71,6 +73,7 @@ class BrokerConformance(
     BroadcastConformance,
     PresenceConformance,
     JobStoreConformance,
+    LimitsConformance,
     AdminConformance,
 ):
     """The behaviour every broker shares, every role's; subclass it and provide ``broker_url``.
