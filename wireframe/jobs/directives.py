@@ -160,7 +160,8 @@ class _Feeder:
 
     async def _flush(self) -> None:
         out, self._batch = self._batch, []
-        await self.run.send(out)
+        if out:
+            await self.run.send(out, limit=await self.run.runtime.limit_of(self.op))
 
     async def _feed_async(self, source: AsyncIterable[Any]) -> None:
         """Feed an async source; a partial batch waits at most ``_FLUSH_AFTER`` seconds.
@@ -492,7 +493,8 @@ class _FoldRun:
             if combine is not None:
                 combines.append(combine)
         if combines:
-            await self.run.send([self._job(c) for c in combines])
+            limit = await self.run.runtime.limit_of(self.monoid)
+            await self.run.send([self._job(c) for c in combines], limit=limit)
         self._check_done()
 
     def _job(self, combine: Combine) -> tuple[str, bytes, Any]:

@@ -172,7 +172,7 @@ async def submit(
     spec = spec_of(type(op))
     job_id = job_id or uuid.uuid4().hex
     body = encode_input(encode_operation(op), job_id, 0, input, spec, time_limit=limit)
-    message = Message(job_id, body, priority=priority)
+    message = Message(job_id, body, priority=priority, limit=await runtime.limit_of(op))
     record, _ = await runtime.broker.submit(
         queue, message, delay=seconds, key=key, operation=spec.name
     )

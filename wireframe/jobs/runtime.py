@@ -45,6 +45,7 @@ from wireframe.jobs.channel import ResultChannel
 from wireframe.jobs.codec import ABORT_TOPIC, encode_abort
 from wireframe.jobs.handles import JobHandle
 from wireframe.jobs.handles import submit as submit_job
+from wireframe.jobs.limits import Limit
 from wireframe.jobs.operations import Operation
 from wireframe.jobs.worker import Worker  # emulated workers, for memory://?workers=N
 from wireframe.service.background import background_tasks
@@ -61,6 +62,8 @@ __all__ = [
 
 #: The broker URL ``connect()`` uses when given none: the embedded default.
 DEFAULT_URL = "sqlite:///wireframe-jobs.db"
+#: Seconds after which a runtime defines a limit in the broker again when it uses it.
+LIMIT_REFRESH = 60.0
 _ABORT_GRACE = 5.0  # seconds a shielded abort broadcast may take on the way out
 _MAX_FINISHED = 256  # finished runs' channels waiting for deletion at most
 #: A run's channel lives this many leases after its last renewal (at least
@@ -156,6 +159,8 @@ class Runtime:
         #: Wall-clock seconds minus the broker's clock, read once: how schedules map
         #: the broker's clock (trio's, for memory://) to wall time.
         self.wall_offset = time.time() - broker.clock()
+        #: Limits defined in the broker, with trio's clock reading of when.
+        self._limits: dict[str, tuple[Limit, float]] = {}
 
     @property
     def url(self) -> BrokerURL:
@@ -209,6 +214,23 @@ class Runtime:
             self, op, input, queue=queue, delay=delay, at=at, priority=priority, key=key,
             time_limit=time_limit, job_id=job_id,
         )  # fmt: skip
+
+    async def limit_of(self, op: Operation[Any, Any]) -> str:
+        """The name of ``op``'s limit for its messages (``""`` for none), defined in the broker.
+
+        A limit is defined on its first use and again every
+        :data:`LIMIT_REFRESH` seconds of use, so a broker that lost its state
+        (a Redis restarted without data) has it back within that time.
+        """
+        limit = type(op).op_limit
+        if limit is None:
+            return ""
+        known = self._limits.get(limit.name)
+        now = trio.current_time()
+        if known is None or known[0] != limit or now - known[1] > LIMIT_REFRESH:
+            await self.broker.define_limit(limit)
+            self._limits[limit.name] = (limit, now)
+        return limit.name
 
     def handle(self, job_id: str) -> JobHandle:
         """A handle for the job ``job_id``, submitted by any process on this broker."""
@@ -391,8 +413,11 @@ class Run:
                 self._capacity = trio.Event()
             await self._capacity.wait()
 
-    async def send(self, jobs: Sequence[tuple[str, bytes, Any]]) -> None:
+    async def send(self, jobs: Sequence[tuple[str, bytes, Any]], *, limit: str = "") -> None:
         """Publish ``(job id, body, tag)`` triples in batches; the tags come back with the replies.
+
+        ``limit`` names the limit the jobs' messages are handed out within
+        (:meth:`Runtime.limit_of`).
 
         Does not wait for capacity (a fold's combine jobs must never block on
         the map that feeds them); feeders call :meth:`wait_for_capacity`.
@@ -409,7 +434,7 @@ class Run:
         delay = max(0.0, self.starts_at - trio.current_time())
         for start in range(0, len(jobs), step):
             chunk = jobs[start : start + step]
-            messages = [Message(jid, body, reply_to, priority) for jid, body, _ in chunk]
+            messages = [Message(jid, body, reply_to, priority, limit) for jid, body, _ in chunk]
             await self.broker.publish(self.queue, messages, delay=delay)
         if self.runtime._finished_channels:
             # the jobs are out: clean up earlier runs while their workers run them
