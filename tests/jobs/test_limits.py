@@ -119,14 +119,16 @@ async def test_a_rate_limit_allows_a_burst_then_the_rate(autojump_clock: trio.ab
 
 async def test_held_jobs_do_not_hold_back_other_operations(autojump_clock: trio.abc.Clock) -> None:
     reset()
-    async with jobs.connect(url(), workers=1, worker_concurrency=4) as rt:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(jobs.from_iter([30.0] * 4).map(TwoAtOnce()).collect().run, rt)
-            await trio.sleep(1.0)
-            started = trio.current_time()
-            assert await jobs.from_iter(range(2)).map(Unlimited()).collect().run(rt) == [0, 1]
-            assert trio.current_time() - started < 1.0
-            nursery.cancel_scope.cancel()
+    async with (
+        jobs.connect(url(), workers=1, worker_concurrency=4) as rt,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(jobs.from_iter([30.0] * 4).map(TwoAtOnce()).collect().run, rt)
+        await trio.sleep(1.0)
+        started = trio.current_time()
+        assert await jobs.from_iter(range(2)).map(Unlimited()).collect().run(rt) == [0, 1]
+        assert trio.current_time() - started < 1.0
+        nursery.cancel_scope.cancel()
 
 
 async def test_a_submitted_job_obeys_its_limit(autojump_clock: trio.abc.Clock) -> None:
