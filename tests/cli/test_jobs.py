@@ -41,7 +41,16 @@ def sqlite_url(tmp_path: Path) -> str:
 def _stats(url: str) -> dict[str, dict[str, int]]:
     result = runner.invoke(app, ["jobs", "stats", "--broker", url, "--json"])
     assert result.exit_code == 0, result.output
-    return {q.pop("queue"): q for q in json.loads(result.stdout)}
+    out = {q.pop("queue"): q for q in json.loads(result.stdout)}
+    for q in out.values():  # the subsets of queued, counted once limits exist
+        assert q.pop("scheduled") <= q["queued"] and q.pop("held") <= q["queued"]
+    return out
+
+
+def table_of(url: str) -> str:
+    result = runner.invoke(app, ["jobs", "stats", "--broker", url])
+    assert result.exit_code == 0, result.output
+    return result.stdout
 
 
 def test_stats_table_and_json(sqlite_url: str) -> None:
@@ -49,6 +58,7 @@ def test_stats_table_and_json(sqlite_url: str) -> None:
         "default": {"queued": 1, "running": 0, "done": 1, "dead": 1, "workers": 0},
         "emails": {"queued": 0, "running": 0, "done": 0, "dead": 0, "workers": 0},
     }
+    assert "scheduled" in table_of(sqlite_url) and "held" in table_of(sqlite_url)
     table = runner.invoke(app, ["jobs", "stats", "--broker", sqlite_url])
     assert table.exit_code == 0
     assert "default" in table.stdout and "emails" in table.stdout

@@ -241,24 +241,26 @@ def problems_json(problems: Sequence[wf.WiringProblem]) -> list[dict[str, Any]]:
 def queue_stats_table(
     stats: Sequence[QueueStats], rates: dict[str, float] | None = None, *, title: str = "queues"
 ) -> Table:
-    """Per-queue counts (queued, running, done, dead), live workers and, if given, the
-    done-per-second rate. A queue with work and no live worker shows its 0 in yellow."""
+    """Per-queue counts (queued, of them scheduled and held back by a limit, running,
+    done, dead), live workers and, if given, the done-per-second rate. A queue with
+    work and no live worker shows its 0 in yellow."""
     table = Table(title=title, title_justify="left")
     table.add_column("queue", no_wrap=True)
-    for column in ("queued", "running", "done", "dead", "workers"):
+    for column in ("queued", "scheduled", "held", "running", "done", "dead", "workers"):
         table.add_column(column, justify="right")
     if rates is not None:
         table.add_column("done/s", justify="right")
     for q in stats:
         # Text, not str: a queue name is data, never rich markup ("[x]" stays "[x]")
-        row: list[RenderableType] = [Text(q.queue), str(q.queued), str(q.running), str(q.done)]
+        row: list[RenderableType] = [Text(q.queue), str(q.queued), str(q.scheduled)]
+        row += [Text(str(q.held), style="yellow" if q.held else ""), str(q.running), str(q.done)]
         row.append(Text(str(q.dead), style="red" if q.dead else ""))
         row.append(Text(str(q.workers), style="yellow" if unserved(q) else ""))
         if rates is not None:
             row.append(f"{rates.get(q.queue, 0.0):.1f}")
         table.add_row(*row)
     if not stats:
-        table.add_row("(no queues)", "", "", "", "", "", *([""] if rates is not None else []))
+        table.add_row("(no queues)", *[""] * (len(table.columns) - 1))
     return table
 
 
