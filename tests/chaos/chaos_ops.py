@@ -15,13 +15,14 @@ the workers import this file by different paths and must agree on them.
 from __future__ import annotations
 
 import os
+import time
 
 import attrs
 import trio
 
 from wireframe import jobs
 
-__all__ = ["RollCall", "Work", "append_line", "render"]
+__all__ = ["RollCall", "TenPerSecond", "TwoAtOnce", "Work", "append_line", "render"]
 
 
 def render(x: int) -> str:
@@ -88,3 +89,29 @@ class RollCall(jobs.Operation[int, int], name="chaos.RollCall"):
 def _pids_in(path: str) -> set[str]:
     with open(path, encoding="ascii") as f:
         return {line.split()[1] for line in f if line.strip()}
+
+
+@attrs.frozen
+class TwoAtOnce(jobs.Operation[int, int], name="chaos.TwoAtOnce", concurrency_limit=2):
+    """Log ``"<x> <start> <end>"`` (wall-clock) to ``log`` around a ``pause``; at most two at once."""
+
+    log: str
+    pause: float = 0.1
+
+    async def execute(self, x: int) -> int:
+        start = trio.current_time()
+        wall = time.time()
+        await trio.sleep(self.pause)
+        append_line(self.log, f"{x} {wall} {wall + trio.current_time() - start}")
+        return x
+
+
+@attrs.frozen
+class TenPerSecond(jobs.Operation[int, int], name="chaos.TenPerSecond", rate_limit="10/s"):
+    """Log ``"<x> <start>"`` (wall-clock) to ``log``; ten a second across every worker."""
+
+    log: str
+
+    async def execute(self, x: int) -> int:
+        append_line(self.log, f"{x} {time.time()}")
+        return x
