@@ -82,6 +82,7 @@ def test_the_suite_is_organised_by_role_and_broker_conformance_is_all_of_them() 
         testing.PresenceConformance,
         testing.JobStoreConformance,
         testing.AdminConformance,
+        testing.LimitsConformance,
     ]
     assert roles == [getattr(conformance, role.__name__) for role in roles]
     assert all(issubclass(testing.BrokerConformance, role) for role in roles)

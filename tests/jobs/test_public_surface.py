@@ -131,8 +131,8 @@ def test_broker_is_the_union_of_its_roles_and_lost_no_method_in_the_split() -> N
 #: The job store role, added after the split.
 JOB_STORE = {"submit", "job", "wait_job", "abort_job"}
 
-#: Added after the split too: schedules (presence).
-LATER = {"announce_schedule", "schedules"}
+#: Added after the split too: schedules (presence) and limits (work queue).
+LATER = {"announce_schedule", "schedules", "define_limit"}
 
 #: Every member of the one ``Broker`` protocol before it was cut into roles.
 BROKER_BEFORE_THE_SPLIT = {
