@@ -45,6 +45,8 @@ from wireframe.cli.render import (
 from wireframe.cli.runner import EXIT_WIRING, Outcome, run_with_view
 from wireframe.cli.target import Target, TargetError, import_module, load_target
 from wireframe.jobs.broker import mask_password
+from wireframe.jobs.threads import DEFAULT_THREADS
+from wireframe.jobs.worker import DEFAULT_CONCURRENCY
 
 __all__ = ["app", "jobs_app", "main"]
 
@@ -242,8 +244,12 @@ def worker(
         typer.Option("--queue", "-q", help="Queue to serve; repeatable.", show_default="default"),
     ] = None,
     concurrency: Annotated[
-        int, typer.Option("--concurrency", "-c", min=1, help="Jobs run at once per queue.")
-    ] = 16,
+        int, typer.Option("--concurrency", "-c", min=1, help="Jobs held at once per queue.")
+    ] = DEFAULT_CONCURRENCY,
+    threads: Annotated[
+        int,
+        typer.Option("--threads", "-t", min=1, help="Threads for plain def jobs, per queue."),
+    ] = DEFAULT_THREADS,
     graceful_timeout: GraceOpt = None,
     log_level: LogOpt = LogLevel.warning,
     as_json: JsonOpt = False,
@@ -264,6 +270,7 @@ def worker(
             layers,
             queues=queues or ["default"],
             concurrency=concurrency,
+            threads=threads,
             graceful_shutdown_timeout=30.0 if graceful_timeout is None else graceful_timeout,
         )
     except wf.WiringError as exc:

@@ -26,6 +26,7 @@ from wireframe.cli.target import TargetError
 from wireframe.jobs.errors import OperationError
 from wireframe.jobs.layers import WorkerLayer
 from wireframe.jobs.operations import registered_operations, spec_of
+from wireframe.jobs.threads import DEFAULT_THREADS
 
 __all__ = ["WORKER_LAYERS", "declared_layers", "missing_resources", "worker_builder"]
 
@@ -72,6 +73,7 @@ def worker_builder(
     *,
     queues: Sequence[str],
     concurrency: int,
+    threads: int = DEFAULT_THREADS,
     graceful_shutdown_timeout: float,
 ) -> tuple[wf.ServiceBuilder, tuple[type, ...]]:
     """The worker service: ``layers``, then one worker loop per queue taking what they give.
@@ -85,7 +87,9 @@ def worker_builder(
         builder.add_layer(layer)
     for queue in queues:
         builder.add_layer(
-            WorkerLayer(broker, concurrency=concurrency, queue=queue, resources=resources)
+            WorkerLayer(
+                broker, concurrency=concurrency, queue=queue, resources=resources, threads=threads
+            )
         )
     return builder, resources
 

@@ -27,7 +27,8 @@ import wireframe as wf
 from wireframe.jobs.broker import Broker, BrokerUnavailable, mask_password, open_broker
 from wireframe.jobs.cache import ResultCache
 from wireframe.jobs.runtime import DEFAULT_URL, Runtime, emulated_pool
-from wireframe.jobs.worker import Worker
+from wireframe.jobs.threads import DEFAULT_THREADS
+from wireframe.jobs.worker import DEFAULT_CONCURRENCY, Worker
 
 __all__ = [
     "BrokerReachable",
@@ -177,19 +178,27 @@ class JobRuntimeLayer(wf.WiringLayer[None, JobRuntimeOutput]):
 class WorkerLayer(wf.WiringLayer[None, WorkerOutput]):
     """Gives a worker loop task on ``queue`` of the broker ``url`` with ``concurrency`` slots.
 
+    ``concurrency`` is how many jobs it holds at once (default 64: ``async def``
+    jobs waiting on I/O are cheap); plain ``def`` jobs among them run on
+    ``threads`` long-lived threads (default 8), ``cpu_bound`` ones in one
+    process per core.
+
     ``resources`` lists the resource types (provided by other layers) that the
     worker hands to operations asking for them by type.
     """
 
     url: str | None = attrs.field(default=None, repr=_masked_url)
-    concurrency: int = 16
+    concurrency: int = DEFAULT_CONCURRENCY
     queue: str = "default"
     resources: tuple[type, ...] = ()
     name: str = ""
+    threads: int = DEFAULT_THREADS
 
     def __attrs_post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError(f"WorkerLayer concurrency must be at least 1, not {self.concurrency}")
+        if self.threads < 1:
+            raise ValueError(f"WorkerLayer threads must be at least 1, not {self.threads}")
         if not self.name:
             object.__setattr__(self, "name", f"worker:{self.queue}")
 
@@ -208,6 +217,7 @@ class WorkerLayer(wf.WiringLayer[None, WorkerOutput]):
                 broker,
                 queue=self.queue,
                 concurrency=self.concurrency,
+                threads=self.threads,
                 resources=_resources_of(input),
                 worker_id=self.name,
             )

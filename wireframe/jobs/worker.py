@@ -81,8 +81,14 @@ from wireframe.jobs.errors import (
 )
 from wireframe.jobs.operations import Executor, Operation, OpSpec, call_kwargs
 from wireframe.jobs.retry import DEFAULT_RETRY
+from wireframe.jobs.threads import DEFAULT_THREADS, JobThreads, open_job_threads
 
-__all__ = ["Worker", "WorkerStatistics"]
+__all__ = ["DEFAULT_CONCURRENCY", "Worker", "WorkerStatistics"]
+
+#: Job slots a worker has unless told otherwise: ``async def`` jobs waiting on I/O
+#: are cheap to keep many of; plain ``def`` ones share :data:`DEFAULT_THREADS`
+#: threads, and ``cpu_bound`` ones trio-parallel's processes (one per core).
+DEFAULT_CONCURRENCY = 64
 
 _HOST = socket.gethostname()
 
@@ -146,16 +152,21 @@ class Worker:
         broker: Broker,
         *,
         queue: str = "default",
-        concurrency: int = 16,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        threads: int = DEFAULT_THREADS,
         resources: Iterable[object] | Mapping[type, object] = (),
         worker_id: str | None = None,
         renew_every: float | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"worker concurrency must be at least 1, not {concurrency}")
+        if threads < 1:
+            raise ValueError(f"worker threads must be at least 1, not {threads}")
         self.broker = broker
         self.queue = queue
         self.concurrency = concurrency
+        self.threads = threads
+        self._pool: JobThreads | None = None
         if isinstance(resources, Mapping):
             self.resources: dict[type, object] = dict(resources)
         else:
@@ -231,7 +242,10 @@ class Worker:
                 helpers.start_soon(self._keep_leases)
                 helpers.start_soon(self._announce)
                 try:
-                    async with trio.open_nursery() as jobs:
+                    async with (
+                        open_job_threads(self.threads) as self._pool,
+                        trio.open_nursery() as jobs,
+                    ):
                         task_status.started()
                         await self._consume(jobs)
                 finally:
@@ -438,8 +452,10 @@ class Worker:
     async def _in_thread(
         self, spec: OpSpec, execute: Callable[..., Any], value: Any, kwargs: dict[str, object]
     ) -> Any:
-        """``executor="thread"``: run it in a trio worker thread."""
-        return await trio.to_thread.run_sync(functools.partial(execute, value, **kwargs))
+        """``executor="thread"``: run it on one of the worker's job threads."""
+        if self._pool is None:  # pragma: no cover - jobs run only inside serve()
+            raise RuntimeError("a worker runs jobs only inside serve()")
+        return await self._pool.run(functools.partial(execute, value, **kwargs))
 
     async def _in_process(
         self, spec: OpSpec, execute: Callable[..., Any], value: Any, kwargs: dict[str, object]

@@ -66,7 +66,9 @@ class AdminConformance(ConformanceBase):
             await broker.abandon(await self.take_one(broker, "q"), delay=60)  # queued again
             stats = await broker.stats()
             by_queue = stats_by_queue(stats)
-            assert by_queue["q"] == QueueStats("q", queued=2, running=1, done=1, dead=1, scheduled=2)
+            assert by_queue["q"] == QueueStats(
+                "q", queued=2, running=1, done=1, dead=1, scheduled=2
+            )
             assert by_queue["r"] == QueueStats("r", queued=1, running=0, done=0, dead=0)
             assert [s.queue for s in stats] == sorted(s.queue for s in stats)
 
@@ -85,7 +87,9 @@ class AdminConformance(ConformanceBase):
 
             assert await broker.purge("q") == 2
             by_queue = stats_by_queue(await broker.stats())
-            assert by_queue["q"] == QueueStats("q", queued=2, running=1, done=0, dead=0, scheduled=1)
+            assert by_queue["q"] == QueueStats(
+                "q", queued=2, running=1, done=0, dead=0, scheduled=1
+            )
             assert by_queue["q2"].done == 1, "purge of one queue left the others alone"
             assert await broker.dead_letters() == []
             await broker.complete(leased, None)  # the lease survived
@@ -93,4 +97,6 @@ class AdminConformance(ConformanceBase):
             assert await broker.purge() == 2  # "leased" in q, "other" in q2
             assert await broker.purge() == 0
             by_queue = stats_by_queue(await broker.stats())
-            assert by_queue["q"] == QueueStats("q", queued=1, running=1, done=0, dead=0, scheduled=1)
+            assert by_queue["q"] == QueueStats(
+                "q", queued=1, running=1, done=0, dead=0, scheduled=1
+            )
