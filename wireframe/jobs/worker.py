@@ -39,7 +39,6 @@ import functools
 import logging
 import os
 import socket
-import sys
 import time
 import uuid
 from collections import OrderedDict
@@ -75,10 +74,9 @@ from wireframe.jobs.errors import (
     ErrorKind,
     Fatal,
     RemoteError,
-    Strategy,
-    Terminate,
     Transient,
 )
+from wireframe.jobs.failures import TimeLimitExceeded, dead_reason, error_body, process_died
 from wireframe.jobs.operations import Executor, Operation, OpSpec, call_kwargs
 from wireframe.jobs.retry import DEFAULT_RETRY
 from wireframe.jobs.threads import DEFAULT_THREADS, JobThreads, open_job_threads
@@ -307,7 +305,7 @@ class Worker:
         try:
             env = decode_envelope(delivery.message.body)
         except Exception as exc:  # a CodecError, or anything a broken decoder raised
-            await self._dead_letter(delivery, _reason(exc))
+            await self._dead_letter(delivery, dead_reason(exc))
             return None
         if env.run_id in self._aborted:
             self._skipped_aborted += 1
@@ -338,7 +336,7 @@ class Worker:
     async def _fail(self, delivery: Delivery, exc: BaseException, kind: ErrorKind) -> None:
         """Complete a job that did not run with an error result describing ``exc``."""
         self._failed += 1
-        await self._complete(delivery, _error_body(exc, kind))
+        await self._complete(delivery, error_body(exc, kind))
 
     async def _run_job(
         self,
@@ -469,7 +467,7 @@ class Worker:
         try:
             return await trio_parallel.run_sync(execute, value, kill_on_cancel=True)
         except trio_parallel.BrokenWorkerError as exc:
-            raise _process_died(spec, exc) from exc
+            raise process_died(spec, exc) from exc
 
     def _check_inline(self, spec: OpSpec, seconds: float) -> None:
         """Warn (once per operation) that an inline operation held the trio thread too long.
@@ -497,17 +495,17 @@ class Worker:
                 delay = (exc.retry or DEFAULT_RETRY).delay_before(env.attempt + 1)
             except Exception as broken:  # a retry policy that cannot answer fails the job
                 self._failed += 1
-                return _error_body(broken, ErrorKind.FATAL), None
+                return error_body(broken, ErrorKind.FATAL), None
             if delay is not None:
                 return None, delay
             self._failed += 1
-            return _error_body(exc, ErrorKind.RETRIES_EXHAUSTED), None
+            return error_body(exc, ErrorKind.RETRIES_EXHAUSTED), None
         self._failed += 1
         if isinstance(exc, Fatal):
-            return _error_body(exc, ErrorKind.FATAL, exc.strategy), None
+            return error_body(exc, ErrorKind.FATAL, exc.strategy), None
         if isinstance(exc, TimeLimitExceeded):
-            return _error_body(exc, ErrorKind.TIME_LIMIT), None
-        return _error_body(exc, ErrorKind.FATAL), None
+            return error_body(exc, ErrorKind.TIME_LIMIT), None
+        return error_body(exc, ErrorKind.FATAL), None
 
     async def _after_cancel(self, running: _Running) -> None:
         self._cancelled += 1
@@ -662,10 +660,6 @@ class Worker:
             self.abort_running()
 
 
-class TimeLimitExceeded(Exception):
-    """A job ran longer than its time limit (it fails with ``ErrorKind.TIME_LIMIT``)."""
-
-
 @asynccontextmanager
 async def _bare() -> AsyncIterator[None]:
     """Let an error out of the worker's nurseries as itself, not in exception groups.
@@ -704,32 +698,3 @@ _EXECUTORS: Mapping[
     "thread": Worker._in_thread,
     "process": Worker._in_process,
 }
-
-
-def _reason(exc: BaseException) -> str:
-    """A dead-letter reason for ``exc``: a CodecError's own words, else its type too."""
-    return str(exc) if isinstance(exc, CodecError) else f"{type(exc).__name__}: {exc}"
-
-
-def _error_body(exc: BaseException, kind: ErrorKind, strategy: Strategy = Terminate) -> bytes:
-    """An error reply describing ``exc``; never raises (an exception may not even print)."""
-    try:
-        error = RemoteError.from_exception(exc, kind, strategy)
-    except Exception:
-        name = f"{type(exc).__module__}.{type(exc).__qualname__}"
-        error = RemoteError(kind, name, "(the exception's message could not be rendered)")
-    return encode_result(JobResult(error=error))
-
-
-def _process_died(spec: OpSpec, exc: BaseException) -> RuntimeError:
-    """The error for a cpu_bound job whose pool process died, saying the usual why."""
-    main = sys.modules.get("__main__")
-    script = getattr(main, "__file__", None)
-    where = f" ({script})" if isinstance(script, str) else ""
-    return RuntimeError(
-        f"the process running cpu_bound operation {spec.name!r} died ({exc}). A cpu_bound "
-        f"operation runs in a process pool whose processes re-import the main module{where}: "
-        "if that script starts work at import (trio.run(...) at top level), guard that code "
-        'with `if __name__ == "__main__":`, or move the operation into a module of its own. '
-        "Otherwise the process crashed or was killed (out of memory?)"
-    )
