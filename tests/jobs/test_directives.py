@@ -206,3 +206,29 @@ async def test_concurrent_runs_share_a_runtime() -> None:
         for k in range(4):
             nursery.start_soon(one, k)
     assert results == {k: [i + k for i in range(50)] for k in range(4)}
+
+
+@attrs.frozen
+class Nap(jobs.Operation[float, float]):
+    async def execute(self, x: float) -> float:
+        await trio.sleep(x)
+        return x
+
+
+async def test_a_run_keeps_twice_its_workers_slots_in_flight(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A batch does not queue its whole bound ahead of a job submitted after it."""
+    url = f"memory://window-{uuid.uuid4().hex[:8]}"
+    async with jobs.connect(url, workers=1, worker_concurrency=20, max_in_flight=1024) as rt:
+        await jobs.literal(0.0).then(Nap()).run(rt)  # the runtime has seen the worker
+        assert rt.slots_seen == {"default": 20}
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(jobs.from_iter([1.0] * 200).map(Nap()).collect().run, rt)
+            await trio.sleep(0.5)
+            [stats] = await rt.broker.stats()
+            assert (stats.running, stats.queued) == (20, 20), stats  # a window of 40, not 200
+            single = await rt.submit(Nap(), 0.0)
+            started = trio.current_time()
+            await single.result(timeout=60)
+            assert trio.current_time() - started < 2.5, "the job waited behind the batch"

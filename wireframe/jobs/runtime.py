@@ -74,6 +74,10 @@ _MIN_CHANNEL_TTL = 30.0
 _FIRST_WATCH = 2.0
 #: The longest pause between two looks of a run's watcher.
 _MAX_WATCH_EVERY = 5.0
+#: A run keeps this many jobs in flight per slot of the live workers on its queue
+#: (never fewer than MIN_WINDOW, never more than its ``max_in_flight``).
+WINDOW_PER_SLOT = 2
+MIN_WINDOW = 32
 
 logger = logging.getLogger("wireframe.jobs")
 I = TypeVar("I")  # noqa: E741
@@ -131,8 +135,9 @@ class Runtime:
     """The job runtime resource: submit directive runs through one broker connection.
 
     ``queue`` is where jobs go unless a run says otherwise; ``max_in_flight``
-    bounds the jobs of one run that are published but not yet answered;
-    ``publish_batch`` is the most messages one publish call carries.
+    bounds the jobs of one run that are published but not yet answered (a
+    run keeps fewer in flight, twice the slots of its queue's live workers,
+    when those are fewer: see :attr:`Run.window`); ``publish_batch`` is the most messages one publish call carries.
     """
 
     def __init__(
@@ -153,6 +158,8 @@ class Runtime:
         self.cache = cache
         self._counts = _Counts()
         self._started_at = trio.current_time()
+        #: Per queue, the job slots (concurrency) of its live workers as last seen.
+        self.slots_seen: dict[str, int] = {}
         #: Result channels of runs that got every reply: garbage, deleted by a later
         #: run right after it publishes (while it waits for its workers anyway).
         self._finished_channels: list[str] = []
@@ -331,6 +338,7 @@ class Runtime:
         every = min(self.broker.url.lease / 3, ttl / 3, _MAX_WATCH_EVERY)
         try:
             await broker.open_channel(name, ttl)
+            await self._count_slots(run)  # at once: it sizes the run's window
         except BrokerError:
             pass  # keep_channel below says ChannelLost if the open never landed
         await trio.sleep(min(_FIRST_WATCH, every))
@@ -349,9 +357,18 @@ class Runtime:
                 logger.debug("run %s: the broker did not answer its watcher: %s", run.run_id, exc)
             await trio.sleep(every)
 
+    async def _count_slots(self, run: Run) -> int:
+        """How many job slots the live workers on ``run``'s queue have; resizes its window."""
+        slots = sum(w.concurrency for w in await self.broker.workers(run.queue))
+        before = run.window
+        self.slots_seen[run.queue] = slots
+        if run.window > before:
+            run.capacity_changed()
+        return slots
+
     async def _look_for_workers(self, run: Run) -> None:
         """Note (and log, once) when no live worker consumes ``run``'s queue."""
-        if await self.broker.workers(run.queue):
+        if await self._count_slots(run):
             run.no_worker_since = None
             return
         if run.no_worker_since is None:
@@ -394,9 +411,28 @@ class Run:
         """Jobs published by this run and not answered yet."""
         return self._in_flight
 
+    @property
+    def window(self) -> int:
+        """How many jobs the run keeps in flight: its bound, or fewer for few workers.
+
+        Jobs published far beyond what the queue's workers can run at once only
+        lengthen the queue in front of anything submitted later: a single job
+        would wait behind the whole window. Twice the workers' slots (as the
+        run's watcher last saw them) keeps them busy while replies travel back;
+        until it has looked, or when it sees none, the run uses its bound.
+        """
+        slots = self.runtime.slots_seen.get(self.queue, 0)
+        if slots <= 0:
+            return self.max_in_flight
+        return min(self.max_in_flight, max(MIN_WINDOW, WINDOW_PER_SLOT * slots))
+
+    def capacity_changed(self) -> None:
+        """Wake feeders waiting in :meth:`wait_for_capacity` (a reply came, the window grew)."""
+        self._capacity.set()
+
     def free_slots(self) -> int:
-        """How many more jobs may be published before the bound is reached."""
-        return self.max_in_flight - self._in_flight
+        """How many more jobs may be published before the window is full."""
+        return self.window - self._in_flight
 
     def job_id(self) -> str:
         """A fresh job id, unique in the broker (run id + ``s`` + sequence number).
@@ -408,7 +444,7 @@ class Run:
 
     async def wait_for_capacity(self) -> None:
         """Wait until at least one slot is free (returns at once if one is)."""
-        while self._in_flight >= self.max_in_flight:
+        while self._in_flight >= self.window:
             if self._capacity.is_set():
                 self._capacity = trio.Event()
             await self._capacity.wait()
@@ -451,7 +487,7 @@ class Run:
             return None
         self._in_flight -= len(batch)
         self._counts.results += len(batch)
-        self._capacity.set()
+        self.capacity_changed()
         return batch
 
     async def cache_get(self, key: bytes) -> bytes | None:
