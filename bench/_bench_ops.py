@@ -51,6 +51,14 @@ class Inc(jobs.Operation[int, int], name="bench.brokers-inc"):
         return x + 1
 
 
+@attrs.frozen
+class SyncInc(jobs.Operation[int, int], name="bench.brokers-sync-inc"):
+    """The same as a plain ``def``, as most users write them (runs on the worker's threads)."""
+
+    def execute(self, x: int) -> int:
+        return x + 1
+
+
 class Resp:
     """A minimal blocking Redis client: one socket, one command at a time, RESP2 replies."""
 
