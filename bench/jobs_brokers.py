@@ -14,7 +14,9 @@ Every row is measured in this one run (issue 4, "Performance"):
   up first; jobs/s = N / wall time of the directive. Then the single-job
   round trip, ``literal(x).then(Inc()).run(rt)`` one at a time, RTT times:
   p50/p99, and the CPU the orchestrator and the worker process spent per
-  map+collect job (from /proc). ``memory://`` is the in-process reference (an emulated worker of
+  map+collect job (from /proc). Each broker twice: an ``async def`` no-op
+  and a plain ``def`` one (``SyncInc``, run on the worker's threads), as most
+  users write them. ``memory://`` is the in-process reference (an emulated worker of
   the same concurrency: no process boundary).
 * **peers** — with ``--peers``, saq / arq (tuned) / dramatiq (one process)
   measured now by their own harness (``shared/peers-bench/bench.py``) on the
@@ -57,13 +59,18 @@ sys.path.insert(0, str(HERE.parent))
 
 import _bench_ops  # noqa: E402
 import _peers  # noqa: E402
-from _bench_ops import Inc, Resp  # noqa: E402
+from _bench_ops import Inc, Resp, SyncInc  # noqa: E402
 
 from wireframe import jobs  # noqa: E402
 from wireframe.jobs.broker import parse_broker_url  # noqa: E402
 
 OPS = str(HERE / "_bench_ops.py")
 WARMUP = 200
+#: The benchmark's no-op job written both ways: ``async def`` and a plain ``def``.
+OPS_BY_KIND: tuple[tuple[str, jobs.Operation[int, int]], ...] = (
+    ("async def", Inc()),
+    ("def", SyncInc()),
+)
 
 
 @attrs.frozen
@@ -185,23 +192,28 @@ def sqlite_floor(tmp: Path, n: int) -> float:
 
 # -- wireframe -----------------------------------------------------------------------
 async def _measure(
-    url: str, n: int, rtt: int, workers: int = 0, proc: subprocess.Popen[str] | None = None
+    url: str,
+    n: int,
+    rtt: int,
+    workers: int = 0,
+    proc: subprocess.Popen[str] | None = None,
+    op: jobs.Operation[int, int] = Inc(),  # noqa: B008 (frozen)
 ) -> Measured:
     """Map+collect jobs/s (and CPU per job), single-job round trips in ms, on ``url``."""
-    extra = {"workers": workers, "worker_concurrency": 16} if workers else {}
+    extra = {"workers": workers} if workers else {}
     async with jobs.connect(url, **extra) as rt:  # type: ignore[arg-type]
         with trio.fail_after(60):  # the worker process is up and warm
             while True:
                 with trio.move_on_after(5):
-                    await jobs.literal(0).then(Inc()).run(rt)
+                    await jobs.literal(0).then(op).run(rt)
                     break
                 if proc is not None and proc.poll() is not None:
                     raise RuntimeError(f"worker process exited with {proc.returncode}")
-            await jobs.from_iter(range(WARMUP)).map(Inc()).collect().run(rt)
+            await jobs.from_iter(range(WARMUP)).map(op).collect().run(rt)
         w0 = proc_cpu(proc.pid) if proc is not None else None
         c0 = time.process_time()
         t = time.perf_counter()
-        out = await jobs.from_iter(range(n)).map(Inc()).collect().run(rt)
+        out = await jobs.from_iter(range(n)).map(op).collect().run(rt)
         rate = n / (time.perf_counter() - t)
         orch_cpu = (time.process_time() - c0) / n * 1e6
         w1 = proc_cpu(proc.pid) if proc is not None else None
@@ -211,17 +223,23 @@ async def _measure(
         lat = []
         for i in range(rtt):
             t = time.perf_counter()
-            got = await jobs.literal(i).then(Inc()).run(rt)
+            got = await jobs.literal(i).then(op).run(rt)
             lat.append((time.perf_counter() - t) * 1000)
             if got != i + 1:
-                raise AssertionError(f"literal({i}).then(Inc()) returned {got!r}")
+                raise AssertionError(f"literal({i}).then(op) returned {got!r}")
     return Measured(rate, lat, orch_cpu, worker_cpu)
 
 
-def wireframe_row(url: str, n: int, rtt: int, cli: bool) -> Measured:
+def wireframe_row(
+    url: str,
+    n: int,
+    rtt: int,
+    cli: bool,
+    op: jobs.Operation[int, int] = Inc(),  # noqa: B008
+) -> Measured:
     """Measure ``url`` with one worker subprocess (in-process emulated for memory://)."""
     if url.startswith("memory:"):
-        return trio.run(_measure, url, n, rtt, 1)
+        return trio.run(_measure, url, n, rtt, 1, None, op)
     if cli:
         cmd = [sys.executable, "-m", "wireframe", "worker", "--broker", url]
         cmd += ["--import", OPS, "--plain"]
@@ -231,7 +249,7 @@ def wireframe_row(url: str, n: int, rtt: int, cli: bool) -> Measured:
     else:
         proc = _spawn("worker", url)
     try:
-        return trio.run(_measure, url, n, rtt, 0, proc)
+        return trio.run(_measure, url, n, rtt, 0, proc, op)
     finally:
         _stop(proc)
 
@@ -310,48 +328,50 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> list[Row]:
                 )
             )
         if "sqlite" in brokers:
-            say("wireframe sqlite:// with one worker process ...")
-            url = f"sqlite:///{tmp / 'jobs.db'}"
-            m = wireframe_row(url, args.n, args.rtt, args.cli)
-            rows.append(
-                Row(
-                    "wireframe sqlite://, 1 worker proc",
-                    m.rate,
-                    statistics.median(m.lat),
-                    pct(m.lat, 99),
-                    _ratio(m.rate, sqlite_floor_rate),
-                    _cpu(m),
-                    ">=3,000/s",
-                    "MET" if m.rate >= 3000 else "BELOW",
+            for kind, op in OPS_BY_KIND:
+                say(f"wireframe sqlite:// with one worker process, {kind} jobs ...")
+                url = f"sqlite:///{tmp / f'jobs-{kind}.db'}"
+                m = wireframe_row(url, args.n, args.rtt, args.cli, op)
+                rows.append(
+                    Row(
+                        f"wireframe sqlite://, 1 worker proc, {kind}",
+                        m.rate,
+                        statistics.median(m.lat),
+                        pct(m.lat, 99),
+                        _ratio(m.rate, sqlite_floor_rate),
+                        _cpu(m),
+                        ">=3,000/s",
+                        "MET" if m.rate >= 3000 else "BELOW",
+                    )
                 )
-            )
     if "redis" in brokers:
         if redis_ok is not None:
             rows.append(Row(f"wireframe redis:// — SKIPPED: {redis_ok}", None, None, None))
         else:
-            say(f"wireframe redis:// on {host}:{port} with one worker process ...")
-            prefix = f"wf-bench-{uuid.uuid4().hex[:12]}:"
-            sep = "&" if "?" in redis_url else "?"
-            url = f"{redis_url}{sep}prefix={prefix}"
-            try:
-                m = wireframe_row(url, args.n, args.rtt, args.cli)
-            finally:
-                redis_cleanup(host, port, db, prefix)
-            p50 = statistics.median(m.lat)
-            note = _redis_note(m.rate, p50, redis_floor_rate, redis_floor_p50)
-            verdict = _redis_verdict(m.rate, p50)
-            rows.append(
-                Row(
-                    "wireframe redis://, 1 worker proc",
-                    m.rate,
-                    p50,
-                    pct(m.lat, 99),
-                    note,
-                    _cpu(m),
-                    ">=5,000/s, p50<=1ms",
-                    verdict,
+            for kind, op in OPS_BY_KIND:
+                say(f"wireframe redis:// on {host}:{port}, one worker process, {kind} jobs ...")
+                prefix = f"wf-bench-{uuid.uuid4().hex[:12]}:"
+                sep = "&" if "?" in redis_url else "?"
+                url = f"{redis_url}{sep}prefix={prefix}"
+                try:
+                    m = wireframe_row(url, args.n, args.rtt, args.cli, op)
+                finally:
+                    redis_cleanup(host, port, db, prefix)
+                p50 = statistics.median(m.lat)
+                note = _redis_note(m.rate, p50, redis_floor_rate, redis_floor_p50)
+                verdict = _redis_verdict(m.rate, p50)
+                rows.append(
+                    Row(
+                        f"wireframe redis://, 1 worker proc, {kind}",
+                        m.rate,
+                        p50,
+                        pct(m.lat, 99),
+                        note,
+                        _cpu(m),
+                        ">=5,000/s, p50<=1ms",
+                        verdict,
+                    )
                 )
-            )
     if args.peers:
         why = _peers.available()
         if why is None and not _peers.answers():
