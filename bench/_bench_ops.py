@@ -59,6 +59,15 @@ class SyncInc(jobs.Operation[int, int], name="bench.brokers-sync-inc"):
         return x + 1
 
 
+@attrs.frozen
+class Wait2ms(jobs.Operation[int, int], name="bench.brokers-wait-2ms"):
+    """An I/O-bound job: waits 2 ms (as for a database or an HTTP call), then answers."""
+
+    async def execute(self, x: int) -> int:
+        await trio.sleep(0.002)
+        return x
+
+
 class Resp:
     """A minimal blocking Redis client: one socket, one command at a time, RESP2 replies."""
 
