@@ -227,3 +227,27 @@ async def test_connect_defaults_to_an_sqlite_file(
         assert rt.url.scheme == "sqlite"
         assert await jobs.literal("x").then(Upper()).run(rt, timeout=30) == "X"
     assert (tmp_path / "wireframe-jobs.db").exists()
+
+
+@attrs.frozen
+class Jitter(jobs.Operation[int, int]):
+    async def execute(self, x: int) -> int:
+        await trio.sleep((x % 7) * 0.003)
+        return x
+
+
+async def test_jobs_finishing_while_leases_are_renewed_are_not_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lease keeper renews one lease at a time: a job that finishes meanwhile is no loss."""
+    async with jobs.open_broker(f"sqlite:///{tmp_path}/jobs.db?lease=0.6") as broker:
+        rt = jobs.Runtime(broker)
+        worker = jobs.Worker(broker, concurrency=64, renew_every=0.01)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(worker.serve)
+            out = await jobs.from_iter(range(600)).map(Jitter()).collect().run(rt)
+            worker.stop()
+    assert out == list(range(600))
+    counts = worker.statistics()
+    assert (counts.lost, counts.cancelled) == (0, 0), counts
+    assert "job cancelled" not in caplog.text

@@ -134,6 +134,7 @@ class _Running:
     run_id: str
     scope: trio.CancelScope
     why: str = ""  # "", "abort", "worker-abort", "lost"
+    done: bool = False  # its work is done; its outcome is on the way to the broker
 
 
 class Worker:
@@ -359,6 +360,7 @@ class Worker:
                 except Exception as exc:
                     body, retry_delay = self._outcome(exc, env)
             executing = False
+            running.done = True
             self._executing -= 1
             self._finishing += 1
             self._slot_free.set()
@@ -382,7 +384,7 @@ class Worker:
                 await self._abandon(running.delivery)
             raise
         finally:
-            if self._running.get(running.delivery.message.id) is running:
+            if self._is_running(running):
                 del self._running[running.delivery.message.id]
             if executing:
                 self._executing -= 1
@@ -612,11 +614,14 @@ class Worker:
         while True:
             await trio.sleep(self.renew_every)
             for running in list(self._running.values()):
-                if running.why:
+                # a job that finished while earlier leases were renewed settles its own
+                if running.why or running.done or not self._is_running(running):
                     continue
                 try:
                     running.delivery = await self.broker.extend(running.delivery)
                 except LockLost as exc:
+                    if running.done or not self._is_running(running):
+                        continue  # it finished while this renewal was on its way
                     self._lost += 1
                     running.why = "lost"
                     running.scope.cancel()
@@ -624,6 +629,9 @@ class Worker:
                 except BrokerError as exc:  # the next round tries again
                     _log.warning("worker %s: cannot renew leases now: %s", self.worker_id, exc)
                     break
+
+    def _is_running(self, running: _Running) -> bool:
+        return self._running.get(running.delivery.message.id) is running
 
     async def _listen_aborts(self, task_status: trio.TaskStatus[None]) -> None:
         """Follow the abort topic; subscribe again (with a capped backoff) if it fails."""
