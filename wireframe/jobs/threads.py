@@ -42,6 +42,7 @@ from typing import Any, Final
 import attrs
 import outcome
 import trio
+from trio import _threads  # trio's per-thread data for from_thread (see below)
 
 __all__ = ["DEFAULT_THREADS", "JobThreads", "open_job_threads"]
 
@@ -64,32 +65,39 @@ class _Job:
     cancel_register: list[Any] = attrs.Factory(lambda: [None])
 
 
-def _trio_thread_data(token: trio.lowlevel.TrioToken, job: _Job | None) -> None:
-    """Make ``trio.from_thread`` work in this thread for ``job`` (None: clear it).
+def _trio_thread_data(token: trio.lowlevel.TrioToken | None, job: _Job | None = None) -> None:
+    """Make ``trio.from_thread`` work in this thread (``token``), for ``job`` when given.
 
     trio keeps what ``check_cancelled`` and ``from_thread.run`` need in a
     thread-local of ``trio._threads``, filled by ``trio.to_thread.run_sync``;
-    this fills it the same way. ``abandon_on_cancel`` is True so that
-    ``from_thread.run`` runs its function in trio's system nursery rather than
-    in the waiting task, which here is parked on the pool, not on to_thread.
+    this fills it the same way: the token and ``abandon_on_cancel`` once per
+    thread, the job's cancel and task registers per job; ``token=None`` clears
+    it. ``abandon_on_cancel`` is True so that ``from_thread.run`` runs its
+    function in trio's system nursery rather than in the waiting task, which
+    here is parked on the pool, not on to_thread.
     """
-    from trio import _threads
-
     data = _threads.PARENT_TASK_DATA
-    if job is None:
+    if token is None:
         for name in ("token", "abandon_on_cancel", "cancel_register", "task_register"):
             data.__dict__.pop(name, None)
-        return
-    data.token = token
-    data.abandon_on_cancel = True
-    data.cancel_register = job.cancel_register
-    data.task_register = [job.task]
+    elif job is None:
+        data.token = token
+        data.abandon_on_cancel = True
+    else:
+        data.cancel_register = job.cancel_register
+        data.task_register = [job.task]
 
 
 class JobThreads:
     """Up to ``size`` long-lived threads running plain ``def`` calls (see the module doc).
 
     Made by :func:`open_job_threads`; :meth:`run` is the only method a worker uses.
+
+    The trio side takes no lock on its way: a job is appended to a deque
+    (atomic), and an idle thread is notified only when one is idle and none is
+    on its way already. A thread marks itself idle and looks at the deque once
+    more before it sleeps, so a job appended meanwhile is never missed.
+    Results go back through a second deque and one ``run_sync_soon`` per batch.
     """
 
     def __init__(self, size: int, token: trio.lowlevel.TrioToken) -> None:
@@ -99,7 +107,8 @@ class JobThreads:
         self._token = token
         self._lock = threading.Condition(threading.Lock())
         self._todo: collections.deque[_Job] = collections.deque()
-        self._finished: list[_Job] = []
+        self._finished: collections.deque[_Job] = collections.deque()
+        self._delivering = False  # a _deliver is scheduled and has not started yet
         self._idle = 0
         self._waking = 0  # idle threads notified that have not taken a job yet
         self._threads: list[threading.Thread] = []
@@ -118,9 +127,10 @@ class JobThreads:
         if self._closing:
             raise RuntimeError("the worker's job threads are closed")
         job = _Job(fn, contextvars.copy_context(), trio.lowlevel.current_task())
-        with self._lock:
-            self._todo.append(job)
-            self._wake_one()
+        self._todo.append(job)
+        if not self._waking and (self._idle or len(self._threads) < self.size):
+            with self._lock:
+                self._wake_one()
 
         def abort(raise_cancel: Any) -> trio.lowlevel.Abort:
             with self._lock:
@@ -141,7 +151,7 @@ class JobThreads:
         stays on the threads already awake instead of waking every thread to
         fight over the GIL, while slow (blocking) jobs still spread out.
         """
-        if self._waking:
+        if self._waking or not self._todo:
             return
         if self._idle:
             self._waking += 1
@@ -157,46 +167,57 @@ class JobThreads:
         self._threads.append(thread)
         thread.start()
 
+    def _take(self, woken: bool) -> _Job | None:
+        """A pool thread's next job, sleeping while there is none; None once the pool closes."""
+        with self._lock:
+            while not self._todo and not self._closing:
+                if woken:
+                    woken, self._waking = False, self._waking - 1
+                self._idle += 1
+                if not self._todo:  # appended before we counted as idle: nobody will notify
+                    self._lock.wait()
+                self._idle -= 1
+                woken = not self._closing  # notified: only close wakes all
+            if not self._todo:
+                return None
+            job = self._todo.popleft()
+            job.state = _RUNNING
+            if woken:
+                self._waking -= 1
+            if self._todo:
+                self._wake_one()
+            return job
+
     def _serve(self) -> None:
         """A pool thread: take jobs one at a time until the pool closes."""
+        _trio_thread_data(self._token)
         woken = True  # a new thread counts as woken
         try:
-            while True:
-                with self._lock:
-                    while not self._todo and not self._closing:
-                        if woken:
-                            woken, self._waking = False, self._waking - 1
-                        self._idle += 1
-                        self._lock.wait()
-                        self._idle -= 1
-                        woken = not self._closing  # notified: only close wakes all
-                    if not self._todo:
-                        return
-                    job = self._todo.popleft()
-                    job.state = _RUNNING
-                    if woken:
-                        woken, self._waking = False, self._waking - 1
-                    if self._todo:
-                        self._wake_one()
+            while (job := self._take(woken)) is not None:
+                woken = False
                 _trio_thread_data(self._token, job)
-                try:
-                    job.result = outcome.capture(job.context.run, job.fn)
-                finally:
-                    _trio_thread_data(self._token, None)
-                with self._lock:
-                    job.state = _DONE
-                    self._finished.append(job)
-                    first = len(self._finished) == 1
-                if first:
-                    self._token.run_sync_soon(self._deliver)
+                job.result = outcome.capture(job.context.run, job.fn)
+                job.state = _DONE
+                self._finished.append(job)
+                if not self._delivering:
+                    with self._lock:
+                        deliver, self._delivering = not self._delivering, True
+                    if deliver:
+                        self._token.run_sync_soon(self._deliver)
         finally:
+            _trio_thread_data(None)
             self._token.run_sync_soon(self._thread_exited)
 
     def _deliver(self) -> None:
-        """On the trio thread: wake every task whose job finished since the last delivery."""
-        with self._lock:
-            finished, self._finished = self._finished, []
-        for job in finished:
+        """On the trio thread: wake every task whose job finished since the last delivery.
+
+        The flag is cleared before the deque is drained: a result appended after
+        the drain finds it clear and schedules the next delivery.
+        """
+        self._delivering = False
+        finished = self._finished
+        while finished:
+            job = finished.popleft()
             assert job.result is not None
             trio.lowlevel.reschedule(job.task, job.result)
 
