@@ -1,0 +1,444 @@
+"""The replay engine: one turn of an orchestration, computed from its history and new events.
+
+trio runs ready tasks in a deliberately random order, so an orchestrator run
+as trio tasks would number its actions differently on each replay. The engine
+therefore drives the orchestrator's coroutine itself, with ``send``: each
+awaited :class:`~wireframe.durable.tasks.DurableTask` that is not done yet is
+yielded back to it, and the coroutine is not sent on before an event resolves
+that task. Everything is pure CPU and deterministic: the same history always
+gives the same actions.
+
+A turn (:func:`run_turn`) replays the recorded history (``is_replaying``),
+then applies the turn's new events (an activity's completion, a timer that
+fired, a raised event, a suspend or terminate), and returns what to append:
+``OrchestratorStarted``, the new events, the actions the orchestrator took
+(scheduled activities, timers, children, events sent) and, if it finished,
+``ExecutionCompleted`` or ``ContinuedAsNew``.
+
+Replay checks every recorded action against the one the code takes under the
+same number and raises :class:`~wireframe.durable.errors.NonDeterminismError`
+naming both; the turn then fails the instance. While suspended, events wait
+in the history unprocessed until ``ExecutionResumed``.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
+
+import attrs
+
+from wireframe.durable.context import Context
+from wireframe.durable.errors import (
+    ActivityFailed,
+    ChildFailed,
+    EventTimeout,
+    NonDeterminismError,
+    OrchestratorError,
+)
+from wireframe.durable.history import (
+    ACTIONS,
+    ChildCompleted,
+    ChildCreated,
+    ContinuedAsNew,
+    Event,
+    EventRaised,
+    EventSent,
+    ExecutionCompleted,
+    ExecutionResumed,
+    ExecutionStarted,
+    ExecutionSuspended,
+    ExecutionTerminated,
+    OrchestratorStarted,
+    TaskCompleted,
+    TaskFailed,
+    TaskScheduled,
+    TimerCreated,
+    TimerFired,
+)
+from wireframe.durable.history import (
+    ChildFailed as ChildFailedEvent,
+)
+from wireframe.durable.registry import OrchestratorSpec
+from wireframe.durable.tasks import DurableTask
+from wireframe.jobs.codec import decode_result, structure, unstructure
+from wireframe.jobs.errors import ErrorKind, RemoteError
+from wireframe.jobs.retry import RetryPolicy
+
+__all__ = ["Replayer", "Turn", "describe_action", "run_turn"]
+
+_NOT_CONTINUED = object()
+
+
+@attrs.frozen
+class Turn:
+    """What one turn decided.
+
+    ``events`` are appended to the history in order. ``status`` is
+    ``running`` (waiting on something), ``suspended``, ``completed``,
+    ``failed``, ``terminated`` or ``continued`` (continue-as-new: start afresh
+    with ``output`` as input, carrying ``carryover`` events over).
+    """
+
+    events: list[Event]
+    status: str
+    output: Any = None
+    error: str | None = None
+    custom_status: Any = None
+    carryover: list[Event] = attrs.Factory(list)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the instance is done (completed, failed or terminated)."""
+        return self.status in ("completed", "failed", "terminated")
+
+
+def describe_action(event: Event) -> str:
+    """An action event in words, for non-determinism errors."""
+    if isinstance(event, TaskScheduled):
+        return f"activity {event.name!r}"
+    if isinstance(event, TimerCreated):
+        return "a timer"
+    if isinstance(event, EventSent):
+        return f"event {event.name!r} sent to {event.instance_id!r}"
+    if isinstance(event, ChildCreated):
+        return f"sub-orchestration {event.name!r}"
+    return type(event).__name__
+
+
+def _same_action(a: Event, b: Event) -> bool:
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, TaskScheduled | ChildCreated):
+        return a.name == b.name  # type: ignore[union-attr]
+    if isinstance(a, EventSent):
+        return (a.name, a.instance_id) == (b.name, b.instance_id)  # type: ignore[union-attr]
+    return True
+
+
+class Replayer:
+    """The state of one orchestration while a turn replays it (see the module doc)."""
+
+    def __init__(self, spec: OrchestratorSpec, instance_id: str) -> None:
+        self.spec = spec
+        self.instance_id = instance_id
+        self.ctx = Context(self, instance_id, None)
+        self.is_replaying = True
+        self.now = 0.0
+        self.custom_status: Any = None
+        self._actions = 0
+        #: Actions the code took that history has not confirmed yet, by number.
+        self._unconfirmed: dict[int, Event] = {}
+        #: What to do when the completion of an action arrives, by number.
+        self._pending: dict[int, Callable[[Event], None]] = {}
+        self._waiters: dict[str, collections.deque[DurableTask[Any]]] = {}
+        self._buffered: dict[str, collections.deque[Any]] = {}
+        self._suspended: list[Event] | None = None
+        self._coro: Coroutine[Any, Any, Any] | None = None
+        self._awaiting: DurableTask[Any] | None = None
+        self._continued: Any = _NOT_CONTINUED
+        self.result: tuple[str, Any, str | None] | None = None  # (status, output, error)
+
+    # -- what the context calls -------------------------------------------------------
+    def next_action(self) -> int:
+        """The number of the action being taken."""
+        self._actions += 1
+        return self._actions
+
+    def record(self, event: Event) -> None:
+        """The code took action ``event``: history confirms it, or the turn appends it."""
+        self._unconfirmed[event.action] = event  # type: ignore[union-attr]
+
+    def schedule_activity(
+        self,
+        event: TaskScheduled,
+        output_type: Any,
+        task: DurableTask[Any],
+        retry: RetryPolicy | None,
+        attempt: int,
+    ) -> None:
+        """Record an activity; resolve ``task`` from its completion, retrying by ``retry``."""
+        self.record(event)
+
+        def completed(done: Event) -> None:
+            error = self._activity_error(done, output_type, task)
+            if error is None:
+                return
+            delay = retry.delay_before(attempt + 1) if retry is not None else None
+            if delay is None:
+                task.fail(ActivityFailed(event.name, error))
+                return
+            again = self.timer(self.now + delay)  # a durable pause, then the same job anew
+            again._parents.append(
+                _Then(lambda: self._retry(event, output_type, task, retry, attempt))
+            )
+
+        self._pending[event.action] = completed
+
+    def _retry(
+        self,
+        event: TaskScheduled,
+        output_type: Any,
+        task: DurableTask[Any],
+        retry: RetryPolicy | None,
+        attempt: int,
+    ) -> None:
+        action = self.next_action()
+        again = TaskScheduled(action, event.name, event.body, event.queue)
+        self.schedule_activity(again, output_type, task, retry, attempt + 1)
+
+    def _activity_error(
+        self, done: Event, output_type: Any, task: DurableTask[Any]
+    ) -> RemoteError | None:
+        """Resolve ``task`` from a completion; the remote error instead, if it failed."""
+        if isinstance(done, TaskFailed):
+            return RemoteError(ErrorKind.DEAD, "DeadLetter", done.reason)
+        assert isinstance(done, TaskCompleted)
+        try:
+            result = decode_result(done.result, output_type)
+        except Exception as exc:
+            return RemoteError.from_exception(exc)
+        if result.error is not None:
+            return result.error
+        task.resolve(result.value)
+        return None
+
+    def timer(self, fire_at: float) -> DurableTask[None]:
+        """Record a durable timer firing at ``fire_at``; the task resolves when it fired."""
+        action = self.next_action()
+        task: DurableTask[None] = DurableTask(f"timer (action {action})")
+        self.record(TimerCreated(action, fire_at))
+        self._pending[action] = lambda _: task.resolve(None)
+        return task
+
+    def wait_for_event(self, name: str, timeout: float | None) -> DurableTask[Any]:
+        """The next event ``name``: from the buffer at once, or when it is raised."""
+        task: DurableTask[Any] = DurableTask(f"event {name!r}")
+        buffered = self._buffered.get(name)
+        if buffered:
+            task.resolve(buffered.popleft())
+            return task
+        self._waiters.setdefault(name, collections.deque()).append(task)
+        if timeout is not None:
+            timer = self.timer(self.now + timeout)
+            timer._parents.append(_Then(lambda: self._time_out(name, timeout, task)))
+        return task
+
+    def _time_out(self, name: str, timeout: float, task: DurableTask[Any]) -> None:
+        if task.done:
+            return
+        self._waiters[name].remove(task)
+        task.fail(EventTimeout(name, timeout))
+
+    def start_child(
+        self, event: ChildCreated, spec: OrchestratorSpec, task: DurableTask[Any]
+    ) -> None:
+        """Record a child instance; resolve ``task`` from its completion."""
+        self.record(event)
+
+        def completed(done: Event) -> None:
+            if isinstance(done, ChildCompleted):
+                try:
+                    task.resolve(structure(done.output, spec.output_type, "$.output"))
+                except Exception as exc:
+                    task.fail(exc)
+            else:
+                assert isinstance(done, ChildFailedEvent)
+                task.fail(ChildFailed(event.name, event.instance_id, done.error))
+
+        self._pending[event.action] = completed
+
+    def continue_as_new(self, input: Any) -> None:
+        """Note that the instance starts afresh with ``input`` when the code returns."""
+        self._continued = unstructure(input, self.spec.input_type)
+
+    # -- applying events --------------------------------------------------------------
+    def apply(self, event: Event) -> None:
+        """Apply one event of history (or of this turn) to the orchestration."""
+        if self.result is not None:
+            if isinstance(event, ACTIONS):
+                self._confirm(event)  # history has more actions than the code now takes
+            return
+        if self._suspended is not None and not isinstance(
+            event, ExecutionResumed | ExecutionTerminated
+        ):
+            self._suspended.append(event)
+            return
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
+        elif isinstance(event, ACTIONS):
+            self._confirm(event)
+
+    def _start(self, event: ExecutionStarted) -> None:
+        self.ctx.version = event.version
+        args: list[Any] = [self.ctx]
+        if self.spec.input_type is not type(None):
+            where = f"the input of orchestrator {self.spec.name!r}"
+            args.append(structure(event.input, self.spec.input_type, where))
+        self._coro = self.spec.fn(*args)
+        self._step()
+
+    def _confirm(self, event: Event) -> None:
+        action: int = event.action  # type: ignore[union-attr]
+        mine = self._unconfirmed.pop(action, None)
+        if mine is None:
+            raise NonDeterminismError(action, describe_action(event), "nothing")
+        if not _same_action(mine, event):
+            raise NonDeterminismError(action, describe_action(event), describe_action(mine))
+
+    def _complete(self, event: Event) -> None:
+        handler = self._pending.pop(event.action, None)  # type: ignore[union-attr]
+        if handler is not None:  # else a duplicate, or for an action another path took
+            handler(event)
+            self._step()
+
+    def _raise_event(self, event: EventRaised) -> None:
+        waiters = self._waiters.get(event.name)
+        if waiters:
+            waiters.popleft().resolve(event.data)
+            self._step()
+        else:
+            self._buffered.setdefault(event.name, collections.deque()).append(event.data)
+
+    def _suspend(self, _: ExecutionSuspended) -> None:
+        self._suspended = []
+
+    def _resume(self, _: ExecutionResumed) -> None:
+        waiting, self._suspended = self._suspended or [], None
+        for event in waiting:
+            self.apply(event)
+
+    def _terminate(self, event: ExecutionTerminated) -> None:
+        self._finish("terminated", event.output, None)
+
+    def _finish(self, status: str, output: Any, error: str | None) -> None:
+        self.result = (status, output, error)
+        if self._coro is not None:
+            self._coro.close()
+
+    def _step(self) -> None:
+        """Send the coroutine on while what it awaits is done."""
+        coro = self._coro
+        while coro is not None and self.result is None:
+            if self._awaiting is not None and not self._awaiting.done:
+                return
+            self._awaiting = None
+            try:
+                yielded = coro.send(None)
+            except StopIteration as stop:
+                self._returned(stop.value)
+                return
+            except Exception as exc:
+                if _FOREIGN_LOOP.search(str(exc)):  # trio or asyncio, called outside its loop
+                    exc = _foreign_await(
+                        self.spec.name,
+                        f"something that needs an event loop ({type(exc).__name__}: {exc})",
+                    )
+                self.result = ("failed", None, f"{type(exc).__name__}: {exc}")
+                return
+            if not isinstance(yielded, DurableTask):
+                self._finish("failed", None, str(_foreign_await(self.spec.name, yielded)))
+                return
+            self._awaiting = yielded
+
+    def _returned(self, value: Any) -> None:
+        if self._continued is not _NOT_CONTINUED:
+            self.result = ("continued", self._continued, None)
+            return
+        try:
+            output = unstructure(value, self.spec.output_type)
+        except Exception as exc:
+            error = f"the output of orchestrator {self.spec.name!r} cannot be encoded: {exc}"
+            self.result = ("failed", None, error)
+            return
+        self.result = ("completed", output, None)
+
+    def carryover(self) -> list[Event]:
+        """Events raised but never consumed: a continued-as-new instance keeps them."""
+        return [EventRaised(name, data) for name, queue in self._buffered.items() for data in queue]
+
+    def new_actions(self) -> list[Event]:
+        """The actions the code took that history does not have yet, in order."""
+        return [self._unconfirmed[a] for a in sorted(self._unconfirmed)]
+
+
+class _Then:
+    """A parent of a task that only calls ``fn`` when the task resolves (retries, timeouts)."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self.fn = fn
+
+    def child_done(self, _: DurableTask[Any]) -> None:
+        self.fn()
+
+
+#: What trio and asyncio say when awaited outside their loop (the engine drives no loop).
+_FOREIGN_LOOP = re.compile(r"must be called from async context|no running event loop")
+
+
+def _foreign_await(name: str, yielded: object) -> OrchestratorError:
+    what = yielded if isinstance(yielded, str) else repr(yielded)
+    return OrchestratorError(
+        f"orchestrator {name!r} awaited {what}, which is not one of its context's "
+        "awaitables; an orchestrator may await only ctx.call, ctx.sleep, "
+        "ctx.wait_for_event, ctx.call_orchestrator, ctx.all and ctx.any (do I/O and "
+        "sleeping in activities)"
+    )
+
+
+_HANDLERS: dict[type, Callable[[Replayer, Any], None]] = {
+    ExecutionStarted: Replayer._start,
+    OrchestratorStarted: lambda r, e: setattr(r, "now", e.at),
+    TaskCompleted: Replayer._complete,
+    TaskFailed: Replayer._complete,
+    TimerFired: Replayer._complete,
+    ChildCompleted: Replayer._complete,
+    ChildFailedEvent: Replayer._complete,
+    EventRaised: Replayer._raise_event,
+    ExecutionSuspended: Replayer._suspend,
+    ExecutionResumed: Replayer._resume,
+    ExecutionTerminated: Replayer._terminate,
+    ContinuedAsNew: lambda r, e: None,
+    ExecutionCompleted: lambda r, e: None,
+}
+
+
+def run_turn(
+    spec: OrchestratorSpec,
+    instance_id: str,
+    history: Iterable[Event],
+    new: Iterable[Event],
+    now: float,
+) -> Turn:
+    """Replay ``history``, apply the ``new`` events at time ``now``: what to append, and how it stands."""
+    engine = Replayer(spec, instance_id)
+    appended: list[Event] = [OrchestratorStarted(now)]
+    try:
+        for event in history:
+            engine.apply(event)
+        engine.is_replaying = False
+        engine.apply(appended[0])
+        for event in new:
+            appended.append(event)
+            engine.apply(event)
+    except NonDeterminismError as exc:
+        engine._finish("failed", None, str(exc))
+    except Exception as exc:  # a payload history cannot decode, an engine bug
+        engine._finish("failed", None, f"{type(exc).__name__}: {exc}")
+    status, output, error = engine.result or (
+        "suspended" if engine._suspended is not None else "running",
+        None,
+        None,
+    )
+    if status not in ("failed", "terminated"):  # a failed turn's actions never happen
+        appended += engine.new_actions()
+    carryover: list[Event] = []
+    if status == "continued":
+        appended.append(ContinuedAsNew(output))
+        carryover = engine.carryover()
+    elif engine.result is not None:
+        appended.append(ExecutionCompleted(status, output, error))
+    return Turn(appended, status, output, error, engine.custom_status, carryover)
