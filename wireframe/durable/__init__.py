@@ -7,11 +7,12 @@ engine (:mod:`wireframe.durable.replay`) to carry on where it stopped.
 *Activities* are ordinary :class:`wireframe.jobs.Operation` classes run as
 jobs.
 
-This package holds the engine: the history, the context and its awaitables,
-replay with non-determinism checks, and the orchestrator registry. The stores
-on each broker, the orchestration worker and the client build on it.
+The engine (history, context, replay with non-determinism checks, the
+registry), the store role a broker implements (:mod:`~wireframe.durable.store`;
+the memory broker keeps one so far), the orchestration worker and the client.
 """
 
+from wireframe.durable.client import Client, connect
 from wireframe.durable.context import Context
 from wireframe.durable.errors import (
     ActivityFailed,
@@ -22,14 +23,23 @@ from wireframe.durable.errors import (
     OrchestratorError,
 )
 from wireframe.durable.registry import orchestrator
+from wireframe.durable.store import Instance, InstanceExists, Status, UnknownInstance
+from wireframe.durable.worker import OrchestrationWorker
 
 __all__ = [
     "ActivityFailed",
     "ChildFailed",
+    "Client",
     "Context",
     "DurableError",
     "EventTimeout",
+    "Instance",
+    "InstanceExists",
     "NonDeterminismError",
+    "OrchestrationWorker",
     "OrchestratorError",
+    "Status",
+    "UnknownInstance",
+    "connect",
     "orchestrator",
 ]

@@ -54,6 +54,7 @@ class ExecutionStarted:
     input: Any = None
     version: str | None = None
     parent_id: str | None = None
+    parent_action: int = 0  # the parent's action that started this child
 
 
 @attrs.frozen

@@ -30,6 +30,7 @@ from wireframe.jobs.broker.errors import (
     LockLost,
 )
 from wireframe.jobs.broker.messages import (
+    DURABLE_INBOX_PREFIX,
     FINAL,
     LIVE,
     DeadLetter,
@@ -67,6 +68,7 @@ from wireframe.jobs.broker.urls import (
 
 __all__ = [
     "DEAD_CHANNEL_RETENTION",
+    "DURABLE_INBOX_PREFIX",
     "ENTRY_POINT_GROUP",
     "FINAL",
     "LIVE",

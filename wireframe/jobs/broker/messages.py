@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import attrs
 
 __all__ = [
+    "DURABLE_INBOX_PREFIX",
     "FINAL",
     "LIVE",
     "DeadLetter",
@@ -29,6 +30,11 @@ __all__ = [
     "WorkerInfo",
     "count_workers",
 ]
+
+#: A message whose ``reply_to`` starts with this is an orchestration's activity:
+#: its reply goes to that instance's inbox (the broker's orchestration store),
+#: in the same step as the completion, not to a result channel.
+DURABLE_INBOX_PREFIX = "wireframe.durable.inbox:"
 
 
 @attrs.frozen

@@ -39,6 +39,7 @@ from wireframe.jobs.broker import (
     WorkerInfo,
     count_workers,
 )
+from wireframe.jobs.brokers.memory.durable import MemoryOrchestrationStore
 from wireframe.jobs.brokers.memory.jobs import Job
 from wireframe.jobs.brokers.memory.state import (
     REGISTRY,
@@ -53,7 +54,7 @@ __all__ = ["MemoryBroker"]
 _HOST = socket.gethostname()
 
 
-class MemoryBroker:
+class MemoryBroker(MemoryOrchestrationStore):
     """The in-process :class:`~wireframe.jobs.broker.Broker`; get one with :func:`open`."""
 
     def __init__(self, url: BrokerURL, state: State) -> None:

@@ -16,11 +16,12 @@ import math
 import time
 from collections import deque
 from collections.abc import Iterator
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import trio
 
 from wireframe.jobs.broker import (
+    DURABLE_INBOX_PREFIX,
     DeadLetter,
     Message,
     RecordStatus,
@@ -29,6 +30,9 @@ from wireframe.jobs.broker import (
     WorkerInfo,
 )
 from wireframe.jobs.brokers.memory.jobs import Job, Jobs
+
+if TYPE_CHECKING:
+    from wireframe.jobs.brokers.memory.durable import Orchestrations
 
 #: Expiry orders shorter than this are never compacted.
 _COMPACT_AT: Final = 1024
@@ -194,6 +198,20 @@ class State:
         self.seq: Iterator[int] = itertools.count()
         self.jobs = Jobs()
         self.refs = 0
+        self._orchestrations: Orchestrations | None = None
+
+    def orchestrations(self) -> Orchestrations:
+        """The orchestration store's instances (made on first use)."""
+        if self._orchestrations is None:
+            from wireframe.jobs.brokers.memory.durable import Orchestrations
+
+            self._orchestrations = Orchestrations(self._publish_one)
+        return self._orchestrations
+
+    def _publish_one(self, queue: str, message: Message) -> None:
+        q = self.queue(queue)
+        q.push(Entry(message))
+        q.notify()
 
     def queue(self, name: str) -> Queue:
         q = self.queues.get(name)
@@ -224,6 +242,9 @@ class State:
         return count
 
     def post(self, channel: str, reply: Reply) -> None:
+        if channel.startswith(DURABLE_INBOX_PREFIX):  # an activity's reply: to its instance
+            self.orchestrations().deliver(channel, reply)
+            return
         ch = self.channel(channel)
         ch.replies.append(reply)
         event = ch.event

@@ -1,0 +1,195 @@
+"""Orchestrations end to end on ``memory://?workers=N``: client, store, worker and job workers.
+
+Everything runs under trio's ``MockClock`` (the memory broker's clock is trio's),
+so durable timers of an hour take no time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+from wireframe import durable, jobs
+from wireframe.durable import history as h
+
+RAN: list[str] = []
+
+
+@attrs.frozen
+class Greet(jobs.Operation[str, str], name="durable-e2e-greet"):
+    async def execute(self, who: str) -> str:
+        RAN.append(who)
+        return f"Hello, {who}!"
+
+
+@attrs.frozen
+class Boom(jobs.Operation[int, int], name="durable-e2e-boom"):
+    async def execute(self, x: int) -> int:
+        raise ValueError(f"boom {x}")
+
+
+def url() -> str:
+    return f"memory://durable-{uuid.uuid4().hex[:8]}?workers=2"
+
+
+@durable.orchestrator
+async def onboard(ctx: durable.Context, user: str) -> dict[str, Any]:
+    greeting = await ctx.call(Greet(), user)
+    await ctx.sleep(3600)
+    try:
+        ok = await ctx.wait_for_event("approved", timeout=86400)
+    except durable.EventTimeout:
+        ok = False
+    parts = await ctx.all([ctx.call(Greet(), f"{user}-{n}") for n in range(3)])
+    ctx.set_status({"step": "done"})
+    return {"greeting": greeting, "approved": ok, "parts": parts}
+
+
+async def test_an_orchestration_runs_activities_timers_events_and_fan_out(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    RAN.clear()
+    async with durable.connect(url()) as client:
+        iid = await client.start(onboard, "ada")
+        started = await client.wait_started(iid, timeout=10)
+        assert started.status is durable.Status.RUNNING
+        await trio.sleep(3700)
+        await client.raise_event(iid, "approved", True)
+        inst = await client.wait_completed(iid, timeout=100_000)
+    assert inst.status is durable.Status.COMPLETED, inst.error
+    assert inst.output == {
+        "greeting": "Hello, ada!",
+        "approved": True,
+        "parts": ["Hello, ada-0!", "Hello, ada-1!", "Hello, ada-2!"],
+    }
+    assert inst.custom_status == {"step": "done"}
+    assert sorted(RAN) == ["ada", "ada-0", "ada-1", "ada-2"]
+
+
+async def test_an_unapproved_orchestration_times_out_on_its_durable_timer(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with durable.connect(url()) as client:
+        iid = await client.start(onboard, "bob")
+        inst = await client.wait_completed(iid, timeout=200_000)
+        history = await client.history(iid)
+    assert inst.output["approved"] is False
+    assert sum(isinstance(e, h.TimerCreated) for e in history) == 2
+
+
+@durable.orchestrator
+async def fails(ctx: durable.Context) -> int:
+    try:
+        await ctx.call(Boom(), 1)
+    except durable.ActivityFailed as exc:
+        assert "boom 1" in str(exc)
+    return await ctx.call(Boom(), 2)
+
+
+async def test_an_activity_failure_is_caught_or_fails_the_instance(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with durable.connect(url()) as client:
+        iid = await client.start(fails)
+        inst = await client.wait_completed(iid, timeout=60)
+    assert inst.status is durable.Status.FAILED
+    assert inst.error is not None and "boom 2" in inst.error
+
+
+@durable.orchestrator
+async def kid(ctx: durable.Context, n: int) -> int:
+    await ctx.sleep(n)
+    return n * 10
+
+
+@durable.orchestrator
+async def family(ctx: durable.Context) -> list[int]:
+    return await ctx.all([ctx.call_orchestrator(kid, n) for n in (1, 2, 3)])
+
+
+async def test_sub_orchestrations_report_to_their_parent(autojump_clock: trio.abc.Clock) -> None:
+    async with durable.connect(url()) as client:
+        iid = await client.start(family, instance_id="fam")
+        inst = await client.wait_completed(iid, timeout=60)
+        children = [i for i in await client.list() if i.parent_id == "fam"]
+    assert inst.output == [10, 20, 30]
+    assert sorted(c.id for c in children) == ["fam:1", "fam:2", "fam:3"]
+    assert all(c.status is durable.Status.COMPLETED for c in children)
+
+
+@durable.orchestrator
+async def waits(ctx: durable.Context) -> list[Any]:
+    return [await ctx.wait_for_event("go"), await ctx.wait_for_event("go")]
+
+
+async def test_suspend_resume_terminate_and_purge(autojump_clock: trio.abc.Clock) -> None:
+    async with durable.connect(url()) as client:
+        iid = await client.start(waits, instance_id="w1")
+        await client.wait_started(iid, timeout=10)
+        await client.suspend(iid, "maintenance")
+        await client.raise_event(iid, "go", 1)
+        await trio.sleep(5)
+        assert (await client.get(iid)).status is durable.Status.SUSPENDED  # type: ignore[union-attr]
+        await client.resume(iid)
+        await client.raise_event(iid, "go", 2)
+        assert (await client.wait_completed(iid, timeout=10)).output == [1, 2]
+
+        other = await client.start(waits, instance_id="w2")
+        with pytest.raises(durable.InstanceExists):
+            await client.start(waits, instance_id="w2")
+        with pytest.raises(durable.DurableError, match="only a completed"):
+            await client.purge(other)
+        await client.terminate(other, "stopped")
+        inst = await client.wait_completed(other, timeout=10)
+        assert (inst.status, inst.output) == (durable.Status.TERMINATED, "stopped")
+        await client.purge(other)
+        assert await client.get(other) is None
+        await client.start(waits, instance_id="w1", reuse="replace")  # w1 finished: replaced
+        with pytest.raises(durable.UnknownInstance):
+            await client.raise_event("nobody", "go")
+        with pytest.raises(durable.DurableError, match="empty"):
+            await client.raise_event("w1", "")
+
+
+@durable.orchestrator
+async def looping(ctx: durable.Context, n: int) -> int:
+    if n < 5:
+        await ctx.call(Greet(), str(n))
+        ctx.continue_as_new(n + 1)
+    return n
+
+
+async def test_continue_as_new_starts_afresh_with_a_short_history(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with durable.connect(url()) as client:
+        iid = await client.start(looping, 0)
+        inst = await client.wait_completed(iid, timeout=60)
+        history = await client.history(iid)
+    assert (inst.output, inst.generation) == (5, 5)
+    assert sum(isinstance(e, h.ExecutionStarted) for e in history) == 1
+
+
+async def test_two_turns_racing_on_an_expired_lease_commit_once() -> None:
+    """A stale turn's commit raises LockLost and the history has no duplicate."""
+    async with jobs.open_broker(f"memory://race-{uuid.uuid4().hex[:8]}") as broker:
+        client = durable.Client(broker)
+        iid = await client.start(waits)
+        store = client.store
+        [stale] = await store.take_work(1, lease=0.05)
+        await trio.sleep(0.1)  # the lease ran out
+        [fresh] = await store.take_work(1, lease=30)
+        from wireframe.durable.registry import spec_named
+        from wireframe.durable.replay import run_turn
+        from wireframe.durable.worker import commit_of
+
+        turn = run_turn(spec_named("waits"), iid, stale.history, stale.inbox, 0.0)
+        await store.commit(fresh, commit_of(fresh, turn, "default", 0.0))
+        with pytest.raises(jobs.LockLost):
+            await store.commit(stale, commit_of(stale, turn, "default", 0.0))
+        history = await store.history(iid)
+    assert sum(isinstance(e, h.ExecutionStarted) for e in history) == 1

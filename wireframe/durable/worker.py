@@ -1,0 +1,227 @@
+"""The orchestration worker: take instances with new events under a lease, run a turn, commit.
+
+One :class:`OrchestrationWorker` leases up to ``concurrency`` instances at a
+time from its broker's :class:`~wireframe.durable.store.OrchestrationStore`,
+runs each one's turn (:func:`~wireframe.durable.replay.run_turn`) and commits
+what the turn decided (:func:`commit_of`) in one atomic step. Activities are
+not run here: they are ordinary jobs, published by the commit, run by the
+ordinary job workers, and their replies land in the instance's inbox.
+
+Replay is pure CPU; a turn whose history is long runs on a thread, so a big
+replay never stalls the worker's other turns or its lease renewals. While a
+turn runs its lease is renewed. A turn whose lease was lost (``TurnLost``)
+wrote nothing; the instance's events are taken again. A turn that fails in the
+engine itself (an undecodable history, an orchestrator this worker does not
+know) fails the instance with the reason, so it does not loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import trio
+
+from wireframe.durable.history import (
+    ChildCompleted,
+    ChildCreated,
+    ChildFailed,
+    Event,
+    EventRaised,
+    EventSent,
+    ExecutionStarted,
+    TaskScheduled,
+    TimerCreated,
+    TimerFired,
+)
+from wireframe.durable.registry import spec_named
+from wireframe.durable.replay import Turn, run_turn
+from wireframe.durable.store import (
+    Commit,
+    Instance,
+    OrchestrationStore,
+    Status,
+    TurnLost,
+    WorkItem,
+    activity_message_id,
+    inbox_channel,
+)
+from wireframe.jobs.broker import Broker, BrokerUnavailable, Message
+
+__all__ = ["DEFAULT_LEASE", "OrchestrationWorker", "commit_of", "store_of"]
+
+_log = logging.getLogger("wireframe.durable")
+
+#: Seconds an instance stays leased to a turn unless renewed.
+DEFAULT_LEASE = 30.0
+#: Histories at least this long are replayed on a thread.
+_THREAD_AT = 500
+_STATUSES = {
+    "running": Status.RUNNING,
+    "continued": Status.RUNNING,
+    "suspended": Status.SUSPENDED,
+    "completed": Status.COMPLETED,
+    "failed": Status.FAILED,
+    "terminated": Status.TERMINATED,
+}
+
+
+def store_of(broker: Broker) -> OrchestrationStore:
+    """``broker`` as an orchestration store; a clear error for a broker that keeps none."""
+    if not isinstance(broker, OrchestrationStore):
+        raise TypeError(
+            f"broker {broker.url} keeps no durable orchestrations (its class "
+            f"{type(broker).__name__} does not implement OrchestrationStore)"
+        )
+    return broker
+
+
+def _started(item: WorkItem) -> ExecutionStarted | None:
+    for event in (*item.history, *item.inbox):
+        if isinstance(event, ExecutionStarted):
+            return event
+    return None
+
+
+def commit_of(item: WorkItem, turn: Turn, queue: str, offset: float) -> Commit:
+    """What to write for ``turn``: the history, the row and the outbox.
+
+    ``offset`` is wall-clock seconds minus the broker's clock: a timer fires at
+    a wall-clock time, and shows in the inbox at that reading of the broker's.
+    """
+    inst = item.instance
+    activities: list[tuple[str, Message]] = []
+    timers: list[tuple[float, Event]] = []
+    sends: list[tuple[str, Event]] = []
+    children: list[tuple[Instance, Event]] = []
+    for event in turn.events:
+        if isinstance(event, TaskScheduled):
+            mid = activity_message_id(inst.id, inst.generation, event.action)
+            message = Message(mid, event.body, reply_to=inbox_channel(inst.id))
+            activities.append((event.queue or queue, message))
+        elif isinstance(event, TimerCreated):
+            timers.append((event.fire_at - offset, TimerFired(event.action, event.fire_at)))
+        elif isinstance(event, EventSent):
+            sends.append((event.instance_id, EventRaised(event.name, event.data)))
+        elif isinstance(event, ChildCreated):
+            child = Instance(
+                event.instance_id, event.name, Status.PENDING, event.input, parent_id=inst.id
+            )
+            first = ExecutionStarted(
+                event.name, event.input, inst.version, inst.id, parent_action=event.action
+            )
+            children.append((child, first))
+    started = _started(item)
+    if turn.finished and started is not None and started.parent_id:
+        done: Event = (
+            ChildCompleted(started.parent_action, turn.output)
+            if turn.status == "completed"
+            else ChildFailed(started.parent_action, turn.error or turn.status)
+        )
+        sends.append((started.parent_id, done))
+    carryover: list[Event] = []
+    if turn.status == "continued":
+        name = started.name if started is not None else inst.name
+        version = started.version if started is not None else inst.version
+        parent = (started.parent_id, started.parent_action) if started else (None, 0)
+        carryover = [ExecutionStarted(name, turn.output, version, *parent), *turn.carryover]
+    return Commit(
+        appended=[] if turn.status == "continued" else turn.events,
+        status=_STATUSES[turn.status],
+        output=turn.output,
+        error=turn.error,
+        custom_status=turn.custom_status,
+        activities=activities,
+        timers=timers,
+        sends=sends,
+        children=children,
+        restart=turn.status == "continued",
+        carryover=carryover,
+    )
+
+
+class OrchestrationWorker:
+    """Runs the turns of a broker's orchestrations (see the module doc)."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        concurrency: int = 16,
+        queue: str = "default",
+        lease: float = DEFAULT_LEASE,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"an orchestration worker needs concurrency >= 1, not {concurrency}")
+        self.broker = broker
+        self.store = store_of(broker)
+        self.concurrency = concurrency
+        self.queue = queue  # where activities go unless ctx.call(queue=...) says
+        self.lease = lease
+        self.turns = 0
+        self._running = 0
+        self._slot_free = trio.Event()
+        self._stop = trio.Event()
+        #: wall-clock seconds minus the broker's clock, read once: the turns' "now"
+        self._offset = time.time() - broker.clock()
+
+    def stop(self) -> None:
+        """Take no more work; :meth:`serve` returns once the running turns committed."""
+        self._stop.set()
+
+    async def serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Take and run turns until :meth:`stop` (or cancelled)."""
+        async with trio.open_nursery() as turns:
+            task_status.started()
+            with trio.CancelScope() as taking:
+                turns.start_soon(self._stop_taking, taking)
+                while True:
+                    while self._running >= self.concurrency:
+                        self._slot_free = trio.Event()
+                        await self._slot_free.wait()
+                    try:
+                        items = await self.store.take_work(
+                            self.concurrency - self._running, self.lease
+                        )
+                    except BrokerUnavailable as exc:
+                        _log.warning("orchestration worker: cannot take work now: %s", exc)
+                        await trio.sleep(1.0)
+                        continue
+                    for item in items:
+                        self._running += 1
+                        turns.start_soon(self._turn, item)
+            turns.cancel_scope.deadline = trio.current_time() + self.lease
+
+    async def _stop_taking(self, taking: trio.CancelScope) -> None:
+        await self._stop.wait()
+        taking.cancel()
+
+    async def _turn(self, item: WorkItem) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._keep_lease, item)
+                turn = await self._run(item)
+                await self.store.commit(item, commit_of(item, turn, self.queue, self._offset))
+                self.turns += 1
+                nursery.cancel_scope.cancel()
+        except TurnLost as exc:
+            _log.warning("orchestration worker: %s", exc)
+        finally:
+            self._running -= 1
+            self._slot_free.set()
+
+    async def _run(self, item: WorkItem) -> Turn:
+        inst = item.instance
+        now = self._offset + self.broker.clock()
+        try:
+            spec = spec_named(inst.name)
+        except Exception as exc:
+            return Turn([], "failed", error=str(exc))
+        if len(item.history) < _THREAD_AT:
+            return run_turn(spec, inst.id, item.history, item.inbox, now)
+        return await trio.to_thread.run_sync(run_turn, spec, inst.id, item.history, item.inbox, now)
+
+    async def _keep_lease(self, item: WorkItem) -> None:
+        while True:
+            await trio.sleep(self.lease / 3)
+            await self.store.extend_work(item, self.lease)
