@@ -438,8 +438,10 @@ class MemoryBroker:
         out = []
         for q in self._queues(None):
             q.reclaim(now)
+            scheduled = len(q.delayed)
             out.append(
-                QueueStats(q.name, q.visible() + len(q.delayed), len(q.leased), q.done, len(q.dead))
+                QueueStats(q.name, q.visible() + scheduled, len(q.leased), q.done, len(q.dead),
+                           scheduled=scheduled)  # fmt: skip
             )
         return count_workers(out, workers)
 
