@@ -16,7 +16,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Iterator
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import trio
 
@@ -30,6 +30,9 @@ from wireframe.jobs.broker import (
 )
 from wireframe.jobs.brokers.memory.jobs import Job, Jobs
 
+if TYPE_CHECKING:
+    from wireframe.jobs.brokers.memory.limits import Gate, Parked
+
 #: Expiry orders shorter than this are never compacted.
 _COMPACT_AT: Final = 1024
 #: Every this many opened channels, records of long-dead ones are dropped.
@@ -37,10 +40,10 @@ SWEEP_EVERY: Final = 1024
 
 
 class Entry:
-    """One message in a queue, with its delivery count, current lease and, for a
-    job submitted by itself, its record."""
+    """One message in a queue, with its delivery count, current lease (and the
+    limit's gate whose slot it holds) and, for a job submitted by itself, its record."""
 
-    __slots__ = ("deliveries", "expires", "job", "message", "token")
+    __slots__ = ("deliveries", "expires", "gate", "job", "message", "token")
 
     def __init__(self, message: Message, deliveries: int = 0, job: Job | None = None) -> None:
         self.message = message
@@ -48,6 +51,7 @@ class Entry:
         self.token: str | None = None
         self.expires = 0.0
         self.job = job
+        self.gate: Gate | None = None  # while leased within a limit: its gate
 
 
 class Queue:
@@ -62,6 +66,7 @@ class Queue:
         "leased",
         "name",
         "orders",
+        "parked",
         "ready",
     )
 
@@ -76,6 +81,7 @@ class Queue:
         self.done = 0
         self.dead: deque[tuple[int, DeadLetter]] = deque()
         self.event: trio.Event | None = None  # set when something may have become visible
+        self.parked: dict[Gate, Parked] = {}  # visible messages a limit holds back, per gate
 
     def order(self, lease: float) -> deque[tuple[float, str]]:
         """The expiry order of leases of length ``lease``, compacted now and then.
@@ -122,8 +128,12 @@ class Queue:
         return self.ready.popleft() if self.ready else None
 
     def visible(self) -> int:
-        """How many entries are visible now (after ``reclaim``)."""
-        return len(self.ready) + sum(len(lane) for lane in self.lanes.values())
+        """How many entries are visible now (after ``reclaim``), held back by a limit or not."""
+        return (
+            len(self.ready)
+            + sum(len(lane) for lane in self.lanes.values())
+            + sum(len(parked) for parked in self.parked.values())
+        )
 
     def notify(self) -> None:
         """Wake every consumer blocked on this queue (they look again)."""
@@ -148,6 +158,8 @@ class Queue:
                 order.popleft()
                 del leased[token]
                 entry.token = None
+                if entry.gate is not None:
+                    entry.gate.release(self, entry)
                 if entry.job is not None:
                     entry.job.requeued(now)
                 self.push(entry)
@@ -193,6 +205,7 @@ class State:
         self.tokens: Iterator[int] = itertools.count(1)
         self.seq: Iterator[int] = itertools.count()
         self.jobs = Jobs()
+        self.limits: dict[str, Gate] = {}  # defined limits by name
         self.refs = 0
 
     def queue(self, name: str) -> Queue:
