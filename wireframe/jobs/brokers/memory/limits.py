@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from wireframe.jobs.limits import Bucket, Limit
 
 if TYPE_CHECKING:
     from wireframe.jobs.brokers.memory.state import Entry, Queue
+
+#: How far past a due token a held consumer wakes (so that the token is whole then).
+_PAST: Final = 1e-6
 
 __all__ = [
     "Gate",
@@ -107,7 +110,8 @@ class Gate:
         if limit.concurrency is not None and self.running >= limit.concurrency:
             # a slot comes back when a lease runs out (any queue's; woken by settles)
             return min((q.next_due() for q in self.holders), default=math.inf)
-        return self.bucket.next_token(limit, now)
+        # a microsecond past the token: woken exactly at it, rounding could leave 0.999...
+        return self.bucket.next_token(limit, now) + _PAST
 
 
 class Parked:
@@ -203,7 +207,7 @@ def wake_at(q: Queue, now: float) -> float:
     """When a gate holding messages of ``q`` back may next have room (later than ``now``:
     a token due within rounding of ``now`` must not make a consumer spin)."""
     due = min((gate.ready_at(now) for gate in q.parked), default=math.inf)
-    return due if due > now else now + 1e-6
+    return due if due > now else now + _PAST
 
 
 def forget_queue(q: Queue) -> None:
