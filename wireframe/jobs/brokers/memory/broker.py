@@ -475,7 +475,11 @@ class MemoryBroker:
         return [] if q is None else [q]
 
     async def stats(self) -> list[QueueStats]:
-        """Counts per queue, sorted by name; expired leases count as queued."""
+        """Counts per queue, sorted by name; expired leases count as queued.
+
+        Of ``queued``, ``scheduled`` are delayed and ``held`` visible but more
+        than their limit could hand out now (reckoned per queue).
+        """
         now = trio.current_time()
         workers = await self.workers()
         gates = self._state.limits
@@ -486,8 +490,11 @@ class MemoryBroker:
             queued = q.visible() + scheduled
             held_back = held(q, gates, now)
             running = len(q.leased)
+            dead = len(q.dead)
             out.append(
-                QueueStats(q.name, queued, running, q.done, len(q.dead), 0, scheduled, held_back)
+                QueueStats(
+                    q.name, queued, running, q.done, dead, scheduled=scheduled, held=held_back
+                )
             )
         return count_workers(out, workers)
 

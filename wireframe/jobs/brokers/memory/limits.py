@@ -97,7 +97,8 @@ class Gate:
             self.holders[q] = count
         else:
             del self.holders[q]
-        self.wake()
+        if self.limit.concurrency is not None:  # a slot only matters under a cap
+            self.wake()
 
     def wake(self) -> None:
         """Wake the consumers of every queue this gate holds messages back in."""

@@ -5,7 +5,8 @@ which is how a runtime and its workers in one process see the same messages.
 A queue is a deque of visible messages per priority, a heap of delayed ones and,
 per lease length, a deque of lease expiries in expiry order (leases of one
 length expire in the order they were granted); expired leases and due delays
-are collected lazily by whoever looks.
+are collected lazily by whoever looks. Visible messages a limit holds back are
+parked beside the lanes, per limit (see :mod:`.limits`).
 """
 
 from __future__ import annotations
