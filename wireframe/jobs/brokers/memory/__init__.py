@@ -13,7 +13,7 @@ of a NAME closes, its state is dropped.
 
 The package: :mod:`.state` holds what brokers of one name share (queues,
 channels, workers, the registry), :mod:`.broker` the Broker protocol's methods
-on it. Everything is O(batch); a message that becomes visible again (lease
+on it, :mod:`.limits` the rate and concurrency limits ``consume`` keeps. Everything is O(batch); a message that becomes visible again (lease
 expired, abandoned, delay over, requeued) joins the back of its queue. Run
 channels are a dict of deadlines and workers a dict of heartbeats; a message
 replying to a dead run channel is settled when it reaches the head of its queue.

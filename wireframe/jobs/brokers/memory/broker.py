@@ -6,7 +6,9 @@ scheduler: it is the per-job hot path, and a full schedule point there costs
 more than the broker's own work (the worker yields in ``consume`` anyway).
 Every other call is a full checkpoint. A blocked ``consume`` sleeps on an
 event with a deadline at the earliest expiry or delay, so it wakes exactly when
-something can become visible, without polling.
+something can become visible, without polling. Limits (:mod:`.limits`) hold
+messages back in ``consume``; a consumer they hold back also wakes when a token
+accrues or a slot is given back.
 """
 
 from __future__ import annotations
@@ -41,6 +43,15 @@ from wireframe.jobs.broker import (
 )
 from wireframe.jobs.brokers.memory.durable import MemoryOrchestrationStore
 from wireframe.jobs.brokers.memory.jobs import Job
+from wireframe.jobs.brokers.memory.limits import (
+    define,
+    forget_queue,
+    held,
+    park,
+    reclaim_holders,
+    unpark,
+    wake_at,
+)
 from wireframe.jobs.brokers.memory.state import (
     REGISTRY,
     SWEEP_EVERY,
@@ -48,6 +59,7 @@ from wireframe.jobs.brokers.memory.state import (
     Queue,
     State,
 )
+from wireframe.jobs.limits import Limit
 
 __all__ = ["MemoryBroker"]
 
@@ -97,6 +109,14 @@ class MemoryBroker(MemoryOrchestrationStore):
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     # -- queues ---------------------------------------------------------------
+    async def define_limit(self, limit: Limit) -> None:
+        """Record ``limit`` under its name (idempotent); a new definition keeps the
+        bucket's tokens (capped at the new rate) and the slots in use."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        define(self._state.limits, limit, trio.current_time())
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
     async def declare_queue(self, queue: str) -> None:
         """Create ``queue`` if it does not exist."""
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -110,6 +130,7 @@ class MemoryBroker(MemoryOrchestrationStore):
         self._check_open()
         q = self._state.queues.pop(queue, None)
         if q is not None:
+            forget_queue(q)  # its leases give their limits' slots back
             q.notify()  # blocked consumers look again (and find a new, empty queue)
         await trio.lowlevel.cancel_shielded_checkpoint()
 
@@ -144,7 +165,9 @@ class MemoryBroker(MemoryOrchestrationStore):
             q = self._state.queue(queue)
             now = trio.current_time()
             q.reclaim(now)
-            if q.ready or q.lanes:
+            if q.parked:
+                reclaim_holders(q, now)
+            if q.ready or q.lanes or q.parked:
                 out = self._lease(q, limit, now)
                 if out:
                     await trio.lowlevel.cancel_shielded_checkpoint()
@@ -152,7 +175,10 @@ class MemoryBroker(MemoryOrchestrationStore):
             event = q.event
             if event is None:
                 event = q.event = trio.Event()
-            with trio.move_on_at(q.next_due()):
+            due = q.next_due()
+            if q.parked:  # only messages a limit holds back: until it may have room
+                due = min(due, wake_at(q, now))
+            with trio.move_on_at(due):
                 await event.wait()
 
     def _lease(self, q: Queue, limit: int, now: float) -> list[Delivery]:
@@ -165,16 +191,22 @@ class MemoryBroker(MemoryOrchestrationStore):
         name = q.name
         out: list[Delivery] = []
         dead = self._state.dead
+        gates = self._state.limits
         pop = q.pop
+        if q.parked:
+            unpark(q, now, limit)  # held back before, room now: first in line again
         while len(out) < limit:
             entry = pop()
             if entry is None:
+                if q.parked and unpark(q, now, limit - len(out)):
+                    continue
                 break
+            message = entry.message
             job = entry.job
             if job is not None and job.status is RecordStatus.ABORTED:
                 q.done += 1  # aborted by id while it waited: settled, it never runs
                 continue
-            reply_to = entry.message.reply_to
+            reply_to = message.reply_to
             if reply_to and dead(reply_to, now):
                 q.done += 1  # an orphan: its run is gone, nobody wants its result
                 continue
@@ -186,6 +218,11 @@ class MemoryBroker(MemoryOrchestrationStore):
                     f"(max_deliveries={max_deliveries})",
                 )
                 continue
+            if message.limit:  # the one check an unlimited message costs
+                gate = gates.get(message.limit)
+                if gate is not None and not gate.take(q, entry, now):
+                    park(q, gate, entry)  # held back: no delivery used, nothing blocked
+                    continue
             entry.deliveries += 1
             token = str(next(tokens))
             entry.token = token
@@ -194,7 +231,7 @@ class MemoryBroker(MemoryOrchestrationStore):
             order.append((expires, token))
             if job is not None:
                 job.leased(now, self._identity)
-            out.append(Delivery(entry.message, name, entry.deliveries, token, expires))
+            out.append(Delivery(message, name, entry.deliveries, token, expires))
         return out
 
     def _held(self, delivery: Delivery, action: str) -> tuple[Queue, Entry]:
@@ -228,6 +265,8 @@ class MemoryBroker(MemoryOrchestrationStore):
             self._held(delivery, "complete")  # raises the precise error
             raise AssertionError("unreachable")  # pragma: no cover
         entry.token = None
+        if entry.gate is not None:
+            entry.gate.release(q, entry)
         q.done += 1
         message = entry.message
         if entry.job is not None:
@@ -247,6 +286,8 @@ class MemoryBroker(MemoryOrchestrationStore):
         q, entry = self._held(delivery, "abandon")
         del q.leased[delivery.lease_token]
         entry.token = None
+        if entry.gate is not None:
+            entry.gate.release(q, entry)
         if body is not None:
             entry.message = attrs.evolve(entry.message, body=body)
             entry.deliveries = 0
@@ -277,6 +318,8 @@ class MemoryBroker(MemoryOrchestrationStore):
         q, entry = self._held(delivery, "dead_letter")
         del q.leased[delivery.lease_token]
         entry.token = None
+        if entry.gate is not None:
+            entry.gate.release(q, entry)
         self._state.kill(q, entry, reason)
 
     # -- result channels -------------------------------------------------------
@@ -433,14 +476,26 @@ class MemoryBroker(MemoryOrchestrationStore):
         return [] if q is None else [q]
 
     async def stats(self) -> list[QueueStats]:
-        """Counts per queue, sorted by name; expired leases count as queued."""
+        """Counts per queue, sorted by name; expired leases count as queued.
+
+        Of ``queued``, ``scheduled`` are delayed and ``held`` visible but more
+        than their limit could hand out now (reckoned per queue).
+        """
         now = trio.current_time()
         workers = await self.workers()
+        gates = self._state.limits
         out = []
         for q in self._queues(None):
             q.reclaim(now)
+            scheduled = len(q.delayed)
+            queued = q.visible() + scheduled
+            held_back = held(q, gates, now)
+            running = len(q.leased)
+            dead = len(q.dead)
             out.append(
-                QueueStats(q.name, q.visible() + len(q.delayed), len(q.leased), q.done, len(q.dead))
+                QueueStats(
+                    q.name, queued, running, q.done, dead, scheduled=scheduled, held=held_back
+                )
             )
         return count_workers(out, workers)
 

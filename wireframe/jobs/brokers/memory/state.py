@@ -5,7 +5,8 @@ which is how a runtime and its workers in one process see the same messages.
 A queue is a deque of visible messages per priority, a heap of delayed ones and,
 per lease length, a deque of lease expiries in expiry order (leases of one
 length expire in the order they were granted); expired leases and due delays
-are collected lazily by whoever looks.
+are collected lazily by whoever looks. Visible messages a limit holds back are
+parked beside the lanes, per limit (see :mod:`.limits`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from wireframe.jobs.brokers.memory.jobs import Job, Jobs
 
 if TYPE_CHECKING:
     from wireframe.jobs.brokers.memory.durable import Orchestrations
+    from wireframe.jobs.brokers.memory.limits import Gate, Parked
 
 #: Expiry orders shorter than this are never compacted.
 _COMPACT_AT: Final = 1024
@@ -41,10 +43,10 @@ SWEEP_EVERY: Final = 1024
 
 
 class Entry:
-    """One message in a queue, with its delivery count, current lease and, for a
-    job submitted by itself, its record."""
+    """One message in a queue, with its delivery count, current lease (and the
+    limit's gate whose slot it holds) and, for a job submitted by itself, its record."""
 
-    __slots__ = ("deliveries", "expires", "job", "message", "token")
+    __slots__ = ("deliveries", "expires", "gate", "job", "message", "token")
 
     def __init__(self, message: Message, deliveries: int = 0, job: Job | None = None) -> None:
         self.message = message
@@ -52,6 +54,7 @@ class Entry:
         self.token: str | None = None
         self.expires = 0.0
         self.job = job
+        self.gate: Gate | None = None  # while leased within a limit: its gate
 
 
 class Queue:
@@ -66,6 +69,7 @@ class Queue:
         "leased",
         "name",
         "orders",
+        "parked",
         "ready",
     )
 
@@ -80,6 +84,7 @@ class Queue:
         self.done = 0
         self.dead: deque[tuple[int, DeadLetter]] = deque()
         self.event: trio.Event | None = None  # set when something may have become visible
+        self.parked: dict[Gate, Parked] = {}  # visible messages a limit holds back, per gate
 
     def order(self, lease: float) -> deque[tuple[float, str]]:
         """The expiry order of leases of length ``lease``, compacted now and then.
@@ -126,8 +131,12 @@ class Queue:
         return self.ready.popleft() if self.ready else None
 
     def visible(self) -> int:
-        """How many entries are visible now (after ``reclaim``)."""
-        return len(self.ready) + sum(len(lane) for lane in self.lanes.values())
+        """How many entries are visible now (after ``reclaim``), held back by a limit or not."""
+        return (
+            len(self.ready)
+            + sum(len(lane) for lane in self.lanes.values())
+            + sum(len(parked) for parked in self.parked.values())
+        )
 
     def notify(self) -> None:
         """Wake every consumer blocked on this queue (they look again)."""
@@ -152,6 +161,8 @@ class Queue:
                 order.popleft()
                 del leased[token]
                 entry.token = None
+                if entry.gate is not None:
+                    entry.gate.release(self, entry)
                 if entry.job is not None:
                     entry.job.requeued(now)
                 self.push(entry)
@@ -197,6 +208,7 @@ class State:
         self.tokens: Iterator[int] = itertools.count(1)
         self.seq: Iterator[int] = itertools.count()
         self.jobs = Jobs()
+        self.limits: dict[str, Gate] = {}  # defined limits by name
         self.refs = 0
         self._orchestrations: Orchestrations | None = None
 
