@@ -193,3 +193,29 @@ async def test_two_turns_racing_on_an_expired_lease_commit_once() -> None:
             await store.commit(stale, commit_of(stale, turn, "default", 0.0))
         history = await store.history(iid)
     assert sum(isinstance(e, h.ExecutionStarted) for e in history) == 1
+
+
+async def test_the_worker_service_runs_orchestrators_the_imports_define(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """``wireframe worker`` adds an orchestration worker when orchestrators are defined."""
+    from wireframe.cli.workers import worker_builder
+
+    name = f"memory://svc-{uuid.uuid4().hex[:8]}"
+    builder, _ = worker_builder(
+        name, [], queues=["default"], concurrency=4, graceful_shutdown_timeout=5
+    )
+    service = builder.build()
+    async with jobs.open_broker(name) as broker, trio.open_nursery() as nursery:
+        nursery.start_soon(service.run)
+        client = durable.Client(broker)
+        iid = await client.start(chain_of_two, "x")
+        inst = await client.wait_completed(iid, timeout=60)
+        service.stop()
+    assert inst.output == ["Hello, x!", "Hello, x!"]
+    assert set(service.status().tasks) >= {"worker:default", "orchestrations"}
+
+
+@durable.orchestrator
+async def chain_of_two(ctx: durable.Context, who: str) -> list[str]:
+    return [await ctx.call(Greet(), who), await ctx.call(Greet(), who)]

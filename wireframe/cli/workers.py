@@ -16,6 +16,7 @@ fail on this worker.
 
 from __future__ import annotations
 
+import sys
 import typing
 from collections.abc import Sequence
 from types import ModuleType
@@ -78,6 +79,9 @@ def worker_builder(
 ) -> tuple[wf.ServiceBuilder, tuple[type, ...]]:
     """The worker service: ``layers``, then one worker loop per queue taking what they give.
 
+    When the imported modules define durable orchestrators, the service also
+    runs an orchestration worker on the broker (activities go to the first queue).
+
     Returns the builder and the resource classes the workers hand to operations.
     Raises :class:`~wireframe.WiringError` when ``layers`` cannot be wired together.
     """
@@ -91,7 +95,17 @@ def worker_builder(
                 broker, concurrency=concurrency, queue=queue, resources=resources, threads=threads
             )
         )
+    if _orchestrators_defined():
+        from wireframe.durable.layers import OrchestrationWorkerLayer
+
+        builder.add_layer(OrchestrationWorkerLayer(broker, queue=queues[0]))
     return builder, resources
+
+
+def _orchestrators_defined() -> bool:
+    """Whether the imported modules defined durable orchestrators (then the worker runs them)."""
+    registry = sys.modules.get("wireframe.durable.registry")
+    return registry is not None and bool(registry.known_orchestrators())
 
 
 def missing_resources(resources: Sequence[type]) -> list[str]:

@@ -22,6 +22,7 @@ from wireframe.durable.errors import (
     NonDeterminismError,
     OrchestratorError,
 )
+from wireframe.durable.layers import OrchestrationWorkerLayer
 from wireframe.durable.registry import orchestrator
 from wireframe.durable.store import Instance, InstanceExists, Status, UnknownInstance
 from wireframe.durable.worker import OrchestrationWorker
@@ -37,6 +38,7 @@ __all__ = [
     "InstanceExists",
     "NonDeterminismError",
     "OrchestrationWorker",
+    "OrchestrationWorkerLayer",
     "OrchestratorError",
     "Status",
     "UnknownInstance",
