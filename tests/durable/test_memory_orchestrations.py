@@ -6,6 +6,7 @@ so durable timers of an hour take no time.
 
 from __future__ import annotations
 
+import sys
 import uuid
 from typing import Any
 
@@ -202,8 +203,17 @@ async def test_the_worker_service_runs_orchestrators_the_imports_define(
     from wireframe.cli.workers import worker_builder
 
     name = f"memory://svc-{uuid.uuid4().hex[:8]}"
+    from wireframe.cli.workers import defines_orchestrators
+
+    here = sys.modules[__name__]
+    assert defines_orchestrators([here]) and not defines_orchestrators([jobs])
     builder, _ = worker_builder(
-        name, [], queues=["default"], concurrency=4, graceful_shutdown_timeout=5
+        name,
+        [],
+        queues=["default"],
+        concurrency=4,
+        graceful_shutdown_timeout=5,
+        orchestrations=defines_orchestrators([here]),
     )
     service = builder.build()
     async with jobs.open_broker(name) as broker, trio.open_nursery() as nursery:

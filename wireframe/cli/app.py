@@ -261,7 +261,7 @@ def worker(
     run in the worker service, and the resources they give reach the operations
     that take them.
     """
-    from wireframe.cli.workers import worker_builder
+    from wireframe.cli.workers import defines_orchestrators, worker_builder
 
     layers = _imported_layers(imports)
     try:
@@ -272,6 +272,7 @@ def worker(
             concurrency=concurrency,
             threads=threads,
             graceful_shutdown_timeout=30.0 if graceful_timeout is None else graceful_timeout,
+            orchestrations=defines_orchestrators([import_module(name) for name in imports]),
         )
     except wf.WiringError as exc:
         _show_problems(exc.problems, as_json=as_json)

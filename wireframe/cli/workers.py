@@ -29,7 +29,13 @@ from wireframe.jobs.layers import WorkerLayer
 from wireframe.jobs.operations import registered_operations, spec_of
 from wireframe.jobs.threads import DEFAULT_THREADS
 
-__all__ = ["WORKER_LAYERS", "declared_layers", "missing_resources", "worker_builder"]
+__all__ = [
+    "WORKER_LAYERS",
+    "declared_layers",
+    "defines_orchestrators",
+    "missing_resources",
+    "worker_builder",
+]
 
 #: The module attribute ``wireframe worker`` reads: a list of wiring layers.
 WORKER_LAYERS = "WIREFRAME_WORKER_LAYERS"
@@ -76,11 +82,13 @@ def worker_builder(
     concurrency: int,
     threads: int = DEFAULT_THREADS,
     graceful_shutdown_timeout: float,
+    orchestrations: bool = False,
 ) -> tuple[wf.ServiceBuilder, tuple[type, ...]]:
     """The worker service: ``layers``, then one worker loop per queue taking what they give.
 
-    When the imported modules define durable orchestrators, the service also
-    runs an orchestration worker on the broker (activities go to the first queue).
+    With ``orchestrations`` (the imported modules define durable orchestrators,
+    :func:`defines_orchestrators`), the service also runs an orchestration
+    worker on the broker (activities go to the first queue).
 
     Returns the builder and the resource classes the workers hand to operations.
     Raises :class:`~wireframe.WiringError` when ``layers`` cannot be wired together.
@@ -95,17 +103,20 @@ def worker_builder(
                 broker, concurrency=concurrency, queue=queue, resources=resources, threads=threads
             )
         )
-    if _orchestrators_defined():
+    if orchestrations:
         from wireframe.durable.layers import OrchestrationWorkerLayer
 
         builder.add_layer(OrchestrationWorkerLayer(broker, queue=queues[0]))
     return builder, resources
 
 
-def _orchestrators_defined() -> bool:
-    """Whether the imported modules defined durable orchestrators (then the worker runs them)."""
+def defines_orchestrators(modules: Sequence[ModuleType]) -> bool:
+    """Whether any of ``modules`` defines a durable orchestrator (the worker then runs them)."""
     registry = sys.modules.get("wireframe.durable.registry")
-    return registry is not None and bool(registry.known_orchestrators())
+    if registry is None:
+        return False
+    names = {m.__name__ for m in modules}
+    return any(spec.fn.__module__ in names for spec in registry.orchestrator_specs())
 
 
 def missing_resources(resources: Sequence[type]) -> list[str]:

@@ -17,7 +17,13 @@ import attrs
 
 from wireframe.durable.errors import OrchestratorError
 
-__all__ = ["OrchestratorSpec", "known_orchestrators", "orchestrator", "spec_named"]
+__all__ = [
+    "OrchestratorSpec",
+    "known_orchestrators",
+    "orchestrator",
+    "orchestrator_specs",
+    "spec_named",
+]
 
 F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])
 
@@ -117,3 +123,8 @@ def spec_named(name: str) -> OrchestratorSpec:
 def known_orchestrators() -> list[str]:
     """The names registered so far, sorted."""
     return sorted(_BY_NAME)
+
+
+def orchestrator_specs() -> list[OrchestratorSpec]:
+    """Every registered orchestrator, by name."""
+    return [_BY_NAME[name] for name in sorted(_BY_NAME)]
