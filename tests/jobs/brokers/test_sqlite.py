@@ -553,7 +553,9 @@ async def test_a_version_2_database_is_migrated_keeping_messages_leases_and_dela
         assert revived.message == Message("dead", b"\x02", "")
         assert await broker.job("dead") is None  # a message from before is not a tracked job
     raw = sqlite3.connect(db_path)
-    assert raw.execute("SELECT version FROM wf_schema").fetchall() == [(3,)]
+    assert raw.execute("SELECT version FROM wf_schema").fetchall() == [
+        (sqlite_broker.SCHEMA_VERSION,)
+    ]
     raw.close()
 
 

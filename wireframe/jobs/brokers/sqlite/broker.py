@@ -40,6 +40,7 @@ import attrs
 import trio
 
 from wireframe.jobs.broker import (
+    DURABLE_INBOX_PREFIX,
     BrokerError,
     BrokerUnavailable,
     BrokerURL,
@@ -54,6 +55,7 @@ from wireframe.jobs.broker import (
     count_workers,
 )
 from wireframe.jobs.brokers.sqlite import admin, broadcasts, channels, jobs, presence, queues
+from wireframe.jobs.brokers.sqlite.durable import SqliteOrchestrationStore
 from wireframe.jobs.brokers.sqlite.schema import DatabaseFile
 from wireframe.jobs.brokers.sqlite.threads import ConnectionThread, is_busy
 from wireframe.jobs.brokers.sqlite.wakeups import (
@@ -78,7 +80,13 @@ _log = logging.getLogger("wireframe.jobs.brokers.sqlite")
 _HOST = socket.gethostname()
 
 
-class SqliteBroker:
+def _reply_key(reply_to: str) -> tuple[str, str]:
+    """Whom a reply to ``reply_to`` wakes: its channel's readers, or, for an
+    orchestration's activity, the orchestration workers taking work."""
+    return ("o", "") if reply_to.startswith(DURABLE_INBOX_PREFIX) else ("c", reply_to)
+
+
+class SqliteBroker(SqliteOrchestrationStore):
     """A :class:`~wireframe.jobs.broker.Broker` in one SQLite file (see the package doc).
 
     Make one with :func:`~wireframe.jobs.brokers.sqlite.open` (or
@@ -299,7 +307,7 @@ class SqliteBroker:
         if not reply_to:
             self._notify(("j", delivery.message.id))  # a tracked job's waiters, if any
         elif reply is not None:
-            self._notify(("c", reply_to))
+            self._notify(_reply_key(reply_to))
 
     async def abandon(
         self, delivery: Delivery, *, delay: float = 0.0, body: bytes | None = None
@@ -322,7 +330,7 @@ class SqliteBroker:
         clock = self._clock
         await self._write(lambda conn: queues.dead_letter(conn, delivery, reason, clock()))
         reply_to = delivery.message.reply_to
-        self._notify(("c", reply_to) if reply_to else ("j", delivery.message.id))
+        self._notify(_reply_key(reply_to) if reply_to else ("j", delivery.message.id))
 
     # -- result channels -----------------------------------------------------------------
 
