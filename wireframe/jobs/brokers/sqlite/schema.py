@@ -36,13 +36,13 @@ from typing import Final
 import attrs
 
 from wireframe.jobs.broker import BrokerError, BrokerUnavailable, BrokerURL
-from wireframe.jobs.brokers.sqlite import jobs, presence
+from wireframe.jobs.brokers.sqlite import jobs, limits, presence
 from wireframe.jobs.brokers.sqlite.threads import is_busy
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "DatabaseFile"]
 
 #: The schema version this code writes and understands.
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 
 #: ``MIGRATIONS[v]`` takes a database from version ``v - 1`` to ``v``.
 MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
@@ -118,6 +118,7 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         *jobs.MIGRATION,  # jobs submitted on their own, by id
         *presence.SCHEDULES,  # schedules announced by schedulers
     ),
+    4: limits.MIGRATION,  # rate and concurrency limits
 }
 
 
