@@ -79,12 +79,15 @@ _LIMITED: Final = (
     " AND lease_token IS NULL ORDER BY priority DESC, seq LIMIT ?"
 )
 
-# The slots a limit uses: its current leases, on the wf_messages_limit_leases index.
-_LEASES: Final = (
-    "SELECT count(*), min(visible_at) FROM wf_messages WHERE limit_name = ?1"
-    " AND limit_name != '' AND done_at IS NULL AND lease_token IS NOT NULL"
-    " AND lease_token != '' AND visible_at > ?2"
+# A limit's current leases, on the wf_messages_limit_leases index: the slots in use.
+_CURRENT_LEASES: Final = (
+    "FROM wf_messages WHERE limit_name = ?1 AND limit_name != '' AND done_at IS NULL"
+    " AND lease_token IS NOT NULL AND lease_token != '' AND visible_at > ?2"
 )
+# Counted up to the cap (?3), so that a count walks no more index entries than that.
+_USED: Final = f"SELECT count(*) FROM (SELECT 1 {_CURRENT_LEASES} LIMIT ?3)"
+# When the first of them ends (the index's first entry in the range).
+_FIRST_END: Final = f"SELECT visible_at {_CURRENT_LEASES} ORDER BY visible_at LIMIT 1"
 
 _ROW: Final = "SELECT rate, per, concurrency, tokens, at FROM wf_limits WHERE name = ?"
 
@@ -147,8 +150,6 @@ class _State:
     now: float
     #: Slots free when the claim began (None: no concurrency cap).
     free: int | None
-    #: When its earliest current lease ends (None: no lease).
-    lease_end: float | None
     #: Messages handed out in this claim.
     taken: int = 0
 
@@ -166,14 +167,16 @@ class _State:
             allows = min(allows, self.free - self.taken)
         return max(0, allows)
 
-    def next_go(self) -> float:
-        """When it may hand out a message again, if no lease of it ends before."""
+    def next_go(self, conn: sqlite3.Connection) -> float:
+        """When it may hand out a message again, if no lease of it ends before its time."""
         at = self.now
         tokens = self.tokens()
         if tokens + 1e-9 < 1.0:
             at = self.now + (1.0 - tokens) / self.limit.refill + _MARGIN
-        if self.free is not None and self.free - self.taken <= 0 and self.lease_end is not None:
-            at = max(at, self.lease_end)
+        if self.free is not None and self.free - self.taken <= 0:
+            row = conn.execute(_FIRST_END, (self.limit.name, self.now)).fetchone()
+            if row is not None and isinstance(row[0], int | float):
+                at = max(at, row[0])
         return at
 
 
@@ -183,11 +186,11 @@ _MOST: Final = 2**31
 
 def _state(conn: sqlite3.Connection, limit: Limit, bucket: Bucket, now: float) -> _State:
     """What ``limit`` allows at ``now``: its bucket, and its leases counted on the index."""
-    free = lease_end = None
+    free = None
     if limit.concurrency is not None:
-        used, lease_end = conn.execute(_LEASES, (limit.name, now)).fetchone()
+        used = conn.execute(_USED, (limit.name, now, limit.concurrency)).fetchone()[0]
         free = limit.concurrency - used
-    return _State(limit, bucket, now, free, lease_end)
+    return _State(limit, bucket, now, free)
 
 
 class Gate:
@@ -241,10 +244,10 @@ class Gate:
         """The limits that hold back visible messages now."""
         return frozenset(name for name, s in self._limited.items() if s.allows <= 0)
 
-    def next_go(self) -> float | None:
+    def next_go(self, conn: sqlite3.Connection) -> float | None:
         """When the first held limit may hand out a message on its own (a token, a
         lease running out); None if none holds anything."""
-        times = [s.next_go() for s in self._limited.values() if s.allows <= 0]
+        times = [s.next_go(conn) for s in self._limited.values() if s.allows <= 0]
         return min(times) if times else None
 
     def candidates(self, conn: sqlite3.Connection, rows: list[Any], want: int) -> list[Any]:

@@ -207,7 +207,7 @@ def claim(
     next_visible = conn.execute(_EARLIEST, (queue,)).fetchone()[0]
     held: frozenset[str] = frozenset()
     if gate is not None:
-        held, next_visible = gate.held_by(), _earliest(next_visible, gate.next_go())
+        held, next_visible = gate.held_by(), _earliest(next_visible, gate.next_go(conn))
     return Claim([], frozenset(dead_channels), frozenset(dead_jobs), next_visible, held)
 
 
@@ -321,7 +321,7 @@ def peek(conn: sqlite3.Connection, queue: str, now: float) -> Peek:
     gate = Gate.open(conn, queue, now)
     if gate is None:
         return Peek(False, earliest)
-    return Peek(gate.ready, _earliest(earliest, gate.next_go()), gate.held_by())
+    return Peek(gate.ready, _earliest(earliest, gate.next_go(conn)), gate.held_by())
 
 
 def give_back(conn: sqlite3.Connection, deliveries: Sequence[Delivery], now: float) -> None:
