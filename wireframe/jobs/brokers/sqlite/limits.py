@@ -32,6 +32,7 @@ own: the next token, or the end of the earliest lease holding a slot.
 
 from __future__ import annotations
 
+import functools
 import math
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -39,6 +40,7 @@ from typing import Any, Final
 
 import attrs
 
+from wireframe.jobs.brokers.sqlite.rows import InvalidText, fetch_all
 from wireframe.jobs.limits import Bucket, Limit, LimitError
 
 __all__ = ["MIGRATION", "Gate", "define", "give_back_tokens", "held_counts"]
@@ -66,18 +68,33 @@ MIGRATION: Final = (
     ) WITHOUT ROWID""",
 )
 
-# The next limit name (in index order) after ?2 among the queue's visible messages.
+# The next limit name (in index order) after {name} among the queue's visible messages.
 _NEXT_NAME: Final = (
-    "SELECT limit_name FROM wf_messages WHERE queue = ?1 AND limit_name > ?2"
+    "SELECT limit_name FROM wf_messages WHERE queue = ?1 AND limit_name > {name}"
     " AND done_at IS NULL AND lease_token IS NULL ORDER BY limit_name LIMIT 1"
 )
 
 # The visible messages of one limit in a queue, in claim order.
 _LIMITED: Final = (
     "SELECT seq, id, body, reply_to, deliveries, visible_at, priority, limit_name"
-    " FROM wf_messages WHERE queue = ? AND limit_name = ? AND done_at IS NULL"
-    " AND lease_token IS NULL ORDER BY priority DESC, seq LIMIT ?"
+    " FROM wf_messages WHERE queue = ?1 AND limit_name = {name} AND done_at IS NULL"
+    " AND lease_token IS NULL ORDER BY priority DESC, seq LIMIT ?3"
 )
+
+
+def _naming(sql: str, name: object) -> str:
+    """``sql`` with its ``{name}`` bound to parameter 2 as ``name`` is stored.
+
+    Python's ``sqlite3`` binds :class:`.rows.InvalidText` (what a damaged name that
+    is not UTF-8 reads as) as a BLOB; cast back, it matches the TEXT it came from.
+    """
+    return _variant(sql, isinstance(name, InvalidText))
+
+
+@functools.cache
+def _variant(sql: str, cast: bool) -> str:
+    return sql.format(name="CAST(?2 AS TEXT)" if cast else "?2")
+
 
 # A limit's current leases, on the wf_messages_limit_leases index: the slots in use.
 _CURRENT_LEASES: Final = (
@@ -96,11 +113,13 @@ _ROW: Final = "SELECT rate, per, concurrency, tokens, at FROM wf_limits WHERE na
 _MARGIN: Final = 0.001
 
 
-def _read(conn: sqlite3.Connection, name: object) -> tuple[Limit, Bucket] | None:
-    """The limit named ``name`` and its bucket; None if there is none (no limit).
+def _read(conn: sqlite3.Connection, name: object, now: float) -> tuple[Limit, Bucket] | None:
+    """The limit named ``name`` and its bucket at ``now``; None if there is none (no limit).
 
     A row a hand edit broke (a rate of 0, text where numbers belong) is no limit
     either: the messages go, rather than wait for ever on a limit nobody can read.
+    A bucket last touched later than ``now`` (the wall clock went back) counts
+    from ``now``, so a step back of the clock does not hold messages back as long.
     """
     if type(name) is not str:
         return None
@@ -113,8 +132,8 @@ def _read(conn: sqlite3.Connection, name: object) -> tuple[Limit, Bucket] | None
     except (LimitError, TypeError):
         return None
     if rate is not None and not (isinstance(tokens, int | float) and isinstance(at, int | float)):
-        tokens, at = float(rate), 0.0  # a bucket nobody can read starts full
-    return limit, Bucket(float(tokens or 0.0), float(at or 0.0))
+        tokens, at = float(rate), now  # a bucket nobody can read starts full
+    return limit, Bucket(float(tokens or 0.0), min(float(at or 0.0), now))
 
 
 def define(conn: sqlite3.Connection, limit: Limit, now: float) -> bool:
@@ -124,7 +143,7 @@ def define(conn: sqlite3.Connection, limit: Limit, now: float) -> bool:
     ``now`` by the old rate, capped at the new one). Defining the same limit
     again writes nothing, so the runtime's periodic definitions wake nobody.
     """
-    known = _read(conn, limit.name)
+    known = _read(conn, limit.name, now)
     if known is not None and known[0] == limit:
         return False
     if limit.rate is None:
@@ -221,14 +240,14 @@ class Gate:
         """
         names: list[object] = []
         after: object = ""
-        while (found := conn.execute(_NEXT_NAME, (queue, after)).fetchone()) is not None:
-            after = found[0]
+        while found := fetch_all(conn, _naming(_NEXT_NAME, after), (queue, after)):
+            after = found[0][0]
             names.append(after)
         if not names:
             return None
         gate = cls(queue, now)
         for name in names:
-            known = _read(conn, name)
+            known = _read(conn, name, now)
             if known is None:
                 gate._free.append(name)
             else:
@@ -255,11 +274,11 @@ class Gate:
         the limited ones their limits allow, by priority and age."""
         extra: list[Any] = []
         for name in self._free:
-            extra += conn.execute(_LIMITED, (self._queue, name, want)).fetchall()
+            extra += fetch_all(conn, _naming(_LIMITED, name), (self._queue, name, want))
         for name, state in self._limited.items():
             if state.allows > 0:
                 n = min(want, state.allows)
-                extra += conn.execute(_LIMITED, (self._queue, name, n)).fetchall()
+                extra += fetch_all(conn, _naming(_LIMITED, name), (self._queue, name, n))
         if not extra:
             return rows
         merged = sorted([*rows, *extra], key=_order)
@@ -295,7 +314,7 @@ def give_back_tokens(conn: sqlite3.Connection, names: Sequence[str], now: float)
     for name in names:
         counts[name] = counts.get(name, 0) + 1
     for name, n in counts.items():
-        known = _read(conn, name)
+        known = _read(conn, name, now)
         if known is not None and known[0].rate is not None:
             limit, bucket = known
             level = min(float(limit.rate or 0), bucket.level(limit, now) + n)
@@ -310,15 +329,16 @@ def held_counts(conn: sqlite3.Connection, now: float) -> dict[str, int]:
     A limit allows the same messages whichever queue they are in, so in each
     queue those beyond what the limit allows now count as held.
     """
-    rows = conn.execute(
+    rows = fetch_all(
+        conn,
         "SELECT queue, limit_name, count(*) FROM wf_messages WHERE limit_name > ''"
-        " AND done_at IS NULL AND lease_token IS NULL GROUP BY queue, limit_name"
-    ).fetchall()
-    allows: dict[str, int | None] = {}
+        " AND done_at IS NULL AND lease_token IS NULL GROUP BY queue, limit_name",
+    )
+    allows: dict[object, int | None] = {}
     held: dict[str, int] = {}
     for queue, name, count in rows:
         if name not in allows:
-            known = _read(conn, name)
+            known = _read(conn, name, now)
             allows[name] = None if known is None else _state(conn, *known, now).allows
         allowed = allows[name]
         if allowed is not None:
