@@ -18,6 +18,12 @@ instead of leasing them (nobody wants their results) and dead-letters the
 rows that cannot be delivered: malformed ones (:mod:`.rows`) and those
 delivered ``max_deliveries`` times already.
 
+A message naming a limit (``limit_name``) is handed out only as the limit
+allows: a claim takes the unlimited messages as before and asks a
+:class:`.limits.Gate` for the limited ones; a claim that finds only held
+messages says which limits hold them and when one may go, for its consumer
+to sleep until then.
+
 A message with ``reply_to`` ``''`` may be a tracked job's (:mod:`.jobs`): its
 claim, completion and dead letter also move the job's record, in the same
 transaction. Directive jobs (with a reply channel) pay nothing for that.

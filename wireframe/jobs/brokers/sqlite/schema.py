@@ -7,14 +7,18 @@ first), then ``seq`` (oldest first); or *held* until ``visible_at``
 publish or abandon delay (``lease_token`` ``''``). Each state has its own
 partial index, so a claim walks visible rows only and finds the held ones
 whose time has come with one range look-up, however many are delayed (a
-claim makes those visible again first: see :mod:`.queues`). A completed
-message stays as its completed record (``done_at`` set, body dropped) until
-purge: completing is one row update plus the reply, not a move between
-tables. Replies live in a ``WITHOUT ROWID`` table keyed by (channel, seq);
-dead letters in ``wf_dead``; broadcasts in ``wf_broadcasts`` with an
-ever-growing id; run channels and worker heartbeats in ``wf_channels`` and
-``wf_workers`` (see :mod:`.presence`); the records of jobs submitted on
-their own in ``wf_jobs`` (see :mod:`.jobs`).
+claim makes those visible again first: see :mod:`.queues`). The visible
+index puts ``limit_name`` before the order, so a claim takes the messages of
+a limit only as far as the limit allows and never walks the ones it holds
+back (they stay visible; ``wf_limits`` holds each limit and its token
+bucket: see :mod:`.limits`). A completed message stays as its completed
+record (``done_at`` set, body dropped) until purge: completing is one row
+update plus the reply, not a move between tables. Replies live in a
+``WITHOUT ROWID`` table keyed by (channel, seq); dead letters in ``wf_dead``;
+broadcasts in ``wf_broadcasts`` with an ever-growing id; run channels and
+worker heartbeats in ``wf_channels`` and ``wf_workers`` (see
+:mod:`.presence`); the records of jobs submitted on their own in ``wf_jobs``
+(see :mod:`.jobs`).
 
 *Schema.* ``wf_schema`` holds the schema version; :data:`MIGRATIONS` moves a
 database forward one version at a time inside one transaction, keeping every
