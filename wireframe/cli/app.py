@@ -34,6 +34,7 @@ from wireframe.cli.common import (
     stderr,
     stdout,
 )
+from wireframe.cli.flows import flows_app
 from wireframe.cli.graph import plan_dot, plan_json, plan_tree
 from wireframe.cli.jobs import jobs_app
 from wireframe.cli.render import (
@@ -60,6 +61,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(flows_app, name="flows")
 
 
 def _setup_logging(level: LogLevel, console: Console) -> None:

@@ -30,6 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
+from wireframe.durable.errors import DurableError
 from wireframe.durable.history import Event, TaskCompleted, TaskFailed
 from wireframe.jobs.broker import DURABLE_INBOX_PREFIX, BrokerError, LockLost, Message, Reply
 
@@ -143,11 +144,11 @@ class TurnLost(LockLost):
         )
 
 
-class InstanceExists(Exception):
+class InstanceExists(DurableError):
     """``start`` of an instance id that exists (and may not be replaced)."""
 
 
-class UnknownInstance(Exception):
+class UnknownInstance(DurableError):
     """No instance has this id (never started, or purged)."""
 
 

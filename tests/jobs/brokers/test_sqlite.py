@@ -250,7 +250,7 @@ async def test_state_survives_close_and_reopen(make_url: UrlFactory) -> None:
     # "kill everything, start again": a new broker on the same file
     async with sqlite_broker.open(url, clock=clock) as broker:
         stats = await broker.stats()
-        assert stats == [QueueStats("q", queued=2, running=1, done=1, dead=0)]
+        assert stats == [QueueStats("q", queued=2, running=1, done=1, dead=0, scheduled=1)]
         assert await _replies(broker, "ch", 1) == [Reply("done", body=b"result")]
         clock.advance(31)  # the lease runs out ("later" is still 29 s away)
         with pytest.raises(LockLost, match="lease expired"):
@@ -260,9 +260,13 @@ async def test_state_survives_close_and_reopen(make_url: UrlFactory) -> None:
         for d in got:
             await broker.complete(d, None)
     async with sqlite_broker.open(url, clock=clock) as broker:
-        assert await broker.stats() == [QueueStats("q", queued=1, running=0, done=3, dead=0)]
+        assert await broker.stats() == [
+            QueueStats("q", queued=1, running=0, done=3, dead=0, scheduled=1)
+        ]
         assert await broker.purge() == 3
-        assert await broker.stats() == [QueueStats("q", queued=1, running=0, done=0, dead=0)]
+        assert await broker.stats() == [
+            QueueStats("q", queued=1, running=0, done=0, dead=0, scheduled=1)
+        ]
 
 
 async def test_reply_and_dead_letters_survive_reopen(make_url: UrlFactory) -> None:
@@ -534,7 +538,9 @@ async def test_a_version_2_database_is_migrated_keeping_messages_leases_and_dela
     raw.close()
     clock = OffsetClock()
     async with sqlite_broker.open(make_url(), clock=clock) as broker:
-        assert await broker.stats() == [QueueStats("q", queued=3, running=1, done=1, dead=1)]
+        assert await broker.stats() == [
+            QueueStats("q", queued=3, running=1, done=1, dead=1, scheduled=1)
+        ]
         got = await _take(broker, "q", 2)
         assert [(d.message.id, d.deliveries) for d in got] == [("visible", 1), ("expired", 2)]
         leased = Delivery(Message("leased", b"\x01", "ch"), "q", 1, "2.abc", now + 300)

@@ -9,7 +9,8 @@ taken wait in their channel, a job's state and result stay readable by id
 from any process (``Runtime.handle``) for ``result_ttl``, completed records
 stay until :meth:`SqliteBroker.purge`. Within a queue a higher ``priority``
 is consumed first, equal ones oldest first; a claim never walks the delayed
-or leased messages, however many wait.
+or leased messages, however many wait, nor those a rate or concurrency limit
+holds back (limits hold across every process on the file).
 
 URL
     ``sqlite:///relative/jobs.db`` (three slashes) names a path relative to the
@@ -44,7 +45,9 @@ Design, one module per idea
       leases and delays.
     * :mod:`.schema` — the tables, the migrations, opening a file.
     * The transactions of each role: :mod:`.queues` (the work queue: visible
-      and held messages, leases, priorities), :mod:`.jobs` (jobs kept by id:
+      and held messages, leases, priorities), :mod:`.limits` (rate and
+      concurrency limits: what a claim may hand out, when more may go),
+      :mod:`.jobs` (jobs kept by id:
       records, dedup keys, abort, expiry), :mod:`.channels` (replies),
       :mod:`.presence` (live run channels and workers), :mod:`.broadcasts`,
       :mod:`.admin` (counts, dead letters, purge).

@@ -15,17 +15,19 @@ import sqlite3
 from typing import Any
 
 from wireframe.jobs.broker import DeadLetter, QueueStats
-from wireframe.jobs.brokers.sqlite import jobs, presence
+from wireframe.jobs.brokers.sqlite import jobs, limits, presence
 from wireframe.jobs.brokers.sqlite.rows import dead_letter_from_row, fetch_all
 
 __all__ = ["dead_letters", "purge", "requeue_dead", "stats"]
 
-_DEAD_COLUMNS = "seq, queue, id, body, reply_to, reason, deliveries, died_at, priority"
+_DEAD_COLUMNS = "seq, queue, id, body, reply_to, reason, deliveries, died_at, priority, limit_name"
 
 
 def stats(conn: sqlite3.Connection, now: float) -> list[QueueStats]:
     """Counts per known queue, sorted by name (an expired lease counts as queued, a
-    delayed message too); workers are counted by the caller."""
+    delayed message too: as scheduled while its delay runs; a message its limit
+    holds back as held, see :func:`.limits.held_counts`); workers are counted by the
+    caller."""
     rows = conn.execute(
         """SELECT q.name,
             (SELECT count(*) FROM wf_messages m
@@ -35,15 +37,22 @@ def stats(conn: sqlite3.Connection, now: float) -> list[QueueStats]:
             (SELECT count(*) FROM wf_messages m
                 WHERE m.queue = q.name AND m.done_at IS NULL AND m.lease_token IS NOT NULL
                 AND m.visible_at > ?1 AND m.lease_token != ''),
+            (SELECT count(*) FROM wf_messages m
+                WHERE m.queue = q.name AND m.done_at IS NULL AND m.lease_token = ''
+                AND m.visible_at > ?1),
             q.done,
             (SELECT count(*) FROM wf_dead x WHERE x.queue = q.name)
         FROM wf_queues q ORDER BY q.name""",
         (now,),
     ).fetchall()
+    held_back = limits.held_counts(conn, now)
     return [
-        QueueStats(name, visible + held - running, running, done, dead)
-        for name, visible, held, running, done, dead in rows
-    ]
+        QueueStats(
+            name, visible + held - running, running, done, dead,
+            scheduled=scheduled, held=held_back.get(name, 0),
+        )
+        for name, visible, held, running, scheduled, done, dead in rows
+    ]  # fmt: skip
 
 
 def _dead_rows(conn: sqlite3.Connection, queue: str | None, limit: int) -> list[Any]:
@@ -71,9 +80,9 @@ def requeue_dead(conn: sqlite3.Connection, queue: str | None, now: float) -> lis
     for d in letters:
         m = d.message
         cur = conn.execute(
-            "INSERT INTO wf_messages (queue, id, body, reply_to, visible_at, deliveries, priority)"
-            " VALUES (?, ?, ?, ?, ?, 0, ?)",
-            (d.queue, m.id, m.body, m.reply_to, now, m.priority),
+            "INSERT INTO wf_messages (queue, id, body, reply_to, visible_at, deliveries, priority,"
+            " limit_name) VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
+            (d.queue, m.id, m.body, m.reply_to, now, m.priority, m.limit),
         )
         if not m.reply_to and cur.lastrowid is not None:
             jobs.revive(conn, m.id, cur.lastrowid, now)

@@ -54,19 +54,29 @@ from wireframe.jobs.broker import (
     WorkerInfo,
     count_workers,
 )
-from wireframe.jobs.brokers.sqlite import admin, broadcasts, channels, jobs, presence, queues
+from wireframe.jobs.brokers.sqlite import (
+    admin,
+    broadcasts,
+    channels,
+    jobs,
+    limits,
+    presence,
+    queues,
+)
 from wireframe.jobs.brokers.sqlite.durable import SqliteOrchestrationStore
 from wireframe.jobs.brokers.sqlite.schema import DatabaseFile
 from wireframe.jobs.brokers.sqlite.threads import ConnectionThread, is_busy
 from wireframe.jobs.brokers.sqlite.wakeups import (
     NeighbourKey,
     Signal,
+    Signals,
     Wakeups,
     data_version,
     join_neighbours,
     leave_neighbours,
     watch,
 )
+from wireframe.jobs.limits import Limit
 
 __all__ = ["Clock", "SqliteBroker"]
 
@@ -206,9 +216,11 @@ class SqliteBroker(SqliteOrchestrationStore):
         for wake in self._neighbours:
             wake.notify(key)
 
-    async def _wait(self, signal: Signal, until: float | None) -> None:
-        """Sleep until ``signal`` fires, or the broker's clock reaches ``until``."""
-        await self._wake.wait(signal, math.inf if until is None else until - self._clock())
+    async def _wait(self, signal: Signal, until: float | None, also: Signals | None = None) -> None:
+        """Sleep until ``signal`` (or one of ``also``) fires, or the broker's clock
+        reaches ``until``."""
+        timeout = math.inf if until is None else until - self._clock()
+        await self._wake.wait(signal, timeout, also or ())
 
     async def _watch(self) -> None:
         """The data_version watcher (:func:`.wakeups.watch`) on the writer's connection,
@@ -261,14 +273,20 @@ class SqliteBroker(SqliteOrchestrationStore):
         )  # fmt: skip
 
     async def consume(self, queue: str, limit: int) -> list[Delivery]:
-        """Lease up to ``limit`` visible messages, highest priority then oldest first;
-        wait for one if none."""
+        """Lease up to ``limit`` visible messages, highest priority then oldest first,
+        those naming a limit as it allows; wait for one if none."""
         if limit < 1:
             raise ValueError(f"consume from {queue!r}: limit={limit!r} must be at least 1")
         claim, clock = self._claim(queue, limit), self._clock
         direct = True
+        # the limits that held messages back at the last look: their signals are
+        # entered before the next look, so that no end of a lease goes unseen
+        held: frozenset[str] = frozenset()
         while True:
-            with self._wake.signal(("q", queue)) as signal:
+            with (
+                self._wake.signal(("q", queue)) as signal,
+                self._wake.signals([("l", name) for name in held]) as also,
+            ):
                 if direct:
                     result, cancelled = await self._write_raw(claim)
                     for channel in result.dead_channels:
@@ -280,29 +298,54 @@ class SqliteBroker(SqliteOrchestrationStore):
                             await self._give_back(result.deliveries)
                             await trio.lowlevel.checkpoint()
                         return result.deliveries
-                    next_visible = result.next_visible
+                    next_visible, now_held = result.next_visible, result.held
                 else:
                     peek = await self._read(lambda conn: queues.peek(conn, queue, clock()))
                     if peek.ready:
                         direct = True
                         continue
-                    next_visible = peek.next_visible
-                await self._wait(signal, next_visible)
-            # a local write or a lease/delay timer: claim at once; a change seen in
-            # another process: peek first, without taking the write lock.
-            direct = signal.local or not signal.event.is_set()
+                    next_visible, now_held = peek.next_visible, peek.held
+                if not now_held <= held:
+                    held = now_held  # a limit not listened to yet: listen, look again
+                    continue
+                held = now_held
+                await self._wait(signal, next_visible, also)
+            # a local write or a lease/delay/token timer: claim at once; a change seen
+            # in another process: peek first, without taking the write lock.
+            direct = (
+                signal.local
+                or any(s.local for s in also)
+                or not (signal.event.is_set() or any(s.event.is_set() for s in also))
+            )
+
+    def _freed(self, limit: str) -> None:
+        """A lease of a message of ``limit`` ended: its waiters look again."""
+        if limit:
+            self._notify(("l", limit))
+
+    async def define_limit(self, limit: Limit) -> None:
+        """Record ``limit`` under its name, replacing an earlier one (idempotent); a
+        redefinition keeps the bucket's tokens (capped at the new rate) and the slots
+        in use."""
+        clock = self._clock
+        if await self._write(lambda conn: limits.define(conn, limit, clock())):
+            self._freed(limit.name)
 
     async def _give_back(self, deliveries: list[Delivery]) -> None:
         """Undo a claim whose caller was cancelled: visible at once, not counted."""
+        clock = self._clock
         with trio.CancelScope(shield=True):
-            await self._write(lambda conn: queues.give_back(conn, deliveries))
+            await self._write(lambda conn: queues.give_back(conn, deliveries, clock()))
         if deliveries:
             self._notify(("q", deliveries[0].queue))
+        for name in {d.message.limit for d in deliveries}:
+            self._freed(name)
 
     async def complete(self, delivery: Delivery, reply: bytes | None) -> None:
         """Remove the delivery and post its reply in one transaction (LockLost if stale)."""
         clock = self._clock
         await self._write(lambda conn: queues.complete(conn, delivery, reply, clock()))
+        self._freed(delivery.message.limit)
         reply_to = delivery.message.reply_to
         if not reply_to:
             self._notify(("j", delivery.message.id))  # a tracked job's waiters, if any
@@ -318,6 +361,7 @@ class SqliteBroker(SqliteOrchestrationStore):
         clock = self._clock
         await self._write(lambda conn: queues.abandon(conn, delivery, body, clock(), delay))
         self._notify(("q", delivery.queue))
+        self._freed(delivery.message.limit)
 
     async def extend(self, delivery: Delivery) -> Delivery:
         """Renew the lease for ``lease`` seconds from now (same token)."""
@@ -329,6 +373,7 @@ class SqliteBroker(SqliteOrchestrationStore):
         """Move the delivery to the dead-letter store and post a dead reply."""
         clock = self._clock
         await self._write(lambda conn: queues.dead_letter(conn, delivery, reason, clock()))
+        self._freed(delivery.message.limit)
         reply_to = delivery.message.reply_to
         self._notify(_reply_key(reply_to) if reply_to else ("j", delivery.message.id))
 
@@ -461,6 +506,9 @@ class SqliteBroker(SqliteOrchestrationStore):
         record = await self._write(lambda conn: jobs.abort(conn, job_id, clock()))
         if record is not None:
             self._notify(("j", job_id))
+            for wake in self._neighbours:  # a running one's slot is free: which limit's?
+                for name in wake.waited("l"):
+                    wake.notify(("l", name))
         return record
 
     # -- broadcast ---------------------------------------------------------------------

@@ -208,9 +208,9 @@ def submit(
     visible_at = now + delay
     cur = conn.execute(
         "INSERT INTO wf_messages (queue, id, body, reply_to, visible_at, deliveries, priority,"
-        " lease_token) VALUES (?, ?, ?, '', ?, 0, ?, ?)",
+        " lease_token, limit_name) VALUES (?, ?, ?, '', ?, 0, ?, ?, ?)",
         (queue, message.id, bytes(message.body), visible_at, message.priority,
-         "" if delay > 0 else None),
+         "" if delay > 0 else None, message.limit),
     )  # fmt: skip
     conn.execute(
         "INSERT INTO wf_jobs (id, seq, queue, key, priority, operation, ttl, enqueued_at,"

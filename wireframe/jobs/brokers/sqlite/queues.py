@@ -18,6 +18,12 @@ instead of leasing them (nobody wants their results) and dead-letters the
 rows that cannot be delivered: malformed ones (:mod:`.rows`) and those
 delivered ``max_deliveries`` times already.
 
+A message naming a limit (``limit_name``) is handed out only as the limit
+allows: a claim takes the unlimited messages as before and asks a
+:class:`.limits.Gate` for the limited ones; a claim that finds only held
+messages says which limits hold them and when one may go, for its consumer
+to sleep until then.
+
 A message with ``reply_to`` ``''`` may be a tracked job's (:mod:`.jobs`): its
 claim, completion and dead letter also move the job's record, in the same
 transaction. Directive jobs (with a reply channel) pay nothing for that.
@@ -35,7 +41,13 @@ import attrs
 from wireframe.jobs.broker import Delivery, LockLost, Message, RecordStatus
 from wireframe.jobs.brokers.sqlite import jobs, presence
 from wireframe.jobs.brokers.sqlite.channels import post_reply
-from wireframe.jobs.brokers.sqlite.rows import dead_letter_values, fetch_all, message_problems
+from wireframe.jobs.brokers.sqlite.limits import Gate, give_back_tokens
+from wireframe.jobs.brokers.sqlite.rows import (
+    dead_letter_values,
+    fetch_all,
+    message_problems,
+    readable_text,
+)
 
 __all__ = [
     "Claim",
@@ -68,12 +80,12 @@ _RELEASE_MALFORMED: Final = (
     " AND lease_token IS NOT NULL AND visible_at >= ''"
 )
 
-# The visible messages, highest priority first, oldest first among equals: the
-# wf_messages_visible index in its order.
+# The visible messages without a limit, highest priority first, oldest first among
+# equals: the wf_messages_visible index in its order (limited ones: see .limits).
 _CLAIMABLE: Final = (
-    "SELECT seq, id, body, reply_to, deliveries, visible_at, priority FROM wf_messages"
-    " WHERE queue = ? AND done_at IS NULL AND lease_token IS NULL"
-    " ORDER BY priority DESC, seq LIMIT ?"
+    "SELECT seq, id, body, reply_to, deliveries, visible_at, priority, limit_name"
+    " FROM wf_messages WHERE queue = ? AND limit_name = '' AND done_at IS NULL"
+    " AND lease_token IS NULL ORDER BY priority DESC, seq LIMIT ?"
 )
 
 # When the queue's next held message becomes visible (the held index's first entry).
@@ -83,7 +95,8 @@ _EARLIEST: Final = (
 )
 
 _ANY_VISIBLE: Final = (
-    "SELECT 1 FROM wf_messages WHERE queue = ? AND done_at IS NULL AND lease_token IS NULL LIMIT 1"
+    "SELECT 1 FROM wf_messages WHERE queue = ? AND limit_name = '' AND done_at IS NULL"
+    " AND lease_token IS NULL LIMIT 1"
 )
 
 
@@ -96,16 +109,21 @@ class Claim:
     dead_channels: frozenset[str]
     #: The tracked jobs that died (their waiters are woken).
     dead_jobs: frozenset[str]
-    #: When nothing was claimed: the earliest ``visible_at`` left, if any.
+    #: When nothing was claimed: the earliest ``visible_at`` left, or when a limit
+    #: holding messages back may let one go, if any.
     next_visible: float | None
+    #: When nothing was claimed: the limits holding visible messages back.
+    held: frozenset[str] = frozenset()
 
 
 @attrs.frozen
 class Peek:
-    """A read-only look at a queue: is something visible, or when will it be."""
+    """A read-only look at a queue: is something visible (that no limit holds), or when
+    will it be, and which limits hold messages back."""
 
     ready: bool
     next_visible: float | None
+    held: frozenset[str] = frozenset()
 
 
 def declare(conn: sqlite3.Connection, queue: str, now: float) -> None:
@@ -133,8 +151,11 @@ def publish(
     held = "" if delay > 0 else None
     conn.executemany(
         "INSERT INTO wf_messages (queue, id, body, reply_to, visible_at, deliveries, priority,"
-        " lease_token) VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
-        [(queue, m.id, bytes(m.body), m.reply_to, visible_at, m.priority, held) for m in messages],
+        " lease_token, limit_name) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)",
+        [
+            (queue, m.id, bytes(m.body), m.reply_to, visible_at, m.priority, held, m.limit)
+            for m in messages
+        ],
     )
 
 
@@ -153,18 +174,25 @@ def claim(
     records of tracked jobs.
 
     Rows set aside on the way (settled orphans, dead letters) do not count: it
-    looks further until it has ``limit`` or the queue has no more visible.
+    looks further until it has ``limit`` or the queue has no more visible. A
+    message naming a limit is handed out only as that limit allows (a
+    :class:`.limits.Gate`); the others pay one index seek for that.
     """
     conn.execute(_RELEASE_DUE, (queue, now))
     nonce = secrets.token_hex(8)
     out: list[Delivery] = []
     dead_channels: set[str] = set()
     dead_jobs: set[str] = set()
+    gate = Gate.open(conn, queue, now)
     while len(out) < limit:
-        rows = fetch_all(conn, _CLAIMABLE, (queue, limit - len(out)))
+        want = limit - len(out)
+        rows = fetch_all(conn, _CLAIMABLE, (queue, want))
+        if gate is not None:
+            rows = gate.candidates(conn, rows, want)
         if not rows:
             if out or conn.execute(_RELEASE_MALFORMED, (queue,)).rowcount == 0:
                 break
+            gate = Gate.open(conn, queue, now)  # some may name a limit
             continue  # damaged held rows became visible: bury them
         rows = _settle_orphans(conn, queue, rows, now)
         if not rows:
@@ -174,10 +202,27 @@ def claim(
         tracked = [(r[1], r[0]) for r in fit if r[3] == ""]
         if tracked:
             jobs.started(conn, tracked, worker, now)
+        if gate is not None:
+            gate.took(fit)
         if len(fit) == len(rows):
             break
-    next_visible = None if out else conn.execute(_EARLIEST, (queue,)).fetchone()[0]
-    return Claim(out, frozenset(dead_channels), frozenset(dead_jobs), next_visible)
+    if out:
+        if gate is not None:
+            gate.settle(conn)
+        return Claim(out, frozenset(dead_channels), frozenset(dead_jobs), None)
+    next_visible = conn.execute(_EARLIEST, (queue,)).fetchone()[0]
+    held: frozenset[str] = frozenset()
+    if gate is not None:
+        held, next_visible = gate.held_by(), _earliest(next_visible, gate.next_go(conn))
+    return Claim([], frozenset(dead_channels), frozenset(dead_jobs), next_visible, held)
+
+
+def _earliest(a: Any, b: float | None) -> Any:
+    """The earlier of a queue's next ``visible_at`` (maybe damaged: not a number) and
+    the time a limit may let a message go."""
+    if b is None or (a is not None and (not isinstance(a, int | float) or a <= b)):
+        return a
+    return b
 
 
 def _settle_orphans(conn: sqlite3.Connection, queue: str, rows: list[Any], now: float) -> list[Any]:
@@ -225,10 +270,11 @@ def _bury_unfit(
         if reason is None:
             fit.append(row)
             continue
-        seq, message_id, body, reply_to, deliveries, _, priority = row
+        seq, message_id, body, reply_to, deliveries, _, priority, limit_name = row
         letter = dead_letter_values(seq, "wf_messages", message_id, body, reply_to, deliveries)
         number = priority if type(priority) is int else 0
-        _post_dead(conn, queue, letter[:3], reason, letter[3], now, number)
+        name = readable_text(limit_name) or ""
+        _post_dead(conn, queue, letter[:3], reason, letter[3], now, number, name)
         dead.append((seq,))
         if letter[2]:
             told.add(letter[2])
@@ -247,12 +293,13 @@ def _lease_rows(
     """Lease the well-formed ``rows`` until ``expires``, each delivery counted."""
     out: list[Delivery] = []
     leased: list[tuple[str, float, int]] = []
-    for seq, message_id, body, reply_to, deliveries, _, priority in rows:
+    for seq, message_id, body, reply_to, deliveries, _, priority, limit_name in rows:
         token = f"{seq}.{nonce}"
         leased.append((token, expires, seq))
+        message = Message(message_id, body, reply_to, priority, limit_name)
         out.append(
             Delivery(
-                message=Message(id=message_id, body=body, reply_to=reply_to, priority=priority),
+                message=message,
                 queue=queue,
                 deliveries=deliveries + 1,
                 lease_token=token,
@@ -275,11 +322,17 @@ def peek(conn: sqlite3.Connection, queue: str, now: float) -> Peek:
         return Peek(True, None)  # only damaged held rows: a claim buries them
     if earliest is not None and earliest <= now:
         return Peek(True, earliest)
-    return Peek(conn.execute(_ANY_VISIBLE, (queue,)).fetchone() is not None, earliest)
+    if conn.execute(_ANY_VISIBLE, (queue,)).fetchone() is not None:
+        return Peek(True, earliest)
+    gate = Gate.open(conn, queue, now)
+    if gate is None:
+        return Peek(False, earliest)
+    return Peek(gate.ready, _earliest(earliest, gate.next_go(conn)), gate.held_by())
 
 
-def give_back(conn: sqlite3.Connection, deliveries: Sequence[Delivery]) -> None:
-    """Undo a claim whose caller was cancelled: visible at once, delivery not counted."""
+def give_back(conn: sqlite3.Connection, deliveries: Sequence[Delivery], now: float) -> None:
+    """Undo a claim whose caller was cancelled: visible at once, delivery not counted,
+    the tokens of limited messages returned."""
     held = [(seq, d) for d in deliveries if (seq := _lease_seq(d)) is not None]
     conn.executemany(
         "UPDATE wf_messages SET lease_token = NULL, visible_at = 0,"
@@ -289,6 +342,9 @@ def give_back(conn: sqlite3.Connection, deliveries: Sequence[Delivery]) -> None:
     tracked = [(d.message.id, seq) for seq, d in held if d.message.reply_to == ""]
     if tracked:
         jobs.unstarted(conn, tracked)
+    limited = [d.message.limit for _, d in held if d.message.limit]
+    if limited:
+        give_back_tokens(conn, limited, now)
 
 
 def complete(conn: sqlite3.Connection, delivery: Delivery, reply: bytes | None, now: float) -> None:
@@ -361,6 +417,7 @@ def dead_letter(conn: sqlite3.Connection, delivery: Delivery, reason: str, now: 
         delivery.deliveries,
         now,
         message.priority,
+        message.limit,
     )
     if not message.reply_to:
         jobs.finish(conn, message.id, seq, RecordStatus.DEAD, now, error=reason)
@@ -442,13 +499,14 @@ def _post_dead(
     deliveries: int,
     now: float,
     priority: int,
+    limit: str,
 ) -> None:
     """Store a dead letter and tell its reply channel (if any) with a dead reply."""
     message_id, body, reply_to = seq_row
     conn.execute(
-        "INSERT INTO wf_dead (queue, id, body, reply_to, reason, deliveries, died_at, priority)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (queue, message_id, body, reply_to, reason, deliveries, now, priority),
+        "INSERT INTO wf_dead (queue, id, body, reply_to, reason, deliveries, died_at, priority,"
+        " limit_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (queue, message_id, body, reply_to, reason, deliveries, now, priority, limit),
     )
     if reply_to:
         post_reply(conn, reply_to, message_id, None, reason)

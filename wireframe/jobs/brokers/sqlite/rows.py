@@ -121,6 +121,7 @@ def message_problems(
     deliveries: object,
     when: object,
     priority: object = 0,
+    limit: object = "",
 ) -> str | None:
     """The reason a ``wf_messages`` row cannot be delivered, or None if it is well formed."""
     if (
@@ -131,6 +132,7 @@ def message_problems(
         and deliveries >= 0
         and _is_time(when)
         and type(priority) is int
+        and type(limit) is str
     ):
         return None
     problems = []
@@ -146,6 +148,8 @@ def message_problems(
         problems.append(f"visible_at holds {described(when)}, expected a time in seconds")
     if type(priority) is not int:
         problems.append(f"priority holds {described(priority)}, expected a whole number")
+    if type(limit) is not str:
+        problems.append(f"limit_name holds {described(limit)}, expected TEXT")
     return f"malformed message row (wf_messages seq {seq}): {'; '.join(problems)}"
 
 
@@ -214,6 +218,7 @@ def dead_letter_from_row(
     deliveries: object,
     died_at: object,
     priority: object = 0,
+    limit: object = "",
 ) -> DeadLetter:
     """The :class:`DeadLetter` a ``wf_dead`` row holds, readable whatever it holds
     (``wireframe jobs dead`` must list a damaged row, not crash on it)."""
@@ -226,8 +231,9 @@ def dead_letter_from_row(
         and type(deliveries) is int
         and _is_time(died_at)
         and type(priority) is int
+        and type(limit) is str
     ):
-        message = Message(id=message_id, body=body, reply_to=reply_to, priority=priority)
+        message = Message(message_id, body, reply_to, priority, limit)
         return DeadLetter(message, queue, reason, deliveries, _seconds(died_at))
     mid, data, channel, count = dead_letter_values(
         seq, "wf_dead", message_id, body, reply_to, deliveries
@@ -243,13 +249,14 @@ def dead_letter_from_row(
             ("deliveries", deliveries, type(deliveries) is int),
             ("died_at", died_at, _is_time(died_at)),
             ("priority", priority, type(priority) is int),
+            ("limit_name", limit, type(limit) is str),
         )
         if not ok
     ]
     text = readable_text(reason) or "(no readable reason)"
     number = priority if type(priority) is int else 0
     return DeadLetter(
-        message=Message(id=mid, body=data, reply_to=channel, priority=number),
+        message=Message(mid, data, channel, number, readable_text(limit) or ""),
         queue=readable_text(queue) or f"<unreadable queue of wf_dead seq {seq}>",
         reason=f"{text} [malformed dead-letter row (wf_dead seq {seq}): {'; '.join(problems)}]",
         deliveries=count,

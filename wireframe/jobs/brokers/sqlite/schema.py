@@ -7,14 +7,18 @@ first), then ``seq`` (oldest first); or *held* until ``visible_at``
 publish or abandon delay (``lease_token`` ``''``). Each state has its own
 partial index, so a claim walks visible rows only and finds the held ones
 whose time has come with one range look-up, however many are delayed (a
-claim makes those visible again first: see :mod:`.queues`). A completed
-message stays as its completed record (``done_at`` set, body dropped) until
-purge: completing is one row update plus the reply, not a move between
-tables. Replies live in a ``WITHOUT ROWID`` table keyed by (channel, seq);
-dead letters in ``wf_dead``; broadcasts in ``wf_broadcasts`` with an
-ever-growing id; run channels and worker heartbeats in ``wf_channels`` and
-``wf_workers`` (see :mod:`.presence`); the records of jobs submitted on
-their own in ``wf_jobs`` (see :mod:`.jobs`).
+claim makes those visible again first: see :mod:`.queues`). The visible
+index puts ``limit_name`` before the order, so a claim takes the messages of
+a limit only as far as the limit allows and never walks the ones it holds
+back (they stay visible; ``wf_limits`` holds each limit and its token
+bucket: see :mod:`.limits`). A completed message stays as its completed
+record (``done_at`` set, body dropped) until purge: completing is one row
+update plus the reply, not a move between tables. Replies live in a
+``WITHOUT ROWID`` table keyed by (channel, seq); dead letters in ``wf_dead``;
+broadcasts in ``wf_broadcasts`` with an ever-growing id; run channels and
+worker heartbeats in ``wf_channels`` and ``wf_workers`` (see
+:mod:`.presence`); the records of jobs submitted on their own in ``wf_jobs``
+(see :mod:`.jobs`).
 
 *Schema.* ``wf_schema`` holds the schema version; :data:`MIGRATIONS` moves a
 database forward one version at a time inside one transaction, keeping every
@@ -36,13 +40,13 @@ from typing import Final
 import attrs
 
 from wireframe.jobs.broker import BrokerError, BrokerUnavailable, BrokerURL
-from wireframe.jobs.brokers.sqlite import durable, jobs, presence
+from wireframe.jobs.brokers.sqlite import durable, jobs, limits, presence
 from wireframe.jobs.brokers.sqlite.threads import is_busy
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "DatabaseFile"]
 
 #: The schema version this code writes and understands.
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 
 #: ``MIGRATIONS[v]`` takes a database from version ``v - 1`` to ``v``.
 MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
@@ -118,7 +122,8 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         *jobs.MIGRATION,  # jobs submitted on their own, by id
         *presence.SCHEDULES,  # schedules announced by schedulers
     ),
-    4: durable.MIGRATION,  # durable orchestrations: instances, history, inbox
+    4: limits.MIGRATION,  # rate and concurrency limits
+    5: durable.MIGRATION,  # durable orchestrations: instances, history, inbox
 }
 
 

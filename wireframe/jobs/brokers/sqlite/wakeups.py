@@ -16,7 +16,12 @@ after, and is woken three ways:
   jobs finished, in one read, and wakes those (many handles awaited at once
   would otherwise each read after every commit of a worker elsewhere);
 * by a timer at the earliest moment a leased or delayed message becomes
-  visible (the broker passes that deadline to :meth:`Wakeups.wait`).
+  visible, or a limit may let a held one go (the broker passes that deadline
+  to :meth:`Wakeups.wait`).
+
+A consumer whose messages a limit holds back waits on two kinds of signal at
+once: its queue's, and ("l", name) of each limit holding it, which every end
+of a lease of that limit in this process fires (a slot in any queue).
 
 A wake from another process says only "something changed": the broker first
 peeks on the reader and takes the write lock only when there is something to
@@ -26,7 +31,7 @@ take, so idle processes do not fight over the lock.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Final
 
 import trio
@@ -35,6 +40,7 @@ __all__ = [
     "Backoff",
     "NeighbourKey",
     "Signal",
+    "Signals",
     "Wakeups",
     "data_version",
     "join_neighbours",
@@ -85,7 +91,7 @@ class Signal:
     of every finished run) do not pile up in a long-lived process.
     """
 
-    __slots__ = ("_key", "_signals", "event", "holders", "local")
+    __slots__ = ("_key", "_signals", "event", "followers", "holders", "local")
 
     def __init__(self, signals: dict[tuple[str, str], Signal], key: tuple[str, str]) -> None:
         self._signals = signals
@@ -93,6 +99,14 @@ class Signal:
         self.event = trio.Event()
         self.local = False
         self.holders = 0
+        #: The events of waiters on several signals at once, set with this one.
+        self.followers: list[trio.Event] = []
+
+    def fire(self) -> None:
+        """Wake its waiters (and those waiting on it among others)."""
+        self.event.set()
+        for follower in self.followers:
+            follower.set()
 
     def __enter__(self) -> Signal:
         return self
@@ -103,8 +117,20 @@ class Signal:
             del self._signals[self._key]
 
 
+class Signals(list[Signal]):
+    """Several entered signals, left together (``with``): a consumer's limits."""
+
+    def __enter__(self) -> Signals:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signal in self:
+            signal.__exit__(*exc_info)
+
+
 class Wakeups:
-    """Trio events keyed by ("q", queue), ("c", channel), ("b", topic) or ("j", job id)."""
+    """Trio events keyed by ("q", queue), ("c", channel), ("b", topic), ("j", job id)
+    or ("l", limit name)."""
 
     def __init__(self) -> None:
         self._signals: dict[tuple[str, str], Signal] = {}
@@ -120,12 +146,16 @@ class Wakeups:
         found.holders += 1
         return found
 
+    def signals(self, keys: Iterable[tuple[str, str]]) -> Signals:
+        """:meth:`signal` of each of ``keys``, to enter together."""
+        return Signals(self.signal(key) for key in keys)
+
     def notify(self, key: tuple[str, str]) -> None:
         """This process wrote something ``key``'s waiters want."""
         found = self._signals.pop(key, None)
         if found is not None:
             found.local = True
-            found.event.set()
+            found.fire()
 
     def notify_all(self, *, but: str | None = None) -> None:
         """Something changed, maybe in another process: every waiter looks again
@@ -137,22 +167,32 @@ class Wakeups:
             keys = [key for key in self._signals if key[0] != but]
             signals = [self._signals.pop(key) for key in keys]
         for found in signals:
-            found.event.set()
+            found.fire()
 
     def waited(self, kind: str) -> list[str]:
         """The names of the keys of ``kind`` someone waits on now."""
         return [name for k, name in self._signals if k == kind]
 
-    async def wait(self, signal: Signal, timeout: float) -> None:
-        """Sleep until ``signal`` fires or ``timeout`` seconds pass (``math.inf``: no
-        timer), counted as a waiter so that the watcher polls meanwhile."""
+    async def wait(self, signal: Signal, timeout: float, also: Sequence[Signal] = ()) -> None:
+        """Sleep until ``signal`` (or one of ``also``) fires or ``timeout`` seconds pass
+        (``math.inf``: no timer), counted as a waiter so that the watcher polls meanwhile."""
         self.waiting += 1
         self.waiters_arrived.set()
+        event = signal.event
+        if also:
+            event = trio.Event()
+            for one in (signal, *also):
+                if one.event.is_set():
+                    event.set()
+                one.followers.append(event)
         try:
             with trio.move_on_after(max(0.0, timeout)):
-                await signal.event.wait()
+                await event.wait()
         finally:
             self.waiting -= 1
+            if also:
+                for one in (signal, *also):
+                    one.followers.remove(event)
 
 
 #: Where neighbours meet: one database file (its absolute path) in one trio run.
