@@ -71,20 +71,28 @@ local function limit_spare(st, now)
 end
 
 -- take a token and a slot of `st` for the delivery `member` ('stream sid') if it
--- has room; true if taken. A delivery taken over (its lease ran out) gives its old
--- slot back first.
-local function limit_take(st, now, member, lease_ms)
-  if st.conc and redis.call('ZREM', st.slots, member) == 1 then st.used = st.used - 1 end
+-- has room; true if taken. A delivery taken over (`again`: its lease ran out) gives
+-- its old slot back first. The bucket is written by limit_flush.
+local function limit_take(st, now, member, lease_ms, again)
+  if again and st.conc and redis.call('ZREM', st.slots, member) == 1 then
+    st.used = st.used - 1
+  end
   if limit_room(st, now) < 1 then return false end
   if st.rate then
-    st.tokens, st.at = limit_level(st, now) - 1, now
-    redis.call('HSET', st.key, 't', st.tokens, 'a', now)
+    st.tokens, st.at, st.taken = limit_level(st, now) - 1, now, true
   end
   if st.conc then
     redis.call('ZADD', st.slots, now + lease_ms, member)
     st.used = st.used + 1
   end
   return true
+end
+
+-- write the buckets tokens were taken from in this run
+local function limit_flush()
+  for _, st in pairs(LIMITS) do
+    if st and st.taken then redis.call('HSET', st.key, 't', st.tokens, 'a', st.at) end
+  end
 end
 
 -- ms until `st` may have room again (at least 1): a token accrues, a lease runs out
@@ -106,16 +114,26 @@ local function waiting_key(prefix, queue, name)
   return prefix .. 'q:' .. queue .. ':wait:' .. name
 end
 
--- a new place, behind every message of every limit
+-- a new place, behind every message of every limit (numbers taken 64 at a time)
+local PLACES = {next = 1, last = 0}
 local function next_place(prefix)
-  return string.format('%016x', redis.call('INCR', prefix .. 'limseq'))
+  if PLACES.next > PLACES.last then
+    PLACES.last = redis.call('INCRBY', prefix .. 'limseq', 64)
+    PLACES.next = PLACES.last - 63
+  end
+  PLACES.next = PLACES.next + 1
+  return string.format('%016x', PLACES.next - 1)
 end
 
 -- add `payload` to the waiting set in `place` (a new place, at the back, if not one)
+-- per script run: the waiting sets, and the limits, found without waiting messages
+local NONE_WAITS, NONE_WAIT_FOR = {}, {}
 local function hold(prefix, queue, name, level, place, payload)
   if not (place and #place == 16 and string.match(place, '^%x+$')) then
     place = next_place(prefix)
   end
+  NONE_WAITS[waiting_key(prefix, queue, name)] = nil
+  NONE_WAIT_FOR[name] = nil
   redis.call('ZADD', waiting_key(prefix, queue, name), -level, place .. payload)
   redis.call('SADD', prefix .. 'q:' .. queue .. ':limits', name)
   redis.call('SADD', prefix .. 'lim:' .. name .. ':queues', queue)
@@ -151,8 +169,13 @@ end
 -- true when a message of limit `name` in `queue` waits ahead of one of priority
 -- `level` in `place` (that one must wait behind it)
 local function held_ahead(prefix, queue, name, level, place)
-  local top = redis.call('ZRANGE', waiting_key(prefix, queue, name), 0, 0, 'WITHSCORES')
-  if #top == 0 then return false end
+  local key = waiting_key(prefix, queue, name)
+  if NONE_WAITS[key] then return false end
+  local top = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if #top == 0 then
+    NONE_WAITS[key] = true
+    return false
+  end
   local score = tonumber(top[2])
   return score < -level or (score == -level and string.sub(top[1], 1, 16) < (place or ''))
 end
@@ -262,7 +285,10 @@ end
 local function limit_freed(prefix, group, name, member, now, seen)
   local st = limit_state(prefix, name, now)
   if st and st.conc and redis.call('ZREM', st.slots, member) == 1 then st.used = st.used - 1 end
-  if redis.call('EXISTS', prefix .. 'lim:' .. name .. ':queues') == 1 then
+  if NONE_WAIT_FOR[name] then return end
+  if redis.call('EXISTS', prefix .. 'lim:' .. name .. ':queues') == 0 then
+    NONE_WAIT_FOR[name] = true
+  else
     promote(prefix, group, name, st and math.min(1, limit_spare(st, now)) or 1, seen)
   end
 end

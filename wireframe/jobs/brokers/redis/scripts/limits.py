@@ -88,7 +88,7 @@ for k = 5, #ARGV, 2 do
   elseif st then
     local level = level_of(stream)
     if held_ahead(prefix, queue, name, level, f['o'])
-        or not limit_take(st, now, stream .. ' ' .. sid, lease_ms) then
+        or not limit_take(st, now, stream .. ' ' .. sid, lease_ms, false) then
       redis.call('XACK', stream, group, sid)
       redis.call('XDEL', stream, sid)
       hold_message(prefix, queue, name, level, f['o'], f, base_count(f))
@@ -100,6 +100,7 @@ for k = 5, #ARGV, 2 do
     out[#out + 1] = 1
   end
 end
+limit_flush()
 return out
 """
 )

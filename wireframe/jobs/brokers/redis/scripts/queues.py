@@ -203,7 +203,7 @@ for _, m in ipairs(due) do
 end
 local out, got = {}, 0
 local channels, done = prefix .. 'channels', prefix .. 'q:' .. ARGV[2] .. ':done'
-local function take(stream, level, sid, f, count)
+local function take(stream, level, sid, f, count, again)
   local why = malformed(f)
   if why then
     bury_malformed(stream, dead, group, prefix, sid, f, count, why)
@@ -240,7 +240,7 @@ local function take(stream, level, sid, f, count)
     -- its limit lets it go (a token, a slot), or it waits in its place, no delivery used
     local st = limit_state(prefix, name, now)
     if st and (held_ahead(prefix, ARGV[2], name, level, f['o'])
-               or not limit_take(st, now, stream .. ' ' .. sid, lease_ms)) then
+               or not limit_take(st, now, stream .. ' ' .. sid, lease_ms, again)) then
       redis.call('XACK', stream, group, sid)
       redis.call('XDEL', stream, sid)
       hold_message(prefix, ARGV[2], name, level, f['o'], f, total - 1)
@@ -267,7 +267,7 @@ local function read_new(stream, level)
       return
     end
     if not r then return end
-    for _, e in ipairs(r[1][2]) do take(stream, level, e[1], fields_of(e[2]), 1) end
+    for _, e in ipairs(r[1][2]) do take(stream, level, e[1], fields_of(e[2]), 1, false) end
     if #r[1][2] < want then return end
   end
 end
@@ -293,7 +293,7 @@ for _, level in ipairs(levels) do
       for _, e in ipairs(r[2]) do
         if e[2] then
           local p = redis.call('XPENDING', stream, group, e[1], e[1], 1)
-          take(stream, level, e[1], fields_of(e[2]), p[1][4])
+          take(stream, level, e[1], fields_of(e[2]), p[1][4], true)
         else  -- deleted meanwhile (Redis < 7 still lists it): nothing to deliver
           redis.call('XACK', stream, group, e[1])
         end
@@ -334,6 +334,7 @@ if got == 0 then
     end
   end
 end
+limit_flush()
 return {out, wait, out_cursors}
 """
 )
