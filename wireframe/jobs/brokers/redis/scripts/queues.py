@@ -382,7 +382,8 @@ return n
 #: consumer, released (the placeholder consumer that holds handed-back entries),
 #: stale_ms, prefix. In the stream of every priority level of those queues: hands every
 #: entry this consumer still holds to the placeholder with an idle time far past any
-#: lease (claimable at once, delivery count kept; the slot of its limit given back),
+#: lease (claimable at once, delivery count kept; one of a defined limit waits for it
+#: again in its place, and its slot is given back),
 #: deletes this consumer, and deletes consumers of crashed brokers (nothing pending,
 #: idle longer than stale_ms). Returns how many entries were handed back.
 RELEASE = (
@@ -398,11 +399,19 @@ for _, base in ipairs(KEYS) do
       local ok, p = pcall(redis.call, 'XPENDING', ready, group, '-', '+', 10000, me)
       if ok then
         for _, e in ipairs(p) do
-          redis.call('XCLAIM', ready, group, released, 0, e[1], 'IDLE', 1000000000000, 'JUSTID')
           n = n + 1
           local f = entry_fields(ready, e[1])
-          if f and f['l'] and f['l'] ~= '' then
-            limit_freed(prefix, group, f['l'], ready .. ' ' .. e[1], now, seen)
+          local name = f and f['l'] or ''
+          if name ~= '' and limit_state(prefix, name, now) then
+            -- of a limit: it waits for it again, in its place, and its slot is free
+            local queue = string.sub(queue_base(ready), #prefix + 3, -2)
+            redis.call('XACK', ready, group, e[1])
+            redis.call('XDEL', ready, e[1])
+            hold_message(prefix, queue, name, level, f['o'], f, base_count(f) + e[4])
+            limit_freed(prefix, group, name, ready .. ' ' .. e[1], now, seen)
+          else
+            redis.call('XCLAIM', ready, group, released, 0, e[1], 'IDLE', 1000000000000,
+                       'JUSTID')
           end
         end
         redis.call('XGROUP', 'DELCONSUMER', ready, group, me)
