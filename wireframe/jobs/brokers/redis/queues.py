@@ -28,6 +28,14 @@ returns more than asked for (several levels at once), the lowest are handed back
 with their delivery undone, and the next pass takes them over first. A queue that
 only ever sees priority 0 has one stream and reads exactly as before.
 
+*Limits* (:mod:`.limits`): a message naming a defined limit that may not go now
+waits outside the streams, in its place, until the limit lets it go; the scripts
+that read entries check their limits (``CONSUME``, and for a blocking read that
+took entries naming a limit, one more script call), and a pass that finds only
+held messages tells how long until the limit may let one go - an end of a lease
+of the limit wakes a blocked read sooner, by promoting the next one into its
+stream.
+
 *Tracked jobs* (submitted by themselves, :mod:`.jobs`): their entries carry a marker;
 the scripts that hand them out mark their records running (or settle those aborted
 by id), in the same step.

@@ -11,7 +11,8 @@ order documented above it, and most start with :data:`PRELUDE`, the helpers they
 share: the Redis clock, (re)creating a queue's stream and group, the streams of its
 priority levels, what makes a stream entry malformed, moving a tracked job's record
 (started, finished: its waiters woken), burying a message in the dead-letter stream,
-the lease check.
+limits (:mod:`.limiting`: buckets, slots, messages waiting for a limit), the lease
+check. :mod:`.limits` has the scripts of limits of their own.
 """
 
 from __future__ import annotations

@@ -4,14 +4,19 @@ They are part of :data:`~wireframe.jobs.brokers.redis.scripts.PRELUDE` (they use
 clock, streams and job records, and its scheduled jobs use them); the keys they work
 on and the scripts built on them are in :mod:`.limits`.
 
-A message of a defined limit never waits in a stream: it waits in its queue's
-*waiting* set of that limit, in its place (priority, then a sequence number), and
-is *promoted* - added to the stream of its priority as a new entry that keeps its
+A message of a defined limit goes to the stream of its priority (its entry naming
+the limit, field ``l``, and its place, ``o``) when the limit has room for it and
+none of its messages waits ahead of it in that queue; otherwise it waits in its
+queue's *waiting* set of that limit, in its place (priority, then a sequence
+number), outside every stream: it uses up no delivery and holds back nothing
+behind it. It is *promoted* - added to its stream as a new entry that keeps its
 place - when the limit may let it go: by the script that ends a lease of the limit
-(one slot freed, one promoted: the entry wakes a blocked reader), by the one that
-publishes it, by a redefinition, and by each consume pass of its queue (tokens
-accrue, leases run out). Promotion reserves nothing: whoever reads the entry takes
-a token and a slot (:func:`limit_take`), or makes it wait again in its place.
+(one slot freed, one promoted: the entry wakes a blocked reader), by a publish, by
+a redefinition, and by a consume pass of its queue that has room left (tokens
+accrue, leases run out). Neither reserves anything: whoever reads an entry of a
+limit takes a token and a slot (:func:`limit_take`), or makes it wait again in its
+place - so a limit is never exceeded, and a message let go too eagerly only waits
+again.
 """
 
 from __future__ import annotations
