@@ -190,3 +190,18 @@ async def test_deleting_a_queue_deletes_what_waits_in_it(redis_url: UrlFactory) 
             left = [k async for k in client.scan_iter(match=f"{broker.prefix}*")]
         # the limit stays (with its slot until the lease ends); nothing of the queue
         assert all(b":q:" not in k and not k.endswith(b":queues") for k in left), left
+
+
+async def test_held_messages_go_highest_priority_first(redis_url: UrlFactory) -> None:
+    async with redis_broker.open(redis_url()) as broker:
+        await broker.define_limit(Limit("L", concurrency=1))
+        await broker.publish("q", [Message(i, b"", limit="L") for i in ("a0", "b0")])
+        (first,) = await take(broker, "q")
+        await broker.publish("q", [Message("c9", b"", priority=9, limit="L")])
+        order = [first.message.id]
+        for _ in range(2):
+            await broker.complete(first, b"")
+            (first,) = await take(broker, "q")
+            assert first.message.priority == int(first.message.id[1:])
+            order.append(first.message.id)
+        assert order == ["a0", "c9", "b0"]
