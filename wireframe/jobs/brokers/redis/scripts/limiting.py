@@ -130,9 +130,10 @@ local function next_place(prefix)
   return string.format('%016x', PLACES.next - 1)
 end
 
--- add `payload` to the waiting set in `place` (a new place, at the back, if not one)
 -- per script run: the waiting sets, and the limits, found without waiting messages
 local NONE_WAITS, NONE_WAIT_FOR = {}, {}
+
+-- add `payload` to the waiting set in `place` (a new place, at the back, if not one)
 local function hold(prefix, queue, name, level, place, payload)
   if not (place and #place == 16 and string.match(place, '^%x+$')) then
     place = next_place(prefix)
