@@ -35,6 +35,13 @@ with the reason, a reply becomes a dead reply saying so, or is logged and skippe
 own with the same consumer group, and a consume reads the levels highest first (see
 :mod:`.queues`); a queue that only sees priority 0 has its one stream, as before.
 
+*Limits* (rate and concurrency, :mod:`.limits`) are kept by the scripts that hand
+messages out: a limit is a hash with its token bucket, its slots a sorted set of
+the deliveries holding one (by lease end), and a message the limit holds back
+waits in a sorted set of its queue and limit, in its place, until an end of a
+lease or a token lets it into its stream again; a batch without limited messages
+costs nothing more.
+
 *Jobs submitted by themselves* (the job store) are messages whose stream entries
 carry a marker, each with a record hash that the scripts moving the message update
 in the same step; ``wait_job`` blocks in a ``BLMOVE`` rotation of a token the
@@ -55,6 +62,12 @@ write it (:mod:`.scripts`):
 ``P q:Q:done``             counter of completed messages
 ``P q:Q:born``             when the stream and group were last created
                            (``P q:Q:born:pN`` for priority N's)
+``P q:Q:wait:L``           ZSET of messages waiting for limit L, in place
+``P q:Q:limits``           SET of the limits with messages waiting in Q
+``P lim:L``                HASH, limit L and its token bucket
+``P lim:L:slots``          ZSET of the deliveries holding a slot of L
+``P lim:L:queues``         SET of the queues with messages waiting for L
+``P limseq``               counter of places among waiting messages
 ``P pub:TOKEN``            one publish call landed (a repeat adds nothing)
 ``P job:ID``               HASH, the record of a job submitted by itself
 ``P key:KEY``              STRING, the id of the live job holding a dedup key
@@ -75,7 +88,8 @@ Design, one module per idea:
   :mod:`.coredis_compat` holds every use of coredis internals (four coredis bugs,
   told upstream-ready).
 * The parts of each role: :mod:`.queues` (declare, publish, consume across priority
-  levels, leases handed back), :mod:`.leases` (complete, abandon, extend,
+  levels, leases handed back), :mod:`.limits` (rate and concurrency limits),
+  :mod:`.leases` (complete, abandon, extend,
   dead-letter; completions group-committed by :mod:`.group_commit`), :mod:`.jobs`
   (the job store: submit, records, waiting, abort), :mod:`.channels` (replies and
   run channel records), :mod:`.workers`, :mod:`.broadcast`, :mod:`.admin`.

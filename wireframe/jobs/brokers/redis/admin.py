@@ -36,7 +36,7 @@ def _glob_escape(text: str) -> str:
 
 def parse_dead_letter(queue: str, sid: Any, f: Any) -> DeadLetter:
     """One entry of a dead stream (fields missing from a foreign entry read as empty; its
-    priority from the field ``p``, 0 when absent)."""
+    priority from the field ``p``, 0 when absent, its limit from ``l``)."""
 
     def number(key: bytes, default: int) -> int:
         value = as_bytes(f.get(key, b""))
@@ -49,6 +49,7 @@ def parse_dead_letter(queue: str, sid: Any, f: Any) -> DeadLetter:
             body=as_bytes(f.get(b"b", b"")),
             reply_to=text(f.get(b"r", b"")),
             priority=int(priority) if COUNT.fullmatch(priority.removeprefix(b"-")) else 0,
+            limit=text(f.get(b"l", b"")),
         ),
         queue=queue,
         reason=text(f.get(b"why", b"(no reason recorded)")),
@@ -81,8 +82,10 @@ class Admin:
                 running=int(flat[k + 2]),
                 done=int(flat[k + 3]),
                 dead=int(flat[k + 4]),
+                scheduled=int(flat[k + 5]),
+                held=int(flat[k + 6]),
             )
-            for k in range(0, len(flat), 5)
+            for k in range(0, len(flat), 7)
         ]
 
     async def _queues(self, queue: str | None) -> list[str]:

@@ -43,9 +43,11 @@ from wireframe.jobs.brokers.redis.connection import Connection
 from wireframe.jobs.brokers.redis.jobs import Jobs
 from wireframe.jobs.brokers.redis.keys import Keys
 from wireframe.jobs.brokers.redis.leases import Leases
+from wireframe.jobs.brokers.redis.limits import Limits
 from wireframe.jobs.brokers.redis.queues import Queues
 from wireframe.jobs.brokers.redis.values import ms
 from wireframe.jobs.brokers.redis.workers import WorkerRecords
+from wireframe.jobs.limits import Limit
 
 __all__ = ["RedisBroker"]
 
@@ -73,10 +75,12 @@ class RedisBroker:
             url, db=self.db, tls=tls, reconnect=self.reconnect, poll=self.poll
         )
         self._leases = Leases(conn, keys, lease=url.lease, clock=self.clock)
+        self._limits = Limits(conn, keys, lease_ms=self.lease_ms)
         self._queue = Queues(
             conn,
             keys,
             self._leases,
+            self._limits,
             url=url,
             consumer=self.consumer,
             claim_interval=self.claim_interval,
@@ -117,6 +121,11 @@ class RedisBroker:
             await self._conn.aclose()
 
     # -- the work queue ------------------------------------------------------------------
+
+    async def define_limit(self, limit: Limit) -> None:
+        """Record ``limit`` by name (idempotent): its bucket's tokens (capped at the new
+        rate) and the slots in use are kept, and what it now lets go is promoted."""
+        await self._limits.define(limit)
 
     async def declare_queue(self, queue: str) -> None:
         """Create ``queue``'s stream and consumer group if missing."""

@@ -146,6 +146,8 @@ class Jobs:
         args: list[Arg] = [GROUP, queue, message.id, message.body, message.reply_to, priority]
         args += [delay_ms, self._ttl_ms, operation, self._keys.prefix]
         args += ["0", ""] if key is None else ["1", key]
+        if message.limit:
+            args.append(message.limit)
         # a repeat after a lost answer finds the job it made: known, nothing published
         answer: Any = await self._conn.run("submit", self._submit, keys, args, resend=True)
         holder = text(answer[3]) if len(answer) > 3 else message.id

@@ -80,6 +80,10 @@ class Keys:
         """The key marking that one publish call of ``consumer`` landed."""
         return f"{self.prefix}pub:{consumer}:{token}"
 
+    def limit_slots(self, limit: str) -> str:
+        """The sorted set of the slots of ``limit`` in use (see :mod:`.scripts.limits`)."""
+        return f"{self.prefix}lim:{limit}:slots"
+
     def topic(self, topic: str) -> str:
         """The pub/sub channel of a broadcast ``topic``."""
         return f"{self.prefix}b:{topic}"

@@ -82,7 +82,7 @@ class Leases:
         self._lease_ms = ms(lease)
         self._clock = clock
         self._complete = conn.script(scripts.COMPLETE)
-        self._complete_tracked = conn.script(scripts.COMPLETE_TRACKED)
+        self._complete_more = conn.script(scripts.COMPLETE_MORE)
         self._abandon = conn.script(scripts.ABANDON)
         self._extend = conn.script(scripts.EXTEND)
         self._dead = conn.script(scripts.DEAD_LETTER)
@@ -108,20 +108,18 @@ class Leases:
             payload,
             channel,
         ]
-        if tracked:
-            item += (
-                [delivery.message.id, "0", b""]
-                if reply is None
-                else [delivery.message.id, "1", reply]
-            )
+        limit = delivery.message.limit
+        if tracked or limit:
+            job = delivery.message.id if tracked else ""
+            item += [job, "0", b"", limit] if reply is None else [job, "1", reply, limit]
         _check(delivery, await self._completions.submit(item))
 
     async def _complete_many(self, items: list[list[Arg]]) -> list[object]:
         """One COMPLETE call for a batch of completions: one outcome each.
 
-        A batch of untracked jobs only (the usual) is a ``COMPLETE``; one with
-        tracked jobs a ``COMPLETE_TRACKED``, the untracked first (8 arguments each),
-        then the tracked (11: their job's too).
+        A batch of untracked jobs without limits only (the usual) is a
+        ``COMPLETE``; one with others a ``COMPLETE_MORE``, the usual first (8
+        arguments each), then the others (12: their job's and limit too).
         """
         args: list[Arg] = [GROUP, self._lease_ms, self._keys.channels]
         plain = [k for k, item in enumerate(items) if len(item) == _PLAIN]
@@ -133,7 +131,7 @@ class Leases:
         args.append(len(plain))
         for k in order:
             args += items[k]
-        outcomes = await self._conn.run("complete", self._complete_tracked, [], args, resend=True)
+        outcomes = await self._conn.run("complete", self._complete_more, [], args, resend=True)
         back: list[object] = [None] * len(order)
         for k, outcome in zip(order, outcomes, strict=True):
             back[k] = outcome
@@ -167,6 +165,8 @@ class Leases:
         sid, count, consumer, level, _ = _token(delivery)
         keys = [self._keys.ready(delivery.queue, level)]
         args: list[Arg] = [GROUP, sid, count, consumer, self._lease_ms]
+        if delivery.message.limit:
+            args.append(self._keys.limit_slots(delivery.message.limit))
         outcome = await self._conn.run("extend", self._extend, keys, args, resend=True)
         _check(delivery, outcome)
         return Delivery(

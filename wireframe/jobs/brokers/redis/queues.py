@@ -28,6 +28,14 @@ returns more than asked for (several levels at once), the lowest are handed back
 with their delivery undone, and the next pass takes them over first. A queue that
 only ever sees priority 0 has one stream and reads exactly as before.
 
+*Limits* (:mod:`.limits`): a message naming a defined limit that may not go now
+waits outside the streams, in its place, until the limit lets it go; the scripts
+that read entries check their limits (``CONSUME``, and for a blocking read that
+took entries naming a limit, one more script call), and a pass that finds only
+held messages tells how long until the limit may let one go - an end of a lease
+of the limit wakes a blocked read sooner, by promoting the next one into its
+stream.
+
 *Tracked jobs* (submitted by themselves, :mod:`.jobs`): their entries carry a marker;
 the scripts that hand them out mark their records running (or settle those aborted
 by id), in the same step.
@@ -51,6 +59,7 @@ from wireframe.jobs.brokers.redis.connection import Arg, Connection
 from wireframe.jobs.brokers.redis.errors import is_failure
 from wireframe.jobs.brokers.redis.keys import GROUP, RELEASED, Keys
 from wireframe.jobs.brokers.redis.leases import Leases, lease_token
+from wireframe.jobs.brokers.redis.limits import Limits
 from wireframe.jobs.brokers.redis.scripts import jobs as job_scripts
 from wireframe.jobs.brokers.redis.scripts import queues as scripts
 from wireframe.jobs.brokers.redis.values import COUNT, as_bytes, ms, text
@@ -73,6 +82,7 @@ def _too_many(made: int, limit: int) -> str:
 #: The priorities the Redis broker takes (each level in use names a stream).
 MIN_PRIORITY, MAX_PRIORITY = -(2**31), 2**31 - 1
 _PRIORITY = operator.attrgetter("priority")
+_LIMIT = operator.attrgetter("limit")
 
 
 def check_priority(message: Message) -> int:
@@ -101,6 +111,7 @@ class Queues:
         conn: Connection,
         keys: Keys,
         leases: Leases,
+        limits: Limits,
         *,
         url: BrokerURL,
         consumer: str,
@@ -110,6 +121,7 @@ class Queues:
         self._conn = conn
         self._keys = keys
         self._leases = leases
+        self._limits = limits
         self._url = url
         self._consumer = consumer
         self._lease_ms = ms(url.lease)
@@ -119,6 +131,7 @@ class Queues:
         self._delete = conn.script(scripts.DELETE_QUEUE)
         self._publish = conn.script(scripts.PUBLISH)
         self._publish_levels = conn.script(scripts.PUBLISH_LEVELS)
+        self._publish_limits = conn.script(scripts.PUBLISH_LIMITS)
         self._consume = conn.script(scripts.CONSUME)
         self._hand_back_script = conn.script(scripts.HAND_BACK)
         self._bury_malformed = conn.script(scripts.BURY_MALFORMED)
@@ -148,7 +161,8 @@ class Queues:
         """Delete every key of ``queue``."""
         parts = ("ready", "delayed", "dead", "done", "born", "levels")
         keys = [self._keys.queues, *(self._keys.queue(queue, p) for p in parts)]
-        await self._conn.run("delete_queue", self._delete, keys, [queue], resend=True)
+        args: list[Arg] = [queue, self._keys.prefix]
+        await self._conn.run("delete_queue", self._delete, keys, args, resend=True)
 
     async def publish(self, queue: str, messages: Sequence[Message], *, delay: float) -> None:
         """Append ``messages`` in one script call (one round trip per batch)."""
@@ -166,7 +180,12 @@ class Queues:
         delay_ms = max(0, round(delay * 1000)) if delay > 0 else 0
         args: list[Arg] = [GROUP, queue, delay_ms, int(self._conn.reconnect) + 60]
         script = self._publish
-        if any(map(_PRIORITY, messages)):
+        if any(map(_LIMIT, messages)):
+            # with limits: priority and limit of each, highest priority first
+            script = self._publish_limits
+            for m in sorted(messages, key=lambda m: -check_priority(m)):
+                args += [m.id, m.body, m.reply_to, m.priority, m.limit]
+        elif any(map(_PRIORITY, messages)):
             # Highest first (stable: FIFO among equals): a consumer blocked on every
             # level's stream is served by the stream written first.
             script = self._publish_levels
@@ -309,11 +328,14 @@ class Queues:
 
     def _deliveries(self, queue: str, flat: Sequence[Any]) -> list[Delivery]:
         """Deliveries from a flat list of sid, id, body, reply_to, PEL count, total,
-        priority, tracked."""
+        priority, tracked (or ``[tracked, limit]`` for a message naming a limit)."""
         expires = self._clock() + self._url.lease
         out = []
         for k in range(0, len(flat), 8):
             sid, mid, body, reply_to, count, total, level, tracked = flat[k : k + 8]
+            limit = ""
+            if isinstance(tracked, (list, tuple)):
+                tracked, limit = tracked[0], text(tracked[1])
             priority, tracked = int(level), int(tracked) == 1
             if priority or tracked:
                 token = lease_token(text(sid), int(count), self._consumer, priority, tracked)
@@ -321,7 +343,7 @@ class Queues:
                 token = f"{text(sid)}|{int(count)}|{self._consumer}"
             out.append(
                 Delivery(
-                    message=Message(text(mid), as_bytes(body), text(reply_to), priority),
+                    message=Message(text(mid), as_bytes(body), text(reply_to), priority, limit),
                     queue=queue,
                     deliveries=int(total),
                     lease_token=token,
@@ -345,7 +367,9 @@ class Queues:
             if not (fields.keys() >= _WELL_FORMED and COUNT.fullmatch(as_bytes(n))):
                 malformed.setdefault(stream, []).append(text(sid))
                 continue
-            tracked = 1 if fields.get(b"j") == b"1" else 0
+            tracked: Any = 1 if fields.get(b"j") == b"1" else 0
+            if fields.get(b"l"):
+                tracked = [tracked, fields[b"l"]]
             flat += [sid, fields[b"i"], fields[b"b"], fields[b"r"], 1, int(n) + 1, level, tracked]
             streams.append(stream)
         dead = self._keys.queue(queue, "dead")
@@ -364,6 +388,8 @@ class Queues:
                     pass
             else:
                 keep.append((d, stream))
+        if any(d.message.limit for d, _ in keep):
+            keep = await self._limits.taken(queue, keep)
         return await self._track(keep)
 
     async def _track(self, taken: list[tuple[Delivery, str]]) -> list[Delivery]:
@@ -396,7 +422,7 @@ class Queues:
         if not self._consumed:
             return
         keys = [self._keys.queue(q, "ready") for q in sorted(self._consumed)]
-        args = [GROUP, self._consumer, RELEASED, _STALE_CONSUMER_MS]
+        args = [GROUP, self._consumer, RELEASED, _STALE_CONSUMER_MS, self._keys.prefix]
         with trio.CancelScope(shield=True), trio.move_on_after(_RELEASE_TIMEOUT):
             try:
                 await self._release(keys, args)

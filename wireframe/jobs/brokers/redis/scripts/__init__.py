@@ -11,15 +11,19 @@ order documented above it, and most start with :data:`PRELUDE`, the helpers they
 share: the Redis clock, (re)creating a queue's stream and group, the streams of its
 priority levels, what makes a stream entry malformed, moving a tracked job's record
 (started, finished: its waiters woken), burying a message in the dead-letter stream,
-the lease check.
+limits (:mod:`.limiting`: buckets, slots, messages waiting for a limit), the lease
+check. :mod:`.limits` has the scripts of limits of their own.
 """
 
 from __future__ import annotations
 
+from wireframe.jobs.brokers.redis.scripts.limiting import LIMITING
+
 __all__ = ["PRELUDE"]
 
 #: Helpers every script starts with.
-PRELUDE = r"""
+PRELUDE = (
+    r"""
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -191,6 +195,7 @@ local function entomb(dead, prefix, f, total, reason, level)
   local now = now_ms()
   local extra = {}
   if level and level ~= 0 then extra = {'p', level} end
+  if f['l'] and f['l'] ~= '' then extra[#extra + 1] = 'l'; extra[#extra + 1] = f['l'] end
   if f['j'] == '1' then
     extra[#extra + 1] = 'j'; extra[#extra + 1] = '1'
     finish_job(prefix, id, 'dead', nil, reason, now)
@@ -209,16 +214,31 @@ local function bury(ready, dead, group, prefix, sid, f, total, reason)
   entomb(dead, prefix, f, total, reason, level_of(ready))
 end
 
+"""
+    + LIMITING
+    + r"""
 -- a scheduled tracked job came due: its message (kept in its record while it waited)
 -- goes to the stream of its priority and the record says queued. One aborted
 -- meanwhile has nothing to run; one without a usable record goes to the dead-letter
 -- stream saying so.
 local function release_scheduled(queues, ready, dead, group, queue, prefix, id, seen)
   local job = prefix .. 'job:' .. id
-  local ok, r = pcall(redis.call, 'HMGET', job, 's', 'p', 'db', 'dr', 'dn')
+  local ok, r = pcall(redis.call, 'HMGET', job, 's', 'p', 'db', 'dr', 'dn', 'l')
   if ok and r[1] == 'scheduled' and r[3] then
     local level = tonumber(r[2]) or 0
     if level ~= math.floor(level) then level = 0 end
+    if r[6] and r[6] ~= '' then
+      -- of a limit: to its stream, or it waits for its limit (in the record, still)
+      redis.call('HSET', job, 's', 'queued')
+      local sid = limit_enqueue(prefix, group, queue, r[6], level,
+                                {i = id, b = r[3], r = r[4], j = '1'}, tonumber(r[5]) or 0,
+                                now_ms(), seen, {})
+      if sid then
+        redis.call('HSET', job, 'sid', sid)
+        redis.call('HDEL', job, 'db', 'dr', 'dn')
+      end
+      return
+    end
     local stream = level_stream(queues, ready, group, queue, level, seen)
     local sid = redis.call('XADD', stream, '*', 'i', id, 'b', r[3], 'r', r[4] or '',
                            'n', tonumber(r[5]) or 0, 'j', '1')
@@ -272,3 +292,4 @@ local function entry_fields(ready, sid)
   return fields_of(r[1][2])
 end
 """
+)

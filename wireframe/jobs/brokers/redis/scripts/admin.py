@@ -17,8 +17,9 @@ __all__ = [
 
 #: KEYS: queues. ARGV: prefix, group, released consumer, then queue names (none =
 #: all known).
-#: Returns a flat list: queue, queued, running, done, dead per queue (the streams of
-#: every priority level counted).
+#: Returns a flat list: queue, queued, running, done, dead, scheduled, held per queue
+#: (the streams of every priority level counted; queued counts the scheduled and the
+#: held: those waiting for their limits).
 STATS = (
     PRELUDE
     + r"""
@@ -31,7 +32,11 @@ end
 local out = {}
 for _, q in ipairs(names) do
   local base = ARGV[1] .. 'q:' .. q .. ':'
-  local queued, running = redis.call('ZCARD', base .. 'delayed'), 0
+  local scheduled, held, running = redis.call('ZCARD', base .. 'delayed'), 0, 0
+  for _, name in ipairs(redis.call('SMEMBERS', base .. 'limits')) do
+    held = held + redis.call('ZCARD', base .. 'wait:' .. name)
+  end
+  local queued = scheduled + held
   for _, level in ipairs(levels_of(base .. 'ready')) do
     local ready = stream_of(base .. 'ready', level)
     if redis.call('EXISTS', ready) == 1 then
@@ -49,7 +54,8 @@ for _, q in ipairs(names) do
     end
   end
   local done = tonumber(redis.call('GET', base .. 'done') or '0')
-  for _, v in ipairs({q, queued, running, done, redis.call('XLEN', base .. 'dead')}) do
+  local dead = redis.call('XLEN', base .. 'dead')
+  for _, v in ipairs({q, queued, running, done, dead, scheduled, held}) do
     out[#out + 1] = v
   end
 end
@@ -58,8 +64,9 @@ return out
 )
 
 #: KEYS: queues, ready, dead. ARGV: group, queue, prefix. Puts each dead letter back
-#: on the stream of its priority with a fresh count; a tracked job's record (if it
-#: still says dead) is live again. Returns the number requeued.
+#: on the stream of its priority with a fresh count (one of a defined limit may wait
+#: for it); a tracked job's record (if it still says dead) is live again. Returns the
+#: number requeued.
 REQUEUE_DEAD = (
     PRELUDE
     + r"""
@@ -82,21 +89,30 @@ local function revive(id)
 end
 
 local entries = redis.call('XRANGE', KEYS[3], '-', '+')
+local added = {}
 for _, e in ipairs(entries) do
   local f = fields_of(e[2])
   local level = string.match(f['p'] or '', '^%-?%d+$') and tonumber(f['p']) or 0
   if math.abs(level) >= 2147483648 then level = 0 end
-  local stream = level_stream(KEYS[1], KEYS[2], ARGV[1], ARGV[2], level, seen)
-  local id = f['i'] or ''
-  if f['j'] == '1' and revive(id) then
-    local sid = redis.call('XADD', stream, '*', 'i', id, 'b', f['b'] or '', 'r', f['r'] or '',
-                           'n', 0, 'j', '1')
-    redis.call('HSET', prefix .. 'job:' .. id, 'sid', sid)
+  local id, name = f['i'] or '', f['l'] or ''
+  local tracked = f['j'] == '1' and revive(id)
+  local sid
+  if name ~= '' then
+    -- to its stream, or it waits for its limit
+    sid = limit_enqueue(prefix, ARGV[1], ARGV[2], name, level,
+                        {i = id, b = f['b'] or '', r = f['r'] or '', j = tracked and '1' or nil},
+                        0, now, seen, added)
   else
-    redis.call('XADD', stream, '*', 'i', id, 'b', f['b'] or '', 'r', f['r'] or '', 'n', 0)
+    local stream = level_stream(KEYS[1], KEYS[2], ARGV[1], ARGV[2], level, seen)
+    local more = {}
+    if tracked then more = {'j', '1'} end
+    sid = redis.call('XADD', stream, '*', 'i', id, 'b', f['b'] or '', 'r', f['r'] or '',
+                     'n', 0, unpack(more))
   end
+  if tracked and sid then redis.call('HSET', prefix .. 'job:' .. id, 'sid', sid) end
 end
 redis.call('DEL', KEYS[3])
+for _, name in ipairs(added) do limit_added(prefix, ARGV[1], name, now, seen) end
 return #entries
 """
 )

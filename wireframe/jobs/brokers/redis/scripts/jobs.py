@@ -9,8 +9,9 @@ Keys (``P`` is the broker's key prefix):
   worker (the consumer of the last delivery), ``f`` finished at, ``x`` expires at,
   ``res`` result, ``err`` error; ``sid`` the stream entry of its message while it
   is in a stream; ``db dr dn`` its message's body, reply_to and delivery count
-  while it is scheduled. Times are ms of Redis ``TIME``. Once final the key
-  expires after ``ttl``.
+  while it is scheduled or waits for its limit; ``l`` its limit (if any), ``wo``
+  its place among the messages waiting for it (:mod:`.limiting`). Times are ms of
+  Redis ``TIME``. Once final the key expires after ``ttl``.
 * ``P key:KEY`` - STRING, the id of the live job holding the dedup key ``KEY``;
   deleted by the script that finishes that job.
 * ``P jobdone:ID`` - LIST holding one token once the job is final (expiring with
@@ -19,8 +20,8 @@ Keys (``P`` is the broker's key prefix):
 
 A tracked job's message is an ordinary message of its queue (see :mod:`.queues`)
 whose stream entry carries the field ``j`` = ``1``; while it is scheduled, the
-queue's delayed set holds only ``cmsgpack([id])`` and the message waits in the
-record (so that an abort can take it off the set by id). The scripts that move a
+queue's delayed set (or its limit's waiting set) holds only ``cmsgpack([id])`` and
+the message waits in the record (so that an abort can take it off the set by id). The scripts that move a
 message (consume, complete, abandon, dead-letter, requeue) move its record in the
 same step; an entry without ``j`` costs them nothing more.
 
@@ -43,7 +44,8 @@ __all__ = [
 
 #: KEYS: queues, ready (priority 0), delayed, job. ARGV: group, queue, id, body,
 #: reply_to, priority, delay_ms, ttl_ms, operation, prefix, has key ('1' or '0'),
-#: key. Returns {1, record, now, id} for a new job, {0, record, now, id} for a known
+#: key, and the message's limit (none if missing or ''; a job of a defined limit
+#: waits for it, see :mod:`.limiting`). Returns {1, record, now, id} for a new job, {0, record, now, id} for a known
 #: id or a key held by a live job (nothing published; id is that job's), {-1, type}
 #: when the record key holds something else. A record is flat field, value pairs.
 SUBMIT = (
@@ -63,12 +65,13 @@ if ARGV[11] == '1' then
     if live and LIVE[s] then return {0, redis.call('HGETALL', other), now_ms(), held} end
   end
 end
-local level, delay = tonumber(ARGV[6]), tonumber(ARGV[7])
+local level, delay, name = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[13] or ''
 local fields = {'q', ARGV[2], 'p', level, 'o', ARGV[9], 'a', 0, 'ttl', ARGV[8]}
 if dedup then
   redis.call('SET', dedup, id)
   fields[#fields + 1] = 'k'; fields[#fields + 1] = ARGV[12]
 end
+if name ~= '' then fields[#fields + 1] = 'l'; fields[#fields + 1] = name end
 -- a stream whose group is gone gets it back from the next consume
 if redis.call('EXISTS', KEYS[2]) == 0 then ensure_queue(KEYS[1], KEYS[2], ARGV[1], ARGV[2]) end
 local now
@@ -77,6 +80,15 @@ if delay > 0 then
   now = now_ms()
   redis.call('ZADD', KEYS[3], now + delay, cmsgpack.pack({id}))
   more = {'s', 'scheduled', 'e', now, 'v', now + delay, 'db', ARGV[4], 'dr', ARGV[5], 'dn', 0}
+elseif name ~= '' then
+  -- to its stream, or it waits for its limit
+  now = now_ms()
+  for _, v in ipairs({'s', 'queued', 'e', now, 'v', now}) do fields[#fields + 1] = v end
+  redis.call('HSET', job, unpack(fields))
+  local sid = limit_enqueue(prefix, ARGV[1], ARGV[2], name, level,
+                            {i = id, b = ARGV[4], r = ARGV[5], j = '1'}, 0, now, {}, {})
+  if sid then redis.call('HSET', job, 'sid', sid) end
+  return {1, fields, now, id}
 else
   local stream = level_stream(KEYS[1], KEYS[2], ARGV[1], ARGV[2], level, {})
   local sid = redis.call('XADD', stream, '*', 'i', id, 'b', ARGV[4], 'r', ARGV[5], 'j', '1')
@@ -112,7 +124,8 @@ return {1, flat, now}
 )
 
 #: KEYS: job. ARGV: prefix, group, id. Aborts a live job: a scheduled one's
-#: reference leaves the delayed set, a queued one's entry its stream (unless it is
+#: reference leaves the delayed set, one waiting for its limit the limit's waiting
+#: set, a queued one's entry its stream (unless it is
 #: leased: a lease that ran out, or an entry handed back - consume settles those),
 #: each counted done; a running one only has its record aborted (its late
 #: completion leaves it so). Returns {1, record, now} after it (a finished job's
@@ -124,7 +137,7 @@ local job, prefix, id = KEYS[1], ARGV[1], ARGV[3]
 local kind = redis.call('TYPE', job)['ok']
 if kind == 'none' then return {0} end
 if kind ~= 'hash' then return {-1, kind} end
-local r = redis.call('HMGET', job, 's', 'q', 'p', 'sid')
+local r = redis.call('HMGET', job, 's', 'q', 'p', 'sid', 'wo', 'l')
 local now = now_ms()
 if LIVE[r[1]] and r[2] then
   local base = prefix .. 'q:' .. r[2] .. ':'
@@ -135,6 +148,14 @@ if LIVE[r[1]] and r[2] then
       redis.call('INCR', base .. 'done')
     end
     redis.call('HDEL', job, 'db', 'dr', 'dn')
+  elseif r[1] == 'queued' and r[5] and r[6] then
+    -- waiting for its limit
+    local waiting = waiting_key(prefix, r[2], r[6])
+    if redis.call('ZREM', waiting, r[5] .. cmsgpack.pack({id})) == 1 then
+      redis.call('INCR', base .. 'done')
+      unhold(prefix, r[2], r[6])
+    end
+    redis.call('HDEL', job, 'wo', 'db', 'dr', 'dn')
   elseif r[1] == 'queued' and r[4] then
     local stream = stream_of(base .. 'ready', level)
     local ok, p = pcall(redis.call, 'XPENDING', stream, ARGV[2], r[4], r[4], 1)

@@ -10,7 +10,9 @@ nothing and answers why, which the broker raises as ``LockLost``. A lease check 
 a stream or group that no longer exists answers why, like any other lost lease;
 consume and publish create them again. ``COMPLETE`` posts no reply to a dead run
 channel (see :mod:`.channels`). A tracked job's record (:mod:`.jobs`) moves in the
-same script as its message: done, queued or scheduled again, dead.
+same script as its message: done, queued or scheduled again, dead. So does the slot
+of a message's limit (:mod:`.limiting`): every end of a lease gives it back and
+promotes the first message waiting for the limit, which wakes a blocked reader.
 
 The ready key of a delivery is the stream of its message's priority (the lease
 token names it, see :mod:`wireframe.jobs.brokers.redis.leases`).
@@ -23,7 +25,7 @@ from wireframe.jobs.brokers.redis.scripts import PRELUDE
 __all__ = [
     "ABANDON",
     "COMPLETE",
-    "COMPLETE_TRACKED",
+    "COMPLETE_MORE",
     "DEAD_LETTER",
     "EXTEND",
 ]
@@ -33,9 +35,9 @@ local group, lease_ms, channels = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local prefix = string.sub(channels, 1, -9)  -- channels is prefix .. 'channels'
 local plain, k = PLAIN
 local now = now_ms()
-local out = {}
+local out, seen = {}, {}
 while k <= #ARGV do
-  local tracked = #out >= plain
+  local more = #out >= plain
   local ready, sid = ARGV[k], ARGV[k + 2]
   local _, why = check_lease(ready, group, sid, ARGV[k + 4], tonumber(ARGV[k + 3]), lease_ms)
   if why then
@@ -50,14 +52,17 @@ while k <= #ARGV do
         redis.call('LPUSH', ARGV[k + 5], ARGV[k + 6])
       end
     end
-    if tracked then
+    if more and ARGV[k + 8] ~= '' then
       local result = nil
       if ARGV[k + 9] == '1' then result = ARGV[k + 10] end
       finish_job(prefix, ARGV[k + 8], 'done', result, nil, now)
     end
+    if more and ARGV[k + 11] ~= '' then
+      limit_freed(prefix, group, ARGV[k + 11], ready .. ' ' .. sid, now, seen)
+    end
     out[#out + 1] = 'ok'
   end
-  if tracked then k = k + 11 else k = k + 8 end
+  if more then k = k + 12 else k = k + 8 end
 end
 return out
 """
@@ -70,19 +75,22 @@ return out
 #: why the lease is lost.
 COMPLETE = PRELUDE + _COMPLETE.replace("PLAIN", "#ARGV, 4")
 
-#: :data:`COMPLETE` of a batch with tracked jobs. ARGV: group, lease_ms, channels
-#: key, how many deliveries are untracked, then those as for ``COMPLETE``, then the
-#: tracked ones, each with three more: job id, has result ('1' or '0'), result. A
-#: tracked job's record is made done with the result (unless it was aborted
-#: meanwhile: then the result is dropped), in the same step.
-COMPLETE_TRACKED = PRELUDE + _COMPLETE.replace("PLAIN", "tonumber(ARGV[4]), 5")
+#: :data:`COMPLETE` of a batch with tracked jobs or limits. ARGV: group, lease_ms,
+#: channels key, how many deliveries are plain (untracked, no limit), then those as
+#: for ``COMPLETE``, then the others, each with four more: job id ('' untracked), has
+#: result ('1' or '0'), result, limit ('' none). A tracked job's record is made done
+#: with the result (unless it was aborted meanwhile: then the result is dropped), and
+#: a limit's slot is given back (the first message waiting for it promoted), in the
+#: same step.
+COMPLETE_MORE = PRELUDE + _COMPLETE.replace("PLAIN", "tonumber(ARGV[4]), 5")
 
 #: KEYS: ready (the stream of the delivery's priority), delayed. ARGV: group, sid,
 #: count, consumer, lease_ms, delay_ms, replace body ('1' or '0'), new body, prefix.
 #: (Entries handed out are well formed: consume buries the others.) The message goes
 #: back to the stream of its priority, or into the delayed set; a tracked job's
 #: record says queued (or scheduled, its message kept in the record); a tracked job
-#: aborted meanwhile is settled instead (counted done).
+#: aborted meanwhile is settled instead (counted done). A message of a defined limit
+#: waits for it again, at the back, and its slot is given back (:mod:`.limiting`).
 ABANDON = (
     PRELUDE
     + r"""
@@ -94,6 +102,8 @@ local f = entry_fields(ready, ARGV[2])
 redis.call('XACK', ready, ARGV[1], ARGV[2])
 redis.call('XDEL', ready, ARGV[2])
 if f == nil then return 'ok' end
+local now = now_ms()
+local name = f['l'] or ''
 local n = base_count(f) + count
 local body = f['b']
 if ARGV[7] == '1' then n = 0; body = ARGV[8] end
@@ -102,36 +112,51 @@ if f['j'] == '1' then
   job = job_of(prefix, f['i'])
   if job and job[1] == 'aborted' then
     redis.call('INCR', queue_base(ready) .. 'done')
+    if name ~= '' then limit_freed(prefix, ARGV[1], name, ready .. ' ' .. ARGV[2], now, {}) end
     return 'ok'
   end
   if job and not LIVE[job[1]] then job = nil end
 end
 local record = prefix .. 'job:' .. f['i']
-local now = now_ms()
 local delay = tonumber(ARGV[6])
+local level = level_of(ready)
+local more = {}
+if name ~= '' then more = {'l', name} end
 if delay > 0 then
   if job then
     redis.call('ZADD', delayed, now + delay, cmsgpack.pack({f['i']}))
     redis.call('HSET', record, 's', 'scheduled', 'v', now + delay, 'db', body, 'dr', f['r'],
-               'dn', n)
+               'dn', n, unpack(more))
   else
     local m = {f['i'], body, f['r'], n}
-    local level = level_of(ready)
-    if level ~= 0 then m[5] = level end
+    if name ~= '' then m[5] = level; m[6] = name
+    elseif level ~= 0 then m[5] = level end
     redis.call('ZADD', delayed, now + delay, cmsgpack.pack(m))
   end
+elseif name ~= '' then
+  -- at the back, in its stream or waiting for its limit
+  local queue = string.sub(queue_base(ready), #prefix + 3, -2)
+  if job then redis.call('HSET', record, 's', 'queued', 'v', now) end
+  limit_freed(prefix, ARGV[1], name, ready .. ' ' .. ARGV[2], now, {})
+  local sid = limit_enqueue(prefix, ARGV[1], queue, name, level,
+                            {i = f['i'], b = body, r = f['r'], j = job and '1' or nil}, n, now,
+                            {}, {})
+  if job and sid then redis.call('HSET', record, 'sid', sid) end
+  return 'ok'
 elseif job then
   local sid = redis.call('XADD', ready, '*', 'i', f['i'], 'b', body, 'r', f['r'], 'n', n,
-                         'j', '1')
+                         'j', '1', unpack(more))
   redis.call('HSET', record, 's', 'queued', 'v', now, 'sid', sid)
 else
-  redis.call('XADD', ready, '*', 'i', f['i'], 'b', body, 'r', f['r'], 'n', n)
+  redis.call('XADD', ready, '*', 'i', f['i'], 'b', body, 'r', f['r'], 'n', n, unpack(more))
 end
+if name ~= '' then limit_freed(prefix, ARGV[1], name, ready .. ' ' .. ARGV[2], now, {}) end
 return 'ok'
 """
 )
 
-#: KEYS: ready. ARGV: group, sid, count, consumer, lease_ms.
+#: KEYS: ready. ARGV: group, sid, count, consumer, lease_ms, and for a message of a
+#: limit its slots key (its slot then lasts the new lease).
 EXTEND = (
     PRELUDE
     + r"""
@@ -139,12 +164,16 @@ local _, why = check_lease(KEYS[1], ARGV[1], ARGV[2], ARGV[4], tonumber(ARGV[3])
                            tonumber(ARGV[5]))
 if why then return why end
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[4], 0, ARGV[2], 'JUSTID')
+if ARGV[6] then
+  pcall(redis.call, 'ZADD', ARGV[6], 'XX', now_ms() + tonumber(ARGV[5]), KEYS[1] .. ' ' .. ARGV[2])
+end
 return 'ok'
 """
 )
 
 #: KEYS: ready, dead. ARGV: group, sid, count, consumer, lease_ms, prefix, reason,
-#: refused ('1': this delivery is refused, so it does not count as made).
+#: refused ('1': this delivery is refused, so it does not count as made). The dead
+#: letter keeps the message's limit (field ``l``); its slot is given back.
 DEAD_LETTER = (
     PRELUDE
     + r"""
@@ -159,6 +188,9 @@ end
 local made = base_count(f) + count
 if ARGV[8] == '1' then made = made - 1 end
 bury(KEYS[1], KEYS[2], ARGV[1], ARGV[6], ARGV[2], f, made, ARGV[7])
+if f['l'] and f['l'] ~= '' then
+  limit_freed(ARGV[6], ARGV[1], f['l'], KEYS[1] .. ' ' .. ARGV[2], now_ms(), {})
+end
 return 'ok'
 """
 )

@@ -55,6 +55,7 @@ __all__ = [
     "HAND_BACK",
     "PUBLISH",
     "PUBLISH_LEVELS",
+    "PUBLISH_LIMITS",
     "RELEASE",
 ]
 
@@ -77,20 +78,37 @@ local seen = {}
 if delay > 0 then
   local due = now_ms() + delay
   for k = 5, #ARGV, stride do
-    local level = stride == 4 and tonumber(ARGV[k + 3]) or 0
+    local level = stride >= 4 and tonumber(ARGV[k + 3]) or 0
     local m = {ARGV[k], ARGV[k + 1], ARGV[k + 2], 0}
-    if level ~= 0 then m[5] = level end
+    if stride == 5 and ARGV[k + 4] ~= '' then m[5] = level; m[6] = ARGV[k + 4]
+    elseif level ~= 0 then m[5] = level end
     redis.call('ZADD', KEYS[3], due, cmsgpack.pack(m))
   end
 elseif stride == 3 then
   for k = 5, #ARGV, 3 do
     redis.call('XADD', KEYS[2], '*', 'i', ARGV[k], 'b', ARGV[k + 1], 'r', ARGV[k + 2])
   end
-else
+elseif stride == 4 then
   for k = 5, #ARGV, 4 do
     local stream = level_stream(KEYS[1], KEYS[2], ARGV[1], ARGV[2], tonumber(ARGV[k + 3]), seen)
     redis.call('XADD', stream, '*', 'i', ARGV[k], 'b', ARGV[k + 1], 'r', ARGV[k + 2])
   end
+else
+  -- with limits: a message of a defined limit goes to its stream if the limit lets it
+  -- go now (and none of it waits ahead), else it waits for it
+  local prefix = string.sub(KEYS[1], 1, -7)  -- queues is prefix .. 'queues'
+  local now, added = now_ms(), {}
+  for k = 5, #ARGV, 5 do
+    local level, name = tonumber(ARGV[k + 3]), ARGV[k + 4]
+    if name ~= '' then
+      limit_enqueue(prefix, ARGV[1], ARGV[2], name, level,
+                    {i = ARGV[k], b = ARGV[k + 1], r = ARGV[k + 2]}, 0, now, seen, added)
+    else
+      local stream = level_stream(KEYS[1], KEYS[2], ARGV[1], ARGV[2], level, seen)
+      redis.call('XADD', stream, '*', 'i', ARGV[k], 'b', ARGV[k + 1], 'r', ARGV[k + 2])
+    end
+  end
+  for _, name in ipairs(added) do limit_added(prefix, ARGV[1], name, now, seen) end
 end
 return (#ARGV - 4) / stride
 """
@@ -107,15 +125,30 @@ PUBLISH = PRELUDE + _PUBLISH.replace("STRIDE", "3")
 #: stream written first).
 PUBLISH_LEVELS = PRELUDE + _PUBLISH.replace("STRIDE", "4")
 
+#: :data:`PUBLISH` of messages with limits: id, body, reply_to, priority, limit each
+#: (``''``: none; highest priority first). A message of a defined limit goes to the
+#: limit's waiting set in its queue, and as many as the limit lets go now are promoted
+#: to their streams (see :mod:`.limiting`); one of a limit never defined goes to its
+#: stream, the limit's name kept (field ``l``). A delayed one's delayed-set member has
+#: its priority and limit as fifth and sixth elements.
+PUBLISH_LIMITS = PRELUDE + _PUBLISH.replace("STRIDE", "5")
+
 #: KEYS: queues, ready, delayed, dead. ARGV: group, queue, consumer, limit,
 #: lease_ms, max_deliveries, prefix, claim (1 = also take over expired leases), claim
 #: cursor of priority 0, then level, claim cursor pairs of the other levels (where
 #: the last XAUTOCLAIM scan of each level's stream stopped; '0-0' for a level not
 #: given). Returns {deliveries, wait_ms, cursors}:
 #: deliveries a flat list of sid, id, body, reply_to, PEL count, total deliveries,
-#: priority, tracked (1: its record says it runs); wait_ms the time until the next
-#: delayed message is due (-1: none) when nothing was delivered; cursors the level,
-#: cursor pairs of every level in use, highest first.
+#: priority, tracked (1: its record says it runs; ``{tracked, limit}`` for a message
+#: naming a limit); wait_ms the time until the next delayed message is due or a limit
+#: holding messages back may let one go (-1: none) when nothing was delivered;
+#: cursors the level, cursor pairs of every level in use, highest first.
+#:
+#: Limits (:mod:`.limiting`): an entry of a defined limit is handed out only with a
+#: token and a slot of it (and none of its limit waiting ahead of it), else it waits
+#: in its place, its delivery undone, and the read goes on past it. A pass that has
+#: room left then promotes what may go of the messages waiting for limits in this
+#: queue, and reads them.
 CONSUME = (
     PRELUDE
     + r"""
@@ -138,9 +171,9 @@ for _, m in ipairs(due) do
   elseif type(t) ~= 'table' or type(t[1]) ~= 'string' or type(t[2]) ~= 'string'
       or type(t[3]) ~= 'string' or type(t[4]) ~= 'number' or t[4] < 0
       or math.floor(t[4]) ~= t[4] or not (t[5] == nil or (type(t[5]) == 'number'
-      and math.floor(t[5]) == t[5])) then
-    why = 'it is not [message id, body, reply_to, deliveries] (with a priority after, ' ..
-          "or a tracked job's [id])"
+      and math.floor(t[5]) == t[5])) or not (t[6] == nil or type(t[6]) == 'string') then
+    why = 'it is not [message id, body, reply_to, deliveries] (with a priority and a ' ..
+          "limit after, or a tracked job's [id])"
   end
   -- Under maxmemory the first write of a script may be refused: then the due
   -- messages wait for the next pass, and the ready ones are still handed out.
@@ -156,6 +189,11 @@ for _, m in ipairs(due) do
     moved = pcall(entomb, dead, prefix, f, 0, 'malformed member of the delayed set: ' .. why)
   else
     moved = pcall(function()
+      if t[6] and t[6] ~= '' then
+        limit_enqueue(prefix, group, ARGV[2], t[6], t[5] or 0, {i = t[1], b = t[2], r = t[3]},
+                      t[4], now, seen, {})
+        return
+      end
       local stream = level_stream(KEYS[1], ready, group, ARGV[2], t[5] or 0, seen)
       redis.call('XADD', stream, '*', 'i', t[1], 'b', t[2], 'r', t[3], 'n', t[4])
     end)
@@ -165,7 +203,7 @@ for _, m in ipairs(due) do
 end
 local out, got = {}, 0
 local channels, done = prefix .. 'channels', prefix .. 'q:' .. ARGV[2] .. ':done'
-local function take(stream, level, sid, f, count)
+local function take(stream, level, sid, f, count, again)
   local why = malformed(f)
   if why then
     bury_malformed(stream, dead, group, prefix, sid, f, count, why)
@@ -195,12 +233,42 @@ local function take(stream, level, sid, f, count)
   local total = base_count(f) + count
   if total > maxd then
     bury(stream, dead, group, prefix, sid, f, total - 1, too_many(total - 1, maxd))
-  else
-    got = got + 1
-    if job then start_job(prefix, f['i'], job, consumer, now) end
-    for _, v in ipairs({sid, f['i'], f['b'], f['r'], count, total, level, job and 1 or 0}) do
-      out[#out + 1] = v
+    return
+  end
+  local name, tracked = f['l'], job and 1 or 0
+  if name and name ~= '' then
+    -- its limit lets it go (a token, a slot), or it waits in its place, no delivery used
+    local st = limit_state(prefix, name, now)
+    if st and (held_ahead(prefix, ARGV[2], name, level, f['o'])
+               or not limit_take(st, now, stream .. ' ' .. sid, lease_ms, again)) then
+      redis.call('XACK', stream, group, sid)
+      redis.call('XDEL', stream, sid)
+      hold_message(prefix, ARGV[2], name, level, f['o'], f, total - 1)
+      return
     end
+    tracked = {tracked, name}
+  end
+  got = got + 1
+  if job then start_job(prefix, f['i'], job, consumer, now) end
+  for _, v in ipairs({sid, f['i'], f['b'], f['r'], count, total, level, tracked}) do
+    out[#out + 1] = v
+  end
+end
+-- read new entries of a level's stream until `limit` are handed out or none is left
+-- (entries that wait for their limits, or are buried or settled, do not count)
+local function read_new(stream, level)
+  for _ = 1, 100 do
+    if got >= limit then return end
+    local want = limit - got
+    local ok, r = pcall(redis.call, 'XREADGROUP', 'GROUP', group, consumer,
+                        'COUNT', want, 'STREAMS', stream, '>')
+    if not ok then
+      pcall(ensure_queue, KEYS[1], stream, group, ARGV[2])
+      return
+    end
+    if not r then return end
+    for _, e in ipairs(r[1][2]) do take(stream, level, e[1], fields_of(e[2]), 1, false) end
+    if #r[1][2] < want then return end
   end
 end
 local cursors = {[0] = ARGV[9]}
@@ -225,7 +293,7 @@ for _, level in ipairs(levels) do
       for _, e in ipairs(r[2]) do
         if e[2] then
           local p = redis.call('XPENDING', stream, group, e[1], e[1], 1)
-          take(stream, level, e[1], fields_of(e[2]), p[1][4])
+          take(stream, level, e[1], fields_of(e[2]), p[1][4], true)
         else  -- deleted meanwhile (Redis < 7 still lists it): nothing to deliver
           redis.call('XACK', stream, group, e[1])
         end
@@ -233,23 +301,40 @@ for _, level in ipairs(levels) do
       if cursor == '0-0' or got >= limit then break end
     end
   end
-  if got < limit then
-    local ok, r = pcall(redis.call, 'XREADGROUP', 'GROUP', group, consumer,
-                        'COUNT', limit - got, 'STREAMS', stream, '>')
-    if not ok then
-      pcall(ensure_queue, KEYS[1], stream, group, ARGV[2])
-    elseif r then
-      for _, e in ipairs(r[1][2]) do take(stream, level, e[1], fields_of(e[2]), 1) end
-    end
-  end
+  read_new(stream, level)
   out_cursors[#out_cursors + 1] = level
   out_cursors[#out_cursors + 1] = cursor
+end
+if got < limit then
+  -- messages waiting for their limits in this queue: as many as may go now go to
+  -- their streams, and are read
+  local promoted = false
+  for _, name in ipairs(redis.call('SMEMBERS', prefix .. 'q:' .. ARGV[2] .. ':limits')) do
+    local st, n = limit_state(prefix, name, now), limit - got
+    if st then n = math.min(n, limit_spare(st, now)) end
+    for _ = 1, n do
+      if not promote_head(prefix, group, ARGV[2], name, seen) then break end
+      promoted = true
+    end
+  end
+  if promoted then
+    for _, level in ipairs(levels_of(ready)) do read_new(stream_of(ready, level), level) end
+  end
 end
 local wait = -1
 if got == 0 then
   local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
   if #first > 0 then wait = math.max(0, tonumber(first[2]) - now) end
+  -- until a limit holding messages back may let one go
+  for _, name in ipairs(redis.call('SMEMBERS', prefix .. 'q:' .. ARGV[2] .. ':limits')) do
+    local st = limit_state(prefix, name, now)
+    if st and limit_room(st, now) < 1 then
+      local w = limit_wait(st, now)
+      if wait < 0 or w < wait then wait = w end
+    end
+  end
 end
+limit_flush()
 return {out, wait, out_cursors}
 """
 )
@@ -295,15 +380,17 @@ return n
 
 #: KEYS: ready streams (priority 0) of the queues this consumer read. ARGV: group,
 #: consumer, released (the placeholder consumer that holds handed-back entries),
-#: stale_ms. In the stream of every priority level of those queues: hands every entry
-#: this consumer still holds to the placeholder with an idle time far past any lease
-#: (claimable at once, delivery count kept), deletes this consumer, and deletes
-#: consumers of crashed brokers (nothing pending, idle longer than stale_ms).
-#: Returns how many entries were handed back.
+#: stale_ms, prefix. In the stream of every priority level of those queues: hands every
+#: entry this consumer still holds to the placeholder with an idle time far past any
+#: lease (claimable at once, delivery count kept; one of a defined limit waits for it
+#: again in its place, and its slot is given back),
+#: deletes this consumer, and deletes consumers of crashed brokers (nothing pending,
+#: idle longer than stale_ms). Returns how many entries were handed back.
 RELEASE = (
     PRELUDE
     + r"""
 local group, me, released, stale = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local prefix, now, seen = ARGV[5], now_ms(), {}
 local n = 0
 for _, base in ipairs(KEYS) do
   for _, level in ipairs(levels_of(base)) do
@@ -312,8 +399,20 @@ for _, base in ipairs(KEYS) do
       local ok, p = pcall(redis.call, 'XPENDING', ready, group, '-', '+', 10000, me)
       if ok then
         for _, e in ipairs(p) do
-          redis.call('XCLAIM', ready, group, released, 0, e[1], 'IDLE', 1000000000000, 'JUSTID')
           n = n + 1
+          local f = entry_fields(ready, e[1])
+          local name = f and f['l'] or ''
+          if name ~= '' and limit_state(prefix, name, now) then
+            -- of a limit: it waits for it again, in its place, and its slot is free
+            local queue = string.sub(queue_base(ready), #prefix + 3, -2)
+            redis.call('XACK', ready, group, e[1])
+            redis.call('XDEL', ready, e[1])
+            hold_message(prefix, queue, name, level, f['o'], f, base_count(f) + e[4])
+            limit_freed(prefix, group, name, ready .. ' ' .. e[1], now, seen)
+          else
+            redis.call('XCLAIM', ready, group, released, 0, e[1], 'IDLE', 1000000000000,
+                       'JUSTID')
+          end
         end
         redis.call('XGROUP', 'DELCONSUMER', ready, group, me)
         for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', ready, group)) do
@@ -331,11 +430,19 @@ return n
 """
 )
 
-#: KEYS: queues, ready, delayed, dead, done, born, levels. ARGV: queue. Deletes
-#: the streams (and born keys) of every priority level too.
+#: KEYS: queues, ready, delayed, dead, done, born, levels. ARGV: queue, prefix.
+#: Deletes the streams (and born keys) of every priority level too, and the messages
+#: waiting for limits.
 DELETE_QUEUE = (
     PRELUDE
     + r"""
+local prefix = ARGV[2]
+local limits = prefix .. 'q:' .. ARGV[1] .. ':limits'
+for _, name in ipairs(redis.call('SMEMBERS', limits)) do
+  redis.call('DEL', waiting_key(prefix, ARGV[1], name))
+  redis.call('SREM', prefix .. 'lim:' .. name .. ':queues', ARGV[1])
+end
+redis.call('DEL', limits)
 for _, level in ipairs(levels_of(KEYS[2])) do
   if level ~= 0 then
     redis.call('DEL', stream_of(KEYS[2], level), born_key(stream_of(KEYS[2], level)))
