@@ -7,6 +7,7 @@ imports the same module); the ``flows`` commands run in this process.
 from __future__ import annotations
 
 import json
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -66,25 +67,25 @@ def test_start_raise_show_list_suspend_terminate_purge(tmp_path: Path) -> None:
     try:
         read_until(worker, "(Task, layer orchestrations) running")
         started = flows(
-            "start", "flows-cli-greeter", "-b", url, "-i", str(module), "--input", '"ada"',
+            "start", "flows-cli-greeter", "--broker", url, "-i", str(module), "--input", '"ada"',
             "--id", "g1",
         )  # fmt: skip
         assert started.strip() == "g1"
         until(url, "g1", lambda d: any(e["type"] == "TaskCompleted" for e in d["history"]))
-        flows("raise", "g1", "go", "-b", url, "--data", '"!"')
+        flows("raise", "g1", "go", "--broker", url, "--data", '"!"')
         done = until(url, "g1", lambda d: d["status"] == "completed")
         assert done["output"] == "ADA!"
         assert [e["type"] for e in done["history"]][:3] == [
             "OrchestratorStarted", "ExecutionStarted", "TaskScheduled",
         ]  # fmt: skip
-        listed = json.loads(flows("list", "-b", url, "--json", "--status", "completed"))
+        listed = json.loads(flows("list", "--broker", url, "--json", "--status", "completed"))
         assert [i["id"] for i in listed] == ["g1"]
-        assert "g1" in flows("show", "g1", "-b", url)  # the table form
+        assert "g1" in flows("show", "g1", "--broker", url)  # the table form
 
         flows(
             "start",
             "flows-cli-greeter",
-            "-b",
+            "--broker",
             url,
             "-i",
             str(module),
@@ -94,18 +95,19 @@ def test_start_raise_show_list_suspend_terminate_purge(tmp_path: Path) -> None:
             "g2",
         )
         until(url, "g2", lambda d: d["status"] == "running")
-        flows("suspend", "g2", "-b", url, "--reason", "ops")
+        flows("suspend", "g2", "--broker", url, "--reason", "ops")
         until(url, "g2", lambda d: d["status"] == "suspended")
-        flows("terminate", "g2", "-b", url, "--output", '"stopped"')
+        flows("terminate", "g2", "--broker", url, "--output", '"stopped"')
         ended = until(url, "g2", lambda d: d["status"] == "terminated")
         assert ended["output"] == "stopped"
-        flows("purge", "g2", "-b", url)
+        flows("purge", "g2", "--broker", url)
     finally:
+        worker.send_signal(signal.SIGINT)
         rest = interrupt(worker)
     assert worker.returncode == 0, rest
-    gone = runner.invoke(app, ["flows", "show", "g2", "-b", url])
+    gone = runner.invoke(app, ["flows", "show", "g2", "--broker", url])
     assert gone.exit_code == 1 and "no orchestration instance has id 'g2'" in gone.output
-    bad = runner.invoke(app, ["flows", "list", "-b", url, "--status", "bogus"])
+    bad = runner.invoke(app, ["flows", "list", "--broker", url, "--status", "bogus"])
     assert bad.exit_code == 2 and "one of: pending, running" in bad.output
-    not_json = runner.invoke(app, ["flows", "raise", "g1", "go", "-b", url, "--data", "{x"])
+    not_json = runner.invoke(app, ["flows", "raise", "g1", "go", "--broker", url, "--data", "{x"])
     assert not_json.exit_code == 2 and "is not JSON" in not_json.output

@@ -209,7 +209,7 @@ async def test_concurrent_runs_share_a_runtime() -> None:
 
 
 @attrs.frozen
-class Nap(jobs.Operation[float, float]):
+class Nap(jobs.Operation[float, float], name="directives-window-nap"):
     async def execute(self, x: float) -> float:
         await trio.sleep(x)
         return x
