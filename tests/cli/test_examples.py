@@ -11,13 +11,15 @@ import json
 import re
 import signal
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from clikit import read_until, run_wireframe, start_wireframe
+from clikit import ROOT, cli_env, read_until, run_wireframe, start_wireframe
 from typer.testing import CliRunner
 
 from wireframe.cli import app
@@ -196,3 +198,13 @@ def test_background_hands_jobs_to_a_worker_and_reads_them_by_id(tmp_path: Path) 
     finally:
         proc.kill()
     assert proc.returncode == 0, rest
+
+
+def test_onboarding_runs_an_orchestration_to_the_end(tmp_path: Path) -> None:
+    env = cli_env(ONBOARDING_BROKER=f"sqlite:///{tmp_path}/jobs.db")
+    done = subprocess.run(
+        [sys.executable, "examples/onboarding.py"],
+        capture_output=True, text=True, timeout=60, env=env, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "completed {'account': 'acct-ada', 'approved': True, 'sent': [" in done.stdout
