@@ -356,3 +356,10 @@ def test_a_taken_name_and_a_sync_function_are_refused() -> None:
 
     with pytest.raises(durable.OrchestratorError, match="async def"):
         durable.orchestrator(lambda ctx: None)  # type: ignore[type-var]
+
+
+def test_an_orchestrator_whose_input_the_codec_cannot_carry_is_refused() -> None:
+    with pytest.raises(durable.OrchestratorError, match="input type of orchestrator"):
+
+        @durable.orchestrator(name="durable-test-bad-input")
+        async def bad(ctx: durable.Context, x: object) -> None: ...

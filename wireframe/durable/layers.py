@@ -15,7 +15,7 @@ import attrs
 import trio
 
 import wireframe as wf
-from wireframe.durable.worker import DEFAULT_LEASE, OrchestrationWorker
+from wireframe.durable.worker import OrchestrationWorker
 from wireframe.jobs.broker import mask_password, open_broker
 from wireframe.jobs.runtime import DEFAULT_URL
 
@@ -55,7 +55,7 @@ class OrchestrationWorkerLayer(wf.WiringLayer[None, OrchestrationWorkerOutput]):
     url: str | None = attrs.field(default=None, repr=lambda u: repr(u and mask_password(u)))
     concurrency: int = 16
     queue: str = "default"
-    lease: float = DEFAULT_LEASE
+    lease: float | None = None  # default: the broker URL's lease
     name: str = "orchestrations"
 
     def __attrs_post_init__(self) -> None:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar, overload
 import attrs
 
 from wireframe.durable.errors import OrchestratorError
+from wireframe.jobs.convert import check_wire_type
 
 __all__ = [
     "OrchestratorSpec",
@@ -77,7 +78,15 @@ def _spec(fn: Callable[..., Any], name: str) -> OrchestratorSpec:
     except Exception:
         hints = {}
     input_type = hints.get(params[1].name, Any) if len(params) == 2 else type(None)
-    return OrchestratorSpec(name, fn, input_type, hints.get("return", Any))
+    output_type = hints.get("return", Any)
+    for what, typ in (("input", input_type), ("output", output_type)):
+        try:
+            check_wire_type(typ, f"the {what} type of {where}")
+        except TypeError as exc:
+            raise OrchestratorError(str(exc)) from None
+        except NameError:
+            pass  # a forward reference: checked when an instance first decodes it
+    return OrchestratorSpec(name, fn, input_type, output_type)
 
 
 def _same_function(a: Callable[..., Any], b: Callable[..., Any]) -> bool:

@@ -48,12 +48,10 @@ from wireframe.durable.store import (
 )
 from wireframe.jobs.broker import Broker, BrokerUnavailable, Message
 
-__all__ = ["DEFAULT_LEASE", "OrchestrationWorker", "commit_of", "store_of"]
+__all__ = ["OrchestrationWorker", "commit_of", "store_of"]
 
 _log = logging.getLogger("wireframe.durable")
 
-#: Seconds an instance stays leased to a turn unless renewed.
-DEFAULT_LEASE = 30.0
 #: Histories at least this long are replayed on a thread.
 _THREAD_AT = 500
 _STATUSES = {
@@ -149,7 +147,7 @@ class OrchestrationWorker:
         *,
         concurrency: int = 16,
         queue: str = "default",
-        lease: float = DEFAULT_LEASE,
+        lease: float | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"an orchestration worker needs concurrency >= 1, not {concurrency}")
@@ -157,7 +155,8 @@ class OrchestrationWorker:
         self.store = store_of(broker)
         self.concurrency = concurrency
         self.queue = queue  # where activities go unless ctx.call(queue=...) says
-        self.lease = lease
+        #: Seconds a turn holds its instance unless renewed: the broker URL's ``lease``.
+        self.lease = broker.url.lease if lease is None else lease
         self.turns = 0
         self._running = 0
         self._slot_free = trio.Event()
