@@ -363,3 +363,11 @@ def test_an_orchestrator_whose_input_the_codec_cannot_carry_is_refused() -> None
 
         @durable.orchestrator(name="durable-test-bad-input")
         async def bad(ctx: durable.Context, x: object) -> None: ...
+
+
+def test_an_action_first_taken_while_replaying_gets_its_job_body() -> None:
+    """Bodies of replayed actions are not encoded; one history lacks is, when appended."""
+    started = [h.OrchestratorStarted(T0), h.ExecutionStarted("one_activity")]
+    turn = run_turn(spec_named("one_activity"), "i1", started, [], T0)
+    [scheduled] = [e for e in turn.events if isinstance(e, h.TaskScheduled)]
+    assert decode_envelope(scheduled.body).input == "a"

@@ -75,11 +75,14 @@ class Context:
         engine = self._engine
         action = engine.next_action()
         label = f"the input of activity {spec.name!r} (action {action}) of {self.instance_id!r}"
-        body = encode_input(
-            encode_operation(op), self.instance_id, action, input, spec, label=label
-        )
+
+        def body() -> bytes:
+            return encode_input(
+                encode_operation(op), self.instance_id, action, input, spec, label=label
+            )
+
         task: DurableTask[O] = DurableTask(f"activity {spec.name!r} (action {action})")
-        event = TaskScheduled(action, spec.name, body, queue or "")
+        event = TaskScheduled(action, spec.name, engine.job_body(action, body), queue or "")
         engine.schedule_activity(event, spec.output_type, task, retry, attempt=1)
         return task
 

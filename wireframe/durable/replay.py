@@ -131,6 +131,8 @@ class Replayer:
         self._actions = 0
         #: Actions the code took that history has not confirmed yet, by number.
         self._unconfirmed: dict[int, Event] = {}
+        #: Job bodies of activities taken while replaying, encoded only if they are new.
+        self._bodies: dict[int, Callable[[], bytes]] = {}
         #: What to do when the completion of an action arrives, by number.
         self._pending: dict[int, Callable[[Event], None]] = {}
         self._waiters: dict[str, collections.deque[DurableTask[Any]]] = {}
@@ -146,6 +148,14 @@ class Replayer:
         """The number of the action being taken."""
         self._actions += 1
         return self._actions
+
+    def job_body(self, action: int, encode: Callable[[], bytes]) -> bytes:
+        """An activity's job body: encoded now, or, while replaying, only if history
+        turns out not to have the action (a replayed action's body is never used)."""
+        if not self.is_replaying:
+            return encode()
+        self._bodies[action] = encode
+        return b""
 
     def record(self, event: Event) -> None:
         """The code took action ``event``: history confirms it, or the turn appends it."""
@@ -187,6 +197,8 @@ class Replayer:
     ) -> None:
         action = self.next_action()
         again = TaskScheduled(action, event.name, event.body, event.queue)
+        if event.action in self._bodies:
+            self._bodies[action] = self._bodies[event.action]
         self.schedule_activity(again, output_type, task, retry, attempt + 1)
 
     def _activity_error(
@@ -362,7 +374,13 @@ class Replayer:
 
     def new_actions(self) -> list[Event]:
         """The actions the code took that history does not have yet, in order."""
-        return [self._unconfirmed[a] for a in sorted(self._unconfirmed)]
+        events = [self._unconfirmed[a] for a in sorted(self._unconfirmed)]
+        return [
+            attrs.evolve(e, body=self._bodies[e.action]())
+            if isinstance(e, TaskScheduled) and e.action in self._bodies
+            else e
+            for e in events
+        ]
 
 
 class _Then:
