@@ -131,11 +131,13 @@ class MemoryOrchestrationStore:
                 f"an instance with id {instance.id!r} exists ({known.row.status.value})"
             )
         now = o.epoch()
-        inst = _Inst(attrs.evolve(instance, created_at=now, updated_at=now))
+        # A replacement's revision goes on from the old one's: a waiter past that wakes for it.
+        revision = 0 if known is None else known.row.revision + 1
+        inst = _Inst(attrs.evolve(instance, created_at=now, updated_at=now, revision=revision))
         o.instances[instance.id] = inst
         o.put(inst, first, visible_at)
         if known is not None:
-            known.touch()
+            known.changed.set()
 
     async def take_work(self, limit: int, lease: float) -> list[WorkItem]:
         """Lease up to ``limit`` instances with visible inbox events; block until one."""
