@@ -263,9 +263,6 @@ async def test_an_instance_id_is_used_again_only_when_replaced_or_purged(
 
 
 # -- what goes wrong, plainly ------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True, reason="an unknown orchestrator's failed turn leaves the history empty"
-)
 async def test_an_orchestrator_the_worker_does_not_know_fails_the_instance_naming_it(
     autojump_clock: trio.abc.Clock,
 ) -> None:
