@@ -233,10 +233,6 @@ async def patient(ctx: durable.Context, seconds: int) -> str:
     return await ctx.call(Slow(), seconds)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a replacement reuses generation 0: the old run's activity reply reaches the new run",
-)
 async def test_an_instance_id_is_used_again_only_when_replaced_or_purged(
     autojump_clock: trio.abc.Clock,
 ) -> None:

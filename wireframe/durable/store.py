@@ -88,7 +88,7 @@ class Instance:
     updated_at: float = 0.0
     parent_id: str | None = None
     version: str | None = None
-    generation: int = 0  # how often it continued as new
+    generation: int = 0  # its run: bumped by each continue-as-new and by a replacement
     revision: int = 0  # bumped by every change: what :meth:`wait_changed` waits past
 
 
@@ -161,7 +161,11 @@ class OrchestrationStore(Protocol):
         """Create ``instance`` with ``first`` in its inbox, visible at ``visible_at``.
 
         Raises :class:`InstanceExists` if the id exists, unless ``replace`` and
-        the existing instance finished (it is dropped with its history).
+        the existing instance finished (it is dropped with its history and
+        inbox). A replacement's ``revision`` and ``generation`` go on from the
+        old instance's (one past each): a ``wait_changed`` past the old
+        revision wakes for it, and the old run's activities, which may still
+        be running, reply to a generation that is gone.
         """
         ...
 

@@ -215,6 +215,29 @@ class CommitConformance(OrchestrationStoreBase):
             assert await store.instance("i") is None
             await self.assert_no_work(store, self.delay)
 
+    async def test_the_completion_of_a_replaced_runs_activity_goes_nowhere(
+        self, make_url: UrlFactory, broker_clock: trio.abc.Clock | None
+    ) -> None:
+        async with self.open(make_url()) as broker:
+            store = self.store(broker)
+            await self.create(store, "i", "old")
+            item = await self.take_turn(store)
+            old_job = [("orch-q", activity("i", 1, generation=item.instance.generation))]
+            await store.commit(item, turn(item, status=Status.COMPLETED, activities=old_job))
+            await self.create(store, "i", "new", replace=True)
+            item = await self.take_turn(store)
+            assert item.instance.generation > 0, "a replacement is a generation of its own"
+            # the new run's first action: the same number as the old run's, still running
+            new_job = [("orch-q", activity("i", 1, generation=item.instance.generation))]
+            await store.commit(item, turn(item, activities=new_job))
+            stale, fresh = await self.take(broker, "orch-q", 2)
+            assert stale.message.id != fresh.message.id
+            await broker.complete(stale, b"old run")
+            await self.assert_no_work(store, self.delay)
+            await broker.complete(fresh, b"new run")
+            item = await self.take_turn(store)
+            assert list(item.inbox) == [TaskCompleted(1, b"new run")]
+
     async def test_a_commits_timers_show_in_the_inbox_at_their_time(
         self, make_url: UrlFactory, broker_clock: trio.abc.Clock | None
     ) -> None:

@@ -126,6 +126,7 @@ class OrchestrationStoreConformance(CommitConformance):
             new = await self.instance_of(store, "i")
             assert (new.status, new.input, new.output) == (Status.PENDING, "second", None)
             assert new.revision > old.revision, "a replacement's revision goes on from the old"
+            assert new.generation > old.generation, "a replacement is a generation of its own"
             assert await store.history("i") == [], "the old history went with it"
             item = await self.take_turn(store)
             assert list(item.history) == [] and list(item.inbox) == [started("second")]

@@ -131,9 +131,10 @@ class MemoryOrchestrationStore:
                 f"an instance with id {instance.id!r} exists ({known.row.status.value})"
             )
         now = o.epoch()
-        # A replacement's revision goes on from the old one's: a waiter past that wakes for it.
-        revision = 0 if known is None else known.row.revision + 1
-        inst = _Inst(attrs.evolve(instance, created_at=now, updated_at=now, revision=revision))
+        changes: dict[str, object] = {"created_at": now, "updated_at": now}
+        if known is not None:  # a replacement goes on from the old run (see the protocol)
+            changes.update(revision=known.row.revision + 1, generation=known.row.generation + 1)
+        inst = _Inst(attrs.evolve(instance, **changes))  # type: ignore[arg-type]
         o.instances[instance.id] = inst
         o.put(inst, first, visible_at)
         if known is not None:
