@@ -49,10 +49,6 @@ async def timers(ctx: durable.Context) -> dict[str, Any]:
     return {"all": (t1 - t0).total_seconds(), "any": index, "then": (t2 - t1).total_seconds()}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a finished instance still takes turns: a leftover timer appends to its history",
-)
 async def test_timers_run_side_by_side_and_a_leftover_one_changes_nothing(
     autojump_clock: trio.abc.Clock,
 ) -> None:

@@ -15,6 +15,9 @@ contract, held by one conformance suite:
   removed, and the outbox — activity jobs published, timers and events put in
   inboxes, child instances created — or nothing at all: a commit whose lease
   ran out, or was taken over, raises ``LockLost`` and writes nothing.
+* **A finished instance takes no more turns**: events sent to it, and the
+  timers and events its last turn left, are dropped; ``take_work`` never
+  hands it out, so its row and history stay as that turn left them.
 * **Activity completions land in the inbox atomically with the job's
   completion**: an activity's job replies to :func:`inbox_channel` of its
   instance, and the broker's ``complete`` (or its dead-lettering) puts the
@@ -186,7 +189,7 @@ class OrchestrationStore(Protocol):
         ...
 
     async def send_event(self, instance_id: str, event: Event) -> None:
-        """Put ``event`` in the instance's inbox; :class:`UnknownInstance` if there is none."""
+        """Put ``event`` in the instance's inbox (dropped if it finished); :class:`UnknownInstance` if none."""
         ...
 
     async def instance(self, instance_id: str) -> Instance | None:

@@ -238,6 +238,24 @@ class CommitConformance(OrchestrationStoreBase):
             item = await self.take_turn(store)
             assert list(item.inbox) == [TaskCompleted(1, b"new run")]
 
+    async def test_a_finished_instance_takes_no_more_turns(
+        self, make_url: UrlFactory, broker_clock: trio.abc.Clock | None
+    ) -> None:
+        async with self.open(make_url()) as broker:
+            store = self.store(broker)
+            await self.create(store, "i")
+            item = await self.take_turn(store)
+            await store.send_event("i", EventRaised("during the last turn"))
+            timers = [(broker.clock() + self.delay, TimerFired(1, 0.0))]
+            await store.commit(item, turn(item, status=Status.COMPLETED, timers=timers))
+            done = await self.instance_of(store, "i")
+            history = await store.history("i")
+            await store.send_event("i", EventRaised("after the end"))
+            await store.send_event("i", ExecutionTerminated())
+            await self.assert_no_work(store, 3 * self.delay)  # the timer came due meanwhile
+            assert await store.instance("i") == done
+            assert await store.history("i") == history
+
     async def test_a_commits_timers_show_in_the_inbox_at_their_time(
         self, make_url: UrlFactory, broker_clock: trio.abc.Clock | None
     ) -> None:

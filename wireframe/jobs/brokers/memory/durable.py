@@ -149,6 +149,9 @@ class MemoryOrchestrationStore:
             for inst in o.instances.values():
                 if not inst.inbox:
                     continue
+                if inst.row.status.finished:  # nothing more happens to it: drop what came
+                    inst.inbox.clear()
+                    continue
                 if inst.token is not None and inst.expires > now:
                     wake_at = min(wake_at, inst.expires)
                     continue
@@ -208,6 +211,8 @@ class MemoryOrchestrationStore:
                 o.put(new, first, now)
         for event in commit.carryover:
             o.put(inst, event, -math.inf)  # ahead of what waits: ExecutionStarted first
+        if commit.status.finished:
+            inst.inbox.clear()  # its last turn: what it left (timers, events) never runs
         inst.token, inst.expires = None, -math.inf
         inst.touch(
             status=commit.status,
@@ -238,13 +243,14 @@ class MemoryOrchestrationStore:
         self._leased(item, "renewing the lease").expires = trio.current_time() + lease
 
     async def send_event(self, instance_id: str, event: Event) -> None:
-        """Put ``event`` in the instance's inbox; :class:`UnknownInstance` if there is none."""
+        """Put ``event`` in the instance's inbox (dropped if it finished); :class:`UnknownInstance` if none."""
         await trio.lowlevel.checkpoint()
         o = self._orchestrations()
         inst = o.instances.get(instance_id)
         if inst is None:
             raise UnknownInstance(f"no orchestration instance has id {instance_id!r}")
-        o.put(inst, event, trio.current_time())
+        if not inst.row.status.finished:  # a finished instance takes no more turns
+            o.put(inst, event, trio.current_time())
 
     async def instance(self, instance_id: str) -> Instance | None:
         """The instance's row, or None."""
