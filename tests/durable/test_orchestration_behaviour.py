@@ -165,10 +165,8 @@ async def test_terminate_ends_the_instance_and_its_children_unless_told_not_to(
     async with durable.connect(url()) as client:
         await client.start(forever, 2, instance_id="top")
         await client.start(forever, 1, instance_id="solo")
-        with trio.fail_after(10):
-            while len(await statuses(client)) < 5 or set((await statuses(client)).values()) != {
-                running
-            }:
+        with trio.fail_after(10):  # the whole tree is up: 2 + 1 children, each waiting
+            while list((await statuses(client)).values()) != [running] * 5:
                 await trio.sleep(0.1)
         await client.terminate("top", "stopped")
         for iid in ("top", "top:1", "top:1:1"):
