@@ -90,3 +90,15 @@ def test_the_suite_is_organised_by_role_and_broker_conformance_is_all_of_them() 
     every = {n for n in dir(testing.BrokerConformance) if n.startswith("test_")}
     assert every == set().union(*tests_of.values()), "BrokerConformance runs every role's tests"
     assert all(tests_of.values()), "each role has tests of its own"
+
+
+def test_the_orchestration_store_suite_is_exported_but_not_part_of_broker_conformance() -> None:
+    from wireframe import testing
+    from wireframe.testing.conformance import OrchestrationStoreConformance
+
+    assert testing.OrchestrationStoreConformance is OrchestrationStoreConformance
+    assert "OrchestrationStoreConformance" in testing.__all__
+    assert not issubclass(testing.BrokerConformance, OrchestrationStoreConformance)
+    ours = {n for n in dir(OrchestrationStoreConformance) if n.startswith("test_")}
+    assert ours, "the orchestration store suite has tests"
+    assert not ours & {n for n in dir(testing.BrokerConformance) if n.startswith("test_")}

@@ -15,6 +15,9 @@ contract, held by one conformance suite:
   removed, and the outbox — activity jobs published, timers and events put in
   inboxes, child instances created — or nothing at all: a commit whose lease
   ran out, or was taken over, raises ``LockLost`` and writes nothing.
+* **A finished instance takes no more turns**: events sent to it, and the
+  timers and events its last turn left, are dropped; ``take_work`` never
+  hands it out, so its row and history stay as that turn left them.
 * **Activity completions land in the inbox atomically with the job's
   completion**: an activity's job replies to :func:`inbox_channel` of its
   instance, and the broker's ``complete`` (or its dead-lettering) puts the
@@ -89,7 +92,7 @@ class Instance:
     updated_at: float = 0.0
     parent_id: str | None = None
     version: str | None = None
-    generation: int = 0  # how often it continued as new
+    generation: int = 0  # its run: bumped by each continue-as-new and by a replacement
     revision: int = 0  # bumped by every change: what :meth:`wait_changed` waits past
 
 
@@ -162,7 +165,11 @@ class OrchestrationStore(Protocol):
         """Create ``instance`` with ``first`` in its inbox, visible at ``visible_at``.
 
         Raises :class:`InstanceExists` if the id exists, unless ``replace`` and
-        the existing instance finished (it is dropped with its history).
+        the existing instance finished (it is dropped with its history and
+        inbox). A replacement's ``revision`` and ``generation`` go on from the
+        old instance's (one past each): a ``wait_changed`` past the old
+        revision wakes for it, and the old run's activities, which may still
+        be running, reply to a generation that is gone.
         """
         ...
 
@@ -183,7 +190,7 @@ class OrchestrationStore(Protocol):
         ...
 
     async def send_event(self, instance_id: str, event: Event) -> None:
-        """Put ``event`` in the instance's inbox; :class:`UnknownInstance` if there is none."""
+        """Put ``event`` in the instance's inbox (dropped if it finished); :class:`UnknownInstance` if none."""
         ...
 
     async def instance(self, instance_id: str) -> Instance | None:

@@ -29,7 +29,9 @@ from wireframe.durable.history import (
     Event,
     EventRaised,
     EventSent,
+    ExecutionCompleted,
     ExecutionStarted,
+    OrchestratorStarted,
     TaskScheduled,
     TimerCreated,
     TimerFired,
@@ -214,8 +216,10 @@ class OrchestrationWorker:
         now = self._offset + self.broker.clock()
         try:
             spec = spec_named(inst.name)
-        except Exception as exc:
-            return Turn([], "failed", error=str(exc))
+        except Exception as exc:  # the history still tells how it began and why it failed
+            error = str(exc)
+            done = ExecutionCompleted("failed", None, error)
+            return Turn([OrchestratorStarted(now), *item.inbox, done], "failed", error=error)
         if len(item.history) < _THREAD_AT:
             return run_turn(spec, inst.id, item.history, item.inbox, now)
         return await trio.to_thread.run_sync(run_turn, spec, inst.id, item.history, item.inbox, now)

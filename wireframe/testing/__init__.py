@@ -7,9 +7,11 @@ conformance suite, :class:`BrokerConformance`, is pytest tests: it lives in
 :mod:`wireframe.testing.conformance`, one class per role of the broker
 protocol (``WorkQueueConformance``, ``ReplyChannelConformance``,
 ``BroadcastConformance``, ``PresenceConformance``, ``JobStoreConformance``,
-``LimitsConformance``, ``AdminConformance``), and
-is loaded on first use of one of those names (``from wireframe.testing import
-BrokerConformance`` keeps working), which is when pytest is needed.
+``LimitsConformance``, ``AdminConformance``), with the durable orchestration
+store's ``OrchestrationStoreConformance`` beside them (not part of
+``BrokerConformance``), and is loaded on first use of one of those names
+(``from wireframe.testing import BrokerConformance`` keeps working), which is
+when pytest is needed.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
         BrokerConformance,
         JobStoreConformance,
         LimitsConformance,
+        OrchestrationStoreConformance,
         PresenceConformance,
         ReplyChannelConformance,
         WorkQueueConformance,
@@ -40,6 +43,7 @@ __all__ = [
     "JobStoreConformance",
     "LimitsConformance",
     "OffsetClock",
+    "OrchestrationStoreConformance",
     "PresenceConformance",
     "ReplyChannelConformance",
     "UrlFactory",
@@ -138,6 +142,7 @@ _CONFORMANCE = frozenset(
         "BroadcastConformance",
         "BrokerConformance",
         "JobStoreConformance",
+        "OrchestrationStoreConformance",
         "PresenceConformance",
         "ReplyChannelConformance",
         "WorkQueueConformance",

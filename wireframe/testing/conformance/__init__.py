@@ -17,8 +17,11 @@ of its own, all sharing :class:`~wireframe.testing.conformance.base.ConformanceB
 :class:`BroadcastConformance`, :class:`PresenceConformance`,
 :class:`JobStoreConformance`, :class:`LimitsConformance` and :class:`AdminConformance`. ``BrokerConformance`` is all of them; subclass one
 role's class instead to run that role alone (while a broker is being written,
-say). A role added to the protocol later (the durable store) brings its own
-class here, beside these.
+say). A role added to the protocol later brings its own class here, beside
+these: :class:`OrchestrationStoreConformance` (the durable orchestration store,
+:mod:`.orchestrations`) is one, and is *not* part of ``BrokerConformance``,
+since not every broker keeps orchestrations yet; a broker that does subclasses
+it beside ``BrokerConformance``.
 
 This package imports pytest; :mod:`wireframe.testing` loads it only when
 ``BrokerConformance`` (or a role's class) is asked for, so the rest of
@@ -50,6 +53,7 @@ from wireframe.testing.conformance.base import ConformanceBase
 from wireframe.testing.conformance.broadcast import BroadcastConformance
 from wireframe.testing.conformance.job_store import JobStoreConformance
 from wireframe.testing.conformance.limits import LimitsConformance
+from wireframe.testing.conformance.orchestrations import OrchestrationStoreConformance
 from wireframe.testing.conformance.presence import PresenceConformance
 from wireframe.testing.conformance.reply_channels import ReplyChannelConformance
 from wireframe.testing.conformance.work_queue import WorkQueueConformance
@@ -61,6 +65,7 @@ __all__ = [
     "ConformanceBase",
     "JobStoreConformance",
     "LimitsConformance",
+    "OrchestrationStoreConformance",
     "PresenceConformance",
     "ReplyChannelConformance",
     "WorkQueueConformance",

@@ -131,11 +131,14 @@ class MemoryOrchestrationStore:
                 f"an instance with id {instance.id!r} exists ({known.row.status.value})"
             )
         now = o.epoch()
-        inst = _Inst(attrs.evolve(instance, created_at=now, updated_at=now))
+        changes: dict[str, object] = {"created_at": now, "updated_at": now}
+        if known is not None:  # a replacement goes on from the old run (see the protocol)
+            changes.update(revision=known.row.revision + 1, generation=known.row.generation + 1)
+        inst = _Inst(attrs.evolve(instance, **changes))  # type: ignore[arg-type]
         o.instances[instance.id] = inst
         o.put(inst, first, visible_at)
         if known is not None:
-            known.touch()
+            known.changed.set()
 
     async def take_work(self, limit: int, lease: float) -> list[WorkItem]:
         """Lease up to ``limit`` instances with visible inbox events; block until one."""
@@ -145,6 +148,9 @@ class MemoryOrchestrationStore:
             now, items, wake_at = trio.current_time(), [], math.inf
             for inst in o.instances.values():
                 if not inst.inbox:
+                    continue
+                if inst.row.status.finished:  # nothing more happens to it: drop what came
+                    inst.inbox.clear()
                     continue
                 if inst.token is not None and inst.expires > now:
                     wake_at = min(wake_at, inst.expires)
@@ -205,6 +211,8 @@ class MemoryOrchestrationStore:
                 o.put(new, first, now)
         for event in commit.carryover:
             o.put(inst, event, -math.inf)  # ahead of what waits: ExecutionStarted first
+        if commit.status.finished:
+            inst.inbox.clear()  # its last turn: what it left (timers, events) never runs
         inst.token, inst.expires = None, -math.inf
         inst.touch(
             status=commit.status,
@@ -235,13 +243,14 @@ class MemoryOrchestrationStore:
         self._leased(item, "renewing the lease").expires = trio.current_time() + lease
 
     async def send_event(self, instance_id: str, event: Event) -> None:
-        """Put ``event`` in the instance's inbox; :class:`UnknownInstance` if there is none."""
+        """Put ``event`` in the instance's inbox (dropped if it finished); :class:`UnknownInstance` if none."""
         await trio.lowlevel.checkpoint()
         o = self._orchestrations()
         inst = o.instances.get(instance_id)
         if inst is None:
             raise UnknownInstance(f"no orchestration instance has id {instance_id!r}")
-        o.put(inst, event, trio.current_time())
+        if not inst.row.status.finished:  # a finished instance takes no more turns
+            o.put(inst, event, trio.current_time())
 
     async def instance(self, instance_id: str) -> Instance | None:
         """The instance's row, or None."""

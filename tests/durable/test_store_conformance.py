@@ -1,0 +1,20 @@
+"""The orchestration store conformance suite of ``wireframe.testing``, run on ``memory://``."""
+
+from __future__ import annotations
+
+import pytest
+from trio.testing import MockClock
+
+from wireframe.testing import OrchestrationStoreConformance, fresh_memory_url
+
+
+class TestMemoryOrchestrationStore(OrchestrationStoreConformance):
+    """``memory://``, in virtual time: its leases and inboxes follow trio's clock."""
+
+    @pytest.fixture
+    def broker_url(self) -> str:
+        return fresh_memory_url()
+
+    @pytest.fixture
+    def broker_clock(self) -> MockClock:
+        return MockClock(autojump_threshold=0)
