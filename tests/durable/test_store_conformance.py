@@ -1,6 +1,8 @@
-"""The orchestration store conformance suite of ``wireframe.testing``, run on ``memory://``."""
+"""The orchestration store conformance suite of ``wireframe.testing``, run on each store."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from trio.testing import MockClock
@@ -18,3 +20,11 @@ class TestMemoryOrchestrationStore(OrchestrationStoreConformance):
     @pytest.fixture
     def broker_clock(self) -> MockClock:
         return MockClock(autojump_threshold=0)
+
+
+class TestSqliteOrchestrationStore(OrchestrationStoreConformance):
+    """SQLite, in real time: leases and visibility are wall-clock seconds."""
+
+    @pytest.fixture
+    def broker_url(self, tmp_path: Path) -> str:
+        return f"sqlite:///{tmp_path}/jobs.db"

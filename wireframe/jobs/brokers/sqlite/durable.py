@@ -163,8 +163,8 @@ def create(
     if known is not None:
         if not (replace and known.status.finished):
             raise InstanceExists(f"an instance with id {inst.id!r} exists ({known.status.value})")
-        _drop(conn, inst.id)
-        inst = attrs.evolve(inst, revision=known.revision + 1)
+        _drop(conn, inst.id)  # a replacement goes on from the old run (see the protocol)
+        inst = attrs.evolve(inst, revision=known.revision + 1, generation=known.generation + 1)
     _insert(conn, inst, now)
     _put(conn, inst.id, first, visible_at)
 
@@ -193,10 +193,25 @@ def take(conn: sqlite3.Connection, limit: int, lease: float, now: float) -> Take
         ).fetchone()
         if row is None:
             continue
+        if Status(row[2]).finished:  # nothing more happens to it: drop what came
+            _clear_inbox(conn, iid)
+            continue
         if row[-1] > now:  # leased to another turn
             next_due = row[-1] if next_due is None else min(next_due, row[-1])
             continue
-        items.append(_lease(conn, _instance(row), lease, now))
+        item = _lease(conn, _instance(row), lease, now)
+        if not item.inbox:  # only replies of a run that is gone: drop them, no turn
+            _, last_reply = item.taken
+            conn.execute(
+                "UPDATE wf_instances SET lease_token = NULL, lease_expires = 0 WHERE id = ?",
+                (iid,),
+            )
+            conn.execute(
+                "DELETE FROM wf_replies WHERE channel = ? AND seq <= ?",
+                (INBOX_PREFIX + iid, last_reply),
+            )
+            continue
+        items.append(item)
         if len(items) == limit:
             break
     if not items:
@@ -293,6 +308,8 @@ def commit_turn(conn: sqlite3.Connection, item: WorkItem, c: Commit, now: float)
             _put(conn, child.id, first, now)
     for event in c.carryover:
         _put(conn, iid, event, -math.inf)
+    if c.status.finished:  # its last turn: what it left (timers, events) never runs
+        _clear_inbox(conn, iid)
     conn.execute(
         "UPDATE wf_instances SET status = ?, output = ?, error = ?, custom_status = ?,"
         " updated_at = ?, generation = ?, revision = revision + 1, lease_token = NULL,"
@@ -303,6 +320,11 @@ def commit_turn(conn: sqlite3.Connection, item: WorkItem, c: Commit, now: float)
         ),
     )  # fmt: skip
     return list(by_queue)
+
+
+def _clear_inbox(conn: sqlite3.Connection, iid: str) -> None:
+    conn.execute("DELETE FROM wf_inbox WHERE instance_id = ?", (iid,))
+    conn.execute("DELETE FROM wf_replies WHERE channel = ?", (INBOX_PREFIX + iid,))
 
 
 def _drop_stale_inbox(conn: sqlite3.Connection, iid: str) -> None:
@@ -395,14 +417,17 @@ class SqliteOrchestrationStore(_BrokerParts):
         await self._write(extend)
 
     async def send_event(self, instance_id: str, event: Event) -> None:
-        """Put ``event`` in the instance's inbox; :class:`UnknownInstance` if there is none."""
+        """Put ``event`` in the instance's inbox (dropped if it finished); :class:`UnknownInstance` if none."""
         clock = self._clock
 
         def send(conn: sqlite3.Connection) -> None:
-            if conn.execute("SELECT 1 FROM wf_instances WHERE id = ?", (instance_id,)).fetchone():
-                _put(conn, instance_id, event, clock())
-            else:
+            row = conn.execute(
+                "SELECT status FROM wf_instances WHERE id = ?", (instance_id,)
+            ).fetchone()
+            if row is None:
                 raise UnknownInstance(f"no orchestration instance has id {instance_id!r}")
+            if not Status(row[0]).finished:  # a finished instance takes no more turns
+                _put(conn, instance_id, event, clock())
 
         await self._write(send)
         self._notify(("o", ""))
