@@ -229,3 +229,22 @@ async def test_the_worker_service_runs_orchestrators_the_imports_define(
 @durable.orchestrator
 async def chain_of_two(ctx: durable.Context, who: str) -> list[str]:
     return [await ctx.call(Greet(), who), await ctx.call(Greet(), who)]
+
+
+@durable.orchestrator
+async def adopts(ctx: durable.Context) -> str:
+    try:
+        await ctx.call_orchestrator(kid, 1, instance_id="taken")
+    except durable.ChildFailed as exc:
+        return str(exc)
+    return "started"
+
+
+async def test_a_child_whose_id_is_taken_fails_in_its_parent(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with durable.connect(url()) as client:
+        await client.start(waits, instance_id="taken")
+        iid = await client.start(adopts)
+        inst = await client.wait_completed(iid, timeout=60)
+    assert "'taken' is taken by another instance" in inst.output

@@ -166,10 +166,21 @@ class Client:
                 f"purge: instance {instance_id!r} is {inst.status.value}; only a completed, "
                 "failed or terminated instance can be purged (terminate it first)"
             )
-        if recursive:
-            for child in await self._children(instance_id):
-                await self.purge(child.id, recursive=True)
-        await self.store.purge_instance(instance_id)
+        family = [inst, *(await self._descendants(instance_id))] if recursive else [inst]
+        running = [i.id for i in family if not i.status.finished]
+        if running:  # purge all or nothing
+            raise DurableError(
+                f"purge: instance {instance_id!r} has unfinished children {running}; "
+                "terminate them first, or purge with recursive=False"
+            )
+        for member in reversed(family):
+            await self.store.purge_instance(member.id)
+
+    async def _descendants(self, instance_id: str) -> builtins.list[Instance]:
+        found = []
+        for child in await self._children(instance_id):
+            found += [child, *(await self._descendants(child.id))]
+        return found
 
     async def list(
         self, status: Status | str | None = None, limit: int = 100

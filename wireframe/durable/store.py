@@ -34,7 +34,13 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 
 from wireframe.durable.errors import DurableError
-from wireframe.durable.history import Event, TaskCompleted, TaskFailed
+from wireframe.durable.history import (
+    ChildFailed,
+    Event,
+    ExecutionStarted,
+    TaskCompleted,
+    TaskFailed,
+)
 from wireframe.jobs.broker import DURABLE_INBOX_PREFIX, BrokerError, LockLost, Message, Reply
 
 __all__ = [
@@ -48,6 +54,7 @@ __all__ = [
     "UnknownInstance",
     "WorkItem",
     "activity_message_id",
+    "child_exists",
     "inbox_channel",
     "reply_event",
 ]
@@ -212,6 +219,14 @@ class OrchestrationStore(Protocol):
     async def purge_instance(self, instance_id: str) -> bool:
         """Remove a finished instance with its history; False if there is none."""
         ...
+
+
+def child_exists(child: Instance, first: Event) -> Event:
+    """The event telling a parent its child could not start: the child's id is taken."""
+    action = first.parent_action if isinstance(first, ExecutionStarted) else 0
+    return ChildFailed(
+        action, f"instance id {child.id!r} is taken by another instance: the child never started"
+    )
 
 
 def inbox_channel(instance_id: str) -> str:

@@ -39,6 +39,7 @@ from wireframe.durable.store import (
     TurnLost,
     UnknownInstance,
     WorkItem,
+    child_exists,
     reply_event,
 )
 from wireframe.jobs.broker import Message, Reply
@@ -204,11 +205,13 @@ class MemoryOrchestrationStore:
             if other is not None and not other.row.status.finished:
                 o.put(other, event, now)
         for child, first in commit.children:
-            if child.id not in o.instances:
-                epoch = o.epoch()
-                new = _Inst(attrs.evolve(child, created_at=epoch, updated_at=epoch))
-                o.instances[child.id] = new
-                o.put(new, first, now)
+            if child.id in o.instances:  # taken by another instance: the child fails
+                o.put(inst, child_exists(child, first), now)
+                continue
+            epoch = o.epoch()
+            new = _Inst(attrs.evolve(child, created_at=epoch, updated_at=epoch))
+            o.instances[child.id] = new
+            o.put(new, first, now)
         for event in commit.carryover:
             o.put(inst, event, -math.inf)  # ahead of what waits: ExecutionStarted first
         if commit.status.finished:

@@ -43,6 +43,7 @@ from wireframe.durable.store import (
     TurnLost,
     UnknownInstance,
     WorkItem,
+    child_exists,
     reply_event,
 )
 from wireframe.jobs.broker import Message, Reply
@@ -303,9 +304,11 @@ def commit_turn(conn: sqlite3.Connection, item: WorkItem, c: Commit, now: float)
         if row is not None and not Status(row[0]).finished:
             _put(conn, other, event, now)
     for child, first in c.children:
-        if _get(conn, child.id) is None:
-            _insert(conn, child, now)
-            _put(conn, child.id, first, now)
+        if _get(conn, child.id) is not None:  # taken by another instance: the child fails
+            _put(conn, iid, child_exists(child, first), now)
+            continue
+        _insert(conn, child, now)
+        _put(conn, child.id, first, now)
     for event in c.carryover:
         _put(conn, iid, event, -math.inf)
     if c.status.finished:  # its last turn: what it left (timers, events) never runs
