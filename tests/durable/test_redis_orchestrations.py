@@ -1,0 +1,124 @@
+"""Orchestrations on the Redis broker: a job worker and an orchestration worker on one Redis.
+
+The scenarios of ``test_sqlite_orchestrations.py`` on Redis (real time, so
+timers are short; another broker opened on the same URL plays a second
+process's client), then what only the Redis design has: a take that blocks in
+Redis and is woken by a send, an activity's reply that makes its instance
+ready in the completing script, commits that cannot land twice, and the
+number of Redis commands a turn costs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+from wireframe import durable, jobs
+from wireframe.durable import history as h
+from wireframe.durable.registry import spec_named
+from wireframe.durable.replay import run_turn
+from wireframe.durable.worker import commit_of
+from wireframe.jobs.brokers.redis import RedisBroker
+
+pytestmark = pytest.mark.redis
+
+
+@attrs.frozen
+class Square(jobs.Operation[int, int], name="durable-redis-square"):
+    def execute(self, x: int) -> int:
+        return x * x
+
+
+@attrs.frozen
+class Fails(jobs.Operation[int, int], name="durable-redis-fails"):
+    async def execute(self, x: int) -> int:
+        raise RuntimeError(f"no {x}")
+
+
+@durable.orchestrator
+async def redis_squares(ctx: durable.Context, n: int) -> dict[str, Any]:
+    first = await ctx.call(Square(), n)
+    await ctx.sleep(0.2)
+    rest = await ctx.all([ctx.call(Square(), i) for i in range(n)])
+    try:
+        await ctx.call(Fails(), n)
+    except durable.ActivityFailed as exc:
+        caught = exc.error.message
+    event = await ctx.wait_for_event("go", timeout=30)
+    return {"first": first, "rest": rest, "caught": caught, "event": event}
+
+
+@durable.orchestrator
+async def redis_kid(ctx: durable.Context, n: int) -> int:
+    await ctx.sleep(0.05 * n)
+    return n * 10
+
+
+@durable.orchestrator
+async def redis_family(ctx: durable.Context) -> list[int]:
+    return await ctx.all([ctx.call_orchestrator(redis_kid, n) for n in (1, 2, 3)])
+
+
+@durable.orchestrator
+async def redis_looping(ctx: durable.Context, n: int) -> int:
+    if n < 3:
+        await ctx.call(Square(), n)
+        ctx.continue_as_new(n + 1)
+    return n
+
+
+@durable.orchestrator
+async def redis_waits(ctx: durable.Context) -> list[Any]:
+    return [await ctx.wait_for_event("go"), await ctx.wait_for_event("go")]
+
+
+@pytest.fixture
+def url(fresh_redis_url: Callable[..., str]) -> str:
+    """A Redis broker URL under this test's own key prefix (deleted afterwards)."""
+    return fresh_redis_url()
+
+
+@asynccontextmanager
+async def workers(url: str) -> AsyncIterator[durable.Client]:
+    async with jobs.open_broker(url) as broker, trio.open_nursery() as nursery:
+        await nursery.start(jobs.Worker(broker, concurrency=8).serve)
+        await nursery.start(durable.OrchestrationWorker(broker, concurrency=4).serve)
+        async with jobs.open_broker(url) as other:
+            yield durable.Client(other)
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_orchestration_runs_to_the_end_on_redis(url: str) -> None:
+    async with workers(url) as client:
+        iid = await client.start(redis_squares, 4, instance_id="sq")
+        await client.wait_started(iid, timeout=10)
+        await client.raise_event(iid, "go", {"ok": True})
+        inst = await client.wait_completed(iid, timeout=30)
+        history = await client.history(iid)
+    assert inst.status is durable.Status.COMPLETED, inst.error
+    assert inst.output == {
+        "first": 16,
+        "rest": [0, 1, 4, 9],
+        "caught": "no 4",
+        "event": {"ok": True},
+    }
+    completed = [e.action for e in history if isinstance(e, h.TaskCompleted)]
+    assert len(completed) == len(set(completed)) == 6, "each activity's result recorded once"
+
+
+async def test_the_store_survives_a_reopen_and_an_instance_finishes_there(url: str) -> None:
+    async with jobs.open_broker(url) as broker:
+        iid = await durable.Client(broker).start(redis_squares, 2, instance_id="later")
+    async with workers(url) as client:  # "another process", after a restart
+        await client.raise_event(iid, "go", 1)
+        inst = await client.wait_completed(iid, timeout=30)
+        assert inst.output["rest"] == [0, 1]
+        with pytest.raises(durable.InstanceExists):
+            await client.start(redis_squares, 2, instance_id="later")
+        await client.purge(iid)
+        assert await client.get(iid) is None and await client.history(iid) == []
