@@ -122,3 +122,84 @@ async def test_the_store_survives_a_reopen_and_an_instance_finishes_there(url: s
             await client.start(redis_squares, 2, instance_id="later")
         await client.purge(iid)
         assert await client.get(iid) is None and await client.history(iid) == []
+
+
+async def test_children_continue_as_new_suspend_and_terminate_on_redis(url: str) -> None:
+    async with workers(url) as client:
+        fam = await client.start(redis_family, instance_id="fam")
+        loop = await client.start(redis_looping, 0, instance_id="loop")
+        w = await client.start(redis_waits, instance_id="w")
+        await client.wait_started(w, timeout=10)
+        await client.suspend(w, "maintenance")
+        await client.raise_event(w, "go", 1)
+        await trio.sleep(0.3)
+        assert (await client.get(w)).status is durable.Status.SUSPENDED  # type: ignore[union-attr]
+        await client.resume(w)
+        await client.raise_event(w, "go", 2)
+        assert (await client.wait_completed(w, timeout=10)).output == [1, 2]
+        assert (await client.wait_completed(fam, timeout=10)).output == [10, 20, 30]
+        children = [i for i in await client.list() if i.parent_id == "fam"]
+        assert sorted(c.id for c in children) == ["fam:1", "fam:2", "fam:3"]
+        done = await client.wait_completed(loop, timeout=10)
+        assert (done.output, done.generation) == (3, 3)
+        assert sum(isinstance(e, h.ExecutionStarted) for e in await client.history(loop)) == 1
+        other = await client.start(redis_waits, instance_id="w2")
+        await client.terminate(other, "stopped")
+        inst = await client.wait_completed(other, timeout=10)
+        assert (inst.status, inst.output) == (durable.Status.TERMINATED, "stopped")
+        await client.purge(fam)
+        listed = [i.id for i in await client.list()]
+        assert listed[0] == "w2" and sorted(listed) == ["loop", "w", "w2"]  # newest first
+
+
+async def test_a_waiting_take_is_woken_by_a_send_not_by_polling(url: str) -> None:
+    async with jobs.open_broker(url) as one, jobs.open_broker(url) as two:
+        client = durable.Client(two)
+        iid = await client.start(redis_waits, instance_id="w")
+        store = durable.worker.store_of(one)
+        [item] = await store.take_work(1, lease=30)
+        await store.commit(item, commit_of(item, _turn(item), "default", 0.0))
+        got: list[Any] = []
+
+        async def take() -> None:
+            got.extend(await store.take_work(4, lease=30))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(take)
+            await trio.sleep(0.5)
+            assert not got
+            sent = trio.current_time()
+            await client.raise_event(iid, "go", 1)
+            with trio.fail_after(2):  # a take blocks up to 5 s server-side between looks
+                while not got:
+                    await trio.sleep(0.01)
+            assert trio.current_time() - sent < 1
+    assert [i.inbox for i in got] == [[h.EventRaised("go", 1)]]
+
+
+def _turn(item: Any) -> Any:
+    return run_turn(spec_named(item.instance.name), item.instance.id, item.history, item.inbox, 0)
+
+
+async def test_a_stale_turn_cannot_commit_and_a_lost_answer_repeats_harmlessly(url: str) -> None:
+    async with jobs.open_broker(url) as broker:
+        assert isinstance(broker, RedisBroker)
+        client = durable.Client(broker)
+        iid = await client.start(redis_waits)
+        [stale] = await broker.take_work(1, lease=0.05)
+        await trio.sleep(0.1)  # the lease ran out
+        [fresh] = await broker.take_work(1, lease=30)
+        turn = _turn(stale)
+        await broker.commit(fresh, commit_of(fresh, turn, "default", 0.0))
+        # the same commit again (as after an answer lost on the way): it landed, ok
+        await broker.commit(fresh, commit_of(fresh, turn, "default", 0.0))
+        for end in (
+            broker.commit(stale, commit_of(stale, turn, "default", 0.0)),
+            broker.release(fresh, 0.0),
+            broker.extend_work(fresh, 30),
+        ):
+            with pytest.raises(jobs.LockLost):
+                await end
+        history = await broker.history(iid)
+    assert sum(isinstance(e, h.ExecutionStarted) for e in history) == 1
+    assert len(history) == len(turn.events)

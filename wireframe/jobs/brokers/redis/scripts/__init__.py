@@ -209,7 +209,8 @@ local function entomb(dead, prefix, f, total, reason, level)
   redis.call('XADD', dead, '*', 'i', id, 'b', f['b'] or '', 'r', reply_to, 'why', reason,
              'n', total, 't', now, unpack(extra))
   if reply_to ~= '' then
-    post_reply(prefix, prefix .. 'c:' .. reply_to, reply_to, cmsgpack.pack({id, 1, reason}), now)
+    post_reply(prefix, prefix .. 'c:' .. reply_to, reply_to, cmsgpack.pack({id, 1, reason}), now,
+              id)
   end
 end
 

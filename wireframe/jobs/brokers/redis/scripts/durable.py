@@ -8,9 +8,9 @@ Redis ``TIME``):
   and version as msgpack (absent: None), ``ca ua`` created and updated at,
   ``g`` generation, ``r`` revision; ``lt`` the token of the turn that holds its
   lease and ``le`` when the lease ends (0: none; a release with a delay sets it
-  without a token: held back until then); ``ct`` the token of the last turn
-  that committed or released (a repeat of that call after a lost answer is
-  answered ``ok``).
+  without a token: held back until then); ``ct`` how the last turn ended,
+  ``c:TOKEN`` (committed) or ``r:TOKEN`` (released): a repeat of that call
+  after a lost answer is answered ``ok``, any other call of that turn ``lost``.
 * ``P oh:I`` - LIST, the history: encoded events (:mod:`wireframe.durable.codec`),
   oldest first.
 * ``P ob:I`` - ZSET, the inbox: events not applied yet, scored by when each is
@@ -119,13 +119,14 @@ local function score_of(delay, now)
 end
 
 -- the row fields lt, le, ct, s, g of `iid` when the turn `token` holds its lease; else
--- nil and the outcome to answer: 'lost', or 'ok' when `repeat` and that turn already
--- committed (or released): this call is a repeat after a lost answer
-local function leased(prefix, iid, token, now, repeat_ok)
+-- nil and the outcome to answer: 'lost', or 'ok' when the row's last end of a turn
+-- is `ended` ('c:' or 'r:' and the token: this turn committed, or released): this
+-- call is a repeat of that one after its answer was lost
+local function leased(prefix, iid, token, now, ended)
   local ok, r = pcall(redis.call, 'HMGET', prefix .. 'oi:' .. iid, 'lt', 'le', 'ct', 's', 'g')
   if not (ok and r[4]) then return nil, 'lost' end
   if r[1] == token and (tonumber(r[2]) or 0) > now then return r, nil end
-  if repeat_ok and r[3] == token then return nil, 'ok' end
+  if ended and r[3] == ended then return nil, 'ok' end
   return nil, 'lost'
 end
 """.replace("WAITER_TTL", str(_WAITER_TTL_MS))
@@ -136,14 +137,16 @@ _PRELUDE = PRELUDE + _HELPERS
 #: '-inf'), first event (flagged), then the row's field, value pairs (count first).
 #: Returns {1} (created), {0, status} (exists, not replaced), {-1, type} (the row
 #: key holds something else). A finished instance is replaced when asked: dropped
-#: with everything it held, the new one's revision going on from its, its waits woken.
+#: with everything it held, the new one's revision and generation going on from its
+#: (one past each: an activity of the old run still running replies to a generation
+#: that is gone), its waits woken.
 CREATE = (
     _PRELUDE
     + r"""
 local prefix, iid = ARGV[1], ARGV[2]
 local row = prefix .. 'oi:' .. iid
 local now = now_ms()
-local ok, old = pcall(redis.call, 'HMGET', row, 's', 'r')
+local ok, old = pcall(redis.call, 'HMGET', row, 's', 'r', 'g')
 if not ok then return {-1, redis.call('TYPE', row)['ok']} end
 local revision = 0
 if old[1] then
@@ -152,6 +155,7 @@ if old[1] then
   revision = (tonumber(old[2]) or 0) + 1
 end
 new_row(prefix, iid, 6, now, revision)
+if old[1] then redis.call('HSET', row, 'g', (tonumber(old[3]) or 0) + 1) end
 local score = score_of(ARGV[4], now)
 inbox_add(prefix, iid, score, ARGV[5])
 durable_due(prefix, iid, score, true)
@@ -234,7 +238,7 @@ COMMIT = (
     + r"""
 local prefix, iid, token, group = ARGV[1], ARGV[2], ARGV[3], ARGV[9]
 local now = now_ms()
-local r, outcome = leased(prefix, iid, token, now, true)
+local r, outcome = leased(prefix, iid, token, now, 'c:' .. token)
 if not r then return outcome end
 local row, history, inbox = prefix .. 'oi:' .. iid, prefix .. 'oh:' .. iid, prefix .. 'ob:' .. iid
 local channel = channel_of(prefix, iid)
@@ -309,7 +313,8 @@ for _ = 1, count() do
   inbox_add(prefix, iid, '-inf', ARGV[k])
   k = k + 1
 end
-local set, unset = {'s', ARGV[5], 'ua', now, 'g', generation, 'le', 0, 'ct', token}, {'lt'}
+local set = {'s', ARGV[5], 'ua', now, 'g', generation, 'le', 0, 'ct', 'c:' .. token}
+local unset = {'lt'}
 for j, field in ipairs({'out', 'cs', 'err'}) do
   if ARGV[5 + j] ~= '' then
     set[#set + 1] = field
@@ -336,15 +341,15 @@ RELEASE = (
     + r"""
 local prefix, iid, token = ARGV[1], ARGV[2], ARGV[3]
 local now = now_ms()
-local r, outcome = leased(prefix, iid, token, now, true)
+local r, outcome = leased(prefix, iid, token, now, 'r:' .. token)
 if not r then return outcome end
 local row, delay = prefix .. 'oi:' .. iid, tonumber(ARGV[4])
 redis.call('HDEL', row, 'lt')
 if delay > 0 then
-  redis.call('HSET', row, 'le', now + delay, 'ct', token)
+  redis.call('HSET', row, 'le', now + delay, 'ct', 'r:' .. token)
   durable_due(prefix, iid, now + delay, false)
 else
-  redis.call('HSET', row, 'le', 0, 'ct', token)
+  redis.call('HSET', row, 'le', 0, 'ct', 'r:' .. token)
   place(prefix, iid, now)
 end
 return 'ok'
@@ -357,7 +362,7 @@ EXTEND = (
     + r"""
 local prefix, iid = ARGV[1], ARGV[2]
 local now = now_ms()
-local r, outcome = leased(prefix, iid, ARGV[3], now, false)
+local r, outcome = leased(prefix, iid, ARGV[3], now, nil)
 if not r then return outcome end
 local until_ms = now + tonumber(ARGV[4])
 redis.call('HSET', prefix .. 'oi:' .. iid, 'le', until_ms)

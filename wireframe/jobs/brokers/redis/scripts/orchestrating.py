@@ -6,7 +6,8 @@ before the job-record helpers, because the scripts that post a job's reply -
 :func:`post_reply`: a reply to a channel starting with
 :data:`~wireframe.jobs.broker.DURABLE_INBOX_PREFIX` is an activity's completion
 for an orchestration instance, so in the same step it marks that instance ready
-(and wakes a waiting ``take_work``), or is dropped when the instance is gone.
+(and wakes a waiting ``take_work``), or is dropped when the instance is gone or
+the reply is of another of its runs (a generation continued as new, or replaced).
 The scripts of the orchestration store itself, and the keys, are in
 :mod:`.durable`.
 """
@@ -60,13 +61,32 @@ local function inbox_add(prefix, iid, score, event)
   redis.call('ZADD', prefix .. 'ob:' .. iid, score, string.format('%0SEQ_WIDTHd', seq) .. event)
 end
 
--- post the packed reply `payload` for `channel` to its reply list `key`. A reply to an
--- orchestration's inbox channel is an activity's completion: posted only while the
--- instance exists (a purged one's is dropped), and the instance is due now.
-local function post_reply(prefix, key, channel, payload, now)
+-- the message id a packed reply [message id, kind, payload] starts with, or nil
+local function reply_id(payload)
+  local b = string.byte(payload, 2) or 0
+  if b >= 0xa0 and b <= 0xbf then return string.sub(payload, 3, 2 + b - 0xa0) end
+  if b == 0xd9 or b == 0xc4 then
+    return string.sub(payload, 4, 3 + string.byte(payload, 3))
+  end
+  if b == 0xda or b == 0xc5 then
+    local n = string.byte(payload, 3) * 256 + string.byte(payload, 4)
+    return string.sub(payload, 5, 4 + n)
+  end
+  return nil
+end
+
+-- post the packed reply `payload` for `channel` to its reply list `key` (`id`: the
+-- message id, read from the payload when nil). A reply to an orchestration's inbox
+-- channel is an activity's completion: posted only when it is of the instance's
+-- current run (message id 'I|GENERATION|ACTION'; a purged instance's, or a
+-- replaced or continued run's, goes nowhere), and the instance is due now.
+local function post_reply(prefix, key, channel, payload, now, id)
   if string.sub(channel, 1, #DURABLE_INBOX) == DURABLE_INBOX then
     local iid = string.sub(channel, #DURABLE_INBOX + 1)
-    if redis.call('EXISTS', prefix .. 'oi:' .. iid) == 0 then return end
+    local owner, gen = string.match(id or reply_id(payload) or '', '^(.*)|([^|]*)|%d+$')
+    if owner ~= iid then return end
+    local ok, g = pcall(redis.call, 'HGET', prefix .. 'oi:' .. iid, 'g')
+    if not (ok and g and g == gen) then return end
     redis.call('LPUSH', key, payload)
     durable_ready(prefix, iid, now, now)
     return
