@@ -190,6 +190,7 @@ class RedisOrchestrationStore(_BrokerParts):
     def _init_orchestrations(self) -> None:
         self._durable = _Scripts(self._conn)
         self._waits = itertools.count(1)
+        self._sent: list[str] = []  # tokens of answered sends, to delete
 
     def _delay(self, visible_at: float) -> str:
         """A visibility on the broker's clock as the scripts take it: ms from now, or '-inf'."""
@@ -205,8 +206,9 @@ class RedisOrchestrationStore(_BrokerParts):
     ) -> None:
         """Create ``instance`` with ``first`` in its inbox (see the protocol)."""
         args: list[Arg] = [self._keys.prefix, instance.id, "1" if replace else "0"]
-        args += [self._delay(visible_at), _member(first), *_row_fields(instance)]
-        # a repeat after a lost answer finds the instance it made: InstanceExists
+        args += [self._delay(visible_at), _member(first), secrets.token_hex(8)]
+        args += _row_fields(instance)
+        # a repeat after a lost answer finds the instance its token made: created
         answer = await self._run("create_instance", self._durable.create, args)
         flag = int(answer[0])
         if flag == -1:
@@ -318,8 +320,19 @@ class RedisOrchestrationStore(_BrokerParts):
 
     async def send_event(self, instance_id: str, event: Event) -> None:
         """Put ``event`` in the instance's inbox; :class:`UnknownInstance` if there is none."""
-        args: list[Arg] = [self._keys.prefix, instance_id, _member(event)]
-        if not int(await self._run("send_event", self._durable.send, args)):
+        # A token per call makes a repeat after a lost answer add nothing (as for a
+        # publish); the tokens of answered calls are deleted by the next call.
+        token = self._keys.publish_token(self.consumer, secrets.token_hex(8))
+        answered, self._sent = self._sent, []
+        args: list[Arg] = [self._keys.prefix, instance_id, _member(event), token]
+        args += [int(self._conn.reconnect) + 60, *answered]
+        try:
+            found = int(await self._run("send_event", self._durable.send, args))
+        except BaseException:
+            self._sent.extend(answered)
+            raise
+        self._sent.append(token)
+        if not found:
             raise UnknownInstance(f"no orchestration instance has id {instance_id!r}")
 
     async def instance(self, instance_id: str) -> Instance | None:

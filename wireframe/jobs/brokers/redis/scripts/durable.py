@@ -10,7 +10,8 @@ Redis ``TIME``):
   lease and ``le`` when the lease ends (0: none; a release with a delay sets it
   without a token: held back until then); ``ct`` how the last turn ended,
   ``c:TOKEN`` (committed) or ``r:TOKEN`` (released): a repeat of that call
-  after a lost answer is answered ``ok``, any other call of that turn ``lost``.
+  after a lost answer is answered ``ok``, any other call of that turn ``lost``;
+  ``mk`` the token of the call that created it (its repeat is answered created).
 * ``P oh:I`` - LIST, the history: encoded events (:mod:`wireframe.durable.codec`),
   oldest first.
 * ``P ob:I`` - ZSET, the inbox: events not applied yet, scored by when each is
@@ -134,9 +135,10 @@ end
 _PRELUDE = PRELUDE + _HELPERS
 
 #: ARGV: prefix, id, replace ('1' or '0'), first event's visibility (ms from now, or
-#: '-inf'), first event (flagged), then the row's field, value pairs (count first).
-#: Returns {1} (created), {0, status} (exists, not replaced), {-1, type} (the row
-#: key holds something else). A finished instance is replaced when asked: dropped
+#: '-inf'), first event (flagged), this call's token, then the row's field, value
+#: pairs (count first). Returns {1} (created, or found created by this call's token:
+#: a repeat after a lost answer), {0, status} (exists, not replaced), {-1, type}
+#: (the row key holds something else). A finished instance is replaced when asked: dropped
 #: with everything it held, the new one's revision and generation going on from its
 #: (one past each: an activity of the old run still running replies to a generation
 #: that is gone), its waits woken.
@@ -146,15 +148,17 @@ CREATE = (
 local prefix, iid = ARGV[1], ARGV[2]
 local row = prefix .. 'oi:' .. iid
 local now = now_ms()
-local ok, old = pcall(redis.call, 'HMGET', row, 's', 'r', 'g')
+local ok, old = pcall(redis.call, 'HMGET', row, 's', 'r', 'g', 'mk')
 if not ok then return {-1, redis.call('TYPE', row)['ok']} end
 local revision = 0
 if old[1] then
+  if old[4] == ARGV[6] then return {1} end
   if not (ARGV[3] == '1' and FINISHED[old[1]]) then return {0, old[1]} end
   drop(prefix, iid, old[1])
   revision = (tonumber(old[2]) or 0) + 1
 end
-new_row(prefix, iid, 6, now, revision)
+new_row(prefix, iid, 7, now, revision)
+redis.call('HSET', row, 'mk', ARGV[6])
 if old[1] then redis.call('HSET', row, 'g', (tonumber(old[3]) or 0) + 1) end
 local score = score_of(ARGV[4], now)
 inbox_add(prefix, iid, score, ARGV[5])
@@ -371,14 +375,20 @@ return 'ok'
 """
 )
 
-#: ARGV: prefix, id, event (flagged). Puts the event in the instance's inbox,
-#: visible now; returns 1, or 0 when there is no such instance.
+#: ARGV: prefix, id, event (flagged), this call's token key, its ttl (s), then the
+#: token keys of earlier calls that were answered (deleted). Puts the event in the
+#: instance's inbox, visible now; returns 1, or 0 when there is no such instance. A
+#: call whose token exists already landed: its repeat (after a lost answer) adds
+#: nothing and returns 1.
 SEND = (
     _PRELUDE
     + r"""
 local prefix, iid = ARGV[1], ARGV[2]
+for k = 6, #ARGV do redis.call('DEL', ARGV[k]) end
+if redis.call('EXISTS', ARGV[4]) == 1 then return 1 end
 local ok, s = pcall(redis.call, 'HGET', prefix .. 'oi:' .. iid, 's')
 if not (ok and s) then return 0 end
+redis.call('SET', ARGV[4], '1', 'EX', ARGV[5])
 local now = now_ms()
 inbox_add(prefix, iid, now, ARGV[3])
 durable_ready(prefix, iid, now, now)

@@ -85,10 +85,11 @@ local function post_reply(prefix, key, channel, payload, now, id)
     local iid = string.sub(channel, #DURABLE_INBOX + 1)
     local owner, gen = string.match(id or reply_id(payload) or '', '^(.*)|([^|]*)|%d+$')
     if owner ~= iid then return end
-    local ok, g = pcall(redis.call, 'HGET', prefix .. 'oi:' .. iid, 'g')
-    if not (ok and g and g == gen) then return end
+    local ok, r = pcall(redis.call, 'HMGET', prefix .. 'oi:' .. iid, 'g', 'le')
+    if not (ok and r[1] and r[1] == gen) then return end
     redis.call('LPUSH', key, payload)
-    durable_ready(prefix, iid, now, now)
+    -- due now, unless leased (or held back): its commit or release places it again
+    if (tonumber(r[2] or '0') or 0) <= now then durable_due(prefix, iid, now, true) end
     return
   end
   redis.call('LPUSH', key, payload)
