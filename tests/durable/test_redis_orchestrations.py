@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
+import coredis
 import pytest
 import trio
 
@@ -22,6 +23,7 @@ from wireframe import durable, jobs
 from wireframe.durable import history as h
 from wireframe.durable.registry import spec_named
 from wireframe.durable.replay import run_turn
+from wireframe.durable.store import Commit
 from wireframe.durable.worker import commit_of
 from wireframe.jobs.brokers.redis import RedisBroker
 
@@ -203,3 +205,33 @@ async def test_a_stale_turn_cannot_commit_and_a_lost_answer_repeats_harmlessly(u
         history = await broker.history(iid)
     assert sum(isinstance(e, h.ExecutionStarted) for e in history) == 1
     assert len(history) == len(turn.events)
+
+
+async def test_a_waiting_take_wakes_at_the_next_timer(url: str) -> None:
+    async with jobs.open_broker(url) as broker:
+        assert isinstance(broker, RedisBroker)
+        await durable.Client(broker).start(redis_waits, instance_id="t")
+        [item] = await broker.take_work(1, lease=30)
+        at = broker.clock() + 0.4
+        timer = h.TimerFired(1, at)
+        await broker.commit(item, Commit([], durable.Status.RUNNING, timers=[(at, timer)]))
+        with trio.fail_after(2):  # not the 5 s a take blocks at most
+            [item] = await broker.take_work(1, lease=30)
+        assert broker.clock() >= at - 0.01 and list(item.inbox) == [timer]
+
+
+async def test_garbage_at_an_instance_key_is_a_broker_error(url: str) -> None:
+    async with jobs.open_broker(url) as broker:
+        assert isinstance(broker, RedisBroker)
+        port = broker.url.port or 6379
+        async with coredis.Redis(host=broker.url.host, port=port, db=broker.db) as raw:
+            await raw.set(f"{broker.prefix}oi:x", "not a hash")
+            await raw.set(f"{broker.prefix}oh:x", "not a list")
+        with pytest.raises(jobs.BrokerError, match="not a hash"):
+            await durable.Client(broker).start(redis_waits, instance_id="x")
+        with pytest.raises(jobs.BrokerError, match="wrong kind of value"):
+            await broker.instance("x")
+        with pytest.raises(jobs.BrokerError, match="wrong kind of value"):
+            await broker.history("x")
+        with pytest.raises(durable.UnknownInstance):
+            await broker.send_event("x", h.EventRaised("go"))
