@@ -235,3 +235,15 @@ async def test_garbage_at_an_instance_key_is_a_broker_error(url: str) -> None:
             await broker.history("x")
         with pytest.raises(durable.UnknownInstance):
             await broker.send_event("x", h.EventRaised("go"))
+
+
+async def test_garbage_at_the_ready_set_or_wake_list_does_not_stop_completions(url: str) -> None:
+    async with workers(url) as client:
+        broker = client.broker
+        assert isinstance(broker, RedisBroker)
+        port = broker.url.port or 6379
+        async with coredis.Redis(host=broker.url.host, port=port, db=broker.db) as raw:
+            await raw.set(f"{broker.prefix}o:ready", "not a zset")
+            await raw.set(f"{broker.prefix}o:wake", "not a list")
+        iid = await client.start(redis_looping, 1)
+        assert (await client.wait_completed(iid, timeout=20)).output == 3

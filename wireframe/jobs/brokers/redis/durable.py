@@ -224,6 +224,7 @@ class RedisOrchestrationStore(_BrokerParts):
         if limit < 1:
             raise BrokerError(f"redis broker: take_work limit must be at least 1, not {limit}")
         wake = self._keys.durable_wake
+        refused = False
         while True:
             args: list[Arg] = [self._keys.prefix, limit, ms(lease), secrets.token_hex(8)]
             answer = await self._run("take_work", self._durable.take, args)
@@ -231,9 +232,19 @@ class RedisOrchestrationStore(_BrokerParts):
                 return await self._work_items(answer[0])
             wait_ms = int(answer[1])
             block = BLOCK if wait_ms < 0 else min(BLOCK, wait_ms / 1000)
-            await self._conn.block(
-                "take_work", b"BLPOP", wake, f"{max(block, 0.001):.3f}", late=self._wake_again
-            )
+            try:
+                await self._conn.block(
+                    "take_work", b"BLPOP", wake, f"{max(block, 0.001):.3f}", late=self._wake_again
+                )
+            except BrokerError:
+                # Redis refused the wait itself (it raises nothing else here): the wake
+                # key is not a list, someone else's. The next take that finds nothing
+                # deletes it; a second refusal in a row is raised.
+                if refused:
+                    raise
+                refused = True
+            else:
+                refused = False
 
     async def _wake_again(self, _: Any) -> None:
         """A cancelled take popped the wake token: give it back for another taker."""

@@ -26,10 +26,13 @@ ORCHESTRATING = r"""
 local DURABLE_INBOX = 'DURABLE_INBOX_PREFIX'
 local FINISHED = {completed = true, failed = true, terminated = true}
 
--- wake one waiting take_work (at most one token waits in 'P o:wake')
+-- wake one waiting take_work (at most one token waits in 'P o:wake'; a key there
+-- that is not a list, someone else's, is replaced)
 local function durable_wake(prefix)
   local wake = prefix .. 'o:wake'
-  if redis.call('LLEN', wake) == 0 then redis.call('LPUSH', wake, '1') end
+  local ok, n = pcall(redis.call, 'LLEN', wake)
+  if not ok then redis.call('DEL', wake) end
+  if not ok or n == 0 then redis.call('LPUSH', wake, '1') end
 end
 
 -- instance `iid` is next due at `score` (ms of Redis TIME, or '-inf'; `lower`: only
@@ -37,7 +40,11 @@ end
 -- that is now the soonest of all (which may make it sleep less)
 local function durable_due(prefix, iid, score, lower)
   local ready = prefix .. 'o:ready'
-  local first = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
+  local ok, first = pcall(redis.call, 'ZRANGE', ready, 0, 0, 'WITHSCORES')
+  if not ok then  -- not a ZSET (someone else's key): replaced, so work goes on
+    redis.call('DEL', ready)
+    first = {}
+  end
   if lower then
     redis.call('ZADD', ready, 'LT', score, iid)
   else
