@@ -42,14 +42,21 @@ waits in a sorted set of its queue and limit, in its place, until an end of a
 lease or a token lets it into its stream again; a batch without limited messages
 costs nothing more.
 
+*Orchestrations* (:mod:`.durable`): the broker is also a durable orchestration
+store. An instance is a row hash, a history list and an inbox sorted set; an
+activity's reply to the instance's inbox channel makes it ready in the same
+script that completes (or dead-letters) the job, a turn is taken and committed
+in one script each, fenced on its lease, and a take waits in ``BLPOP`` on a wake
+token until the next due time.
+
 *Jobs submitted by themselves* (the job store) are messages whose stream entries
 carry a marker, each with a record hash that the scripts moving the message update
 in the same step; ``wait_job`` blocks in a ``BLMOVE`` rotation of a token the
 finishing script pushes, so it wakes on the finish without polling (:mod:`.jobs`).
 
 Keys, all under the ``prefix`` (``P``; ``Q`` a queue, ``N`` a priority other than
-0, ``C`` a channel, ``ID`` a job); what each holds is told with the scripts that
-write it (:mod:`.scripts`):
+0, ``C`` a channel, ``ID`` a job, ``I`` an orchestration instance); what each
+holds is told with the scripts that write it (:mod:`.scripts`):
 
 =========================  ==============================================
 ``P queues``               SET of queue names
@@ -77,6 +84,15 @@ write it (:mod:`.scripts`):
 ``P channels``             ZSET of run channel records (live until)
 ``P workers``              HASH of worker records
 ``P b:TOPIC``              pub/sub channel of a broadcast topic (no key)
+``P oi:I``                 HASH, orchestration instance I's row and lease
+``P oh:I``                 LIST, its history
+``P ob:I``                 ZSET, its inbox, by when each event is visible
+``P ow:I``                 SET of the lists its change-waiters block on
+``P owl:CONSUMER:N``       one change-wait's LIST
+``P o:ready``              ZSET of instances by when each may next have work
+``P o:wake``               LIST, the token that wakes a waiting take
+``P o:seq``                counter of inbox events
+``P o:all``, ``P o:s:S``   ZSETs of instances (all, of status S) by update
 =========================  ==============================================
 
 Design, one module per idea:
@@ -92,7 +108,8 @@ Design, one module per idea:
   :mod:`.leases` (complete, abandon, extend,
   dead-letter; completions group-committed by :mod:`.group_commit`), :mod:`.jobs`
   (the job store: submit, records, waiting, abort), :mod:`.channels` (replies and
-  run channel records), :mod:`.workers`, :mod:`.broadcast`, :mod:`.admin`.
+  run channel records), :mod:`.workers`, :mod:`.broadcast`, :mod:`.admin`;
+  :mod:`.durable` (the orchestration store, a mixin of the broker).
 * :mod:`.scripts` - the Lua scripts, by the same roles; :mod:`.keys` - the names of
   keys; :mod:`.options` - the URL; :mod:`.values` - reading what Redis answers.
 

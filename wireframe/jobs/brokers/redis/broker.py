@@ -7,7 +7,8 @@ work queue to :class:`.Queues` (declare, publish, consume) and :class:`.Leases` 
 ends of a lease), reply channels to :class:`.Channels`, worker presence to
 :class:`.WorkerRecords`, broadcast to :class:`.Topics`, the job store to
 :class:`.Jobs`, administration to :class:`.Admin`, and ping and close to the
-connection. Each part registers its own
+connection; the orchestration store's methods come from the mixin
+:class:`.RedisOrchestrationStore`. Each part registers its own
 Lua scripts (:mod:`.scripts`) and keeps its own state; the broker keeps none.
 
 *Clock.* Leases and deadlines are measured by Redis (its ``TIME``, and a PEL entry's
@@ -40,6 +41,7 @@ from wireframe.jobs.brokers.redis.admin import Admin
 from wireframe.jobs.brokers.redis.broadcast import Topics
 from wireframe.jobs.brokers.redis.channels import Channels
 from wireframe.jobs.brokers.redis.connection import Connection
+from wireframe.jobs.brokers.redis.durable import RedisOrchestrationStore
 from wireframe.jobs.brokers.redis.jobs import Jobs
 from wireframe.jobs.brokers.redis.keys import Keys
 from wireframe.jobs.brokers.redis.leases import Leases
@@ -52,8 +54,11 @@ from wireframe.jobs.limits import Limit
 __all__ = ["RedisBroker"]
 
 
-class RedisBroker:
+class RedisBroker(RedisOrchestrationStore):
     """A :class:`~wireframe.jobs.broker.Broker` on one Redis server (see the package doc).
+
+    It is also an :class:`~wireframe.durable.store.OrchestrationStore` (the mixin
+    :class:`.RedisOrchestrationStore`).
 
     Make one with :func:`~wireframe.jobs.brokers.redis.open`; it is usable inside
     that ``async with`` block.
@@ -91,6 +96,7 @@ class RedisBroker:
         self._topics = Topics(conn, keys)
         self._jobs = Jobs(conn, keys, url)
         self._admin = Admin(conn, keys)
+        self._init_orchestrations()
 
     def __repr__(self) -> str:
         return f"RedisBroker({str(self.url)!r}, consumer={self.consumer!r})"

@@ -44,6 +44,8 @@ class Keys:
         self.schedules = f"{prefix}schedules"
         #: What every channel's keys (reply list, inboxes) start with.
         self.channel_head = f"{prefix}c:"
+        #: LIST of the token that wakes a waiting take of orchestration work.
+        self.durable_wake = f"{prefix}o:wake"
 
     def queue(self, queue: str, part: str) -> str:
         """One key of ``queue``: its ``ready`` stream (of priority 0), ``delayed`` set,
@@ -87,3 +89,15 @@ class Keys:
     def topic(self, topic: str) -> str:
         """The pub/sub channel of a broadcast ``topic``."""
         return f"{self.prefix}b:{topic}"
+
+    def instance(self, instance_id: str) -> str:
+        """The row (a hash) of orchestration instance ``instance_id`` (:mod:`.scripts.durable`)."""
+        return f"{self.prefix}oi:{instance_id}"
+
+    def history(self, instance_id: str) -> str:
+        """The history list of orchestration instance ``instance_id``."""
+        return f"{self.prefix}oh:{instance_id}"
+
+    def durable_waiter(self, consumer: str, number: int) -> str:
+        """The list one wait of ``consumer`` for a change of an instance blocks on."""
+        return f"{self.prefix}owl:{consumer}:{number}"

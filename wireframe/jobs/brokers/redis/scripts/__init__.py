@@ -12,12 +12,15 @@ share: the Redis clock, (re)creating a queue's stream and group, the streams of 
 priority levels, what makes a stream entry malformed, moving a tracked job's record
 (started, finished: its waiters woken), burying a message in the dead-letter stream,
 limits (:mod:`.limiting`: buckets, slots, messages waiting for a limit), the lease
-check. :mod:`.limits` has the scripts of limits of their own.
+check. :mod:`.limits` has the scripts of limits of their own; :mod:`.orchestrating`
+the posting of a reply, which makes an orchestration instance whose activity
+replied ready (:mod:`.durable`: the orchestration store's scripts).
 """
 
 from __future__ import annotations
 
 from wireframe.jobs.brokers.redis.scripts.limiting import LIMITING
+from wireframe.jobs.brokers.redis.scripts.orchestrating import ORCHESTRATING
 
 __all__ = ["PRELUDE"]
 
@@ -35,6 +38,9 @@ local function fields_of(flat)
   for k = 1, #flat, 2 do f[flat[k]] = flat[k + 1] end
   return f
 end
+"""
+    + ORCHESTRATING
+    + r"""
 
 -- A queue's keys start with its base 'P q:Q:'. Its messages of priority 0 are in the
 -- stream base..'ready', those of priority N (not 0) in base..'ready:pN'.
@@ -203,7 +209,8 @@ local function entomb(dead, prefix, f, total, reason, level)
   redis.call('XADD', dead, '*', 'i', id, 'b', f['b'] or '', 'r', reply_to, 'why', reason,
              'n', total, 't', now, unpack(extra))
   if reply_to ~= '' then
-    redis.call('LPUSH', prefix .. 'c:' .. reply_to, cmsgpack.pack({id, 1, reason}))
+    post_reply(prefix, prefix .. 'c:' .. reply_to, reply_to, cmsgpack.pack({id, 1, reason}), now,
+              id)
   end
 end
 

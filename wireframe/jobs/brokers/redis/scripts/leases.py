@@ -49,7 +49,7 @@ while k <= #ARGV do
     if ARGV[k + 5] ~= '' then
       local score = redis.call('ZSCORE', channels, ARGV[k + 7])
       if not (score and tonumber(score) <= now) then
-        redis.call('LPUSH', ARGV[k + 5], ARGV[k + 6])
+        post_reply(prefix, ARGV[k + 5], ARGV[k + 7], ARGV[k + 6], now)
       end
     end
     if more and ARGV[k + 8] ~= '' then

@@ -1,0 +1,394 @@
+"""The Redis broker's orchestration store: each instance a row, a history and an inbox in Redis.
+
+:class:`RedisOrchestrationStore` is the
+:class:`~wireframe.durable.store.OrchestrationStore` role of
+:class:`~wireframe.jobs.brokers.redis.RedisBroker`. An instance is a hash (its
+row and its lease), a list (its history) and a sorted set (its inbox, scored
+by when each event is visible); the keys are told with the scripts
+(:mod:`.scripts.durable`). An activity's reply is not copied anywhere: the
+job's completion posts it to the instance's inbox channel and, in the same
+script, makes the instance ready (:mod:`.scripts.orchestrating`); a turn reads
+the instance's visible inbox events *and* those replies, and its commit
+removes exactly what it read - so a completion lands in the inbox atomically
+with the job's completion, and is consumed atomically with the turn that
+applied it.
+
+Every step is one script: a take leases what is due (a global sorted set of
+instances by when each may next have work, so finished instances are never
+read), a commit is fenced on the lease's token and end (``TurnLost``, nothing
+written, otherwise) and writes the whole turn, activities published to their
+queues as ``publish`` would. Waiting blocks in Redis: a take that finds
+nothing ``BLPOP``-s a wake token (pushed when something becomes due sooner)
+until the next due time at the latest; a wait for a change ``BLPOP``-s a list
+of its own that the next change of the instance pushes to. Times visible in
+the store (leases, visibility) are Redis ``TIME``; a visibility the caller
+gives on the broker's clock is sent as a delay from now, so clock skew between
+this host and Redis does not move timers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import secrets
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from wireframe.durable.codec import decode_event, decode_value, encode_event, encode_value
+from wireframe.durable.history import (
+    Event,
+    EventRaised,
+    ExecutionResumed,
+    ExecutionSuspended,
+    ExecutionTerminated,
+)
+from wireframe.durable.store import (
+    Commit,
+    Instance,
+    InstanceExists,
+    Status,
+    TurnLost,
+    UnknownInstance,
+    WorkItem,
+    inbox_channel,
+    reply_event,
+)
+from wireframe.jobs.broker import BrokerError
+from wireframe.jobs.brokers.redis.channels import parse_replies
+from wireframe.jobs.brokers.redis.keys import GROUP
+from wireframe.jobs.brokers.redis.queues import check_priority
+from wireframe.jobs.brokers.redis.scripts import durable as scripts
+from wireframe.jobs.brokers.redis.scripts.orchestrating import SEQ_WIDTH
+from wireframe.jobs.brokers.redis.values import COUNT, as_bytes, ms, text
+
+if TYPE_CHECKING:
+    from wireframe.jobs.brokers.redis.connection import Arg, Connection
+    from wireframe.jobs.brokers.redis.keys import Keys
+
+__all__ = ["RedisOrchestrationStore"]
+
+#: Longest (seconds) a take or a wait for a change blocks server-side before it looks again.
+BLOCK: Final = 5.0
+#: Inbox events a continue-as-new keeps for the next generation (flagged ``k``).
+_KEPT_ON_RESTART: Final = (EventRaised, ExecutionSuspended, ExecutionResumed, ExecutionTerminated)
+#: The nullable row fields kept as msgpack: (hash field, what it is).
+_VALUES: Final = (
+    ("in", "input"),
+    ("out", "output"),
+    ("err", "error"),
+    ("cs", "custom status"),
+    ("par", "parent id"),
+    ("ver", "version"),
+)
+
+
+def _member(event: Event) -> bytes:
+    """An inbox event as the scripts take it: its flag, then the event (they add a sequence)."""
+    return (b"k" if isinstance(event, _KEPT_ON_RESTART) else b".") + encode_event(event)
+
+
+def _row_fields(inst: Instance) -> list[Arg]:
+    """A new row's field, value pairs, their count first (the scripts add times and revision)."""
+    pairs: list[Arg] = ["n", inst.name, "s", inst.status.value, "g", inst.generation]
+    values = (inst.input, inst.output, inst.error, inst.custom_status, inst.parent_id, inst.version)
+    for (field, _), value in zip(_VALUES, values, strict=True):
+        data = encode_value(value)
+        if data is not None:
+            pairs += [field, data]
+    return [len(pairs) // 2, *pairs]
+
+
+def _fields(flat: Any) -> dict[str, Any]:
+    """A hash's fields from HGETALL (a map, or a flat field, value list from a script)."""
+    if isinstance(flat, Mapping):
+        return {text(k): v for k, v in flat.items()}
+    return {text(flat[k]): flat[k + 1] for k in range(0, len(flat) - 1, 2)}
+
+
+def _instance(iid: str, flat: Any, key: str) -> Instance:
+    """The :class:`Instance` a row hash holds; BrokerError for one that is not a row of ours."""
+    f = _fields(flat)
+
+    def bad(why: str) -> BrokerError:
+        return BrokerError(
+            f"redis broker: the row of orchestration instance {iid!r} ({key}) is malformed: {why}"
+        )
+
+    def number(name: str) -> int:
+        raw = as_bytes(f.get(name, b"0"))
+        if not COUNT.fullmatch(raw):
+            raise bad(f"field {name!r} is {raw[:40]!r}, not a whole number")
+        return int(raw)
+
+    try:
+        status = Status(text(f.get("s", b"")))
+    except ValueError:
+        raise bad(f"its status is {f.get('s')!r}") from None
+    if "n" not in f:
+        raise bad("it has no name ('n')")
+    values = {
+        field: decode_value(
+            None if f.get(field) is None else as_bytes(f[field]), f"{what} of {iid!r}"
+        )
+        for field, what in _VALUES
+    }
+    return Instance(
+        iid,
+        text(f["n"]),
+        status,
+        values["in"],
+        values["out"],
+        values["err"],
+        values["cs"],
+        number("ca") / 1000,
+        number("ua") / 1000,
+        values["par"],
+        values["ver"],
+        number("g"),
+        number("r"),
+    )
+
+
+def _value(value: Any) -> bytes:
+    """A row value for a commit: msgpack, or b'' for None."""
+    return encode_value(value) or b""
+
+
+class _Scripts:
+    """The store's scripts, registered on the broker's connection."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.create = conn.script(scripts.CREATE)
+        self.take = conn.script(scripts.TAKE)
+        self.commit = conn.script(scripts.COMMIT)
+        self.release = conn.script(scripts.RELEASE)
+        self.extend = conn.script(scripts.EXTEND)
+        self.send = conn.script(scripts.SEND)
+        self.wait = conn.script(scripts.WAIT)
+        self.list = conn.script(scripts.LIST)
+        self.purge = conn.script(scripts.PURGE)
+
+
+class _BrokerParts(Protocol):
+    """What the store uses of the broker it is mixed into."""
+
+    consumer: str
+    _conn: Connection
+    _keys: Keys
+
+    def clock(self) -> float: ...
+
+
+class RedisOrchestrationStore(_BrokerParts):
+    """The :class:`~wireframe.durable.store.OrchestrationStore` role of a Redis broker.
+
+    A mixin of :class:`~wireframe.jobs.brokers.redis.RedisBroker` (see the module
+    doc), using its connection, keys, consumer name and clock; the broker calls
+    :meth:`_init_orchestrations` once its connection exists.
+    """
+
+    def _init_orchestrations(self) -> None:
+        self._durable = _Scripts(self._conn)
+        self._waits = itertools.count(1)
+        self._sent: list[str] = []  # tokens of answered sends, to delete
+
+    def _delay(self, visible_at: float) -> str:
+        """A visibility on the broker's clock as the scripts take it: ms from now, or '-inf'."""
+        if visible_at == -math.inf:
+            return "-inf"
+        return str(round((visible_at - self.clock()) * 1000))
+
+    async def _run(self, what: str, script: Any, args: Sequence[Arg]) -> Any:
+        return await self._conn.run(what, script, [], args, resend=True)
+
+    async def create_instance(
+        self, instance: Instance, first: Event, *, visible_at: float, replace: bool
+    ) -> None:
+        """Create ``instance`` with ``first`` in its inbox (see the protocol)."""
+        args: list[Arg] = [self._keys.prefix, instance.id, "1" if replace else "0"]
+        args += [self._delay(visible_at), _member(first), secrets.token_hex(8)]
+        args += _row_fields(instance)
+        # a repeat after a lost answer finds the instance its token made: created
+        answer = await self._run("create_instance", self._durable.create, args)
+        flag = int(answer[0])
+        if flag == -1:
+            raise BrokerError(
+                f"redis broker: the row of orchestration instance {instance.id!r} "
+                f"({self._keys.instance(instance.id)}) is a Redis {text(answer[1])}, not a hash"
+            )
+        if flag == 0:
+            raise InstanceExists(f"an instance with id {instance.id!r} exists ({text(answer[1])})")
+
+    async def take_work(self, limit: int, lease: float) -> list[WorkItem]:
+        """Lease up to ``limit`` instances with visible inbox events; block until one."""
+        if limit < 1:
+            raise BrokerError(f"redis broker: take_work limit must be at least 1, not {limit}")
+        wake = self._keys.durable_wake
+        refused = False
+        while True:
+            args: list[Arg] = [self._keys.prefix, limit, ms(lease), secrets.token_hex(8)]
+            answer = await self._run("take_work", self._durable.take, args)
+            if answer[0]:
+                return await self._work_items(answer[0])
+            wait_ms = int(answer[1])
+            block = BLOCK if wait_ms < 0 else min(BLOCK, wait_ms / 1000)
+            try:
+                await self._conn.block(
+                    "take_work", b"BLPOP", wake, f"{max(block, 0.001):.3f}", late=self._wake_again
+                )
+            except BrokerError:
+                # Redis refused the wait itself (it raises nothing else here): the wake
+                # key is not a list, someone else's. The next take that finds nothing
+                # deletes it; a second refusal in a row is raised.
+                if refused:
+                    raise
+                refused = True
+            else:
+                refused = False
+
+    async def _wake_again(self, _: Any) -> None:
+        """A cancelled take popped the wake token: give it back for another taker."""
+        await self._conn.call(
+            "take_work",
+            lambda: self._conn.client.lpush(self._keys.durable_wake, [b"1"]),
+            resend=True,
+        )
+
+    async def _work_items(self, raw: Sequence[Any]) -> list[WorkItem]:
+        """The work items a TAKE answered; if one cannot be read, the others are given
+        back before its error is raised."""
+        items: list[WorkItem] = []
+        for k, (iid_raw, token, flat, history, events, replies) in enumerate(raw):
+            iid = text(iid_raw)
+            try:
+                inst = _instance(iid, flat, self._keys.instance(iid))
+                past = [
+                    decode_event(as_bytes(data), f"history event {n} of {iid!r}")
+                    for n, data in enumerate(history, 1)
+                ]
+                members = [as_bytes(m) for m in events]
+                inbox = [
+                    decode_event(m[SEQ_WIDTH + 1 :], f"inbox event {m[:SEQ_WIDTH]!r} of {iid!r}")
+                    for m in members
+                ]
+            except (BrokerError, ValueError):
+                for other, (oid, otoken, *_) in enumerate(raw):
+                    if other != k:
+                        await self._release(text(oid), text(otoken), 0.0)
+                raise
+            channel = inbox_channel(iid)
+            for reply in parse_replies(channel, list(reversed(replies))):
+                event = reply_event(iid, inst.generation, reply)
+                if event is not None:
+                    inbox.append(event)
+            taken = (tuple(members), len(replies))
+            items.append(WorkItem(inst, past, inbox, text(token), taken))
+        return items
+
+    async def commit(self, item: WorkItem, commit: Commit) -> None:
+        """Apply a turn atomically; ``TurnLost`` (writing nothing) if the lease is gone."""
+        c = commit
+        members, replies = item.taken
+        args: list[Arg] = [
+            self._keys.prefix, item.instance.id, item.lease_token, "1" if c.restart else "0",
+            c.status.value, _value(c.output), _value(c.custom_status), _value(c.error), GROUP,
+        ]  # fmt: skip
+        args += [len(members), *members, replies]
+        args += [len(c.appended), *map(encode_event, c.appended), len(c.activities)]
+        for queue, m in c.activities:
+            self._keys.queue(queue, "ready")  # checks the name
+            args += [queue, m.id, m.body, m.reply_to, check_priority(m), m.limit or ""]
+        args.append(len(c.timers))
+        for visible_at, event in c.timers:
+            args += [self._delay(visible_at), _member(event)]
+        args.append(len(c.sends))
+        for iid, event in c.sends:
+            args += [iid, _member(event)]
+        args.append(len(c.children))
+        for child, first in c.children:
+            args += [child.id, *_row_fields(child), _member(first)]
+        args += [len(c.carryover), *map(_member, c.carryover)]
+        # a repeat after a lost answer is answered 'ok' (the row names its last commit)
+        outcome = await self._run("commit", self._durable.commit, args)
+        if text(outcome) != "ok":
+            raise TurnLost(item.instance.id, "the commit")
+
+    async def release(self, item: WorkItem, delay: float) -> None:
+        """Give the instance back without a turn; its events show again after ``delay``."""
+        await self._release(item.instance.id, item.lease_token, delay)
+
+    async def _release(self, iid: str, token: str, delay: float) -> None:
+        args: list[Arg] = [self._keys.prefix, iid, token, ms(delay) if delay > 0 else 0]
+        if text(await self._run("release", self._durable.release, args)) != "ok":
+            raise TurnLost(iid, "the release")
+
+    async def extend_work(self, item: WorkItem, lease: float) -> None:
+        """Renew the lease of a long turn; ``TurnLost`` if it is gone."""
+        iid = item.instance.id
+        args: list[Arg] = [self._keys.prefix, iid, item.lease_token, ms(lease)]
+        if text(await self._run("extend_work", self._durable.extend, args)) != "ok":
+            raise TurnLost(iid, "renewing the lease")
+
+    async def send_event(self, instance_id: str, event: Event) -> None:
+        """Put ``event`` in the instance's inbox; :class:`UnknownInstance` if there is none."""
+        # A token per call makes a repeat after a lost answer add nothing (as for a
+        # publish); the tokens of answered calls are deleted by the next call.
+        token = self._keys.publish_token(self.consumer, secrets.token_hex(8))
+        answered, self._sent = self._sent, []
+        args: list[Arg] = [self._keys.prefix, instance_id, _member(event), token]
+        args += [int(self._conn.reconnect) + 60, *answered]
+        try:
+            found = int(await self._run("send_event", self._durable.send, args))
+        except BaseException:
+            self._sent.extend(answered)
+            raise
+        self._sent.append(token)
+        if not found:
+            raise UnknownInstance(f"no orchestration instance has id {instance_id!r}")
+
+    async def instance(self, instance_id: str) -> Instance | None:
+        """The instance's row, or None."""
+        key = self._keys.instance(instance_id)
+        flat = await self._conn.call(
+            "instance", lambda: self._conn.client.hgetall(key), resend=True
+        )
+        return _instance(instance_id, flat, key) if flat else None
+
+    async def history(self, instance_id: str) -> list[Event]:
+        """The instance's history, in order (empty for an unknown id)."""
+        key = self._keys.history(instance_id)
+        raw = await self._conn.call(
+            "history", lambda: self._conn.client.lrange(key, 0, -1), resend=True
+        )
+        return [
+            decode_event(as_bytes(data), f"history event {n} of {instance_id!r}")
+            for n, data in enumerate(raw, 1)
+        ]
+
+    async def instances(self, status: Status | None, limit: int) -> list[Instance]:
+        """Instances (of one status, or all), most recently updated first."""
+        if limit < 1:
+            return []
+        args: list[Arg] = [self._keys.prefix, "" if status is None else status.value, limit]
+        rows = await self._run("instances", self._durable.list, args)
+        found = [_instance(text(iid), flat, self._keys.instance(text(iid))) for iid, flat in rows]
+        found.sort(key=lambda r: (-r.updated_at, r.id))
+        return found[:limit]
+
+    async def wait_changed(self, instance_id: str, revision: int) -> Instance:
+        """The instance once its revision is past ``revision`` (blocks; woken by the change)."""
+        waiter = self._keys.durable_waiter(self.consumer, next(self._waits))
+        args: list[Arg] = [self._keys.prefix, instance_id, revision, waiter]
+        while True:
+            answer = await self._run("wait_changed", self._durable.wait, args)
+            flag = int(answer[0])
+            if flag == 0:
+                raise UnknownInstance(f"no orchestration instance has id {instance_id!r}")
+            if flag == 1:
+                return _instance(instance_id, answer[1], self._keys.instance(instance_id))
+            await self._conn.block("wait_changed", b"BLPOP", waiter, f"{BLOCK:.3f}")
+
+    async def purge_instance(self, instance_id: str) -> bool:
+        """Remove a finished instance with its history; False if there is none."""
+        args: list[Arg] = [self._keys.prefix, instance_id]
+        return bool(int(await self._run("purge_instance", self._durable.purge, args)))
