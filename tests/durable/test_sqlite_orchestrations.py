@@ -85,3 +85,28 @@ async def test_the_store_survives_a_reopen_and_an_instance_finishes_there(tmp_pa
             await client.start(squares, 2, instance_id="later")
         await client.purge(iid)
         assert await client.get(iid) is None and await client.history(iid) == []
+
+
+@durable.orchestrator
+async def waiter(ctx: durable.Context) -> str:
+    return str(await ctx.wait_for_event("go"))
+
+
+async def test_a_damaged_history_fails_its_instance_and_the_worker_goes_on(tmp_path: Path) -> None:
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    async with workers(url) as client:
+        damaged = await client.start(waiter, instance_id="damaged")
+        await client.wait_started(damaged, timeout=10)
+        raw = sqlite3.connect(tmp_path / "jobs.db")
+        with raw:
+            raw.execute("UPDATE wf_history SET event = X'c1' WHERE instance_id = 'damaged'")
+        raw.close()
+        await client.raise_event(damaged, "go", 1)
+        inst = await client.wait_completed(damaged, timeout=10)
+        assert inst.status is durable.Status.FAILED
+        assert "cannot be read" in (inst.error or "") and "history event" in (inst.error or "")
+        fine = await client.start(waiter, instance_id="fine")
+        await client.raise_event(fine, "go", 2)
+        assert (await client.wait_completed(fine, timeout=10)).output == "2"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,11 @@ class TestSqliteOrchestrationStore(OrchestrationStoreConformance):
     @pytest.fixture
     def broker_url(self, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path}/jobs.db"
+
+
+class TestRedisOrchestrationStore(OrchestrationStoreConformance):
+    """Redis, in real time (Redis ``TIME``), each test under a key prefix of its own."""
+
+    @pytest.fixture
+    def broker_url(self, fresh_redis_url: Callable[..., str]) -> str:
+        return fresh_redis_url()

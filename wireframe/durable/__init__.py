@@ -9,7 +9,8 @@ jobs.
 
 The engine (history, context, replay with non-determinism checks, the
 registry), the store role a broker implements (:mod:`~wireframe.durable.store`;
-the memory broker keeps one so far), the orchestration worker and the client.
+the memory, SQLite and Redis brokers keep one), the orchestration worker and the
+client.
 """
 
 from wireframe.durable.client import Client, connect

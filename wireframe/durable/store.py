@@ -113,6 +113,10 @@ class WorkItem:
     lease_token: str
     #: Which inbox events the turn takes, as the store knows them.
     taken: Any = None
+    #: Why the instance's stored history or inbox cannot be read (a damaged or
+    #: foreign value): the worker then fails the instance with this reason
+    #: instead of taking it again and again.
+    broken: str | None = None
 
 
 @attrs.frozen

@@ -140,6 +140,13 @@ def commit_of(item: WorkItem, turn: Turn, queue: str, offset: float) -> Commit:
     )
 
 
+def _broken(item: WorkItem) -> Commit:
+    """The commit that fails an instance whose stored history cannot be read."""
+    error = f"the stored history of instance {item.instance.id!r} cannot be read: {item.broken}"
+    _log.error("orchestration worker: %s", error)
+    return Commit(appended=[], status=Status.FAILED, error=error)
+
+
 class OrchestrationWorker:
     """Runs the turns of a broker's orchestrations (see the module doc)."""
 
@@ -201,8 +208,11 @@ class OrchestrationWorker:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._keep_lease, item)
-                turn = await self._run(item)
-                await self.store.commit(item, commit_of(item, turn, self.queue, self._offset))
+                if item.broken is not None:
+                    await self.store.commit(item, _broken(item))
+                else:
+                    turn = await self._run(item)
+                    await self.store.commit(item, commit_of(item, turn, self.queue, self._offset))
                 self.turns += 1
                 nursery.cancel_scope.cancel()
         except TurnLost as exc:

@@ -255,10 +255,10 @@ class RedisOrchestrationStore(_BrokerParts):
         )
 
     async def _work_items(self, raw: Sequence[Any]) -> list[WorkItem]:
-        """The work items a TAKE answered; if one cannot be read, the others are given
-        back before its error is raised."""
+        """The work items a TAKE answered; one that cannot be read is handed out
+        ``broken`` (the worker fails it with the reason)."""
         items: list[WorkItem] = []
-        for k, (iid_raw, token, flat, history, events, replies) in enumerate(raw):
+        for iid_raw, token, flat, history, events, replies in raw:
             iid = text(iid_raw)
             try:
                 inst = _instance(iid, flat, self._keys.instance(iid))
@@ -271,11 +271,10 @@ class RedisOrchestrationStore(_BrokerParts):
                     decode_event(m[SEQ_WIDTH + 1 :], f"inbox event {m[:SEQ_WIDTH]!r} of {iid!r}")
                     for m in members
                 ]
-            except (BrokerError, ValueError):
-                for other, (oid, otoken, *_) in enumerate(raw):
-                    if other != k:
-                        await self._release(text(oid), text(otoken), 0.0)
-                raise
+            except (BrokerError, ValueError) as exc:  # the worker fails it, saying why
+                row = Instance(iid, "", Status.RUNNING)
+                items.append(WorkItem(row, [], [], text(token), ((), 0), broken=str(exc)))
+                continue
             channel = inbox_channel(iid)
             for reply in parse_replies(channel, list(reversed(replies))):
                 event = reply_event(iid, inst.generation, reply)

@@ -26,7 +26,13 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 import attrs
 
-from wireframe.durable.codec import decode_event, decode_value, encode_event, encode_value
+from wireframe.durable.codec import (
+    EventCodecError,
+    decode_event,
+    decode_value,
+    encode_event,
+    encode_value,
+)
 from wireframe.durable.history import (
     Event,
     EventRaised,
@@ -200,8 +206,19 @@ def take(conn: sqlite3.Connection, limit: int, lease: float, now: float) -> Take
         if row[-1] > now:  # leased to another turn
             next_due = row[-1] if next_due is None else min(next_due, row[-1])
             continue
-        item = _lease(conn, _instance(row), lease, now)
-        if not item.inbox:  # only replies of a run that is gone: drop them, no turn
+        try:
+            inst = _instance(row)
+        except EventCodecError as exc:  # a damaged value in the row: fail it by name
+            inst, broken = Instance(iid, str(row[1]), Status.RUNNING), str(exc)
+            token = uuid.uuid4().hex
+            conn.execute(
+                "UPDATE wf_instances SET lease_token = ?, lease_expires = ? WHERE id = ?",
+                (token, now + lease, iid),
+            )
+            items.append(WorkItem(inst, [], [], token, ((), None), broken=broken))
+            continue
+        item = _lease(conn, inst, lease, now)
+        if not item.inbox and item.broken is None:  # only a gone run's replies: no turn
             _, last_reply = item.taken
             conn.execute(
                 "UPDATE wf_instances SET lease_token = NULL, lease_expires = 0 WHERE id = ?",
@@ -230,6 +247,13 @@ def _lease(conn: sqlite3.Connection, inst: Instance, lease: float, now: float) -
         "UPDATE wf_instances SET lease_token = ?, lease_expires = ? WHERE id = ?",
         (token, now + lease, inst.id),
     )
+    try:
+        return _read_work(conn, inst, token, now)
+    except EventCodecError as exc:  # the worker fails it, saying why
+        return WorkItem(inst, [], [], token, ((), None), broken=str(exc))
+
+
+def _read_work(conn: sqlite3.Connection, inst: Instance, token: str, now: float) -> WorkItem:
     history = [
         decode_event(data, f"history event {seq} of {inst.id!r}")
         for seq, data in conn.execute(

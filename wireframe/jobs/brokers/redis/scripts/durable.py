@@ -89,6 +89,12 @@ local function place(prefix, iid, now)
   end
 end
 
+-- instance `iid` finished: its inbox and waiting replies dropped, out of the ready set
+local function forget_inbox(prefix, iid)
+  redis.call('DEL', prefix .. 'ob:' .. iid, channel_of(prefix, iid))
+  redis.call('ZREM', prefix .. 'o:ready', iid)
+end
+
 -- delete instance `iid` (of status `s`) with everything it holds
 local function drop(prefix, iid, s)
   redis.call('DEL', prefix .. 'oi:' .. iid, prefix .. 'oh:' .. iid, prefix .. 'ob:' .. iid,
@@ -191,6 +197,8 @@ for _ = 1, 10 do
     local ok, r = pcall(redis.call, 'HMGET', row, 's', 'le')
     if not (ok and r[1]) then
       redis.call('ZREM', ready, iid)  -- purged (or not a row of ours)
+    elseif FINISHED[r[1]] then
+      forget_inbox(prefix, iid)  -- finished: nothing more happens to it
     elseif (tonumber(r[2] or '0') or 0) > now then
       redis.call('ZADD', ready, tonumber(r[2]), iid)  -- leased: looked at when that ends
     else
@@ -332,7 +340,11 @@ redis.call('HDEL', row, unpack(unset))
 redis.call('HINCRBY', row, 'r', 1)
 index_row(prefix, iid, r[4], ARGV[5], now)
 changed(prefix, iid)
-place(prefix, iid, now)
+if FINISHED[ARGV[5]] then  -- its last turn: what it left (timers, events) never runs
+  forget_inbox(prefix, iid)
+else
+  place(prefix, iid, now)
+end
 return 'ok'
 """.replace("FLAG_AT", str(SEQ_WIDTH + 1))
 )
@@ -388,6 +400,7 @@ for k = 6, #ARGV do redis.call('DEL', ARGV[k]) end
 if redis.call('EXISTS', ARGV[4]) == 1 then return 1 end
 local ok, s = pcall(redis.call, 'HGET', prefix .. 'oi:' .. iid, 's')
 if not (ok and s) then return 0 end
+if FINISHED[s] then return 1 end  -- a finished instance takes no more turns
 redis.call('SET', ARGV[4], '1', 'EX', ARGV[5])
 local now = now_ms()
 inbox_add(prefix, iid, now, ARGV[3])

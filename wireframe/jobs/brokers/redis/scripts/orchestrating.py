@@ -85,15 +85,15 @@ end
 -- post the packed reply `payload` for `channel` to its reply list `key` (`id`: the
 -- message id, read from the payload when nil). A reply to an orchestration's inbox
 -- channel is an activity's completion: posted only when it is of the instance's
--- current run (message id 'I|GENERATION|ACTION'; a purged instance's, or a
--- replaced or continued run's, goes nowhere), and the instance is due now.
+-- current run (message id 'I|GENERATION|ACTION'; a purged or finished instance's,
+-- or a replaced or continued run's, goes nowhere), and the instance is due now.
 local function post_reply(prefix, key, channel, payload, now, id)
   if string.sub(channel, 1, #DURABLE_INBOX) == DURABLE_INBOX then
     local iid = string.sub(channel, #DURABLE_INBOX + 1)
     local owner, gen = string.match(id or reply_id(payload) or '', '^(.*)|([^|]*)|%d+$')
     if owner ~= iid then return end
-    local ok, r = pcall(redis.call, 'HMGET', prefix .. 'oi:' .. iid, 'g', 'le')
-    if not (ok and r[1] and r[1] == gen) then return end
+    local ok, r = pcall(redis.call, 'HMGET', prefix .. 'oi:' .. iid, 'g', 'le', 's')
+    if not (ok and r[1] and r[1] == gen) or FINISHED[r[3]] then return end
     redis.call('LPUSH', key, payload)
     -- due now, unless leased (or held back): its commit or release places it again
     if (tonumber(r[2] or '0') or 0) <= now then durable_due(prefix, iid, now, true) end
