@@ -2,7 +2,7 @@
 
 Three ``wireframe worker`` processes import :mod:`chaos_durable_ops` (so each
 runs the activity and the orchestrator); one of them is SIGKILLed and replaced
-twenty times while 50 instances run. Every instance must complete with the
+twenty times while 50 instances run, on SQLite and on Redis. Every instance must complete with the
 exact output, none may be left behind, and each activity's result must be in
 its instance's history once, whatever ran twice.
 """
@@ -28,7 +28,7 @@ INSTANCES, KILLS, WORKERS = 50, 20, 3
 OPS = HERE / "chaos_durable_ops.py"
 
 
-@pytest.mark.parametrize("kind", ["sqlite"])
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
 async def test_sigkilled_workers_leave_no_orchestration_behind(kind: str, tmp_path: Path) -> None:
     rng = random.Random(12)
     log = tmp_path / "steps.log"
