@@ -48,7 +48,7 @@ from wireframe.durable.store import (
     activity_message_id,
     inbox_channel,
 )
-from wireframe.jobs.broker import Broker, BrokerUnavailable, Message
+from wireframe.jobs.broker import Broker, BrokerError, BrokerUnavailable, Message
 
 __all__ = ["OrchestrationWorker", "commit_of", "store_of"]
 
@@ -205,18 +205,29 @@ class OrchestrationWorker:
         taking.cancel()
 
     async def _turn(self, item: WorkItem) -> None:
+        """Run and commit one turn while its lease is kept; a lost lease or a broker
+        error drops the turn (its events are taken again once the lease runs out)."""
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._keep_lease, item)
-                if item.broken is not None:
-                    await self.store.commit(item, _broken(item))
-                else:
-                    turn = await self._run(item)
-                    await self.store.commit(item, commit_of(item, turn, self.queue, self._offset))
-                self.turns += 1
-                nursery.cancel_scope.cancel()
-        except TurnLost as exc:
-            _log.warning("orchestration worker: %s", exc)
+                try:
+                    if item.broken is not None:
+                        await self.store.commit(item, _broken(item))
+                    else:
+                        turn = await self._run(item)
+                        commit = commit_of(item, turn, self.queue, self._offset)
+                        await self.store.commit(item, commit)
+                    self.turns += 1
+                finally:
+                    nursery.cancel_scope.cancel()
+        except* TurnLost as lost:
+            _log.warning("orchestration worker: %s", lost.exceptions[0])
+        except* BrokerError as failed:
+            _log.warning(
+                "orchestration worker: the turn of %r was dropped, to run again: %s",
+                item.instance.id,
+                failed.exceptions[0],
+            )
         finally:
             self._running -= 1
             self._slot_free.set()
