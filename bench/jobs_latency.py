@@ -9,6 +9,8 @@ For SQLite and Redis, with ONE worker process of default concurrency
   10 ms from the same runtime (``Runtime.submit`` then ``result()``, one at a
   time): the batch's jobs/s as a ratio of alone, and the probes' round trip
   p50/p99.
+* **probes at priority 1** — the same, the probes submitted with
+  ``priority=1``: they go ahead of the batch's queued jobs.
 * **window = bound** — the same, with a run's window fixed at its
   ``max_in_flight`` (1024), as before runs sized their windows from the
   workers' slots (``wireframe.jobs.runtime.WINDOW_PER_SLOT`` patched in this
@@ -77,11 +79,11 @@ async def _batch(rt: jobs.Runtime, n: int) -> float:
     return rate
 
 
-async def _probe_while(rt: jobs.Runtime, done: trio.Event, lat: list[float]) -> None:
+async def _probe_while(rt: jobs.Runtime, done: trio.Event, lat: list[float], priority: int) -> None:
     i = 0
     while not done.is_set():
         t = time.perf_counter()
-        handle = await rt.submit(SyncInc(), i)
+        handle = await rt.submit(SyncInc(), i, priority=priority)
         if await handle.result(timeout=60) != i + 1:
             raise AssertionError("a probe returned a wrong result")
         lat.append((time.perf_counter() - t) * 1000)
@@ -95,7 +97,12 @@ async def _measure(url: str, n: int, proc: subprocess.Popen[str], name: str) -> 
         await _warm(rt, proc)
         await jobs.from_iter(range(500)).map(SyncInc()).collect().run(rt)  # warm, windows seen
         rows.append(Row(name, "batch alone", await _batch(rt, n), []))
-        for case, per_slot in (("batch + probes", None), ("  window = bound (before)", 10**6)):
+        cases = (
+            ("batch + probes", None, 0),
+            ("  probes at priority 1", None, 1),
+            ("  window = bound (before)", 10**6, 0),
+        )
+        for case, per_slot, priority in cases:
             saved = runtime_module.WINDOW_PER_SLOT
             if per_slot is not None:
                 runtime_module.WINDOW_PER_SLOT = per_slot
@@ -103,7 +110,7 @@ async def _measure(url: str, n: int, proc: subprocess.Popen[str], name: str) -> 
                 lat: list[float] = []
                 done = trio.Event()
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_probe_while, rt, done, lat)
+                    nursery.start_soon(_probe_while, rt, done, lat, priority)
                     rate = await _batch(rt, n)
                     done.set()
             finally:
