@@ -1,7 +1,7 @@
 """The orchestration worker as a service part: a layer that gives its loop as a task.
 
 ``durable.OrchestrationWorkerLayer(url)`` opens its own broker connection for
-its lifetime and gives an :class:`OrchestrationWorkerTask`; the activities its
+its lifetime and gives its loop as a :class:`~wireframe.jobs.WorkerTask`; the activities its
 orchestrators call run on the ordinary job workers (``jobs.WorkerLayer``), on
 the same broker.
 """
@@ -12,36 +12,21 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import attrs
-import trio
 
 import wireframe as wf
 from wireframe.durable.worker import OrchestrationWorker
 from wireframe.jobs.broker import mask_password, open_broker
+from wireframe.jobs.layers import WorkerTask
 from wireframe.jobs.runtime import DEFAULT_URL
 
-__all__ = ["OrchestrationWorkerLayer", "OrchestrationWorkerOutput", "OrchestrationWorkerTask"]
-
-
-class OrchestrationWorkerTask(wf.Task):
-    """The orchestration worker's loop: runs turns until the stop, then lets running ones commit."""
-
-    def __init__(self, worker: OrchestrationWorker, id: str) -> None:
-        self.worker = worker
-        self.id = id
-
-    async def run(self, stop: wf.StopReceiver) -> None:
-        """Run turns until ``stop``."""
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self.worker.serve)
-            await stop.wait()
-            self.worker.stop()
+__all__ = ["OrchestrationWorkerLayer", "OrchestrationWorkerOutput"]
 
 
 @attrs.frozen
 class OrchestrationWorkerOutput:
     """What :class:`OrchestrationWorkerLayer` gives."""
 
-    orchestrations: OrchestrationWorkerTask
+    orchestrations: WorkerTask
 
 
 @attrs.frozen
@@ -70,4 +55,4 @@ class OrchestrationWorkerLayer(wf.WiringLayer[None, OrchestrationWorkerOutput]):
             worker = OrchestrationWorker(
                 broker, concurrency=self.concurrency, queue=self.queue, lease=self.lease
             )
-            yield OrchestrationWorkerOutput(OrchestrationWorkerTask(worker, self.name))
+            yield OrchestrationWorkerOutput(WorkerTask(worker, self.name))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -34,21 +34,34 @@ __all__ = [
     "BrokerReachable",
     "JobRuntimeLayer",
     "JobRuntimeOutput",
+    "Serving",
     "WorkerLayer",
     "WorkerOutput",
     "WorkerTask",
 ]
 
 
-class WorkerTask(wf.Task):
-    """The worker loop as a service task: serves until the stop, then stops gracefully.
+class Serving(Protocol):
+    """A worker loop a :class:`WorkerTask` can run: ``serve`` until ``stop`` is called."""
 
-    On stop it consumes nothing more and lets running jobs finish; if the
-    service's grace period runs out first, the unfinished jobs are given back
-    to the queue (none is lost).
+    async def serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until stopped (started once ready)."""
+        ...
+
+    def stop(self) -> None:
+        """Take no more work; ``serve`` returns once what runs has finished."""
+        ...
+
+
+class WorkerTask(wf.Task):
+    """A worker loop as a service task: serves until the stop, then stops gracefully.
+
+    On stop a job worker consumes nothing more and lets running jobs finish; if
+    the service's grace period runs out first, the unfinished jobs are given
+    back to the queue (none is lost). The orchestration worker runs the same way.
     """
 
-    def __init__(self, worker: Worker, id: str) -> None:
+    def __init__(self, worker: Serving, id: str) -> None:
         self.worker = worker
         self.id = id
 
