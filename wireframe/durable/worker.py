@@ -9,7 +9,7 @@ ordinary job workers, and their replies land in the instance's inbox.
 
 Replay is pure CPU; a turn whose history is long runs on a thread, so a big
 replay never stalls the worker's other turns or its lease renewals. While a
-turn runs its lease is renewed. A turn whose lease was lost (``TurnLost``)
+turn runs its lease is renewed (one task renews them all). A turn whose lease was lost (``TurnLost``)
 wrote nothing; the instance's events are taken again. A turn that fails in the
 engine itself (an undecodable history, an orchestrator this worker does not
 know) fails the instance with the reason, so it does not loop.
@@ -168,6 +168,7 @@ class OrchestrationWorker:
         self.lease = broker.url.lease if lease is None else lease
         self.turns = 0
         self._running = 0
+        self._held: dict[str, WorkItem] = {}  # the turns running, by lease token
         self._slot_free = trio.Event()
         self._stop = trio.Event()
         #: wall-clock seconds minus the broker's clock, read once: the turns' "now"
@@ -181,6 +182,7 @@ class OrchestrationWorker:
         """Take and run turns until :meth:`stop` (or cancelled)."""
         async with trio.open_nursery() as turns:
             task_status.started()
+            turns.start_soon(self._keep_leases)
             with trio.CancelScope() as taking:
                 turns.start_soon(self._stop_taking, taking)
                 while True:
@@ -198,37 +200,37 @@ class OrchestrationWorker:
                     for item in items:
                         self._running += 1
                         turns.start_soon(self._turn, item)
-            turns.cancel_scope.deadline = trio.current_time() + self.lease
+            with trio.move_on_after(self.lease):  # the turns running commit, then we stop
+                while self._running:
+                    self._slot_free = trio.Event()
+                    await self._slot_free.wait()
+            turns.cancel_scope.cancel()
 
     async def _stop_taking(self, taking: trio.CancelScope) -> None:
         await self._stop.wait()
         taking.cancel()
 
     async def _turn(self, item: WorkItem) -> None:
-        """Run and commit one turn while its lease is kept; a lost lease or a broker
-        error drops the turn (its events are taken again once the lease runs out)."""
+        """Run and commit one turn (its lease kept by :meth:`_keep_leases`); a lost
+        lease or a broker error drops the turn (its events are taken again)."""
+        self._held[item.lease_token] = item
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._keep_lease, item)
-                try:
-                    if item.broken is not None:
-                        await self.store.commit(item, _broken(item))
-                    else:
-                        turn = await self._run(item)
-                        commit = commit_of(item, turn, self.queue, self._offset)
-                        await self.store.commit(item, commit)
-                    self.turns += 1
-                finally:
-                    nursery.cancel_scope.cancel()
-        except* TurnLost as lost:
-            _log.warning("orchestration worker: %s", lost.exceptions[0])
-        except* BrokerError as failed:
+            if item.broken is not None:
+                await self.store.commit(item, _broken(item))
+            else:
+                turn = await self._run(item)
+                await self.store.commit(item, commit_of(item, turn, self.queue, self._offset))
+            self.turns += 1
+        except TurnLost as lost:
+            _log.warning("orchestration worker: %s", lost)
+        except BrokerError as failed:
             _log.warning(
                 "orchestration worker: the turn of %r was dropped, to run again: %s",
                 item.instance.id,
-                failed.exceptions[0],
+                failed,
             )
         finally:
+            del self._held[item.lease_token]
             self._running -= 1
             self._slot_free.set()
 
@@ -245,7 +247,19 @@ class OrchestrationWorker:
             return run_turn(spec, inst.id, item.history, item.inbox, now)
         return await trio.to_thread.run_sync(run_turn, spec, inst.id, item.history, item.inbox, now)
 
-    async def _keep_lease(self, item: WorkItem) -> None:
+    async def _keep_leases(self) -> None:
+        """Renew the lease of every turn running, every third of a lease.
+
+        One task for all turns, not one per turn: most turns end long before a
+        renewal is due, and a task per turn cost more than the turn's replay.
+        A renewal that finds the lease gone leaves the turn to find out at its
+        commit (which then writes nothing).
+        """
         while True:
             await trio.sleep(self.lease / 3)
-            await self.store.extend_work(item, self.lease)
+            for item in list(self._held.values()):
+                if item.lease_token in self._held:
+                    try:
+                        await self.store.extend_work(item, self.lease)
+                    except BrokerError as exc:  # lost, or not now: the commit will say
+                        _log.warning("orchestration worker: %s", exc)
