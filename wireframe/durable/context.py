@@ -74,9 +74,9 @@ class Context:
         spec = spec_of(type(op))
         engine = self._engine
         action = engine.next_action()
-        label = f"the input of activity {spec.name!r} (action {action}) of {self.instance_id!r}"
 
         def body() -> bytes:
+            label = f"the input of activity {spec.name!r} (action {action}) of {self.instance_id!r}"
             return encode_input(
                 encode_operation(op), self.instance_id, action, input, spec, label=label
             )
