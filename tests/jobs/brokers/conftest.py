@@ -9,8 +9,8 @@ The SQLite and Redis fixtures skip only while their broker module does not
 exist yet; any other import error fails the test.
 
 ``redis_server`` starts redis-servers of the test's own (on a free port, killed
-by pid at the end), for tests that restart Redis, fill its memory or pause it -
-never the shared server.
+by pid at the end; each start returns once the server accepts connections), for
+tests that restart Redis, fill its memory or pause it - never the shared server.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import importlib
 import shutil
 import socket
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -75,6 +76,20 @@ def unused_port() -> int:
     return _free_port()
 
 
+def _until_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
+    """Return once ``proc`` accepts connections on ``port`` (a client connecting
+    before then is refused, and coredis reports that as an exception group on exit)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server on port {port} did not start") from None
+            time.sleep(0.01)
+
+
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Start (and restart) a private redis-server; every one is killed at the end.
@@ -96,6 +111,7 @@ def redis_server(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[byte
         args += ["--save", "", "--appendfsync", "always", "--bind", "127.0.0.1", *extra]
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(proc)
+        _until_listening(port, proc)
         return proc
 
     start.port = port  # type: ignore[attr-defined]
