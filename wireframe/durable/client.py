@@ -196,7 +196,7 @@ class Client:
 
 
 @asynccontextmanager
-async def connect(url: str, *, concurrency: int = 16) -> AsyncIterator[Client]:
+async def connect(url: str, *, concurrency: int = 64) -> AsyncIterator[Client]:
     """A :class:`Client` on the broker ``url`` names.
 
     ``memory://NAME?workers=N`` also runs N job workers and one orchestration

@@ -38,7 +38,7 @@ class OrchestrationWorkerLayer(wf.WiringLayer[None, OrchestrationWorkerOutput]):
     """
 
     url: str | None = attrs.field(default=None, repr=lambda u: repr(u and mask_password(u)))
-    concurrency: int = 16
+    concurrency: int = 64
     queue: str = "default"
     lease: float | None = None  # default: the broker URL's lease
     name: str = "orchestrations"

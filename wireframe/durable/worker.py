@@ -154,7 +154,7 @@ class OrchestrationWorker:
         self,
         broker: Broker,
         *,
-        concurrency: int = 16,
+        concurrency: int = 64,
         queue: str = "default",
         lease: float | None = None,
     ) -> None:
