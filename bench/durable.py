@@ -16,7 +16,8 @@ Every row measured in this one run:
 Targets on the 2-core machine (issue 12): >= 300 instances/s (>= 3,300 work
 items/s); replay of 10,000 events <= 50 ms; fan-out turn cost linear.
 
-Usage: ``python bench/durable.py [--n 2000] [--brokers sqlite]``.
+Usage: ``python bench/durable.py [--n 2000] [--brokers sqlite,redis]`` (Redis at
+127.0.0.1:6379 under a key prefix of the run's own, removed afterwards).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import trio
@@ -37,6 +39,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from _durable_ops import STEPS, Inc, sequence  # noqa: E402
+from jobs_brokers import redis_cleanup  # noqa: E402
 
 from wireframe import durable, jobs  # noqa: E402
 from wireframe.durable import history as h  # noqa: E402
@@ -45,6 +48,7 @@ from wireframe.durable.replay import run_turn  # noqa: E402
 from wireframe.jobs.codec import JobResult, encode_result  # noqa: E402
 
 OPS = str(HERE / "_durable_ops.py")
+REDIS = "redis://127.0.0.1:6379/0"
 #: Tasks starting the instances at once (a service's request handlers would).
 STARTERS = 16
 
@@ -121,23 +125,25 @@ async def loop(ctx: durable.Context, x: int) -> int:
 
 
 def fan_turn_ms(n: int) -> float:
-    """Milliseconds of the turn that applies all ``n`` completions of a fan-out of ``n``."""
+    """Milliseconds (best of 3) of the turn that applies all ``n`` completions of a fan-out of ``n``."""
     spec = spec_named("bench.durable-fan")
     first = run_turn(spec, "f", [], [h.ExecutionStarted(spec.name, n)], 0.0)
     done = [h.TaskCompleted(a, encode_result(JobResult(value=a))) for a in range(1, n + 1)]
-    t = time.perf_counter()
-    turn = run_turn(spec, "f", first.events, done, 1.0)
-    elapsed = time.perf_counter() - t
-    if turn.status != "completed":
-        raise AssertionError(turn)
-    return elapsed * 1e3
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        turn = run_turn(spec, "f", first.events, done, 1.0)
+        best = min(best, time.perf_counter() - t)
+        if turn.status != "completed":
+            raise AssertionError(turn)
+    return best * 1e3
 
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: see the module docstring."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000)
-    ap.add_argument("--brokers", default="sqlite")
+    ap.add_argument("--brokers", default="sqlite,redis")
     a = ap.parse_args(argv)
     console = Console()
     table = Table(title="durable orchestrations (one worker process, 2 cores)")
@@ -145,9 +151,15 @@ def main(argv: list[str] | None = None) -> None:
         table.add_column(col, justify="right" if col != "what" else "left")
     for broker in a.brokers.split(","):
         console.print(f"throughput on {broker} ...")
-        with tempfile.TemporaryDirectory(prefix="wf-bench-durable-") as tmp:
-            url = {"sqlite": f"sqlite:///{tmp}/jobs.db"}.get(broker, broker)
-            rate = throughput(url, a.n)
+        if broker == "redis":
+            prefix = f"wf-bench-{uuid.uuid4().hex[:12]}:"
+            try:
+                rate = throughput(f"{REDIS}?prefix={prefix}", a.n)
+            finally:
+                redis_cleanup("127.0.0.1", 6379, 0, prefix)
+        else:
+            with tempfile.TemporaryDirectory(prefix="wf-bench-durable-") as tmp:
+                rate = throughput(f"sqlite:///{tmp}/jobs.db", a.n)
         table.add_row(
             f"{broker}: {a.n:,} x 5-activity sequence", f"{rate:,.0f} instances/s", ">= 300"
         )
