@@ -235,6 +235,13 @@ class JobThreads:
                 return
         with trio.CancelScope(shield=True):
             await self._all_exited.wait()
+            # each thread said it is done; join them, so none is seen alive after us
+            await trio.to_thread.run_sync(_join_all, list(self._threads))
+
+
+def _join_all(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.join()
 
 
 @asynccontextmanager
