@@ -371,3 +371,28 @@ def test_an_action_first_taken_while_replaying_gets_its_job_body() -> None:
     turn = run_turn(spec_named("one_activity"), "i1", started, [], T0)
     [scheduled] = [e for e in turn.events if isinstance(e, h.TaskScheduled)]
     assert decode_envelope(scheduled.body).input == "a"
+
+
+@durable.orchestrator
+async def continues_after_a_call(ctx: durable.Context, n: int) -> int:
+    if n == 0:
+        await ctx.call(Hello(), "x")
+        ctx.continue_as_new(n + 1)
+    return n
+
+
+def test_an_event_raised_in_the_turn_that_continues_as_new_is_carried_over() -> None:
+    """The code returns on the activity's completion; the event after it in the same
+    turn's inbox was never consumed, so the next generation must get it."""
+    spec = spec_named("continues_after_a_call")
+    first = run_turn(spec, "i1", [], [h.ExecutionStarted("continues_after_a_call", 0)], T0)
+    [scheduled] = [e for e in first.events if isinstance(e, h.TaskScheduled)]
+    done = h.TaskCompleted(scheduled.action, _run_activity(scheduled.body))
+    turn = run_turn(spec, "i1", first.events, [done, h.EventRaised("late", 1)], T0 + 1)
+    assert turn.status == "continued" and turn.output == 1
+    assert turn.carryover == [h.EventRaised("late", 1)]
+    late = [done, h.ExecutionSuspended("ops"), h.EventRaised("later", 2)]
+    turn = run_turn(spec, "i1", first.events, late, T0 + 1)
+    assert turn.carryover == [h.ExecutionSuspended("ops"), h.EventRaised("later", 2)]
+    turn = run_turn(spec, "i1", first.events, [done, h.ExecutionTerminated("stop")], T0 + 1)
+    assert (turn.status, turn.output) == ("terminated", "stop"), "a terminate is not lost"

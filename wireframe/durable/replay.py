@@ -141,6 +141,8 @@ class Replayer:
         self._coro: Coroutine[Any, Any, Any] | None = None
         self._awaiting: DurableTask[Any] | None = None
         self._continued: Any = _NOT_CONTINUED
+        #: Inbox events of a continued turn that came after the code returned.
+        self._late: list[Event] = []
         self.result: tuple[str, Any, str | None] | None = None  # (status, output, error)
 
     # -- what the context calls -------------------------------------------------------
@@ -272,6 +274,11 @@ class Replayer:
         if self.result is not None:
             if isinstance(event, ACTIONS):
                 self._confirm(event)  # history has more actions than the code now takes
+            elif self.result[0] == "continued":  # the turn's inbox after the code returned
+                if isinstance(event, ExecutionTerminated):
+                    self._terminate(event)
+                elif isinstance(event, EventRaised | ExecutionSuspended | ExecutionResumed):
+                    self._late.append(event)  # not consumed: the next generation's
             return
         if self._suspended is not None and not isinstance(
             event, ExecutionResumed | ExecutionTerminated
@@ -369,8 +376,10 @@ class Replayer:
         self.result = ("completed", output, None)
 
     def carryover(self) -> list[Event]:
-        """Events raised but never consumed: a continued-as-new instance keeps them."""
-        return [EventRaised(name, data) for name, queue in self._buffered.items() for data in queue]
+        """Events raised but never consumed, and the client's suspend or resume that came
+        after the code continued as new: the next generation keeps them."""
+        buffered = [EventRaised(n, data) for n, queue in self._buffered.items() for data in queue]
+        return [*buffered, *self._late]
 
     def new_actions(self) -> list[Event]:
         """The actions the code took that history does not have yet, in order."""
