@@ -396,3 +396,14 @@ def test_an_event_raised_in_the_turn_that_continues_as_new_is_carried_over() -> 
     assert turn.carryover == [h.ExecutionSuspended("ops"), h.EventRaised("later", 2)]
     turn = run_turn(spec, "i1", first.events, [done, h.ExecutionTerminated("stop")], T0 + 1)
     assert (turn.status, turn.output) == ("terminated", "stop"), "a terminate is not lost"
+
+
+def test_a_second_suspend_of_a_suspended_instance_needs_no_second_resume() -> None:
+    spec = spec_named("two_events")
+    start = [h.ExecutionStarted("two_events"), h.ExecutionSuspended("a")]
+    first = run_turn(
+        spec, "i1", [], [*start, h.ExecutionSuspended("b"), h.EventRaised("go", 1)], T0
+    )
+    assert first.status == "suspended"
+    second = run_turn(spec, "i1", first.events, [h.ExecutionResumed(), h.EventRaised("go", 2)], T0)
+    assert (second.status, second.output) == ("completed", [1, 2])

@@ -283,7 +283,8 @@ class Replayer:
         if self._suspended is not None and not isinstance(
             event, ExecutionResumed | ExecutionTerminated
         ):
-            self._suspended.append(event)
+            if not isinstance(event, ExecutionSuspended):  # suspended already: one resume does
+                self._suspended.append(event)
             return
         handler = _HANDLERS.get(type(event))
         if handler is not None:
