@@ -407,3 +407,23 @@ def test_a_second_suspend_of_a_suspended_instance_needs_no_second_resume() -> No
     assert first.status == "suspended"
     second = run_turn(spec, "i1", first.events, [h.ExecutionResumed(), h.EventRaised("go", 2)], T0)
     assert (second.status, second.output) == ("completed", [1, 2])
+
+
+@durable.orchestrator
+async def clock_after_event(ctx: durable.Context) -> float:
+    await ctx.wait_for_event("go")
+    return ctx.now().timestamp() - T0
+
+
+def test_the_clock_after_a_resume_is_the_resuming_turns() -> None:
+    """Events that waited out a suspension are applied at the resume: ``ctx.now()`` (and
+    every timer set then) reads the resuming turn's time, not the suspended one's."""
+    spec = spec_named("clock_after_event")
+    first = run_turn(spec, "i1", [], [h.ExecutionStarted("clock_after_event")], T0)
+    suspended = run_turn(spec, "i1", first.events, [h.ExecutionSuspended()], T0 + 10)
+    history = [*first.events, *suspended.events]
+    waiting = run_turn(spec, "i1", history, [h.EventRaised("go")], T0 + 20)
+    assert waiting.status == "suspended"
+    history += waiting.events
+    resumed = run_turn(spec, "i1", history, [h.ExecutionResumed()], T0 + 100)
+    assert (resumed.status, resumed.output) == ("completed", 100)

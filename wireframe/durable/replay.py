@@ -281,8 +281,8 @@ class Replayer:
                     self._late.append(event)  # not consumed: the next generation's
             return
         if self._suspended is not None and not isinstance(
-            event, ExecutionResumed | ExecutionTerminated
-        ):
+            event, ExecutionResumed | ExecutionTerminated | OrchestratorStarted
+        ):  # the turns' times still count: what runs at the resume runs at its time
             if not isinstance(event, ExecutionSuspended):  # suspended already: one resume does
                 self._suspended.append(event)
             return
