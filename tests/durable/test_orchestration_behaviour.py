@@ -266,6 +266,7 @@ async def test_an_orchestrator_the_worker_does_not_know_fails_the_instance_namin
     assert inst.error is not None
     assert "'behaviour-nobody-registered'" in inst.error
     assert "behaviour-forever" in inst.error and "behaviour-tree" in inst.error, inst.error
+    assert inst.error.startswith("OrchestratorError: "), inst.error
     assert first in history, "the history keeps how the instance began"
     assert completions(history) == [h.ExecutionCompleted("failed", None, inst.error)]
 

@@ -427,3 +427,12 @@ def test_the_clock_after_a_resume_is_the_resuming_turns() -> None:
     history += waiting.events
     resumed = run_turn(spec, "i1", history, [h.ExecutionResumed()], T0 + 100)
     assert (resumed.status, resumed.output) == ("completed", 100)
+
+
+def test_a_failed_instances_error_names_the_exception_type() -> None:
+    """``Instance.error`` is the exception's type and message, also for the engine's own."""
+    inst = drive(one_activity)
+    turn = run_turn(spec_named("durable-test-changed"), "i1", inst.history[:3], [], T0)
+    assert (turn.error or "").startswith("NonDeterminismError: non-deterministic"), turn.error
+    turn = drive(awaits_trio).turns[-1]
+    assert (turn.error or "").startswith("OrchestratorError: orchestrator"), turn.error

@@ -357,10 +357,10 @@ class Replayer:
                         self.spec.name,
                         f"something that needs an event loop ({type(exc).__name__}: {exc})",
                     )
-                self.result = ("failed", None, f"{type(exc).__name__}: {exc}")
+                self.result = ("failed", None, _named(exc))
                 return
             if not isinstance(yielded, DurableTask):
-                self._finish("failed", None, str(_foreign_await(self.spec.name, yielded)))
+                self._finish("failed", None, _named(_foreign_await(self.spec.name, yielded)))
                 return
             self._awaiting = yielded
 
@@ -372,7 +372,7 @@ class Replayer:
             output = unstructure(value, self.spec.output_type)
         except Exception as exc:
             error = f"the output of orchestrator {self.spec.name!r} cannot be encoded: {exc}"
-            self.result = ("failed", None, error)
+            self.result = ("failed", None, _named(OrchestratorError(error)))
             return
         self.result = ("completed", output, None)
 
@@ -401,6 +401,11 @@ class _Then:
 
     def child_done(self, _: DurableTask[Any]) -> None:
         self.fn()
+
+
+def _named(exc: BaseException) -> str:
+    """An error as an instance records it: the exception's type, then its message."""
+    return f"{type(exc).__name__}: {exc}"
 
 
 #: What trio and asyncio say when awaited outside their loop (the engine drives no loop).
@@ -452,10 +457,8 @@ def run_turn(
         for event in new:
             appended.append(event)
             engine.apply(event)
-    except NonDeterminismError as exc:
-        engine._finish("failed", None, str(exc))
-    except Exception as exc:  # a payload history cannot decode, an engine bug
-        engine._finish("failed", None, f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # diverged from history, a payload it cannot decode, an engine bug
+        engine._finish("failed", None, _named(exc))
     status, output, error = engine.result or (
         "suspended" if engine._suspended is not None else "running",
         None,

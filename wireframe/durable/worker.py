@@ -240,7 +240,7 @@ class OrchestrationWorker:
         try:
             spec = spec_named(inst.name)
         except Exception as exc:  # the history still tells how it began and why it failed
-            error = str(exc)
+            error = f"{type(exc).__name__}: {exc}"
             done = ExecutionCompleted("failed", None, error)
             return Turn([OrchestratorStarted(now), *item.inbox, done], "failed", error=error)
         if len(item.history) < _THREAD_AT:
