@@ -295,3 +295,35 @@ async def test_waiting_past_a_timeout_raises_too_slow(autojump_clock: trio.abc.C
         with pytest.raises(trio.TooSlowError):
             await client.wait_started(late, timeout=30)
         assert (await client.wait_started(late, timeout=60)).status is durable.Status.RUNNING
+
+
+# -- children across generations -----------------------------------------------------------
+@durable.orchestrator(name="behaviour-sleeper")
+async def sleeper(ctx: durable.Context, seconds: int) -> int:
+    await ctx.sleep(seconds)
+    return seconds
+
+
+@durable.orchestrator(name="behaviour-child-per-run")
+async def child_per_run(ctx: durable.Context, n: int) -> int:
+    got = await ctx.call_orchestrator(sleeper, n)
+    if n < 2:
+        ctx.continue_as_new(n + 1)
+    return got  # type: ignore[no-any-return]
+
+
+async def test_each_run_of_an_instance_starts_children_of_its_own(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A child's default id is its parent's and the action's; a continued or replaced
+    run takes the same action numbers again, so its children must not find the
+    earlier run's children in their place."""
+    async with durable.connect(url()) as client:
+        await client.start(child_per_run, 0, instance_id="p")
+        inst = await client.wait_completed("p", timeout=100)
+        assert (inst.status, inst.output, inst.generation) == (durable.Status.COMPLETED, 2, 2)
+        await client.start(child_per_run, 2, instance_id="p", reuse="replace")
+        inst = await client.wait_completed("p", timeout=100)
+        assert (inst.status, inst.output) == (durable.Status.COMPLETED, 2), inst.error
+        kids = [i for i in await client.list() if i.parent_id == "p"]
+    assert len(kids) == 4 and all(k.status is durable.Status.COMPLETED for k in kids)

@@ -115,13 +115,14 @@ class Context:
     ) -> DurableTask[Any]:
         """Start orchestrator ``fn`` as a child instance; await it for its output.
 
-        A child id defaults to ``<this id>:<action number>``, the same on replay.
+        A child id defaults to ``<this id>:<action number>`` (``<this id>#<generation>:<action
+        number>`` in a run continued as new or replaced), the same on replay.
         A failed or terminated child raises
         :class:`~wireframe.durable.errors.ChildFailed`.
         """
         spec = spec_named(name_of(fn))
         action = self._engine.next_action()
-        child_id = instance_id or f"{self.instance_id}:{action}"
+        child_id = instance_id or self._engine.child_id(action)
         data = unstructure(input, spec.input_type)
         task: DurableTask[Any] = DurableTask(f"sub-orchestration {spec.name!r} (action {action})")
         self._engine.start_child(ChildCreated(action, spec.name, child_id, data), spec, task)

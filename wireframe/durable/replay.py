@@ -121,9 +121,10 @@ def _same_action(a: Event, b: Event) -> bool:
 class Replayer:
     """The state of one orchestration while a turn replays it (see the module doc)."""
 
-    def __init__(self, spec: OrchestratorSpec, instance_id: str) -> None:
+    def __init__(self, spec: OrchestratorSpec, instance_id: str, generation: int = 0) -> None:
         self.spec = spec
         self.instance_id = instance_id
+        self.generation = generation  # the instance's run (see Instance.generation)
         self.ctx = Context(self, instance_id, None)
         self.is_replaying = True
         self.now = 0.0
@@ -150,6 +151,13 @@ class Replayer:
         """The number of the action being taken."""
         self._actions += 1
         return self._actions
+
+    def child_id(self, action: int) -> str:
+        """The default id of the child action ``action`` starts: this run's own (a run
+        continued as new, or a replacement, takes the same action numbers again)."""
+        if not self.generation:
+            return f"{self.instance_id}:{action}"
+        return f"{self.instance_id}#{self.generation}:{action}"
 
     def job_body(self, action: int, encode: Callable[[], bytes]) -> bytes:
         """An activity's job body: encoded now, or, while replaying, only if history
@@ -445,9 +453,13 @@ def run_turn(
     history: Iterable[Event],
     new: Iterable[Event],
     now: float,
+    generation: int = 0,
 ) -> Turn:
-    """Replay ``history``, apply the ``new`` events at time ``now``: what to append, and how it stands."""
-    engine = Replayer(spec, instance_id)
+    """Replay ``history``, apply the ``new`` events at time ``now``: what to append, and how it stands.
+
+    ``generation`` is the instance's run (its row's), which default child ids name.
+    """
+    engine = Replayer(spec, instance_id, generation)
     appended: list[Event] = [OrchestratorStarted(now)]
     try:
         for event in history:

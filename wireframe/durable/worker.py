@@ -244,8 +244,10 @@ class OrchestrationWorker:
             done = ExecutionCompleted("failed", None, error)
             return Turn([OrchestratorStarted(now), *item.inbox, done], "failed", error=error)
         if len(item.history) < _THREAD_AT:
-            return run_turn(spec, inst.id, item.history, item.inbox, now)
-        return await trio.to_thread.run_sync(run_turn, spec, inst.id, item.history, item.inbox, now)
+            return run_turn(spec, inst.id, item.history, item.inbox, now, inst.generation)
+        return await trio.to_thread.run_sync(
+            run_turn, spec, inst.id, item.history, item.inbox, now, inst.generation
+        )
 
     async def _keep_leases(self) -> None:
         """Renew the lease of every turn running, every third of a lease.
