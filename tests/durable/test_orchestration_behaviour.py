@@ -327,3 +327,24 @@ async def test_each_run_of_an_instance_starts_children_of_its_own(
         assert (inst.status, inst.output) == (durable.Status.COMPLETED, 2), inst.error
         kids = [i for i in await client.list() if i.parent_id == "p"]
     assert len(kids) == 4 and all(k.status is durable.Status.COMPLETED for k in kids)
+
+
+@durable.orchestrator(name="behaviour-timer-left-behind")
+async def timer_left_behind(ctx: durable.Context, n: int) -> float:
+    start = ctx.now()
+    if n == 0:
+        ctx.sleep(5)  # action 1: set, never awaited, in the turn that continues as new
+        ctx.continue_as_new(1)
+        return 0
+    await ctx.sleep(50)  # action 1 again, of the next run
+    return (ctx.now() - start).total_seconds()
+
+
+async def test_a_timer_set_in_the_turn_that_continues_as_new_never_fires(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with durable.connect(url()) as client:
+        await client.start(timer_left_behind, 0, instance_id="t")
+        inst = await client.wait_completed("t", timeout=1000)
+    assert inst.status is durable.Status.COMPLETED, inst.error
+    assert inst.output == 50, "the old run's timer fired into the new run"

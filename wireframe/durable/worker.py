@@ -100,6 +100,8 @@ def commit_of(item: WorkItem, turn: Turn, queue: str, offset: float) -> Commit:
             message = Message(mid, event.body, reply_to=inbox_channel(inst.id))
             activities.append((event.queue or queue, message))
         elif isinstance(event, TimerCreated):
+            if turn.status == "continued":  # it would fire into the next run, not this one
+                continue
             timers.append((event.fire_at - offset, TimerFired(event.action, event.fire_at)))
         elif isinstance(event, EventSent):
             sends.append((event.instance_id, EventRaised(event.name, event.data)))
