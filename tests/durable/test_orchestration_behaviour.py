@@ -329,6 +329,27 @@ async def test_each_run_of_an_instance_starts_children_of_its_own(
     assert len(kids) == 4 and all(k.status is durable.Status.COMPLETED for k in kids)
 
 
+@durable.orchestrator(name="behaviour-outlived-child")
+async def outlived_child(ctx: durable.Context, n: int) -> float:
+    start = ctx.now()
+    if n == 0:  # the child (action 1) outlives this run
+        await ctx.any([ctx.call_orchestrator(sleeper, 100), ctx.sleep(1)])
+        ctx.continue_as_new(1)
+        return 0
+    await ctx.sleep(500)  # action 1 again, of the next run
+    return (ctx.now() - start).total_seconds()
+
+
+async def test_a_child_of_an_earlier_run_completing_reaches_no_action_of_the_next(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with durable.connect(url()) as client:
+        await client.start(outlived_child, 0, instance_id="o")
+        inst = await client.wait_completed("o", timeout=1000)
+    assert inst.status is durable.Status.COMPLETED, inst.error
+    assert inst.output == 500, "the old run's child completed the new run's timer"
+
+
 @durable.orchestrator(name="behaviour-timer-left-behind")
 async def timer_left_behind(ctx: durable.Context, n: int) -> float:
     start = ctx.now()

@@ -135,7 +135,7 @@ class Replayer:
         #: Job bodies of activities taken while replaying, encoded only if they are new.
         self._bodies: dict[int, Callable[[], bytes]] = {}
         #: What to do when the completion of an action arrives, by number.
-        self._pending: dict[int, Callable[[Event], None]] = {}
+        self._pending: dict[int, _Pending] = {}
         self._waiters: dict[str, collections.deque[DurableTask[Any]]] = {}
         self._buffered: dict[str, collections.deque[Any]] = {}
         self._suspended: list[Event] | None = None
@@ -195,7 +195,7 @@ class Replayer:
                 _Then(lambda: self._retry(event, output_type, task, retry, attempt))
             )
 
-        self._pending[event.action] = completed
+        self._pending[event.action] = _Pending((TaskCompleted, TaskFailed), completed)
 
     def _retry(
         self,
@@ -232,7 +232,7 @@ class Replayer:
         action = self.next_action()
         task: DurableTask[None] = DurableTask(f"timer (action {action})")
         self.record(TimerCreated(action, fire_at))
-        self._pending[action] = lambda _: task.resolve(None)
+        self._pending[action] = _Pending((TimerFired,), lambda _: task.resolve(None))
         return task
 
     def wait_for_event(self, name: str, timeout: float | None) -> DurableTask[Any]:
@@ -270,7 +270,8 @@ class Replayer:
                 assert isinstance(done, ChildFailedEvent)
                 task.fail(ChildFailed(event.name, event.instance_id, done.error))
 
-        self._pending[event.action] = completed
+        kinds = (ChildCompleted, ChildFailedEvent)
+        self._pending[event.action] = _Pending(kinds, completed, event.instance_id)
 
     def continue_as_new(self, input: Any) -> None:
         """Note that the instance starts afresh with ``input`` when the code returns."""
@@ -318,9 +319,13 @@ class Replayer:
             raise NonDeterminismError(action, describe_action(event), describe_action(mine))
 
     def _complete(self, event: Event) -> None:
-        handler = self._pending.pop(event.action, None)  # type: ignore[union-attr]
-        if handler is not None:  # else a duplicate, or for an action another path took
-            handler(event)
+        action: int = event.action  # type: ignore[union-attr]
+        pending = self._pending.get(action)
+        # else a duplicate, or of an earlier run's action of that number (a child that
+        # outlived a continue-as-new): not this run's
+        if pending is not None and pending.takes(event):
+            del self._pending[action]
+            pending.fn(event)
             self._step()
 
     def _raise_event(self, event: EventRaised) -> None:
@@ -399,6 +404,22 @@ class Replayer:
             else e
             for e in events
         ]
+
+
+@attrs.frozen
+class _Pending:
+    """An action waiting for its completion: of which kinds, and (a child's) of which instance."""
+
+    kinds: tuple[type, ...]
+    fn: Callable[[Event], None]
+    child_id: str | None = None
+
+    def takes(self, event: Event) -> bool:
+        """Whether ``event`` completes this action."""
+        if not isinstance(event, self.kinds):
+            return False
+        other = getattr(event, "instance_id", None)
+        return other is None or self.child_id is None or other == self.child_id
 
 
 class _Then:

@@ -116,9 +116,9 @@ def commit_of(item: WorkItem, turn: Turn, queue: str, offset: float) -> Commit:
     started = _started(item)
     if turn.finished and started is not None and started.parent_id:
         done: Event = (
-            ChildCompleted(started.parent_action, turn.output)
+            ChildCompleted(started.parent_action, turn.output, inst.id)
             if turn.status == "completed"
-            else ChildFailed(started.parent_action, turn.error or turn.status)
+            else ChildFailed(started.parent_action, turn.error or turn.status, inst.id)
         )
         sends.append((started.parent_id, done))
     carryover: list[Event] = []
