@@ -369,3 +369,34 @@ async def test_a_timer_set_in_the_turn_that_continues_as_new_never_fires(
         inst = await client.wait_completed("t", timeout=1000)
     assert inst.status is durable.Status.COMPLETED, inst.error
     assert inst.output == 50, "the old run's timer fired into the new run"
+
+
+# -- values the codec cannot carry -----------------------------------------------------------
+@durable.orchestrator(name="behaviour-unencodable")
+async def unencodable(ctx: durable.Context, what: str) -> Any:
+    if what == "status":
+        ctx.set_status({"at": object()})
+    elif what == "event":
+        ctx.send_event("nobody", "e", 1 + 2j)
+    elif what == "child":
+        await ctx.call_orchestrator(collect, object())
+    elif what == "continue":
+        ctx.continue_as_new(object())
+        return None
+    return 1 + 2j  # the output
+
+
+async def test_a_value_the_codec_cannot_carry_fails_the_instance_naming_it(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Not the worker: a store keeps values as msgpack, and the commit of one it cannot
+    pack would fail every time the instance is taken."""
+    async with durable.connect(url()) as client:
+        for what in ("output", "status", "event", "child", "continue"):
+            await client.start(unencodable, what, instance_id=what)
+            inst = await client.wait_completed(what, timeout=10)
+            assert inst.status is durable.Status.FAILED, (what, inst)
+            assert "OrchestratorError" in (inst.error or "") and "encode" in (inst.error or ""), (
+                what,
+                inst.error,
+            )

@@ -30,7 +30,7 @@ from typing import Any
 
 import attrs
 
-from wireframe.durable.context import Context
+from wireframe.durable.context import Context, plain
 from wireframe.durable.errors import (
     ActivityFailed,
     ChildFailed,
@@ -63,7 +63,7 @@ from wireframe.durable.history import (
 )
 from wireframe.durable.registry import OrchestratorSpec
 from wireframe.durable.tasks import DurableTask
-from wireframe.jobs.codec import decode_result, structure, unstructure
+from wireframe.jobs.codec import decode_result, structure
 from wireframe.jobs.errors import ErrorKind, RemoteError
 from wireframe.jobs.retry import RetryPolicy
 
@@ -275,7 +275,8 @@ class Replayer:
 
     def continue_as_new(self, input: Any) -> None:
         """Note that the instance starts afresh with ``input`` when the code returns."""
-        self._continued = unstructure(input, self.spec.input_type)
+        where = f"the input orchestrator {self.spec.name!r} continues as new with"
+        self._continued = plain(input, self.spec.input_type, where)
 
     # -- applying events --------------------------------------------------------------
     def apply(self, event: Event) -> None:
@@ -382,10 +383,9 @@ class Replayer:
             self.result = ("continued", self._continued, None)
             return
         try:
-            output = unstructure(value, self.spec.output_type)
-        except Exception as exc:
-            error = f"the output of orchestrator {self.spec.name!r} cannot be encoded: {exc}"
-            self.result = ("failed", None, _named(OrchestratorError(error)))
+            output = plain(value, self.spec.output_type, f"the output of {self.spec.name!r}")
+        except OrchestratorError as exc:
+            self.result = ("failed", None, _named(exc))
             return
         self.result = ("completed", output, None)
 
