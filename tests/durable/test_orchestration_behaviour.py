@@ -400,3 +400,17 @@ async def test_a_value_the_codec_cannot_carry_fails_the_instance_naming_it(
                 what,
                 inst.error,
             )
+
+
+async def test_a_client_value_the_codec_cannot_carry_is_refused_naming_the_instance(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with durable.connect(url()) as client:
+        iid = await client.start(collect, 1, instance_id="c")
+        with pytest.raises(durable.DurableError, match=r"raise_event 'item' on 'c'.*encoded"):
+            await client.raise_event(iid, "item", object())
+        with pytest.raises(durable.DurableError, match=r"terminate of 'c'.*encoded"):
+            await client.terminate(iid, 1 + 2j)
+        await client.raise_event(iid, "item", "plain")
+        inst = await client.wait_completed(iid, timeout=10)
+    assert (inst.status, inst.output) == (durable.Status.COMPLETED, ["plain"])
