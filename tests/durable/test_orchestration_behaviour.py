@@ -414,3 +414,20 @@ async def test_a_client_value_the_codec_cannot_carry_is_refused_naming_the_insta
         await client.raise_event(iid, "item", "plain")
         inst = await client.wait_completed(iid, timeout=10)
     assert (inst.status, inst.output) == (durable.Status.COMPLETED, ["plain"])
+
+
+async def test_an_instance_started_later_is_pending_until_then_whatever_it_is_sent(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """An event raised before ``start_at`` takes a turn (it is buffered), but the
+    orchestrator has not started: the instance stays pending, ``wait_started`` waits."""
+    async with durable.connect(url()) as client:
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60)
+        iid = await client.start(collect, 1, start_at=later)
+        await client.raise_event(iid, "item", "early")
+        await trio.sleep(5)
+        assert (await client.get(iid)).status is durable.Status.PENDING  # type: ignore[union-attr]
+        with pytest.raises(trio.TooSlowError):
+            await client.wait_started(iid, timeout=30)
+        inst = await client.wait_completed(iid, timeout=60)
+    assert (inst.status, inst.output) == (durable.Status.COMPLETED, ["early"])

@@ -77,7 +77,7 @@ class Turn:
     """What one turn decided.
 
     ``events`` are appended to the history in order. ``status`` is
-    ``running`` (waiting on something), ``suspended``, ``completed``,
+    ``running`` (waiting on something), ``pending`` (not started yet), ``suspended``, ``completed``,
     ``failed``, ``terminated`` or ``continued`` (continue-as-new: start afresh
     with ``output`` as input, carrying ``carryover`` events over).
     """
@@ -492,8 +492,10 @@ def run_turn(
             engine.apply(event)
     except Exception as exc:  # diverged from history, a payload it cannot decode, an engine bug
         engine._finish("failed", None, _named(exc))
+    # not started: its start_at is still ahead, and an event came first
+    waiting = "running" if engine._coro is not None else "pending"
     status, output, error = engine.result or (
-        "suspended" if engine._suspended is not None else "running",
+        "suspended" if engine._suspended is not None else waiting,
         None,
         None,
     )

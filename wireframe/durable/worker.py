@@ -57,6 +57,7 @@ _log = logging.getLogger("wireframe.durable")
 #: Histories at least this long are replayed on a thread.
 _THREAD_AT = 500
 _STATUSES = {
+    "pending": Status.PENDING,
     "running": Status.RUNNING,
     "continued": Status.RUNNING,
     "suspended": Status.SUSPENDED,
