@@ -285,7 +285,9 @@ async def test_waiting_past_a_timeout_raises_too_slow(autojump_clock: trio.abc.C
     async with durable.connect(url()) as client:
         iid = await client.start(forever, 0)
         start = trio.current_time()
-        with pytest.raises(trio.TooSlowError):
+        with pytest.raises(
+            trio.TooSlowError, match=rf"instance {iid!r} is still running after 5 s"
+        ):
             await client.wait_completed(iid, timeout=5)
         assert trio.current_time() - start == pytest.approx(5)
         inst = await client.get(iid)

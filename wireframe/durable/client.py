@@ -122,7 +122,8 @@ class Client:
     async def _wait(
         self, instance_id: str, done: Callable[[Instance], bool], timeout: float
     ) -> Instance:
-        with trio.fail_after(timeout):
+        inst: Instance | None = None
+        with trio.move_on_after(timeout):
             inst = await self.store.instance(instance_id)
             while True:
                 if inst is None:
@@ -130,6 +131,8 @@ class Client:
                 if done(inst):
                     return inst
                 inst = await self.store.wait_changed(instance_id, inst.revision)
+        now = "not read yet" if inst is None else f"still {inst.status.value}"
+        raise trio.TooSlowError(f"instance {instance_id!r} is {now} after {timeout:g} s")
 
     async def wait_started(self, instance_id: str, timeout: float = math.inf) -> Instance:
         """The instance once its first turn ran (``trio.TooSlowError`` after ``timeout``)."""
