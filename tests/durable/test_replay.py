@@ -436,3 +436,49 @@ def test_a_failed_instances_error_names_the_exception_type() -> None:
     assert (turn.error or "").startswith("NonDeterminismError: non-deterministic"), turn.error
     turn = drive(awaits_trio).turns[-1]
     assert (turn.error or "").startswith("OrchestratorError: orchestrator"), turn.error
+
+
+@durable.orchestrator
+async def polls(ctx: durable.Context) -> int:
+    for n in range(10):
+        index, _ = await ctx.any([ctx.wait_for_event("cancel"), ctx.sleep(60)])
+        if index == 0:
+            return n
+    return -1
+
+
+def test_a_wait_an_any_left_behind_takes_no_event_from_a_later_wait() -> None:
+    """The wait of an ``any`` the timer won is not awaited by anything any more: the
+    event raised later goes to the wait that is."""
+    spec = spec_named("polls")
+    history: list[h.Event] = []
+    first = run_turn(spec, "i1", history, [h.ExecutionStarted("polls")], T0)
+    history += first.events
+    [timer] = [e for e in first.events if isinstance(e, h.TimerCreated)]
+    second = run_turn(spec, "i1", history, [h.TimerFired(timer.action, timer.fire_at)], T0 + 60)
+    assert second.status == "running"
+    history += second.events
+    third = run_turn(spec, "i1", history, [h.EventRaised("cancel")], T0 + 90)
+    assert (third.status, third.output) == ("completed", 1)
+
+
+@durable.orchestrator
+async def awaits_a_left_wait_later(ctx: durable.Context) -> list[Any]:
+    wait = ctx.wait_for_event("go")
+    index, _ = await ctx.any([wait, ctx.sleep(60)])
+    await ctx.sleep(60)  # "go" is raised meanwhile: kept for the wait awaited next
+    return [index, await wait, await ctx.all([ctx.wait_for_event("go")])]
+
+
+def test_a_wait_left_behind_and_awaited_later_gets_the_events_in_order() -> None:
+    spec = spec_named("awaits_a_left_wait_later")
+    history: list[h.Event] = []
+    turn = run_turn(spec, "i1", history, [h.ExecutionStarted(spec.name)], T0)
+    history += turn.events
+    for at, new in ((60, [h.TimerFired(1, T0 + 60)]), (70, [h.EventRaised("go", "a")])):
+        turn = run_turn(spec, "i1", history, new, T0 + at)
+        history += turn.events
+    turn = run_turn(spec, "i1", history, [h.EventRaised("go", "b")], T0 + 80)
+    history += turn.events
+    turn = run_turn(spec, "i1", history, [h.TimerFired(2, T0 + 120)], T0 + 120)
+    assert (turn.status, turn.output) == ("completed", [1, "a", ["b"]])

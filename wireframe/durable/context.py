@@ -122,7 +122,9 @@ class Context:
         """The data of the next event ``name`` raised to this instance (buffered, in order).
 
         With ``timeout`` (seconds), raises
-        :class:`~wireframe.durable.errors.EventTimeout` if none arrives in time.
+        :class:`~wireframe.durable.errors.EventTimeout` if none arrives in time. A
+        wait that a ``ctx.any`` left behind (another of its tasks finished first)
+        takes no event, unless it is awaited again: a later wait gets it.
         """
         if not name:
             raise OrchestratorError("ctx.wait_for_event needs a non-empty event name")

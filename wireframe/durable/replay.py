@@ -62,7 +62,7 @@ from wireframe.durable.history import (
     ChildFailed as ChildFailedEvent,
 )
 from wireframe.durable.registry import OrchestratorSpec
-from wireframe.durable.tasks import DurableTask
+from wireframe.durable.tasks import AllTask, AnyTask, DurableTask
 from wireframe.jobs.codec import decode_result, structure
 from wireframe.jobs.errors import ErrorKind, RemoteError
 from wireframe.jobs.retry import RetryPolicy
@@ -138,6 +138,8 @@ class Replayer:
         self._pending: dict[int, _Pending] = {}
         self._waiters: dict[str, collections.deque[DurableTask[Any]]] = {}
         self._buffered: dict[str, collections.deque[Any]] = {}
+        #: The event name each wait (resolved or not) waits for.
+        self._waits_for: dict[DurableTask[Any], str] = {}
         self._suspended: list[Event] | None = None
         self._coro: Coroutine[Any, Any, Any] | None = None
         self._awaiting: DurableTask[Any] | None = None
@@ -243,6 +245,7 @@ class Replayer:
             task.resolve(buffered.popleft())
             return task
         self._waiters.setdefault(name, collections.deque()).append(task)
+        self._waits_for[task] = name
         if timeout is not None:
             timer = self.timer(self.now + timeout)
             timer._parents.append(_Then(lambda: self._time_out(name, timeout, task)))
@@ -330,12 +333,37 @@ class Replayer:
             self._step()
 
     def _raise_event(self, event: EventRaised) -> None:
-        waiters = self._waiters.get(event.name)
-        if waiters:
-            waiters.popleft().resolve(event.data)
-            self._step()
-        else:
-            self._buffered.setdefault(event.name, collections.deque()).append(event.data)
+        for task in self._waiters.get(event.name, ()):
+            if self._wanted(task):  # the oldest wait something still waits on
+                self._waiters[event.name].remove(task)
+                task.resolve(event.data)
+                self._step()
+                return
+        self._buffered.setdefault(event.name, collections.deque()).append(event.data)
+
+    def _wanted(self, task: DurableTask[Any]) -> bool:
+        """Whether something may still await ``task``: the code does now, it stands on its
+        own, or an unfinished ``all``/``any`` that is wanted holds it. The wait of an
+        ``any`` that another child won is not: an event goes to a wait that is."""
+        if task is self._awaiting:
+            return True
+        composites = [p for p in task._parents if isinstance(p, AllTask | AnyTask)]
+        return not composites or any(not p.done and self._wanted(p) for p in composites)
+
+    def _revive(self, task: DurableTask[Any]) -> None:
+        """The code awaits ``task``: a wait in it left behind (see :meth:`_wanted`) takes
+        the events raised meanwhile, in order."""
+        if task.done:
+            return
+        if isinstance(task, AllTask | AnyTask):
+            for child in task.children:
+                self._revive(child)
+            return
+        name = self._waits_for.get(task)
+        buffered = self._buffered.get(name) if name is not None else None
+        if name is not None and buffered:
+            self._waiters[name].remove(task)
+            task.resolve(buffered.popleft())
 
     def _suspend(self, _: ExecutionSuspended) -> None:
         self._suspended = []
@@ -377,6 +405,7 @@ class Replayer:
                 self._finish("failed", None, _named(_foreign_await(self.spec.name, yielded)))
                 return
             self._awaiting = yielded
+            self._revive(yielded)
 
     def _returned(self, value: Any) -> None:
         if self._continued is not _NOT_CONTINUED:
