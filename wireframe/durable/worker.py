@@ -54,6 +54,8 @@ __all__ = ["OrchestrationWorker", "commit_of", "store_of"]
 
 _log = logging.getLogger("wireframe.durable")
 
+#: Seconds a cancelled turn may take to give its instance back.
+_RELEASE_GRACE = 5.0
 #: Histories at least this long are replayed on a thread.
 _THREAD_AT = 500
 _STATUSES = {
@@ -215,7 +217,8 @@ class OrchestrationWorker:
 
     async def _turn(self, item: WorkItem) -> None:
         """Run and commit one turn (its lease kept by :meth:`_keep_leases`); a lost
-        lease or a broker error drops the turn (its events are taken again)."""
+        lease or a broker error drops the turn (its events are taken again), and a
+        turn cancelled with the worker releases its instance."""
         self._held[item.lease_token] = item
         try:
             if item.broken is not None:
@@ -224,6 +227,15 @@ class OrchestrationWorker:
                 turn = await self._run(item)
                 await self.store.commit(item, commit_of(item, turn, self.queue, self._offset))
             self.turns += 1
+        except trio.Cancelled:
+            # the worker is cancelled (its grace ran out): give the instance back, so
+            # another worker takes it now rather than when the lease runs out
+            with trio.CancelScope(shield=True), trio.move_on_after(_RELEASE_GRACE):
+                try:
+                    await self.store.release(item, 0.0)
+                except BrokerError:  # committed after all, or lost: nothing to give back
+                    pass
+            raise
         except TurnLost as lost:
             _log.warning("orchestration worker: %s", lost)
         except BrokerError as failed:
