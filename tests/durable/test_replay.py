@@ -482,3 +482,22 @@ def test_a_wait_left_behind_and_awaited_later_gets_the_events_in_order() -> None
     history += turn.events
     turn = run_turn(spec, "i1", history, [h.TimerFired(2, T0 + 120)], T0 + 120)
     assert (turn.status, turn.output) == ("completed", [1, "a", ["b"]])
+
+
+@durable.orchestrator
+async def falls_back(ctx: durable.Context) -> str:
+    try:
+        await ctx.call(Hello(), object())  # type: ignore[arg-type]
+    except Exception as exc:  # its input cannot be encoded: it never ran
+        fallback = type(exc).__name__
+    await ctx.sleep(10)
+    return fallback
+
+
+def test_an_activity_whose_input_cannot_be_encoded_raises_on_replay_too() -> None:
+    """The first run's ``ctx.call`` raised (nothing was recorded); the replay's must
+    raise as well, not wait for an activity that never was."""
+    inst = drive(falls_back)
+    assert (inst.turns[-1].status, inst.turns[-1].output) == ("completed", "CodecError"), (
+        inst.turns[-1]
+    )

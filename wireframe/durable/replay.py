@@ -121,8 +121,16 @@ def _same_action(a: Event, b: Event) -> bool:
 class Replayer:
     """The state of one orchestration while a turn replays it (see the module doc)."""
 
-    def __init__(self, spec: OrchestratorSpec, instance_id: str, generation: int = 0) -> None:
+    def __init__(
+        self,
+        spec: OrchestratorSpec,
+        instance_id: str,
+        generation: int = 0,
+        recorded: frozenset[int] = frozenset(),
+    ) -> None:
         self.spec = spec
+        #: The actions history has as scheduled activities (their bodies are not needed).
+        self._recorded = recorded
         self.instance_id = instance_id
         self.generation = generation  # the instance's run (see Instance.generation)
         self.ctx = Context(self, instance_id, None)
@@ -162,9 +170,12 @@ class Replayer:
         return f"{self.instance_id}#{self.generation}:{action}"
 
     def job_body(self, action: int, encode: Callable[[], bytes]) -> bytes:
-        """An activity's job body: encoded now, or, while replaying, only if history
-        turns out not to have the action (a replayed action's body is never used)."""
-        if not self.is_replaying:
+        """An activity's job body: encoded now, or, while replaying an action history
+        has, only if it is retried (a replayed action's body is never used).
+
+        An action history lacks is encoded at once, replaying or not: its input may
+        not encode, and the call must then raise as it did on the first run."""
+        if not (self.is_replaying and action in self._recorded):
             return encode()
         self._bodies[action] = encode
         return b""
@@ -509,7 +520,9 @@ def run_turn(
 
     ``generation`` is the instance's run (its row's), which default child ids name.
     """
-    engine = Replayer(spec, instance_id, generation)
+    history = list(history)
+    recorded = frozenset(e.action for e in history if isinstance(e, TaskScheduled))
+    engine = Replayer(spec, instance_id, generation, recorded)
     appended: list[Event] = [OrchestratorStarted(now)]
     try:
         for event in history:
