@@ -248,3 +248,33 @@ async def test_a_child_whose_id_is_taken_fails_in_its_parent(
         iid = await client.start(adopts)
         inst = await client.wait_completed(iid, timeout=60)
     assert "'taken' is taken by another instance" in inst.output
+
+
+async def test_a_turn_cancelled_with_its_worker_gives_its_instance_back(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """As a job worker abandons the jobs it is cancelled in, an orchestration worker
+    releases the instances of its unfinished turns: another worker takes them at once,
+    not when the lease (here 600 s) runs out."""
+    async with jobs.open_broker(f"memory://cancel-{uuid.uuid4().hex[:8]}?workers=1") as broker:
+        client = durable.Client(broker)
+        iid = await client.start(chain_of_two, "x")
+        stuck = durable.OrchestrationWorker(broker, lease=600)
+
+        async def never(item: Any) -> Any:
+            await trio.sleep_forever()
+
+        stuck._run = never  # type: ignore[method-assign]
+        async with trio.open_nursery() as nursery:
+            await nursery.start(stuck.serve)
+            while not stuck._running:
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+        start = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(jobs.Worker(broker).serve)
+            await nursery.start(durable.OrchestrationWorker(broker, lease=600).serve)
+            inst = await client.wait_completed(iid, timeout=1000)
+            nursery.cancel_scope.cancel()
+    assert inst.output == ["Hello, x!", "Hello, x!"]
+    assert trio.current_time() - start < 60, "the instance waited for the lease to run out"

@@ -266,6 +266,7 @@ async def test_an_orchestrator_the_worker_does_not_know_fails_the_instance_namin
     assert inst.error is not None
     assert "'behaviour-nobody-registered'" in inst.error
     assert "behaviour-forever" in inst.error and "behaviour-tree" in inst.error, inst.error
+    assert inst.error.startswith("OrchestratorError: "), inst.error
     assert first in history, "the history keeps how the instance began"
     assert completions(history) == [h.ExecutionCompleted("failed", None, inst.error)]
 
@@ -284,7 +285,9 @@ async def test_waiting_past_a_timeout_raises_too_slow(autojump_clock: trio.abc.C
     async with durable.connect(url()) as client:
         iid = await client.start(forever, 0)
         start = trio.current_time()
-        with pytest.raises(trio.TooSlowError):
+        with pytest.raises(
+            trio.TooSlowError, match=rf"instance {iid!r} is still running after 5 s"
+        ):
             await client.wait_completed(iid, timeout=5)
         assert trio.current_time() - start == pytest.approx(5)
         inst = await client.get(iid)
@@ -294,3 +297,139 @@ async def test_waiting_past_a_timeout_raises_too_slow(autojump_clock: trio.abc.C
         with pytest.raises(trio.TooSlowError):
             await client.wait_started(late, timeout=30)
         assert (await client.wait_started(late, timeout=60)).status is durable.Status.RUNNING
+
+
+# -- children across generations -----------------------------------------------------------
+@durable.orchestrator(name="behaviour-sleeper")
+async def sleeper(ctx: durable.Context, seconds: int) -> int:
+    await ctx.sleep(seconds)
+    return seconds
+
+
+@durable.orchestrator(name="behaviour-child-per-run")
+async def child_per_run(ctx: durable.Context, n: int) -> int:
+    got = await ctx.call_orchestrator(sleeper, n)
+    if n < 2:
+        ctx.continue_as_new(n + 1)
+    return got  # type: ignore[no-any-return]
+
+
+async def test_each_run_of_an_instance_starts_children_of_its_own(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A child's default id is its parent's and the action's; a continued or replaced
+    run takes the same action numbers again, so its children must not find the
+    earlier run's children in their place."""
+    async with durable.connect(url()) as client:
+        await client.start(child_per_run, 0, instance_id="p")
+        inst = await client.wait_completed("p", timeout=100)
+        assert (inst.status, inst.output, inst.generation) == (durable.Status.COMPLETED, 2, 2)
+        await client.start(child_per_run, 2, instance_id="p", reuse="replace")
+        inst = await client.wait_completed("p", timeout=100)
+        assert (inst.status, inst.output) == (durable.Status.COMPLETED, 2), inst.error
+        kids = [i for i in await client.list() if i.parent_id == "p"]
+    assert len(kids) == 4 and all(k.status is durable.Status.COMPLETED for k in kids)
+
+
+@durable.orchestrator(name="behaviour-outlived-child")
+async def outlived_child(ctx: durable.Context, n: int) -> float:
+    start = ctx.now()
+    if n == 0:  # the child (action 1) outlives this run
+        await ctx.any([ctx.call_orchestrator(sleeper, 100), ctx.sleep(1)])
+        ctx.continue_as_new(1)
+        return 0
+    await ctx.sleep(500)  # action 1 again, of the next run
+    return (ctx.now() - start).total_seconds()
+
+
+async def test_a_child_of_an_earlier_run_completing_reaches_no_action_of_the_next(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with durable.connect(url()) as client:
+        await client.start(outlived_child, 0, instance_id="o")
+        inst = await client.wait_completed("o", timeout=1000)
+    assert inst.status is durable.Status.COMPLETED, inst.error
+    assert inst.output == 500, "the old run's child completed the new run's timer"
+
+
+@durable.orchestrator(name="behaviour-timer-left-behind")
+async def timer_left_behind(ctx: durable.Context, n: int) -> float:
+    start = ctx.now()
+    if n == 0:
+        ctx.sleep(5)  # action 1: set, never awaited, in the turn that continues as new
+        ctx.continue_as_new(1)
+        return 0
+    await ctx.sleep(50)  # action 1 again, of the next run
+    return (ctx.now() - start).total_seconds()
+
+
+async def test_a_timer_set_in_the_turn_that_continues_as_new_never_fires(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with durable.connect(url()) as client:
+        await client.start(timer_left_behind, 0, instance_id="t")
+        inst = await client.wait_completed("t", timeout=1000)
+    assert inst.status is durable.Status.COMPLETED, inst.error
+    assert inst.output == 50, "the old run's timer fired into the new run"
+
+
+# -- values the codec cannot carry -----------------------------------------------------------
+@durable.orchestrator(name="behaviour-unencodable")
+async def unencodable(ctx: durable.Context, what: str) -> Any:
+    if what == "status":
+        ctx.set_status({"at": object()})
+    elif what == "event":
+        ctx.send_event("nobody", "e", 1 + 2j)
+    elif what == "child":
+        await ctx.call_orchestrator(collect, object())
+    elif what == "continue":
+        ctx.continue_as_new(object())
+        return None
+    return 1 + 2j  # the output
+
+
+async def test_a_value_the_codec_cannot_carry_fails_the_instance_naming_it(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Not the worker: a store keeps values as msgpack, and the commit of one it cannot
+    pack would fail every time the instance is taken."""
+    async with durable.connect(url()) as client:
+        for what in ("output", "status", "event", "child", "continue"):
+            await client.start(unencodable, what, instance_id=what)
+            inst = await client.wait_completed(what, timeout=10)
+            assert inst.status is durable.Status.FAILED, (what, inst)
+            assert "OrchestratorError" in (inst.error or "") and "encode" in (inst.error or ""), (
+                what,
+                inst.error,
+            )
+
+
+async def test_a_client_value_the_codec_cannot_carry_is_refused_naming_the_instance(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with durable.connect(url()) as client:
+        iid = await client.start(collect, 1, instance_id="c")
+        with pytest.raises(durable.DurableError, match=r"raise_event 'item' on 'c'.*encoded"):
+            await client.raise_event(iid, "item", object())
+        with pytest.raises(durable.DurableError, match=r"terminate of 'c'.*encoded"):
+            await client.terminate(iid, 1 + 2j)
+        await client.raise_event(iid, "item", "plain")
+        inst = await client.wait_completed(iid, timeout=10)
+    assert (inst.status, inst.output) == (durable.Status.COMPLETED, ["plain"])
+
+
+async def test_an_instance_started_later_is_pending_until_then_whatever_it_is_sent(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """An event raised before ``start_at`` takes a turn (it is buffered), but the
+    orchestrator has not started: the instance stays pending, ``wait_started`` waits."""
+    async with durable.connect(url()) as client:
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60)
+        iid = await client.start(collect, 1, start_at=later)
+        await client.raise_event(iid, "item", "early")
+        await trio.sleep(5)
+        assert (await client.get(iid)).status is durable.Status.PENDING  # type: ignore[union-attr]
+        with pytest.raises(trio.TooSlowError):
+            await client.wait_started(iid, timeout=30)
+        inst = await client.wait_completed(iid, timeout=60)
+    assert (inst.status, inst.output) == (durable.Status.COMPLETED, ["early"])

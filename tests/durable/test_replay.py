@@ -371,3 +371,133 @@ def test_an_action_first_taken_while_replaying_gets_its_job_body() -> None:
     turn = run_turn(spec_named("one_activity"), "i1", started, [], T0)
     [scheduled] = [e for e in turn.events if isinstance(e, h.TaskScheduled)]
     assert decode_envelope(scheduled.body).input == "a"
+
+
+@durable.orchestrator
+async def continues_after_a_call(ctx: durable.Context, n: int) -> int:
+    if n == 0:
+        await ctx.call(Hello(), "x")
+        ctx.continue_as_new(n + 1)
+    return n
+
+
+def test_an_event_raised_in_the_turn_that_continues_as_new_is_carried_over() -> None:
+    """The code returns on the activity's completion; the event after it in the same
+    turn's inbox was never consumed, so the next generation must get it."""
+    spec = spec_named("continues_after_a_call")
+    first = run_turn(spec, "i1", [], [h.ExecutionStarted("continues_after_a_call", 0)], T0)
+    [scheduled] = [e for e in first.events if isinstance(e, h.TaskScheduled)]
+    done = h.TaskCompleted(scheduled.action, _run_activity(scheduled.body))
+    turn = run_turn(spec, "i1", first.events, [done, h.EventRaised("late", 1)], T0 + 1)
+    assert turn.status == "continued" and turn.output == 1
+    assert turn.carryover == [h.EventRaised("late", 1)]
+    late = [done, h.ExecutionSuspended("ops"), h.EventRaised("later", 2)]
+    turn = run_turn(spec, "i1", first.events, late, T0 + 1)
+    assert turn.carryover == [h.ExecutionSuspended("ops"), h.EventRaised("later", 2)]
+    turn = run_turn(spec, "i1", first.events, [done, h.ExecutionTerminated("stop")], T0 + 1)
+    assert (turn.status, turn.output) == ("terminated", "stop"), "a terminate is not lost"
+
+
+def test_a_second_suspend_of_a_suspended_instance_needs_no_second_resume() -> None:
+    spec = spec_named("two_events")
+    start = [h.ExecutionStarted("two_events"), h.ExecutionSuspended("a")]
+    first = run_turn(
+        spec, "i1", [], [*start, h.ExecutionSuspended("b"), h.EventRaised("go", 1)], T0
+    )
+    assert first.status == "suspended"
+    second = run_turn(spec, "i1", first.events, [h.ExecutionResumed(), h.EventRaised("go", 2)], T0)
+    assert (second.status, second.output) == ("completed", [1, 2])
+
+
+@durable.orchestrator
+async def clock_after_event(ctx: durable.Context) -> float:
+    await ctx.wait_for_event("go")
+    return ctx.now().timestamp() - T0
+
+
+def test_the_clock_after_a_resume_is_the_resuming_turns() -> None:
+    """Events that waited out a suspension are applied at the resume: ``ctx.now()`` (and
+    every timer set then) reads the resuming turn's time, not the suspended one's."""
+    spec = spec_named("clock_after_event")
+    first = run_turn(spec, "i1", [], [h.ExecutionStarted("clock_after_event")], T0)
+    suspended = run_turn(spec, "i1", first.events, [h.ExecutionSuspended()], T0 + 10)
+    history = [*first.events, *suspended.events]
+    waiting = run_turn(spec, "i1", history, [h.EventRaised("go")], T0 + 20)
+    assert waiting.status == "suspended"
+    history += waiting.events
+    resumed = run_turn(spec, "i1", history, [h.ExecutionResumed()], T0 + 100)
+    assert (resumed.status, resumed.output) == ("completed", 100)
+
+
+def test_a_failed_instances_error_names_the_exception_type() -> None:
+    """``Instance.error`` is the exception's type and message, also for the engine's own."""
+    inst = drive(one_activity)
+    turn = run_turn(spec_named("durable-test-changed"), "i1", inst.history[:3], [], T0)
+    assert (turn.error or "").startswith("NonDeterminismError: non-deterministic"), turn.error
+    turn = drive(awaits_trio).turns[-1]
+    assert (turn.error or "").startswith("OrchestratorError: orchestrator"), turn.error
+
+
+@durable.orchestrator
+async def polls(ctx: durable.Context) -> int:
+    for n in range(10):
+        index, _ = await ctx.any([ctx.wait_for_event("cancel"), ctx.sleep(60)])
+        if index == 0:
+            return n
+    return -1
+
+
+def test_a_wait_an_any_left_behind_takes_no_event_from_a_later_wait() -> None:
+    """The wait of an ``any`` the timer won is not awaited by anything any more: the
+    event raised later goes to the wait that is."""
+    spec = spec_named("polls")
+    history: list[h.Event] = []
+    first = run_turn(spec, "i1", history, [h.ExecutionStarted("polls")], T0)
+    history += first.events
+    [timer] = [e for e in first.events if isinstance(e, h.TimerCreated)]
+    second = run_turn(spec, "i1", history, [h.TimerFired(timer.action, timer.fire_at)], T0 + 60)
+    assert second.status == "running"
+    history += second.events
+    third = run_turn(spec, "i1", history, [h.EventRaised("cancel")], T0 + 90)
+    assert (third.status, third.output) == ("completed", 1)
+
+
+@durable.orchestrator
+async def awaits_a_left_wait_later(ctx: durable.Context) -> list[Any]:
+    wait = ctx.wait_for_event("go")
+    index, _ = await ctx.any([wait, ctx.sleep(60)])
+    await ctx.sleep(60)  # "go" is raised meanwhile: kept for the wait awaited next
+    return [index, await wait, await ctx.all([ctx.wait_for_event("go")])]
+
+
+def test_a_wait_left_behind_and_awaited_later_gets_the_events_in_order() -> None:
+    spec = spec_named("awaits_a_left_wait_later")
+    history: list[h.Event] = []
+    turn = run_turn(spec, "i1", history, [h.ExecutionStarted(spec.name)], T0)
+    history += turn.events
+    for at, new in ((60, [h.TimerFired(1, T0 + 60)]), (70, [h.EventRaised("go", "a")])):
+        turn = run_turn(spec, "i1", history, new, T0 + at)
+        history += turn.events
+    turn = run_turn(spec, "i1", history, [h.EventRaised("go", "b")], T0 + 80)
+    history += turn.events
+    turn = run_turn(spec, "i1", history, [h.TimerFired(2, T0 + 120)], T0 + 120)
+    assert (turn.status, turn.output) == ("completed", [1, "a", ["b"]])
+
+
+@durable.orchestrator
+async def falls_back(ctx: durable.Context) -> str:
+    try:
+        await ctx.call(Hello(), object())  # type: ignore[arg-type]
+    except Exception as exc:  # its input cannot be encoded: it never ran
+        fallback = type(exc).__name__
+    await ctx.sleep(10)
+    return fallback
+
+
+def test_an_activity_whose_input_cannot_be_encoded_raises_on_replay_too() -> None:
+    """The first run's ``ctx.call`` raised (nothing was recorded); the replay's must
+    raise as well, not wait for an activity that never was."""
+    inst = drive(falls_back)
+    assert (inst.turns[-1].status, inst.turns[-1].output) == ("completed", "CodecError"), (
+        inst.turns[-1]
+    )

@@ -46,6 +46,18 @@ __all__ = ["Client", "connect"]
 _MAX_ID = 256
 
 
+def _plain(value: Any, typ: Any, where: str) -> Any:
+    """``value`` as plain data a store keeps; :class:`DurableError` naming ``where`` if it is not."""
+    try:
+        data = codec.unstructure(value, typ)
+        codec._packb(data)
+    except Exception as exc:
+        raise DurableError(
+            f"{where}: {value!r} cannot be encoded as {typ!r} ({type(exc).__name__}: {exc})"
+        ) from None
+    return data
+
+
 def _check_id(instance_id: str, where: str) -> None:
     if not isinstance(instance_id, str) or not 0 < len(instance_id) <= _MAX_ID:
         raise DurableError(
@@ -110,7 +122,8 @@ class Client:
     async def _wait(
         self, instance_id: str, done: Callable[[Instance], bool], timeout: float
     ) -> Instance:
-        with trio.fail_after(timeout):
+        inst: Instance | None = None
+        with trio.move_on_after(timeout):
             inst = await self.store.instance(instance_id)
             while True:
                 if inst is None:
@@ -118,6 +131,8 @@ class Client:
                 if done(inst):
                     return inst
                 inst = await self.store.wait_changed(instance_id, inst.revision)
+        now = "not read yet" if inst is None else f"still {inst.status.value}"
+        raise trio.TooSlowError(f"instance {instance_id!r} is {now} after {timeout:g} s")
 
     async def wait_started(self, instance_id: str, timeout: float = math.inf) -> Instance:
         """The instance once its first turn ran (``trio.TooSlowError`` after ``timeout``)."""
@@ -131,7 +146,8 @@ class Client:
         """Send event ``name`` with ``data`` to the instance (buffered until it waits for it)."""
         if not name:
             raise DurableError(f"raise_event on {instance_id!r}: the event name is empty")
-        await self.store.send_event(instance_id, EventRaised(name, codec.unstructure(data)))
+        data = _plain(data, Any, f"raise_event {name!r} on {instance_id!r}: its data")
+        await self.store.send_event(instance_id, EventRaised(name, data))
 
     async def suspend(self, instance_id: str, reason: str = "") -> None:
         """Suspend the instance: events wait, nothing runs, until :meth:`resume`."""
@@ -150,7 +166,8 @@ class Client:
             raise UnknownInstance(f"terminate: no orchestration instance has id {instance_id!r}")
         if inst.status.finished:
             return
-        await self.store.send_event(instance_id, ExecutionTerminated(codec.unstructure(output)))
+        data = _plain(output, Any, f"terminate of {instance_id!r}: its output")
+        await self.store.send_event(instance_id, ExecutionTerminated(data))
         if recursive:
             for child in await self._children(instance_id):
                 if not child.status.finished:

@@ -15,6 +15,8 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import msgpack
+
 from wireframe.durable.errors import OrchestratorError
 from wireframe.durable.history import ChildCreated, EventSent, TaskScheduled
 from wireframe.durable.registry import name_of, spec_named
@@ -26,12 +28,30 @@ from wireframe.jobs.retry import RetryPolicy
 if TYPE_CHECKING:
     from wireframe.durable.replay import Replayer
 
-__all__ = ["Context"]
+__all__ = ["Context", "plain"]
 
 I = TypeVar("I")  # noqa: E741
 O = TypeVar("O")  # noqa: E741
 
 _UUIDS = uuid.UUID("6f1b0c1e-2b57-4c1e-9d0e-77a1f0d7a001")
+
+
+def plain(value: Any, typ: Any, what: str) -> Any:
+    """``value`` as the plain data a store keeps (by its declared type ``typ``).
+
+    Raises :class:`OrchestratorError` naming ``what`` if msgpack cannot carry it:
+    found here, it fails the instance; found by the store, its commit would fail
+    every time the instance is taken.
+    """
+    try:
+        data = unstructure(value, typ)
+        msgpack.packb(data, use_bin_type=True, datetime=False)
+    except Exception as exc:
+        raise OrchestratorError(
+            f"{what} cannot be encoded ({type(exc).__name__}: {exc}); a value an "
+            "orchestrator hands on must be plain data (or of its declared type)"
+        ) from None
+    return data
 
 
 class Context:
@@ -102,7 +122,9 @@ class Context:
         """The data of the next event ``name`` raised to this instance (buffered, in order).
 
         With ``timeout`` (seconds), raises
-        :class:`~wireframe.durable.errors.EventTimeout` if none arrives in time.
+        :class:`~wireframe.durable.errors.EventTimeout` if none arrives in time. A
+        wait that a ``ctx.any`` left behind (another of its tasks finished first)
+        takes no event, unless it is awaited again: a later wait gets it.
         """
         if not name:
             raise OrchestratorError("ctx.wait_for_event needs a non-empty event name")
@@ -115,14 +137,15 @@ class Context:
     ) -> DurableTask[Any]:
         """Start orchestrator ``fn`` as a child instance; await it for its output.
 
-        A child id defaults to ``<this id>:<action number>``, the same on replay.
+        A child id defaults to ``<this id>:<action number>`` (``<this id>#<generation>:<action
+        number>`` in a run continued as new or replaced), the same on replay.
         A failed or terminated child raises
         :class:`~wireframe.durable.errors.ChildFailed`.
         """
         spec = spec_named(name_of(fn))
         action = self._engine.next_action()
-        child_id = instance_id or f"{self.instance_id}:{action}"
-        data = unstructure(input, spec.input_type)
+        child_id = instance_id or self._engine.child_id(action)
+        data = plain(input, spec.input_type, f"the input of sub-orchestration {spec.name!r}")
         task: DurableTask[Any] = DurableTask(f"sub-orchestration {spec.name!r} (action {action})")
         self._engine.start_child(ChildCreated(action, spec.name, child_id, data), spec, task)
         return task
@@ -132,11 +155,12 @@ class Context:
         if not name:
             raise OrchestratorError("ctx.send_event needs a non-empty event name")
         action = self._engine.next_action()
-        self._engine.record(EventSent(action, instance_id, name, unstructure(data)))
+        data = plain(data, Any, f"the data of event {name!r} sent to {instance_id!r}")
+        self._engine.record(EventSent(action, instance_id, name, data))
 
     def set_status(self, value: Any) -> None:
         """The instance's custom status, for clients to read (plain data)."""
-        self._engine.custom_status = unstructure(value)
+        self._engine.custom_status = plain(value, Any, "the custom status")
 
     def continue_as_new(self, input: Any) -> None:
         """Start afresh with ``input`` once the orchestrator returns (history is dropped)."""

@@ -139,18 +139,25 @@ class ChildCreated:
 
 @attrs.frozen
 class ChildCompleted:
-    """Action ``action``'s child instance completed with ``output``."""
+    """Action ``action``'s child instance ``instance_id`` completed with ``output``.
+
+    ``instance_id`` tells a child of an earlier run (continued as new) from this
+    run's child of the same action number (None: written before it was kept).
+    """
 
     action: int
     output: Any = None
+    instance_id: str | None = None
 
 
 @attrs.frozen
 class ChildFailed:
-    """Action ``action``'s child instance failed (or was terminated): ``error`` says why."""
+    """Action ``action``'s child instance ``instance_id`` failed (or was terminated, or
+    never started): ``error`` says why."""
 
     action: int
     error: str
+    instance_id: str | None = None
 
 
 @attrs.frozen

@@ -31,7 +31,7 @@ from typing import Any
 
 import attrs
 
-from wireframe.durable.context import Context
+from wireframe.durable.context import Context, plain
 from wireframe.durable.errors import (
     ActivityFailed,
     ChildFailed,
@@ -63,8 +63,8 @@ from wireframe.durable.history import (
     ChildFailed as ChildFailedEvent,
 )
 from wireframe.durable.registry import OrchestratorSpec
-from wireframe.durable.tasks import DurableTask
-from wireframe.jobs.codec import decode_result, structure, unstructure
+from wireframe.durable.tasks import AllTask, AnyTask, DurableTask
+from wireframe.jobs.codec import decode_result, structure
 from wireframe.jobs.errors import ErrorKind, RemoteError
 from wireframe.jobs.retry import RetryPolicy
 
@@ -78,7 +78,7 @@ class Turn:
     """What one turn decided.
 
     ``events`` are appended to the history in order. ``status`` is
-    ``running`` (waiting on something), ``suspended``, ``completed``,
+    ``running`` (waiting on something), ``pending`` (not started yet), ``suspended``, ``completed``,
     ``failed``, ``terminated`` or ``continued`` (continue-as-new: start afresh
     with ``output`` as input, carrying ``carryover`` events over).
     """
@@ -122,9 +122,18 @@ def _same_action(a: Event, b: Event) -> bool:
 class Replayer:
     """The state of one orchestration while a turn replays it (see the module doc)."""
 
-    def __init__(self, spec: OrchestratorSpec, instance_id: str) -> None:
+    def __init__(
+        self,
+        spec: OrchestratorSpec,
+        instance_id: str,
+        generation: int = 0,
+        recorded: frozenset[int] = frozenset(),
+    ) -> None:
         self.spec = spec
+        #: The actions history has as scheduled activities (their bodies are not needed).
+        self._recorded = recorded
         self.instance_id = instance_id
+        self.generation = generation  # the instance's run (see Instance.generation)
         self.ctx = Context(self, instance_id, None)
         self.is_replaying = True
         self.now = 0.0
@@ -135,13 +144,17 @@ class Replayer:
         #: Job bodies of activities taken while replaying, encoded only if they are new.
         self._bodies: dict[int, Callable[[], bytes]] = {}
         #: What to do when the completion of an action arrives, by number.
-        self._pending: dict[int, Callable[[Event], None]] = {}
+        self._pending: dict[int, _Pending] = {}
         self._waiters: dict[str, collections.deque[DurableTask[Any]]] = {}
         self._buffered: dict[str, collections.deque[Any]] = {}
+        #: The event name each wait (resolved or not) waits for.
+        self._waits_for: dict[DurableTask[Any], str] = {}
         self._suspended: list[Event] | None = None
         self._coro: Coroutine[Any, Any, Any] | None = None
         self._awaiting: DurableTask[Any] | None = None
         self._continued: Any = _NOT_CONTINUED
+        #: Inbox events of a continued turn that came after the code returned.
+        self._late: list[Event] = []
         self.result: tuple[str, Any, str | None] | None = None  # (status, output, error)
 
     # -- what the context calls -------------------------------------------------------
@@ -150,10 +163,20 @@ class Replayer:
         self._actions += 1
         return self._actions
 
+    def child_id(self, action: int) -> str:
+        """The default id of the child action ``action`` starts: this run's own (a run
+        continued as new, or a replacement, takes the same action numbers again)."""
+        if not self.generation:
+            return f"{self.instance_id}:{action}"
+        return f"{self.instance_id}#{self.generation}:{action}"
+
     def job_body(self, action: int, encode: Callable[[], bytes]) -> bytes:
-        """An activity's job body: encoded now, or, while replaying, only if history
-        turns out not to have the action (a replayed action's body is never used)."""
-        if not self.is_replaying:
+        """An activity's job body: encoded now, or, while replaying an action history
+        has, only if it is retried (a replayed action's body is never used).
+
+        An action history lacks is encoded at once, replaying or not: its input may
+        not encode, and the call must then raise as it did on the first run."""
+        if not (self.is_replaying and action in self._recorded):
             return encode()
         self._bodies[action] = encode
         return b""
@@ -186,7 +209,7 @@ class Replayer:
                 _Then(lambda: self._retry(event, output_type, task, retry, attempt))
             )
 
-        self._pending[event.action] = completed
+        self._pending[event.action] = _Pending((TaskCompleted, TaskFailed), completed)
 
     def _retry(
         self,
@@ -223,7 +246,7 @@ class Replayer:
         action = self.next_action()
         task: DurableTask[None] = DurableTask(f"timer (action {action})")
         self.record(TimerCreated(action, fire_at))
-        self._pending[action] = lambda _: task.resolve(None)
+        self._pending[action] = _Pending((TimerFired,), lambda _: task.resolve(None))
         return task
 
     def wait_for_event(self, name: str, timeout: float | None) -> DurableTask[Any]:
@@ -234,6 +257,7 @@ class Replayer:
             task.resolve(buffered.popleft())
             return task
         self._waiters.setdefault(name, collections.deque()).append(task)
+        self._waits_for[task] = name
         if timeout is not None:
             timer = self.timer(self.now + timeout)
             timer._parents.append(_Then(lambda: self._time_out(name, timeout, task)))
@@ -261,11 +285,13 @@ class Replayer:
                 assert isinstance(done, ChildFailedEvent)
                 task.fail(ChildFailed(event.name, event.instance_id, done.error))
 
-        self._pending[event.action] = completed
+        kinds = (ChildCompleted, ChildFailedEvent)
+        self._pending[event.action] = _Pending(kinds, completed, event.instance_id)
 
     def continue_as_new(self, input: Any) -> None:
         """Note that the instance starts afresh with ``input`` when the code returns."""
-        self._continued = unstructure(input, self.spec.input_type)
+        where = f"the input orchestrator {self.spec.name!r} continues as new with"
+        self._continued = plain(input, self.spec.input_type, where)
 
     # -- applying events --------------------------------------------------------------
     def apply(self, event: Event) -> None:
@@ -273,11 +299,17 @@ class Replayer:
         if self.result is not None:
             if isinstance(event, ACTIONS):
                 self._confirm(event)  # history has more actions than the code now takes
+            elif self.result[0] == "continued":  # the turn's inbox after the code returned
+                if isinstance(event, ExecutionTerminated):
+                    self._terminate(event)
+                elif isinstance(event, EventRaised | ExecutionSuspended | ExecutionResumed):
+                    self._late.append(event)  # not consumed: the next generation's
             return
         if self._suspended is not None and not isinstance(
-            event, ExecutionResumed | ExecutionTerminated
-        ):
-            self._suspended.append(event)
+            event, ExecutionResumed | ExecutionTerminated | OrchestratorStarted
+        ):  # the turns' times still count: what runs at the resume runs at its time
+            if not isinstance(event, ExecutionSuspended):  # suspended already: one resume does
+                self._suspended.append(event)
             return
         handler = _HANDLERS.get(type(event))
         if handler is not None:
@@ -303,18 +335,47 @@ class Replayer:
             raise NonDeterminismError(action, describe_action(event), describe_action(mine))
 
     def _complete(self, event: Event) -> None:
-        handler = self._pending.pop(event.action, None)  # type: ignore[union-attr]
-        if handler is not None:  # else a duplicate, or for an action another path took
-            handler(event)
+        action: int = event.action  # type: ignore[union-attr]
+        pending = self._pending.get(action)
+        # else a duplicate, or of an earlier run's action of that number (a child that
+        # outlived a continue-as-new): not this run's
+        if pending is not None and pending.takes(event):
+            del self._pending[action]
+            pending.fn(event)
             self._step()
 
     def _raise_event(self, event: EventRaised) -> None:
-        waiters = self._waiters.get(event.name)
-        if waiters:
-            waiters.popleft().resolve(event.data)
-            self._step()
-        else:
-            self._buffered.setdefault(event.name, collections.deque()).append(event.data)
+        for task in self._waiters.get(event.name, ()):
+            if self._wanted(task):  # the oldest wait something still waits on
+                self._waiters[event.name].remove(task)
+                task.resolve(event.data)
+                self._step()
+                return
+        self._buffered.setdefault(event.name, collections.deque()).append(event.data)
+
+    def _wanted(self, task: DurableTask[Any]) -> bool:
+        """Whether something may still await ``task``: the code does now, it stands on its
+        own, or an unfinished ``all``/``any`` that is wanted holds it. The wait of an
+        ``any`` that another child won is not: an event goes to a wait that is."""
+        if task is self._awaiting:
+            return True
+        composites = [p for p in task._parents if isinstance(p, AllTask | AnyTask)]
+        return not composites or any(not p.done and self._wanted(p) for p in composites)
+
+    def _revive(self, task: DurableTask[Any]) -> None:
+        """The code awaits ``task``: a wait in it left behind (see :meth:`_wanted`) takes
+        the events raised meanwhile, in order."""
+        if task.done:
+            return
+        if isinstance(task, AllTask | AnyTask):
+            for child in task.children:
+                self._revive(child)
+            return
+        name = self._waits_for.get(task)
+        buffered = self._buffered.get(name) if name is not None else None
+        if name is not None and buffered:
+            self._waiters[name].remove(task)
+            task.resolve(buffered.popleft())
 
     def _suspend(self, _: ExecutionSuspended) -> None:
         self._suspended = []
@@ -350,28 +411,30 @@ class Replayer:
                         self.spec.name,
                         f"something that needs an event loop ({type(exc).__name__}: {exc})",
                     )
-                self.result = ("failed", None, f"{type(exc).__name__}: {exc}")
+                self.result = ("failed", None, _named(exc))
                 return
             if not isinstance(yielded, DurableTask):
-                self._finish("failed", None, str(_foreign_await(self.spec.name, yielded)))
+                self._finish("failed", None, _named(_foreign_await(self.spec.name, yielded)))
                 return
             self._awaiting = yielded
+            self._revive(yielded)
 
     def _returned(self, value: Any) -> None:
         if self._continued is not _NOT_CONTINUED:
             self.result = ("continued", self._continued, None)
             return
         try:
-            output = unstructure(value, self.spec.output_type)
-        except Exception as exc:
-            error = f"the output of orchestrator {self.spec.name!r} cannot be encoded: {exc}"
-            self.result = ("failed", None, error)
+            output = plain(value, self.spec.output_type, f"the output of {self.spec.name!r}")
+        except OrchestratorError as exc:
+            self.result = ("failed", None, _named(exc))
             return
         self.result = ("completed", output, None)
 
     def carryover(self) -> list[Event]:
-        """Events raised but never consumed: a continued-as-new instance keeps them."""
-        return [EventRaised(name, data) for name, queue in self._buffered.items() for data in queue]
+        """Events raised but never consumed, and the client's suspend or resume that came
+        after the code continued as new: the next generation keeps them."""
+        buffered = [EventRaised(n, data) for n, queue in self._buffered.items() for data in queue]
+        return [*buffered, *self._late]
 
     def new_actions(self) -> list[Event]:
         """The actions the code took that history does not have yet, in order."""
@@ -384,6 +447,22 @@ class Replayer:
         ]
 
 
+@attrs.frozen
+class _Pending:
+    """An action waiting for its completion: of which kinds, and (a child's) of which instance."""
+
+    kinds: tuple[type, ...]
+    fn: Callable[[Event], None]
+    child_id: str | None = None
+
+    def takes(self, event: Event) -> bool:
+        """Whether ``event`` completes this action."""
+        if not isinstance(event, self.kinds):
+            return False
+        other = getattr(event, "instance_id", None)
+        return other is None or self.child_id is None or other == self.child_id
+
+
 class _Then:
     """A parent of a task that only calls ``fn`` when the task resolves (retries, timeouts)."""
 
@@ -392,6 +471,11 @@ class _Then:
 
     def child_done(self, _: DurableTask[Any]) -> None:
         self.fn()
+
+
+def _named(exc: BaseException) -> str:
+    """An error as an instance records it: the exception's type, then its message."""
+    return f"{type(exc).__name__}: {exc}"
 
 
 #: What trio and asyncio say when awaited outside their loop (the engine drives no loop).
@@ -431,11 +515,15 @@ def run_turn(
     history: Iterable[Event],
     new: Iterable[Event],
     now: float,
+    generation: int = 0,
 ) -> Turn:
-    """Replay ``history``, apply the ``new`` events at time ``now``: what to append, and how it stands."""
+    """Replay ``history``, apply the ``new`` events at time ``now``: what to append, and how it stands.
+
+    ``generation`` is the instance's run (its row's), which default child ids name.
+    """
     history, new = list(history), list(new)
     if len(history) + len(new) < _QUIET_GC_AT or not gc.isenabled():
-        return _turn(spec, instance_id, history, new, now)
+        return _turn(spec, instance_id, history, new, now, generation)
     # Pause Python's cyclic collector for a long turn: every task and event a
     # replay makes lives until the turn ends, so the collector's passes would
     # scan a heap that only grows, again and again (a fan-out of 10,000 took
@@ -444,7 +532,7 @@ def run_turn(
     # contextmanager here measured 100 ms slower on that turn.)
     gc.disable()
     try:
-        return _turn(spec, instance_id, history, new, now)
+        return _turn(spec, instance_id, history, new, now, generation)
     finally:
         gc.enable()
 
@@ -454,9 +542,15 @@ _QUIET_GC_AT = 2000
 
 
 def _turn(
-    spec: OrchestratorSpec, instance_id: str, history: list[Event], new: list[Event], now: float
+    spec: OrchestratorSpec,
+    instance_id: str,
+    history: list[Event],
+    new: list[Event],
+    now: float,
+    generation: int,
 ) -> Turn:
-    engine = Replayer(spec, instance_id)
+    recorded = frozenset(e.action for e in history if isinstance(e, TaskScheduled))
+    engine = Replayer(spec, instance_id, generation, recorded)
     appended: list[Event] = [OrchestratorStarted(now)]
     try:
         for event in history:
@@ -466,12 +560,12 @@ def _turn(
         for event in new:
             appended.append(event)
             engine.apply(event)
-    except NonDeterminismError as exc:
-        engine._finish("failed", None, str(exc))
-    except Exception as exc:  # a payload history cannot decode, an engine bug
-        engine._finish("failed", None, f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # diverged from history, a payload it cannot decode, an engine bug
+        engine._finish("failed", None, _named(exc))
+    # not started: its start_at is still ahead, and an event came first
+    waiting = "running" if engine._coro is not None else "pending"
     status, output, error = engine.result or (
-        "suspended" if engine._suspended is not None else "running",
+        "suspended" if engine._suspended is not None else waiting,
         None,
         None,
     )

@@ -229,7 +229,9 @@ def child_exists(child: Instance, first: Event) -> Event:
     """The event telling a parent its child could not start: the child's id is taken."""
     action = first.parent_action if isinstance(first, ExecutionStarted) else 0
     return ChildFailed(
-        action, f"instance id {child.id!r} is taken by another instance: the child never started"
+        action,
+        f"instance id {child.id!r} is taken by another instance: the child never started",
+        child.id,
     )
 
 

@@ -54,9 +54,12 @@ __all__ = ["OrchestrationWorker", "commit_of", "store_of"]
 
 _log = logging.getLogger("wireframe.durable")
 
+#: Seconds a cancelled turn may take to give its instance back.
+_RELEASE_GRACE = 5.0
 #: Histories at least this long are replayed on a thread.
 _THREAD_AT = 500
 _STATUSES = {
+    "pending": Status.PENDING,
     "running": Status.RUNNING,
     "continued": Status.RUNNING,
     "suspended": Status.SUSPENDED,
@@ -100,6 +103,8 @@ def commit_of(item: WorkItem, turn: Turn, queue: str, offset: float) -> Commit:
             message = Message(mid, event.body, reply_to=inbox_channel(inst.id))
             activities.append((event.queue or queue, message))
         elif isinstance(event, TimerCreated):
+            if turn.status == "continued":  # it would fire into the next run, not this one
+                continue
             timers.append((event.fire_at - offset, TimerFired(event.action, event.fire_at)))
         elif isinstance(event, EventSent):
             sends.append((event.instance_id, EventRaised(event.name, event.data)))
@@ -114,9 +119,9 @@ def commit_of(item: WorkItem, turn: Turn, queue: str, offset: float) -> Commit:
     started = _started(item)
     if turn.finished and started is not None and started.parent_id:
         done: Event = (
-            ChildCompleted(started.parent_action, turn.output)
+            ChildCompleted(started.parent_action, turn.output, inst.id)
             if turn.status == "completed"
-            else ChildFailed(started.parent_action, turn.error or turn.status)
+            else ChildFailed(started.parent_action, turn.error or turn.status, inst.id)
         )
         sends.append((started.parent_id, done))
     carryover: list[Event] = []
@@ -212,7 +217,8 @@ class OrchestrationWorker:
 
     async def _turn(self, item: WorkItem) -> None:
         """Run and commit one turn (its lease kept by :meth:`_keep_leases`); a lost
-        lease or a broker error drops the turn (its events are taken again)."""
+        lease or a broker error drops the turn (its events are taken again), and a
+        turn cancelled with the worker releases its instance."""
         self._held[item.lease_token] = item
         try:
             if item.broken is not None:
@@ -221,6 +227,15 @@ class OrchestrationWorker:
                 turn = await self._run(item)
                 await self.store.commit(item, commit_of(item, turn, self.queue, self._offset))
             self.turns += 1
+        except trio.Cancelled:
+            # the worker is cancelled (its grace ran out): give the instance back, so
+            # another worker takes it now rather than when the lease runs out
+            with trio.CancelScope(shield=True), trio.move_on_after(_RELEASE_GRACE):
+                try:
+                    await self.store.release(item, 0.0)
+                except BrokerError:  # committed after all, or lost: nothing to give back
+                    pass
+            raise
         except TurnLost as lost:
             _log.warning("orchestration worker: %s", lost)
         except BrokerError as failed:
@@ -240,12 +255,14 @@ class OrchestrationWorker:
         try:
             spec = spec_named(inst.name)
         except Exception as exc:  # the history still tells how it began and why it failed
-            error = str(exc)
+            error = f"{type(exc).__name__}: {exc}"
             done = ExecutionCompleted("failed", None, error)
             return Turn([OrchestratorStarted(now), *item.inbox, done], "failed", error=error)
         if len(item.history) < _THREAD_AT:
-            return run_turn(spec, inst.id, item.history, item.inbox, now)
-        return await trio.to_thread.run_sync(run_turn, spec, inst.id, item.history, item.inbox, now)
+            return run_turn(spec, inst.id, item.history, item.inbox, now, inst.generation)
+        return await trio.to_thread.run_sync(
+            run_turn, spec, inst.id, item.history, item.inbox, now, inst.generation
+        )
 
     async def _keep_leases(self) -> None:
         """Renew the lease of every turn running, every third of a lease.

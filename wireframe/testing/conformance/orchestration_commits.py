@@ -112,8 +112,9 @@ class CommitConformance(OrchestrationStoreBase):
             EventRaised("none"),
             EventSent(4, "other", "e", [1, "two"]),
             ChildCreated(5, "kid", "parent:5", DATA),
+            ChildCompleted(5, DATA, "parent:5"),
             ChildCompleted(5, DATA),
-            ChildFailed(6, "ChildFailed: no"),
+            ChildFailed(6, "ChildFailed: no", "parent:6"),
             ExecutionSuspended("why"),
             ExecutionResumed(),
             ExecutionTerminated({"by": "me"}),
@@ -321,6 +322,32 @@ class CommitConformance(OrchestrationStoreBase):
                 "p:1": [kids[0][1]],
                 "p:2": [kids[1][1]],
             }
+
+    async def test_a_child_whose_id_is_taken_fails_in_its_parents_inbox(
+        self, make_url: UrlFactory, broker_clock: trio.abc.Clock | None
+    ) -> None:
+        async with self.open(make_url()) as broker:
+            store = self.store(broker)
+            await self.create(store, "taken", "first")
+            await self.create(store, "p")
+            got = {i.instance.id: i for i in await self.take_turns(store, 2, limit=2)}
+            await store.commit(got["taken"], turn(got["taken"]))
+            item = got["p"]
+            kid = (
+                row("taken", "second", parent_id="p"),
+                started("second", parent_id="p", action=3),
+            )
+            await store.commit(item, turn(item, children=[kid]))
+            failed = await self.take_turn(store)
+            assert failed.instance.id == "p", "the parent hears that its child never started"
+            [event] = failed.inbox
+            assert isinstance(event, ChildFailed) and (event.action, event.instance_id) == (
+                3,
+                "taken",
+            ), event
+            assert "taken" in event.error
+            taken = await self.instance_of(store, "taken")
+            assert (taken.input, taken.parent_id) == ("first", None), "the child replaced it"
 
     async def test_a_restart_drops_the_old_generations_completions_and_keeps_raised_events(
         self, make_url: UrlFactory, broker_clock: trio.abc.Clock | None

@@ -50,6 +50,7 @@ from wireframe.durable.store import (
     TurnLost,
     UnknownInstance,
     WorkItem,
+    child_exists,
     inbox_channel,
     reply_event,
 )
@@ -306,6 +307,7 @@ class RedisOrchestrationStore(_BrokerParts):
         args.append(len(c.children))
         for child, first in c.children:
             args += [child.id, *_row_fields(child), _member(first)]
+            args.append(_member(child_exists(child, first)))
         args += [len(c.carryover), *map(_member, c.carryover)]
         # a repeat after a lost answer is answered 'ok' (the row names its last commit)
         outcome = await self._run("commit", self._durable.commit, args)

@@ -233,7 +233,8 @@ return {items, wait}
 #: its items): the inbox members taken; (a count alone) the replies taken; the
 #: events appended; activities (queue, id, body, reply_to, priority, limit each);
 #: timers (visibility in ms from now, event); sends (instance id, event); children
-#: (id, its row's field, value pairs counted, first event); carryover events.
+#: (id, its row's field, value pairs counted, first event, the parent's event saying the
+#: id is taken); carryover events.
 #: Returns 'ok', or 'lost' (nothing written) when the turn's lease ran out or was
 #: taken over.
 #:
@@ -243,8 +244,9 @@ return {items, wait}
 #: the activities published as ``PUBLISH_LIMITS`` would (their streams created if
 #: missing, a blocked consumer woken by the entry); timers and carryover (ahead of
 #: everything) into the inbox; sends into the inboxes of unfinished instances;
-#: children created unless they exist; the row updated, its revision bumped, its
-#: lease cleared, its waits woken; and the instance placed by what it now holds.
+#: children created unless they exist (then the parent's inbox gets that they never
+#: started); the row updated, its revision bumped, its lease cleared, its waits
+#: woken; and the instance placed by what it now holds.
 COMMIT = (
     _PRELUDE
     + r"""
@@ -311,15 +313,15 @@ for _ = 1, count() do
   k = k + 2
 end
 for _ = 1, count() do
-  local child = ARGV[k]
+  local child, n = ARGV[k], tonumber(ARGV[k + 1])
   if redis.call('EXISTS', prefix .. 'oi:' .. child) == 0 then
-    k = new_row(prefix, child, k + 1, now, 0)
-    inbox_add(prefix, child, now, ARGV[k])
+    new_row(prefix, child, k + 1, now, 0)
+    inbox_add(prefix, child, now, ARGV[k + 2 + 2 * n])
     durable_due(prefix, child, now, true)
-  else
-    k = k + 2 + 2 * tonumber(ARGV[k + 1])
+  else  -- taken by another instance: the child fails in its parent
+    inbox_add(prefix, iid, now, ARGV[k + 3 + 2 * n])
   end
-  k = k + 1
+  k = k + 4 + 2 * n
 end
 for _ = 1, count() do
   inbox_add(prefix, iid, '-inf', ARGV[k])
