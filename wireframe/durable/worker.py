@@ -244,6 +244,12 @@ class OrchestrationWorker:
                 item.instance.id,
                 failed,
             )
+        except Exception:  # a bug of ours or a store's: one instance must not stop the rest
+            _log.exception(
+                "orchestration worker: the turn of %r failed in the worker itself; the "
+                "instance is taken again once its lease runs out",
+                item.instance.id,
+            )
         finally:
             del self._held[item.lease_token]
             self._running -= 1

@@ -359,7 +359,11 @@ def _drop_stale_inbox(conn: sqlite3.Connection, iid: str) -> None:
     for seq, data in conn.execute(
         "SELECT seq, event FROM wf_inbox WHERE instance_id = ?", (iid,)
     ).fetchall():
-        if not isinstance(decode_event(data, f"inbox event {seq} of {iid!r}"), _KEPT_ON_RESTART):
+        try:
+            kept = isinstance(decode_event(data, f"inbox event {seq} of {iid!r}"), _KEPT_ON_RESTART)
+        except EventCodecError:
+            kept = False  # a damaged row: nothing the next run could read either
+        if not kept:
             conn.execute("DELETE FROM wf_inbox WHERE seq = ?", (seq,))
     conn.execute("DELETE FROM wf_replies WHERE channel = ?", (INBOX_PREFIX + iid,))
 
