@@ -155,3 +155,19 @@ def test_the_worker_does_not_import_the_orchestrator_side() -> None:
     assert not {m for m in worker if m.startswith(orchestrator)}
     directives = imports_of(PACKAGE / "jobs" / "directives.py")
     assert not {m for m in directives if m.startswith("wireframe.jobs.worker")}
+
+
+def test_durable_builds_on_jobs_and_brokers_see_only_its_store_role() -> None:
+    """``durable`` builds on ``jobs`` (activities are operations) and finds a broker's
+    store by ``isinstance``, never by importing a broker; ``jobs`` above its brokers never
+    imports ``durable``; a broker keeping orchestrations imports only the store's role
+    (its protocol, the history and the codec), as it imports the job protocol."""
+    role = ("wireframe.durable.store", "wireframe.durable.history", "wireframe.durable.codec")
+    for path in modules("durable"):
+        bad = {m for m in imports_of(path) if m.startswith("wireframe.jobs.brokers")}
+        assert not bad, f"{path.relative_to(PACKAGE)} imports {bad}"
+    for path in modules("jobs"):
+        found = {m for m in imports_of(path) if m.startswith("wireframe.durable")}
+        if path.is_relative_to(PACKAGE / "jobs" / "brokers"):
+            found = {m for m in found if not m.startswith(role)}
+        assert not found, f"{path.relative_to(PACKAGE)} imports {found}"
