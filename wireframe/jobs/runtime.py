@@ -338,7 +338,8 @@ class Runtime:
         every = min(self.broker.url.lease / 3, ttl / 3, _MAX_WATCH_EVERY)
         try:
             await broker.open_channel(name, ttl)
-            await self._count_slots(run)  # at once: it sizes the run's window
+            if run.queue not in self.slots_seen:  # at once, the first time: it sizes windows
+                await self._count_slots(run)
         except BrokerError:
             pass  # keep_channel below says ChannelLost if the open never landed
         await trio.sleep(min(_FIRST_WATCH, every))
