@@ -127,3 +127,19 @@ async def test_garbage_at_the_ready_set_or_wake_list_does_not_stop_completions(u
             await raw.set(f"{broker.prefix}o:wake", "not a list")
         iid = await client.start(looping, 1)
         assert (await client.wait_completed(iid, timeout=20)).output == 3
+
+
+async def test_a_take_replaces_a_foreign_ready_set_instead_of_failing(url: str) -> None:
+    """A take that finds someone else's key at the ready set's name goes on without it."""
+    async with jobs.open_broker(url) as broker:
+        assert isinstance(broker, RedisBroker)
+        async with coredis.Redis(
+            host=broker.url.host, port=broker.url.port or 6379, db=broker.db
+        ) as raw:
+            await raw.set(f"{broker.prefix}o:ready", "not a zset")
+        with trio.move_on_after(0.3):
+            await broker.take_work(1, lease=30)  # raised WRONGTYPE before
+        iid = await durable.Client(broker).start(waits)
+        with trio.fail_after(5):
+            [item] = await broker.take_work(1, lease=30)
+        assert item.instance.id == iid

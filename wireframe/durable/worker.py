@@ -48,7 +48,7 @@ from wireframe.durable.store import (
     activity_message_id,
     inbox_channel,
 )
-from wireframe.jobs.broker import Broker, BrokerError, BrokerUnavailable, Message
+from wireframe.jobs.broker import Broker, BrokerError, Message
 
 __all__ = ["OrchestrationWorker", "commit_of", "store_of"]
 
@@ -198,7 +198,7 @@ class OrchestrationWorker:
                         items = await self.store.take_work(
                             self.concurrency - self._running, self.lease
                         )
-                    except BrokerUnavailable as exc:
+                    except BrokerError as exc:  # unavailable, or a passing fault: look again
                         _log.warning("orchestration worker: cannot take work now: %s", exc)
                         await trio.sleep(1.0)
                         continue

@@ -186,6 +186,11 @@ TAKE = (
     + r"""
 local prefix, limit, lease_ms, base = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local ready = prefix .. 'o:ready'
+local kind = redis.call('TYPE', ready)
+kind = type(kind) == 'table' and kind['ok'] or kind
+if kind ~= 'zset' and kind ~= 'none' then
+  redis.call('DEL', ready)  -- someone else's key: replaced, so work goes on
+end
 local now = now_ms()
 local items = {}
 for _ = 1, 10 do
