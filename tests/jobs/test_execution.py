@@ -240,7 +240,7 @@ async def test_jobs_finishing_while_leases_are_renewed_are_not_lost(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The lease keeper renews one lease at a time: a job that finishes meanwhile is no loss."""
-    async with jobs.open_broker(f"sqlite:///{tmp_path}/jobs.db?lease=0.6") as broker:
+    async with jobs.open_broker(f"sqlite:///{tmp_path}/jobs.db?lease=2") as broker:
         rt = jobs.Runtime(broker)
         worker = jobs.Worker(broker, concurrency=64, renew_every=0.01)
         async with trio.open_nursery() as nursery:
