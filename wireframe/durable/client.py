@@ -157,9 +157,7 @@ class Client:
         """Resume a suspended instance."""
         await self.store.send_event(instance_id, ExecutionResumed())
 
-    async def terminate(
-        self, instance_id: str, output: Any = None, *, recursive: bool = True
-    ) -> None:
+    async def terminate(self, instance_id: str, output: Any = None, recursive: bool = True) -> None:
         """Terminate the instance (and, by default, its unfinished children)."""
         inst = await self.store.instance(instance_id)
         if inst is None:
@@ -173,7 +171,7 @@ class Client:
                 if not child.status.finished:
                     await self.terminate(child.id, recursive=True)
 
-    async def purge(self, instance_id: str, *, recursive: bool = True) -> None:
+    async def purge(self, instance_id: str, recursive: bool = True) -> None:
         """Remove a finished instance and its history (and its children's, by default)."""
         inst = await self.store.instance(instance_id)
         if inst is None:

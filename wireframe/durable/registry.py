@@ -20,7 +20,6 @@ from wireframe.jobs.convert import check_wire_type
 
 __all__ = [
     "OrchestratorSpec",
-    "known_orchestrators",
     "orchestrator",
     "orchestrator_specs",
     "spec_named",
@@ -127,11 +126,6 @@ def spec_named(name: str) -> OrchestratorSpec:
             "import the module that defines it (wireframe worker --import MODULE)"
         )
     return spec
-
-
-def known_orchestrators() -> list[str]:
-    """The names registered so far, sorted."""
-    return sorted(_BY_NAME)
 
 
 def orchestrator_specs() -> list[OrchestratorSpec]:

@@ -37,7 +37,11 @@ from wireframe.durable.errors import DurableError
 from wireframe.durable.history import (
     ChildFailed,
     Event,
+    EventRaised,
+    ExecutionResumed,
     ExecutionStarted,
+    ExecutionSuspended,
+    ExecutionTerminated,
     TaskCompleted,
     TaskFailed,
 )
@@ -45,6 +49,7 @@ from wireframe.jobs.broker import DURABLE_INBOX_PREFIX, BrokerError, LockLost, M
 
 __all__ = [
     "INBOX_PREFIX",
+    "KEPT_ON_RESTART",
     "Commit",
     "Instance",
     "InstanceExists",
@@ -58,6 +63,11 @@ __all__ = [
     "inbox_channel",
     "reply_event",
 ]
+
+#: The inbox events a continue-as-new (``Commit.restart``) keeps for the next run:
+#: raised events and the client's suspend, resume and terminate. The rest (an
+#: old run's completions and timers) belongs to the run that ended.
+KEPT_ON_RESTART = (EventRaised, ExecutionSuspended, ExecutionResumed, ExecutionTerminated)
 
 #: Reply channels with this prefix are orchestration inboxes, not result channels.
 INBOX_PREFIX = DURABLE_INBOX_PREFIX

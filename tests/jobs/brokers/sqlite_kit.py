@@ -1,4 +1,4 @@
-"""What SQLite broker tests share: a receive cancelled just after its take."""
+"""What SQLite broker tests share: a receive cancelled just after its take, a claim's cost."""
 
 from __future__ import annotations
 
@@ -38,3 +38,22 @@ async def cancel_receive_after_its_take(
         nursery.cancel_scope.cancel()  # after the take: it must give both back
         release.set()
     monkeypatch.undo()
+
+
+def claim_cost(conn: sqlite3.Connection, claim: Callable[[sqlite3.Connection], object]) -> int:
+    """How many SQLite VM instructions (in tens) one claim transaction runs (rolled back)."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    conn.set_progress_handler(count, 10)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        claim(conn)
+    finally:
+        conn.execute("ROLLBACK")
+        conn.set_progress_handler(None, 0)
+    return steps

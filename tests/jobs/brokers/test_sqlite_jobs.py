@@ -23,6 +23,7 @@ from pathlib import Path
 import attrs
 import pytest
 import trio
+from sqlite_kit import claim_cost
 
 from wireframe import jobs
 from wireframe.jobs.broker import (
@@ -87,25 +88,6 @@ async def _nothing_delivered(broker: jobs.Broker, queue: str) -> None:
 # -- a claim and the delayed rows at the head of its queue --------------------------
 
 
-def _claim_cost(conn: sqlite3.Connection, claim: Callable[[sqlite3.Connection], object]) -> int:
-    """How many SQLite VM instructions (in tens) one claim transaction runs."""
-    steps = 0
-
-    def count() -> int:
-        nonlocal steps
-        steps += 1
-        return 0
-
-    conn.set_progress_handler(count, 10)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        claim(conn)
-    finally:
-        conn.execute("ROLLBACK")
-        conn.set_progress_handler(None, 0)
-    return steps
-
-
 async def test_a_claim_does_not_walk_the_delayed_rows_at_the_head(
     make_url: Callable[..., str], db_path: Path
 ) -> None:
@@ -121,11 +103,11 @@ async def test_a_claim_does_not_walk_the_delayed_rows_at_the_head(
         claims = {queue: broker._claim(queue, 1) for queue in ("crowded", "plain", "idle")}
     conn = sqlite3.connect(db_path, isolation_level=None)
     try:
-        crowded, plain = _claim_cost(conn, claims["crowded"]), _claim_cost(conn, claims["plain"])
+        crowded, plain = claim_cost(conn, claims["crowded"]), claim_cost(conn, claims["plain"])
         assert crowded < plain + 50, (crowded, plain)  # 20,000 rows walked: 20,000+
         conn.execute("DELETE FROM wf_messages WHERE id = 'now'")
-        nothing_due = _claim_cost(conn, claims["crowded"])
-        assert nothing_due < _claim_cost(conn, claims["idle"]) + 50, nothing_due
+        nothing_due = claim_cost(conn, claims["crowded"])
+        assert nothing_due < claim_cost(conn, claims["idle"]) + 50, nothing_due
         for sql in (sqlite_queues._RELEASE_DUE, sqlite_queues._CLAIMABLE, sqlite_queues._EARLIEST):
             args = ("q", 1)[: sql.count("?")]
             plan = " / ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", args))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from sqlite_kit import claim_cost
 
 from wireframe.jobs.broker import Broker, Delivery, Message, open_broker
 from wireframe.jobs.brokers import sqlite as sqlite_broker
@@ -191,25 +192,6 @@ async def test_stats_count_the_held_messages_of_each_queue(make_url: UrlFactory)
 # -- cost --------------------------------------------------------------------------
 
 
-def _claim_cost(conn: sqlite3.Connection, claim: Callable[[sqlite3.Connection], object]) -> int:
-    """How many SQLite VM instructions (in tens) one claim transaction runs."""
-    steps = 0
-
-    def count() -> int:
-        nonlocal steps
-        steps += 1
-        return 0
-
-    conn.set_progress_handler(count, 10)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        claim(conn)
-    finally:
-        conn.execute("ROLLBACK")
-        conn.set_progress_handler(None, 0)
-    return steps
-
-
 async def test_a_claim_never_walks_the_messages_a_limit_holds_back(
     make_url: UrlFactory, db_path: Path
 ) -> None:
@@ -229,11 +211,11 @@ async def test_a_claim_never_walks_the_messages_a_limit_holds_back(
         claims = {queue: broker._claim(queue, 1) for queue in ("crowded", "plain", "idle")}
     conn = sqlite3.connect(db_path, isolation_level=None)
     try:
-        crowded, plain = _claim_cost(conn, claims["crowded"]), _claim_cost(conn, claims["plain"])
+        crowded, plain = claim_cost(conn, claims["crowded"]), claim_cost(conn, claims["plain"])
         assert crowded < plain + 50, (crowded, plain)  # 20,000 rows walked: 20,000+
         conn.execute("DELETE FROM wf_messages WHERE id = 'now'")
-        nothing_free = _claim_cost(conn, claims["crowded"])
-        assert nothing_free < _claim_cost(conn, claims["idle"]) + 50, nothing_free
+        nothing_free = claim_cost(conn, claims["crowded"])
+        assert nothing_free < claim_cost(conn, claims["idle"]) + 50, nothing_free
     finally:
         conn.close()
 

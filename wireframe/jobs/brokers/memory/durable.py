@@ -25,13 +25,10 @@ import trio
 
 from wireframe.durable.history import (
     Event,
-    EventRaised,
-    ExecutionResumed,
-    ExecutionSuspended,
-    ExecutionTerminated,
 )
 from wireframe.durable.store import (
     INBOX_PREFIX,
+    KEPT_ON_RESTART,
     Commit,
     Instance,
     InstanceExists,
@@ -48,10 +45,6 @@ if TYPE_CHECKING:
     from wireframe.jobs.brokers.memory.state import State
 
 __all__ = ["MemoryOrchestrationStore", "Orchestrations"]
-
-
-#: Inbox events a continue-as-new keeps for the next generation.
-_KEPT_ON_RESTART = (EventRaised, ExecutionSuspended, ExecutionResumed, ExecutionTerminated)
 
 
 class _Inst:
@@ -192,12 +185,12 @@ class MemoryOrchestrationStore:
         generation = inst.row.generation
         if commit.restart:
             inst.history = list(commit.appended)
-            inst.inbox = [e for e in inst.inbox if isinstance(e[2], _KEPT_ON_RESTART)]
+            inst.inbox = [e for e in inst.inbox if isinstance(e[2], KEPT_ON_RESTART)]
             generation += 1
         else:
             inst.history.extend(commit.appended)
         for queue, message in commit.activities:
-            self._publish_activity(o, queue, message)
+            o._publish(queue, message)
         for visible_at, event in commit.timers:
             o.put(inst, event, visible_at)
         for iid, event in commit.sends:
@@ -226,9 +219,6 @@ class MemoryOrchestrationStore:
             generation=generation,
         )
         o.notify()
-
-    def _publish_activity(self, o: Orchestrations, queue: str, message: Message) -> None:
-        o._publish(queue, message)
 
     async def release(self, item: WorkItem, delay: float) -> None:
         """Give the instance back without a turn; its events show again after ``delay``."""

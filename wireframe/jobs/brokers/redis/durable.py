@@ -37,12 +37,9 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from wireframe.durable.codec import decode_event, decode_value, encode_event, encode_value
 from wireframe.durable.history import (
     Event,
-    EventRaised,
-    ExecutionResumed,
-    ExecutionSuspended,
-    ExecutionTerminated,
 )
 from wireframe.durable.store import (
+    KEPT_ON_RESTART,
     Commit,
     Instance,
     InstanceExists,
@@ -70,8 +67,6 @@ __all__ = ["RedisOrchestrationStore"]
 
 #: Longest (seconds) a take or a wait for a change blocks server-side before it looks again.
 BLOCK: Final = 5.0
-#: Inbox events a continue-as-new keeps for the next generation (flagged ``k``).
-_KEPT_ON_RESTART: Final = (EventRaised, ExecutionSuspended, ExecutionResumed, ExecutionTerminated)
 #: The nullable row fields kept as msgpack: (hash field, what it is).
 _VALUES: Final = (
     ("in", "input"),
@@ -85,7 +80,7 @@ _VALUES: Final = (
 
 def _member(event: Event) -> bytes:
     """An inbox event as the scripts take it: its flag, then the event (they add a sequence)."""
-    return (b"k" if isinstance(event, _KEPT_ON_RESTART) else b".") + encode_event(event)
+    return (b"k" if isinstance(event, KEPT_ON_RESTART) else b".") + encode_event(event)
 
 
 def _row_fields(inst: Instance) -> list[Arg]:

@@ -35,13 +35,10 @@ from wireframe.durable.codec import (
 )
 from wireframe.durable.history import (
     Event,
-    EventRaised,
-    ExecutionResumed,
-    ExecutionSuspended,
-    ExecutionTerminated,
 )
 from wireframe.durable.store import (
     INBOX_PREFIX,
+    KEPT_ON_RESTART,
     Commit,
     Instance,
     InstanceExists,
@@ -104,8 +101,6 @@ _COLUMNS: Final = (
     "id, name, status, input, output, error, custom_status, created_at, updated_at,"
     " parent_id, version, generation, revision"
 )
-#: Inbox events a continue-as-new keeps for the next generation.
-_KEPT_ON_RESTART: Final = (EventRaised, ExecutionSuspended, ExecutionResumed, ExecutionTerminated)
 
 
 def _instance(row: Any) -> Instance:
@@ -360,7 +355,7 @@ def _drop_stale_inbox(conn: sqlite3.Connection, iid: str) -> None:
         "SELECT seq, event FROM wf_inbox WHERE instance_id = ?", (iid,)
     ).fetchall():
         try:
-            kept = isinstance(decode_event(data, f"inbox event {seq} of {iid!r}"), _KEPT_ON_RESTART)
+            kept = isinstance(decode_event(data, f"inbox event {seq} of {iid!r}"), KEPT_ON_RESTART)
         except EventCodecError:
             kept = False  # a damaged row: nothing the next run could read either
         if not kept:
