@@ -154,6 +154,7 @@ def _tasks_table(snap: Snapshot) -> Table:
     table.add_column("kind", overflow="ellipsis", min_width=4)
     table.add_column("state", no_wrap=True, min_width=5)
     table.add_column("uptime", justify="right", no_wrap=True)
+    table.add_column("restarts", justify="right", no_wrap=True)
     table.add_column("last error", overflow="fold", ratio=1, min_width=5)
     for task in snap.report.tasks.values():
         if task.started_at is None:
@@ -165,10 +166,11 @@ def _tasks_table(snap: Snapshot) -> Table:
             task.kind.value,
             state_text(task.state),
             duration(up),
-            Text(last_line(task.error), style="red"),
+            str(task.restarts) if task.restarts else "",
+            Text(last_line(task.error or task.last_error), style="red"),
         )
     if not snap.report.tasks:
-        table.add_row(Text("(no tasks yet)", style="dim"), "", "", "", "")
+        table.add_row(Text("(no tasks yet)", style="dim"), "", "", "", "", "")
     return table
 
 
@@ -211,4 +213,6 @@ def plain_line(task: wf.TaskReport, *, wall: float | None = None) -> str:
     line = f"{stamp} task {task.id!r} ({task.kind.value}, layer {task.layer}) {task.state.value}"
     if task.error is not None:
         line += f": {last_line(task.error)}"
+    elif task.restarts and task.state is wf.TaskState.RUNNING and task.last_error is not None:
+        line += f" (restart {task.restarts} after {last_line(task.last_error)})"
     return line

@@ -123,7 +123,11 @@ def hide_urls_in_report(report: wf.ServiceReport, urls: Sequence[str]) -> wf.Ser
     return attrs.evolve(
         report,
         tasks={
-            key: attrs.evolve(t, error=_hide_in_error(t.error, urls))
+            key: attrs.evolve(
+                t,
+                error=_hide_in_error(t.error, urls),
+                last_error=_hide_in_error(t.last_error, urls),
+            )
             for key, t in report.tasks.items()
         },
         shutdown=tuple(
@@ -150,7 +154,7 @@ def _task_duration(task: wf.TaskReport, now: float | None) -> float | None:
 def report_table(report: wf.ServiceReport, *, exit_code: int) -> RenderableType:
     """The final report: one row per task, the shutdown steps, why it stopped, the verdict."""
     tasks = Table(title="tasks", title_justify="left", expand=False)
-    for column in ("id", "kind", "layer", "state", "ran"):
+    for column in ("id", "kind", "layer", "state", "ran", "restarts"):
         tasks.add_column(column, no_wrap=column in ("id", "state", "ran"), overflow="fold")
     tasks.add_column("error", overflow="fold")
     for task in report.tasks.values():
@@ -160,7 +164,8 @@ def report_table(report: wf.ServiceReport, *, exit_code: int) -> RenderableType:
             task.layer,
             state_text(task.state),
             duration(_task_duration(task, report.ended_at)),
-            last_line(task.error),
+            str(task.restarts) if task.restarts else "",
+            last_line(task.error or task.last_error),
         )
     parts: list[RenderableType] = [tasks]
     if report.shutdown:

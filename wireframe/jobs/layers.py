@@ -31,6 +31,7 @@ from wireframe.jobs.threads import DEFAULT_THREADS
 from wireframe.jobs.worker import DEFAULT_CONCURRENCY, Worker
 
 __all__ = [
+    "WORKER_RESTART",
     "BrokerReachable",
     "JobRuntimeLayer",
     "JobRuntimeOutput",
@@ -53,17 +54,30 @@ class Serving(Protocol):
         ...
 
 
+#: How a worker loop restarts by default: a worker rides out an unreachable broker
+#: by retrying (it never raises for that), so what reaches the service is a broker
+#: error waiting did not mend (a damaged key, a script the server refused) — worth
+#: a few fresh starts (a new subscription, declared queues) before giving up.
+WORKER_RESTART = wf.RestartPolicy(max_restarts=5, window=300.0, backoff=1.0, max_backoff=30.0)
+
+
 class WorkerTask(wf.Task):
     """A worker loop as a service task: serves until the stop, then stops gracefully.
 
     On stop a job worker consumes nothing more and lets running jobs finish; if
     the service's grace period runs out first, the unfinished jobs are given
     back to the queue (none is lost). The orchestration worker runs the same way.
+
+    ``restart`` is the task's restart policy (:data:`WORKER_RESTART` unless the
+    layer says otherwise; None stops the service at the first failure).
     """
 
-    def __init__(self, worker: Serving, id: str) -> None:
+    def __init__(
+        self, worker: Serving, id: str, restart: wf.RestartPolicy | None = WORKER_RESTART
+    ) -> None:
         self.worker = worker
         self.id = id
+        self.restart = restart
 
     async def run(self, stop: wf.StopReceiver) -> None:
         """Serve the queue until ``stop``."""
@@ -198,6 +212,10 @@ class WorkerLayer(wf.WiringLayer[None, WorkerOutput]):
 
     ``resources`` lists the resource types (provided by other layers) that the
     worker hands to operations asking for them by type.
+
+    ``restart`` is the worker task's restart policy: by default a worker loop
+    that fails (a broker error that retrying did not mend) starts again after
+    a backoff, up to 5 times in 5 minutes; None stops the service at once.
     """
 
     url: str | None = attrs.field(default=None, repr=_masked_url)
@@ -206,6 +224,7 @@ class WorkerLayer(wf.WiringLayer[None, WorkerOutput]):
     resources: tuple[type, ...] = ()
     name: str = ""
     threads: int = DEFAULT_THREADS
+    restart: wf.RestartPolicy | None = WORKER_RESTART
 
     def __attrs_post_init__(self) -> None:
         if self.concurrency < 1:
@@ -235,5 +254,6 @@ class WorkerLayer(wf.WiringLayer[None, WorkerOutput]):
                 worker_id=self.name,
             )
             yield WorkerOutput(
-                WorkerTask(worker, self.name), BrokerReachable(broker, f"{self.name}:broker")
+                WorkerTask(worker, self.name, self.restart),
+                BrokerReachable(broker, f"{self.name}:broker"),
             )

@@ -26,6 +26,7 @@ from wireframe.service.resources import ResourceTaken, Unique
 from wireframe.service.service import Service, ServiceBuilder, run
 from wireframe.service.status import ServiceStatus
 from wireframe.service.stop import StopReceiver, StopRequest
+from wireframe.service.supervision import RestartPolicy
 from wireframe.service.tasks import (
     OneshotTask,
     Precondition,
@@ -46,6 +47,7 @@ __all__ = [
     "Precondition",
     "ResourceAlreadyProvided",
     "ResourceTaken",
+    "RestartPolicy",
     "Service",
     "ServiceBuilder",
     "ServiceError",

@@ -101,7 +101,11 @@ def describe(exc: BaseException) -> str:
 
 @attrs.frozen
 class TaskReport:
-    """One task's record: times are trio clock readings (``trio.current_time()``)."""
+    """One task's record: times are trio clock readings (``trio.current_time()``).
+
+    ``restarts`` counts how often a task with a restart policy was started
+    again; ``last_error`` is the error that caused the latest restart.
+    """
 
     id: str
     kind: TaskKind
@@ -110,6 +114,8 @@ class TaskReport:
     started_at: float | None = None
     ended_at: float | None = None
     error: ErrorInfo | None = None
+    restarts: int = 0
+    last_error: ErrorInfo | None = None
 
 
 @attrs.frozen

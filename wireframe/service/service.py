@@ -48,6 +48,7 @@ from wireframe.service.report import (
 )
 from wireframe.service.status import ServiceStatus
 from wireframe.service.stop import StopRequest, StopSignal
+from wireframe.service.supervision import Restarts, restart_policy_of
 from wireframe.service.tasks import AnyTask, TaskKind
 
 __all__ = ["Service", "ServiceBuilder", "run"]
@@ -119,6 +120,9 @@ class _TaskRecord:
     ended_at: float | None = None
     error: ErrorInfo | None = None
     timed_out: bool = False
+    #: Restart bookkeeping when the task carries a restart policy, else None.
+    restarts: Restarts | None = None
+    last_error: ErrorInfo | None = None
     #: The kind's ``gated`` and ``stops_service_on_return``, read once (hot at start and stop).
     gated: bool = attrs.field(init=False)
     stops_service: bool = attrs.field(init=False)
@@ -136,6 +140,8 @@ class _TaskRecord:
             started_at=self.started_at,
             ended_at=self.ended_at,
             error=self.error,
+            restarts=self.restarts.count if self.restarts is not None else 0,
+            last_error=self.last_error,
         )
 
 
@@ -424,7 +430,14 @@ class Service:
                 layer,
                 f"gives task id {task_id!r}, which layer {other.layer!r} also gives; task ids are unique",
             )
-        self._records[task_id] = _TaskRecord(task, layer, task_id, task.kind)
+        try:
+            policy = restart_policy_of(task)
+        except TypeError as exc:
+            return WiringProblem(layer, str(exc))
+        record = _TaskRecord(task, layer, task_id, task.kind)
+        if policy is not None and policy.max_restarts > 0:
+            record.restarts = Restarts(policy)
+        self._records[task_id] = record
         return None
 
     async def _run_tasks(self) -> None:
@@ -460,10 +473,7 @@ class Service:
             record.started_at = trio.current_time()
         elif state is not TaskState.WAITING and state is not TaskState.PENDING:
             record.ended_at = trio.current_time()
-        if self._listeners:
-            report = record.report()
-            for listener in list(self._listeners):
-                listener(report)
+        self._notify(record)
 
     async def _run_task(self, record: _TaskRecord, precondition_done: Callable[[], None]) -> None:
         if record.gated:
@@ -473,21 +483,29 @@ class Service:
             self._set_state(record, TaskState.STOPPED)
             return
         self._set_state(record, TaskState.RUNNING)
-        try:
-            await record.task.run(self._stop_receiver)
-        except BaseException as exc:
-            if _only_cancelled(exc):  # cancelled: by the stop, the grace period or our caller
-                self._end(
-                    record, TaskState.STOPPED if self._stop.is_set else TaskState.FAILED, None
-                )
-                if trio.current_effective_deadline() == -math.inf:
-                    raise  # a scope around us is cancelled: let it catch its Cancelled
+        while True:
+            try:
+                await record.task.run(self._stop_receiver)
+            except BaseException as exc:
+                if _only_cancelled(exc):  # cancelled: by the stop, the grace period or our caller
+                    self._end(
+                        record, TaskState.STOPPED if self._stop.is_set else TaskState.FAILED, None
+                    )
+                    if trio.current_effective_deadline() == -math.inf:
+                        raise  # a scope around us is cancelled: let it catch its Cancelled
+                    return
+                if record.restarts is not None and isinstance(exc, Exception):
+                    if await self._back_off(record, exc):
+                        continue  # restart it
+                    if self._stop.is_set and not record.timed_out:  # the stop ended the backoff
+                        self._end(record, TaskState.STOPPED, None)
+                        return
+                self._end(record, TaskState.FAILED, ErrorInfo.from_exception(exc))
+                self._stop.send(f"task {record.id!r} failed: {describe(exc)}")
+                if not isinstance(exc, Exception):
+                    raise  # KeyboardInterrupt, SystemExit: not ours to swallow
                 return
-            self._end(record, TaskState.FAILED, ErrorInfo.from_exception(exc))
-            self._stop.send(f"task {record.id!r} failed: {describe(exc)}")
-            if not isinstance(exc, Exception):
-                raise  # KeyboardInterrupt, SystemExit: not ours to swallow
-            return
+            break
         if record.timed_out:
             self._end(record, TaskState.TIMED_OUT, record.error)
         elif record.stops_service and self._stop.is_set:
@@ -500,6 +518,28 @@ class Service:
                 precondition_done()
             elif record.stops_service:
                 self._stop.send(f"task {record.id!r} returned")
+
+    async def _back_off(self, record: _TaskRecord, exc: Exception) -> bool:
+        """Wait out the restart backoff after ``exc``; whether to run the task again.
+
+        False when the policy gives up (too many failures within its window) or
+        the stop arrives during the backoff.
+        """
+        assert record.restarts is not None
+        record.last_error = ErrorInfo.from_exception(exc)
+        delay = record.restarts.failed(trio.current_time())
+        if delay is None or self._stop.is_set:
+            return False
+        self._notify(record)
+        with trio.move_on_after(delay):
+            await self._stop_receiver.wait()
+        return not self._stop.is_set
+
+    def _notify(self, record: _TaskRecord) -> None:
+        if self._listeners:
+            report = record.report()
+            for listener in list(self._listeners):
+                listener(report)
 
     def _end(self, record: _TaskRecord, state: TaskState, error: ErrorInfo | None) -> None:
         if record.timed_out and state is not TaskState.FAILED:
