@@ -8,10 +8,13 @@ error, and SIGINT after the ready line.
 from __future__ import annotations
 
 import json
+import signal
+import socket
+import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from clikit import SERVICES, interrupt, run_wireframe, start_wireframe
+from clikit import SERVICES, interrupt, read_until, run_wireframe, start_wireframe
 from typer.testing import CliRunner
 
 from wireframe.cli import app
@@ -190,3 +193,28 @@ def test_subprocess_sigint_stops_cleanly_with_exit_0() -> None:
     assert "task 'greeter' (Task, layer hello) stopped" in rest
     assert "stopped because: received SIGINT" in rest
     assert "clean stop (exit 0)" in rest
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_subprocess_health_port_serves_readyz_and_status() -> None:
+    port = _free_port()
+    proc = start_wireframe("run", "examples/hello.py", "--plain", "--health-port", str(port))
+    try:
+        before = "".join(read_until(proc, "ready: greeter running"))
+        assert f"health endpoints: http://127.0.0.1:{port}/livez" in before
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as reply:
+            assert reply.status == 200
+            assert json.loads(reply.read())["ready"] is True
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=10) as reply:
+            tasks = json.loads(reply.read())["tasks"]
+        assert tasks["greeter"]["state"] == "running"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest = interrupt(proc)
+    assert proc.returncode == 0, rest

@@ -15,6 +15,7 @@ import trio
 import wireframe as wf
 from wireframe import jobs
 from wireframe.jobs.codec import encode_job_body, encode_operation
+from wireframe.service.health import readiness
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTED: list[int] = []
@@ -236,3 +237,20 @@ def test_a_layer_s_repr_masks_the_password_of_its_url() -> None:
     for layer in (jobs.JobRuntimeLayer(url), jobs.WorkerLayer(url)):
         assert "sEcRwOrD" not in repr(layer) and "u:***@127.0.0.1" in repr(layer)
         assert layer.url == url
+
+
+async def test_runtime_and_worker_layers_give_a_broker_health_check(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'health.db'}"
+    builder = wf.ServiceBuilder(handle_signals=False)
+    builder.add_layer(jobs.JobRuntimeLayer(url)).add_layer(jobs.WorkerLayer(url))
+
+    service = builder.build()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(service.run)
+        with trio.fail_after(10):
+            while not service.barrier_open or service.phase != "running":
+                await trio.sleep(0.01)
+        answer = await readiness(service)
+        service.stop()
+    assert answer.ready, answer.reasons
+    assert [c.name for c in answer.checks] == ["job-runtime:broker", "worker:default:broker"]

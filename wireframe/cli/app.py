@@ -24,6 +24,7 @@ from wireframe.cli.common import (
     BrokerOpt,
     GraceOpt,
     GraphFormat,
+    HealthPortOpt,
     JsonOpt,
     LogLevel,
     LogOpt,
@@ -115,14 +116,18 @@ def _serve(
     log_level: LogLevel,
     as_json: bool,
     plain: bool,
+    health_port: int | None = None,
 ) -> None:
     """Run ``target`` under the status view, print the outcome, exit with its code."""
     from wireframe.cli.queues import broker_urls
 
     view_console = stderr() if as_json else stdout()
     _setup_logging(log_level, view_console)
+    extra = [wf.HealthLayer(port=health_port)] if health_port is not None else []
     try:
-        service = target.make_service(graceful_shutdown_timeout=graceful_timeout)
+        service = target.make_service(
+            graceful_shutdown_timeout=graceful_timeout, extra_layers=extra
+        )
         urls = broker_urls(service.plan)
     except wf.WiringError as exc:
         _show_problems(exc.problems, as_json=as_json)
@@ -130,6 +135,12 @@ def _serve(
     except TargetError as exc:
         raise fail(str(exc)) from None
     live = view_console.is_terminal and not plain
+    if health_port:
+        view_console.print(
+            f"health endpoints: http://127.0.0.1:{health_port}/livez, /readyz, /status, /metrics",
+            markup=False,
+            highlight=False,
+        )
 
     async def main() -> Outcome:
         return await run_with_view(
@@ -161,6 +172,7 @@ def run(
     log_level: LogOpt = LogLevel.warning,
     as_json: JsonOpt = False,
     plain: PlainOpt = False,
+    health_port: HealthPortOpt = None,
 ) -> None:
     """Run a service with a live status view; Ctrl-C stops it gracefully, twice forces.
 
@@ -172,6 +184,7 @@ def run(
         log_level=log_level,
         as_json=as_json,
         plain=plain,
+        health_port=health_port,
     )
 
 
@@ -256,6 +269,7 @@ def worker(
     log_level: LogOpt = LogLevel.warning,
     as_json: JsonOpt = False,
     plain: PlainOpt = False,
+    health_port: HealthPortOpt = None,
 ) -> None:
     """Run a worker service: the worker loop on each queue, under the live status view.
 
@@ -287,6 +301,7 @@ def worker(
         log_level=log_level,
         as_json=as_json,
         plain=plain,
+        health_port=health_port,
     )
 
 

@@ -75,6 +75,16 @@ GraceOpt = Annotated[
         show_default=False,
     ),
 ]
+HealthPortOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--health-port",
+        min=0,
+        max=65535,
+        help="Serve /livez, /readyz, /status and /metrics on 127.0.0.1:PORT (wf.HealthLayer).",
+        show_default=False,
+    ),
+]
 LogOpt = Annotated[
     LogLevel,
     typer.Option("--log-level", case_sensitive=False, help="Level of log records shown."),

@@ -75,6 +75,11 @@ def plan_json(plan: wf.WiringPlan) -> dict[str, Any]:
                     for p in node.outputs
                     if p.role in (wf.PortRole.HOOK, wf.PortRole.HOOKS)
                 ],
+                "health_checks": [
+                    {"field": p.field, "many": p.role is wf.PortRole.CHECKS}
+                    for p in node.outputs
+                    if p.role in (wf.PortRole.CHECK, wf.PortRole.CHECKS)
+                ],
             }
         )
     return {
@@ -119,6 +124,11 @@ def plan_tree(plan: wf.WiringPlan, *, title: str = "service") -> Tree:
             hook_branch = branch.add("shutdown hooks")
             for p in hooks:
                 hook_branch.add(f"[dim]{p.field}[/]")
+        checks = [p for p in node.outputs if p.role in (wf.PortRole.CHECK, wf.PortRole.CHECKS)]
+        if checks:
+            check_branch = branch.add("health checks")
+            for p in checks:
+                check_branch.add(f"[dim]{p.field}[/]")
     return root
 
 

@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -54,23 +55,30 @@ class Target:
         return source.graceful_shutdown_timeout
 
     def make_service(
-        self, *, graceful_shutdown_timeout: float | None = None, handle_signals: bool = False
+        self,
+        *,
+        graceful_shutdown_timeout: float | None = None,
+        handle_signals: bool = False,
+        extra_layers: Sequence[wf.WiringLayer[Any, Any]] = (),
     ) -> wf.Service:
-        """A fresh service to run; raises :class:`~wireframe.WiringError` for bad wiring."""
+        """A fresh service to run, with ``extra_layers`` added (the CLI's ``--health-port``).
+
+        Raises :class:`~wireframe.WiringError` for bad wiring.
+        """
         grace = (
             self.graceful_shutdown_timeout
             if graceful_shutdown_timeout is None
             else graceful_shutdown_timeout
         )
-        if self.builder is not None:
-            return wf.Service(
-                self.builder.plan(),
-                graceful_shutdown_timeout=grace,
-                handle_signals=handle_signals,
-            )
-        assert self.service is not None
-        if self.service.phase != "new":
+        if self.service is not None and self.service.phase != "new":
             raise TargetError(f"{self.label}: the service has already run; give a builder instead")
+        plan = self.plan()
+        if extra_layers:
+            added = sorted(plan.layers, key=lambda node: node.index)
+            plan = wf.plan_wiring([*(node.layer for node in added), *extra_layers])
+        if self.builder is not None or extra_layers:
+            return wf.Service(plan, graceful_shutdown_timeout=grace, handle_signals=handle_signals)
+        assert self.service is not None
         self.service.graceful_shutdown_timeout = grace
         self.service.handle_signals = handle_signals
         return self.service

@@ -118,6 +118,11 @@ class BrokerReachable(wf.Precondition):
             delay = min(delay * 2, 1.0)
 
 
+def broker_check(broker: Broker, name: str) -> wf.HealthCheck:
+    """A readiness check that the broker answers a ping (within 5 s)."""
+    return wf.HealthCheck(name, broker.ping, timeout=5.0)
+
+
 @attrs.frozen
 class JobRuntimeOutput:
     """What :class:`JobRuntimeLayer` gives."""
@@ -125,6 +130,7 @@ class JobRuntimeOutput:
     runtime: Runtime
     broker_ready: BrokerReachable
     workers: list[WorkerTask]
+    health: wf.HealthCheck
 
 
 @attrs.frozen
@@ -133,6 +139,7 @@ class WorkerOutput:
 
     worker: WorkerTask
     broker_ready: BrokerReachable
+    health: wf.HealthCheck
 
 
 def _masked_url(url: str | None) -> str:
@@ -198,7 +205,12 @@ class JobRuntimeLayer(wf.WiringLayer[None, JobRuntimeOutput]):
                 name=self.name,
             )
             workers = [WorkerTask(w, id=f"{self.name}:worker-{i}") for i, w in enumerate(pool)]
-            yield JobRuntimeOutput(runtime, BrokerReachable(broker, f"{self.name}:broker"), workers)
+            yield JobRuntimeOutput(
+                runtime,
+                BrokerReachable(broker, f"{self.name}:broker"),
+                workers,
+                broker_check(broker, f"{self.name}:broker"),
+            )
 
 
 @attrs.frozen
@@ -256,4 +268,5 @@ class WorkerLayer(wf.WiringLayer[None, WorkerOutput]):
             yield WorkerOutput(
                 WorkerTask(worker, self.name, self.restart),
                 BrokerReachable(broker, f"{self.name}:broker"),
+                broker_check(broker, f"{self.name}:broker"),
             )

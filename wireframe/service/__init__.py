@@ -13,6 +13,8 @@ from wireframe.service.graph import (
     WiringProblem,
     plan_wiring,
 )
+from wireframe.service.health import CheckResult, HealthCheck, MetricsExposition, Readiness
+from wireframe.service.health_server import HealthEndpoint, HealthLayer
 from wireframe.service.layers import ShutdownHook, WiringLayer
 from wireframe.service.report import (
     ErrorInfo,
@@ -38,13 +40,19 @@ from wireframe.service.tasks import (
 )
 
 __all__ = [
+    "CheckResult",
     "ErrorInfo",
+    "HealthCheck",
+    "HealthEndpoint",
+    "HealthLayer",
     "HookReport",
     "LayerNode",
+    "MetricsExposition",
     "OneshotTask",
     "Port",
     "PortRole",
     "Precondition",
+    "Readiness",
     "ResourceAlreadyProvided",
     "ResourceTaken",
     "RestartPolicy",

@@ -20,6 +20,7 @@ from typing import Any
 
 import attrs
 
+from wireframe.service.health import HealthCheck
 from wireframe.service.layers import ShutdownHook, WiringLayer
 from wireframe.service.report import ErrorInfo
 from wireframe.service.status import BUILT_IN, ServiceStatus
@@ -50,6 +51,8 @@ class PortRole(enum.Enum):
     TASKS = "tasks"  # a sequence of tasks
     HOOK = "hook"
     HOOKS = "hooks"  # a sequence of shutdown hooks
+    CHECK = "check"  # a health check
+    CHECKS = "checks"  # a sequence of health checks
 
 
 @attrs.frozen
@@ -187,12 +190,16 @@ def _classify_output(name: str, tp: Any) -> Port | str:
         return Port(name, inner, PortRole.TASK, optional)
     if inner is ShutdownHook:
         return Port(name, inner, PortRole.HOOK, optional)
+    if inner is HealthCheck:
+        return Port(name, inner, PortRole.CHECK, optional)
     if typing.get_origin(inner) in _SEQUENCE_ORIGINS:
         args = [a for a in typing.get_args(inner) if a is not Ellipsis]
         if len(args) == 1 and is_task_type(args[0]):
             return Port(name, args[0], PortRole.TASKS, optional)
         if len(args) == 1 and args[0] is ShutdownHook:
             return Port(name, args[0], PortRole.HOOKS, optional)
+        if len(args) == 1 and args[0] is HealthCheck:
+            return Port(name, args[0], PortRole.CHECKS, optional)
     return Port(name, inner, PortRole.RESOURCE, optional)
 
 
@@ -201,8 +208,11 @@ def _classify_input(name: str, tp: Any) -> Port | str:
     if isinstance(single, str):
         return single
     inner, optional = single
-    if is_task_type(inner) or inner is ShutdownHook:
-        return f"input field {name!r} asks for a task or hook ({type_name(inner)}); inputs take resources"
+    if is_task_type(inner) or inner is ShutdownHook or inner is HealthCheck:
+        return (
+            f"input field {name!r} asks for a task, hook or health check ({type_name(inner)}); "
+            "inputs take resources"
+        )
     return Port(name, inner, PortRole.RESOURCE, optional)
 
 

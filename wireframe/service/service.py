@@ -35,6 +35,7 @@ import attrs
 import trio
 
 from wireframe.service.graph import PortRole, WiringError, WiringPlan, WiringProblem, plan_wiring
+from wireframe.service.health import HealthCheck
 from wireframe.service.layers import ShutdownHook, WiringLayer
 from wireframe.service.lifetime import Lifetime
 from wireframe.service.report import (
@@ -167,6 +168,7 @@ class Service:
         self._force = trio.Event()
         self._records: dict[str, _TaskRecord] = {}
         self._shutdown: list[HookReport] = []
+        self._checks: list[HealthCheck] = []
         self._listeners: list[StateListener] = []
         self._stop_listeners: list[StopListener] = []
         self._stop_requests = 0
@@ -224,6 +226,11 @@ class Service:
     def barrier_open(self) -> bool:
         """Whether every precondition has returned (gated tasks may run)."""
         return self._barrier.is_set()
+
+    @property
+    def health_checks(self) -> tuple[HealthCheck, ...]:
+        """The health checks the layers gave, in wiring order (see :mod:`~wireframe.service.health`)."""
+        return tuple(self._checks)
 
     def status(self) -> ServiceReport:
         """A snapshot of every task's state, safe to call at any time."""
@@ -356,6 +363,10 @@ class Service:
                     hooks.append(item)
                 elif port.role is PortRole.HOOKS:
                     hooks.extend(item)
+                elif port.role is PortRole.CHECK:
+                    self._checks.append(item)
+                elif port.role is PortRole.CHECKS:
+                    self._checks.extend(item)
                 else:
                     for task in [item] if port.role is PortRole.TASK else list(item):
                         problem = self._add_task(node.name, port.field, task)

@@ -9,9 +9,12 @@ may give this type.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from wireframe.service.report import ServiceReport
+
+if TYPE_CHECKING:
+    from wireframe.service.health import HealthCheck
 
 __all__ = ["BUILT_IN", "ServiceStatus"]
 
@@ -25,6 +28,9 @@ class _Observed(Protocol):
 
     @property
     def barrier_open(self) -> bool: ...
+
+    @property
+    def health_checks(self) -> tuple[HealthCheck, ...]: ...
 
     def status(self) -> ServiceReport: ...
 
@@ -46,6 +52,15 @@ class ServiceStatus:
     def barrier_open(self) -> bool:
         """Whether every precondition has returned."""
         return self._service.barrier_open
+
+    @property
+    def health_checks(self) -> tuple[HealthCheck, ...]:
+        """The health checks the service's layers gave."""
+        return self._service.health_checks
+
+    def status(self) -> ServiceReport:
+        """The same as :meth:`report` (so a ServiceStatus can stand for its service)."""
+        return self._service.status()
 
     def report(self) -> ServiceReport:
         """A snapshot of every task's state (what ``Service.status()`` returns)."""
