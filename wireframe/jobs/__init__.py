@@ -70,6 +70,7 @@ from wireframe.jobs.errors import (
 from wireframe.jobs.handles import JobAborted, JobHandle, JobStatus, UnknownJob
 from wireframe.jobs.layers import BrokerReachable, JobRuntimeLayer, WorkerLayer, WorkerTask
 from wireframe.jobs.limits import Limit, LimitError
+from wireframe.jobs.middleware import JobContext, JobOutcome, Middleware, MiddlewareError
 from wireframe.jobs.operations import Monoid, Operation, lookup_operation, registered_operations
 from wireframe.jobs.progress import Progress, ProgressListener, add_progress_listener, track
 from wireframe.jobs.retry import RetryPolicy
@@ -94,8 +95,10 @@ __all__ = [
     "Fold",
     "Ignore",
     "JobAborted",
+    "JobContext",
     "JobFailed",
     "JobHandle",
+    "JobOutcome",
     "JobRuntimeLayer",
     "JobStatus",
     "JobsError",
@@ -106,6 +109,8 @@ __all__ = [
     "Map",
     "MapItem",
     "Message",
+    "Middleware",
+    "MiddlewareError",
     "Monoid",
     "Operation",
     "OperationError",

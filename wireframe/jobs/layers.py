@@ -26,6 +26,7 @@ import trio
 import wireframe as wf
 from wireframe.jobs.broker import Broker, BrokerUnavailable, mask_password, open_broker
 from wireframe.jobs.cache import ResultCache
+from wireframe.jobs.middleware import Middleware
 from wireframe.jobs.runtime import DEFAULT_URL, Runtime, emulated_pool
 from wireframe.jobs.threads import DEFAULT_THREADS
 from wireframe.jobs.worker import DEFAULT_CONCURRENCY, Worker
@@ -225,6 +226,9 @@ class WorkerLayer(wf.WiringLayer[None, WorkerOutput]):
     ``resources`` lists the resource types (provided by other layers) that the
     worker hands to operations asking for them by type.
 
+    ``middleware`` are async context managers around each job's execution, the
+    first outermost (:mod:`~wireframe.jobs.middleware`).
+
     ``restart`` is the worker task's restart policy: by default a worker loop
     that fails (a broker error that retrying did not mend) starts again after
     a backoff, up to 5 times in 5 minutes; None stops the service at once.
@@ -237,6 +241,7 @@ class WorkerLayer(wf.WiringLayer[None, WorkerOutput]):
     name: str = ""
     threads: int = DEFAULT_THREADS
     restart: wf.RestartPolicy | None = WORKER_RESTART
+    middleware: tuple[Middleware, ...] = attrs.field(default=(), converter=tuple)
 
     def __attrs_post_init__(self) -> None:
         if self.concurrency < 1:
@@ -264,6 +269,7 @@ class WorkerLayer(wf.WiringLayer[None, WorkerOutput]):
                 threads=self.threads,
                 resources=_resources_of(input),
                 worker_id=self.name,
+                middleware=self.middleware,
             )
             yield WorkerOutput(
                 WorkerTask(worker, self.name, self.restart),

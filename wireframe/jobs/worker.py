@@ -42,13 +42,14 @@ import socket
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import attrs
 import trio
 
+from wireframe.jobs import instrument
 from wireframe.jobs.broker import (
     Broker,
     BrokerError,
@@ -77,6 +78,7 @@ from wireframe.jobs.errors import (
     Transient,
 )
 from wireframe.jobs.failures import TimeLimitExceeded, dead_reason, error_body, process_died
+from wireframe.jobs.middleware import JobContext, Middleware, run_through
 from wireframe.jobs.operations import Executor, Operation, OpSpec, call_kwargs
 from wireframe.jobs.retry import DEFAULT_RETRY
 from wireframe.jobs.threads import DEFAULT_THREADS, JobThreads, open_job_threads
@@ -143,7 +145,8 @@ class Worker:
     ``resources`` are the worker-side objects operations take by type (a
     sequence of instances, or a mapping type -> instance). Leases of running
     jobs are renewed every ``renew_every`` seconds (default: the broker's
-    lease / 3).
+    lease / 3). ``middleware`` wraps each job's execution
+    (:mod:`~wireframe.jobs.middleware`).
     """
 
     def __init__(
@@ -156,6 +159,7 @@ class Worker:
         resources: Iterable[object] | Mapping[type, object] = (),
         worker_id: str | None = None,
         renew_every: float | None = None,
+        middleware: Sequence[Middleware] = (),
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"worker concurrency must be at least 1, not {concurrency}")
@@ -171,6 +175,7 @@ class Worker:
         else:
             self.resources = {type(r): r for r in resources}
         self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:8]}"
+        self.middleware: tuple[Middleware, ...] = tuple(middleware)
         self.renew_every = renew_every or broker.url.lease / 3
         # counts behind statistics(): plain ints, bumped on the job path, read on request
         self._executing = self._peak_executing = self._done = self._failed = 0
@@ -351,14 +356,20 @@ class Worker:
         body: bytes | None = None
         retry_delay: float | None = None
         executing = True
+        outcome = "completed"
         try:
             with running.scope:
                 try:
-                    result = await self._limited(spec, op, value, kwargs, env.time_limit)
+                    result = await self._executed(running, env, spec, op, value, kwargs)
                     body = encode_output(result, spec)
                     self._done += 1
                 except Exception as exc:
                     body, retry_delay = self._outcome(exc, env)
+                    outcome = "failed" if retry_delay is None else "retried"
+            if running.scope.cancelled_caught:
+                outcome = "cancelled"
+            if instrument.listener is not None:
+                instrument.listener.job_ended(spec.name, running.delivery.queue, outcome)
             executing = False
             running.done = True
             self._executing -= 1
@@ -391,6 +402,29 @@ class Worker:
             else:
                 self._finishing -= 1
             self._slot_free.set()
+
+    async def _executed(
+        self,
+        running: _Running,
+        env: Envelope,
+        spec: OpSpec,
+        op: Operation[Any, Any],
+        value: Any,
+        kwargs: dict[str, object],
+    ) -> Any:
+        """:meth:`_limited` inside the worker's middleware (and the installed listener's)."""
+        chain = self.middleware
+        if instrument.listener is not None:
+            chain = (instrument.listener.middleware, *chain)
+        if not chain:
+            return await self._limited(spec, op, value, kwargs, env.time_limit)
+        message = running.delivery.message
+        job = JobContext(
+            message.id, spec.name, running.delivery.queue, env.attempt, value, self.worker_id,
+            env.metadata,
+        )  # fmt: skip
+        call = functools.partial(self._limited, spec, op, value, kwargs, env.time_limit)
+        return await run_through(chain, job, call)
 
     async def _limited(
         self,
@@ -581,6 +615,8 @@ class Worker:
 
     async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         self._dead += 1
+        if instrument.listener is not None:
+            instrument.listener.job_ended("", delivery.queue, "dead")
         call = functools.partial(self.broker.dead_letter, delivery, reason)
         await self._settle("dead-lettering", delivery, call)
 

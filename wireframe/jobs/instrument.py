@@ -1,0 +1,66 @@
+"""Listener hooks: how telemetry observes the job runtime without the runtime knowing it.
+
+The job runtime never imports OpenTelemetry or prometheus-client; it calls the
+one :class:`JobListener` installed in this process, if any, at four points: a
+job submitted on its own, a directive run, a job executed on a worker (as the
+outermost middleware) and a job's final outcome. With none installed, each
+point costs one attribute check (``instrument.listener is None``).
+
+:mod:`wireframe.telemetry` installs a listener with
+:func:`install_listener`; a test or another integration may install its own.
+One listener at a time: a second install replaces the first (and says so in
+the return value, so it can be put back).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from wireframe.jobs.middleware import Middleware
+
+__all__ = ["JobListener", "install_listener", "listener"]
+
+
+class JobListener(Protocol):
+    """What the job runtime tells an observer (telemetry)."""
+
+    def submitting(
+        self, operation: str, queue: str, job_id: str
+    ) -> AbstractContextManager[Mapping[str, str]]:
+        """Around one job's submission; yields string metadata to carry in its envelope."""
+        ...
+
+    def running(
+        self, name: str, queue: str, run_id: str
+    ) -> AbstractContextManager[Mapping[str, str]]:
+        """Around one directive run; yields the metadata every job of the run carries."""
+        ...
+
+    @property
+    def middleware(self) -> Middleware:
+        """The worker middleware wrapped around every job executed in this process."""
+        ...
+
+    def job_ended(self, operation: str, queue: str, outcome: str) -> None:
+        """A job's delivery ended: ``completed``, ``failed``, ``retried``, ``dead`` or ``cancelled``."""
+        ...
+
+
+#: The installed listener, or None (the common case, and free).
+listener: JobListener | None = None
+
+
+def install_listener(new: JobListener | None) -> JobListener | None:
+    """Install ``new`` (None uninstalls); returns the listener it replaced."""
+    global listener
+    previous, listener = listener, new
+    return previous
+
+
+def merged(metadata: Mapping[str, str] | None, extra: Mapping[str, str]) -> dict[str, Any] | None:
+    """``metadata`` with ``extra`` added (None when both are empty)."""
+    if not extra:
+        return dict(metadata) if metadata else None
+    return {**(metadata or {}), **extra}
