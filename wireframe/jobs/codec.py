@@ -180,14 +180,19 @@ def encode_input(
     label: str | None = None,
     *,
     time_limit: float | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> bytes:
     """A first-attempt job body for ``item`` of the operation ``op`` (from :func:`encode_operation`).
 
+    ``metadata`` (strings) travels with the job to its worker (a trace context).
     Raises :class:`CodecError` naming the operation, the item (``label``,
     default ``item {index}``) and the part of the value msgpack cannot carry.
     """
     try:
-        body = [_WIRE_VERSION, op, run_id, index, 1, unstructure(item, spec.input_type), None]
+        body = [
+            _WIRE_VERSION, op, run_id, index, 1, unstructure(item, spec.input_type),
+            dict(metadata) if metadata else None,
+        ]  # fmt: skip
         if time_limit is not None:
             body.append(float(time_limit))
         return _packb(body)

@@ -29,6 +29,7 @@ from typing import Any, Generic, TypeVar
 import attrs
 import trio
 
+from wireframe.jobs import instrument
 from wireframe.jobs.broker import Reply
 from wireframe.jobs.codec import JobResult, decode_result, encode_input, encode_operation
 from wireframe.jobs.errors import CodecError, ErrorKind, Ignore, JobFailed, RemoteError, Terminate
@@ -136,8 +137,9 @@ class _Feeder:
             return
         run = self.run
         body = encode_input(
-            self._op_bytes, run.run_id, index, item, self.spec, time_limit=self._time_limit
-        )
+            self._op_bytes, run.run_id, index, item, self.spec, time_limit=self._time_limit,
+            metadata=run.metadata,
+        )  # fmt: skip
         batch = self._batch
         batch.append((f"{run.run_id}.{index}", body, index))
         if len(batch) >= self._limit or len(batch) >= run.free_slots():
@@ -296,11 +298,15 @@ class _Directive(Generic[T]):
         """
         check_submit_options(priority=priority, time_limit=time_limit, delay=delay)
         opened: list[Run] = []
-        with trio.move_on_after(math.inf if timeout is None else timeout):
+        with (
+            trio.move_on_after(math.inf if timeout is None else timeout),
+            instrument.running(type(self).__name__, queue or runtime.queue) as metadata,
+        ):
             async with runtime.open_run(
                 queue=queue, max_in_flight=max_in_flight, priority=priority,
                 time_limit=time_limit, delay=delay or 0.0,
             ) as run:  # fmt: skip
+                run.metadata = metadata
                 opened.append(run)
                 return await self._execute(run)
         assert timeout is not None
@@ -504,8 +510,9 @@ class _FoldRun:
         pair = (combine.left, combine.right)
         limit = self.run.time_limit or self.spec.cls.op_time_limit
         body = encode_input(
-            self._monoid_bytes, run.run_id, -1, pair, self.spec, label, time_limit=limit
-        )
+            self._monoid_bytes, run.run_id, -1, pair, self.spec, label, time_limit=limit,
+            metadata=run.metadata,
+        )  # fmt: skip
         return run.job_id(), body, span
 
     def fed(self, total: int) -> None:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from wireframe.jobs import instrument
 from wireframe.jobs.broker import BrokerURL, JobRecord, Message, RecordStatus
 from wireframe.jobs.codec import decode_result, encode_input, encode_operation
 from wireframe.jobs.errors import ErrorKind, JobFailed, JobsError, RemoteError
@@ -171,11 +172,14 @@ async def submit(
         _check_name("job_id", job_id)
     spec = spec_of(type(op))
     job_id = job_id or uuid.uuid4().hex
-    body = encode_input(encode_operation(op), job_id, 0, input, spec, time_limit=limit)
-    message = Message(job_id, body, priority=priority, limit=await runtime.limit_of(op))
-    record, _ = await runtime.broker.submit(
-        queue, message, delay=seconds, key=key, operation=spec.name
-    )
+    with instrument.submitting(spec.name, queue, job_id) as metadata:
+        body = encode_input(
+            encode_operation(op), job_id, 0, input, spec, time_limit=limit, metadata=metadata
+        )
+        message = Message(job_id, body, priority=priority, limit=await runtime.limit_of(op))
+        record, _ = await runtime.broker.submit(
+            queue, message, delay=seconds, key=key, operation=spec.name
+        )
     return JobHandle(record.id, runtime)
 
 

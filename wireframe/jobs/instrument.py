@@ -15,12 +15,12 @@ the return value, so it can be put back).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from contextlib import AbstractContextManager, nullcontext
+from typing import Protocol
 
 from wireframe.jobs.middleware import Middleware
 
-__all__ = ["JobListener", "install_listener", "listener"]
+__all__ = ["JobListener", "install_listener", "listener", "running", "submitting"]
 
 
 class JobListener(Protocol):
@@ -32,9 +32,7 @@ class JobListener(Protocol):
         """Around one job's submission; yields string metadata to carry in its envelope."""
         ...
 
-    def running(
-        self, name: str, queue: str, run_id: str
-    ) -> AbstractContextManager[Mapping[str, str]]:
+    def running(self, name: str, queue: str) -> AbstractContextManager[Mapping[str, str]]:
         """Around one directive run; yields the metadata every job of the run carries."""
         ...
 
@@ -59,8 +57,20 @@ def install_listener(new: JobListener | None) -> JobListener | None:
     return previous
 
 
-def merged(metadata: Mapping[str, str] | None, extra: Mapping[str, str]) -> dict[str, Any] | None:
-    """``metadata`` with ``extra`` added (None when both are empty)."""
-    if not extra:
-        return dict(metadata) if metadata else None
-    return {**(metadata or {}), **extra}
+_NOTHING: AbstractContextManager[Mapping[str, str] | None] = nullcontext(None)
+
+
+def submitting(
+    operation: str, queue: str, job_id: str
+) -> AbstractContextManager[Mapping[str, str] | None]:
+    """The listener's context around a submission (its metadata), or one yielding None."""
+    if listener is None:
+        return _NOTHING
+    return listener.submitting(operation, queue, job_id)
+
+
+def running(name: str, queue: str) -> AbstractContextManager[Mapping[str, str] | None]:
+    """The listener's context around a directive run (its jobs' metadata), or one yielding None."""
+    if listener is None:
+        return _NOTHING
+    return listener.running(name, queue)

@@ -23,7 +23,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, TypeVar
@@ -393,6 +393,8 @@ class Run:
         self.queue = queue
         self.max_in_flight = max_in_flight
         self.run_id = uuid.uuid4().hex
+        #: String metadata every job of the run carries (a trace context), if any.
+        self.metadata: Mapping[str, str] | None = None
         self._counts = runtime._counts  # the runtime's statistics count this run's jobs too
         self.channel = ResultChannel(self.broker, f"wireframe.reply.{self.run_id}")
         #: When (trio clock) the run's watcher first found no live worker on its

@@ -1,0 +1,342 @@
+"""OpenTelemetry traces and metrics for jobs, and Prometheus text for ``/metrics``.
+
+``pip install wireframe[telemetry]``. This is the only module that imports
+OpenTelemetry or prometheus-client; the job runtime knows nothing of them and
+calls the one :class:`~wireframe.jobs.instrument.JobListener` installed in the
+process. Add :class:`TelemetryLayer` to a service (or call :func:`instrument`
+in a script) to install :class:`Telemetry` as that listener:
+
+* **Traces.** Submitting a job opens a ``submit <operation>`` span (producer)
+  and writes its trace context (W3C ``traceparent``, through the global
+  propagator) into the job's envelope; the worker, in whatever process,
+  opens ``job <operation>`` (consumer) as its child, with the attributes
+  ``wireframe.queue``, ``wireframe.job.id``, ``wireframe.job.attempt``,
+  ``wireframe.operation`` and ``wireframe.worker``. A directive run is a
+  ``run <name>`` span, the parent of its jobs' spans.
+* **Metrics**, by operation and queue, through the OpenTelemetry metrics API
+  and, the same numbers, in a private prometheus-client registry rendered by
+  ``/metrics`` (:class:`~wireframe.HealthLayer`): jobs submitted, completed,
+  failed, retried, dead and cancelled; job duration and queue wait
+  histograms; queue depth and live workers (sampled from the broker every
+  ``sample_every`` seconds when the service has a job runtime); task restarts.
+
+With nothing installed, the job path pays one ``is None`` check per hook.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
+
+import attrs
+import trio
+from opentelemetry import metrics as otel_metrics
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+import wireframe as wf
+from wireframe.jobs import instrument as hooks
+from wireframe.jobs.broker import BrokerError, QueueStats
+from wireframe.jobs.middleware import JobContext, JobOutcome, Middleware
+from wireframe.jobs.runtime import Runtime
+
+__all__ = [
+    "SUBMITTED_AT",
+    "Telemetry",
+    "TelemetryInput",
+    "TelemetryLayer",
+    "TelemetryOutput",
+    "instrument",
+]
+
+#: Envelope metadata key: the wall-clock time a job was submitted (for the queue-wait histogram).
+SUBMITTED_AT = "wf-submitted-at"
+_OUTCOMES = ("completed", "failed", "retried", "dead", "cancelled")
+_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class _Prometheus:
+    """The same numbers as the OpenTelemetry instruments, in a registry of our own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = ("operation", "queue")
+        self.submitted = Counter(
+            "wireframe_jobs_submitted",
+            "Jobs submitted on their own",
+            labels,
+            registry=self.registry,
+        )
+        self.ended = {
+            outcome: Counter(
+                f"wireframe_jobs_{outcome}",
+                f"Job deliveries that ended {outcome}",
+                labels,
+                registry=self.registry,
+            )
+            for outcome in _OUTCOMES
+        }
+        self.duration = Histogram(
+            "wireframe_job_duration_seconds",
+            "Time a job's execution took",
+            labels,
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_wait = Histogram(
+            "wireframe_job_queue_wait_seconds",
+            "Time from submission to a job's first start",
+            labels,
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.depth = Gauge(
+            "wireframe_queue_depth", "Jobs waiting in a queue", ("queue",), registry=self.registry
+        )
+        self.workers = Gauge(
+            "wireframe_queue_workers",
+            "Live workers consuming a queue",
+            ("queue",),
+            registry=self.registry,
+        )
+        self.restarts = Gauge(
+            "wireframe_task_restarts",
+            "Restarts of a service task",
+            ("task",),
+            registry=self.registry,
+        )
+
+
+@attrs.define(eq=False)
+class Telemetry:
+    """The installed job listener: spans, OpenTelemetry metrics and Prometheus numbers.
+
+    ``tracer_provider`` and ``meter_provider`` default to the global ones
+    (``opentelemetry.trace.set_tracer_provider``...). ``status`` (the
+    service's own) feeds the task-restart numbers.
+    """
+
+    tracer_provider: trace.TracerProvider | None = None
+    meter_provider: otel_metrics.MeterProvider | None = None
+    status: wf.ServiceStatus | None = None
+    _tracer: trace.Tracer = attrs.field(init=False)
+    _prometheus: _Prometheus = attrs.field(init=False, factory=_Prometheus)
+    _counters: dict[str, Any] = attrs.field(init=False, factory=dict)
+    _depth: dict[str, tuple[int, int]] = attrs.field(init=False, factory=dict)
+    _duration: otel_metrics.Histogram = attrs.field(init=False)
+    _queue_wait: otel_metrics.Histogram = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._tracer = trace.get_tracer("wireframe", tracer_provider=self.tracer_provider)
+        meter = otel_metrics.get_meter("wireframe", meter_provider=self.meter_provider)
+        self._counters["submitted"] = meter.create_counter(
+            "wireframe.jobs.submitted", unit="{job}", description="Jobs submitted on their own"
+        )
+        for outcome in _OUTCOMES:
+            self._counters[outcome] = meter.create_counter(
+                f"wireframe.jobs.{outcome}",
+                unit="{job}",
+                description=f"Job deliveries that ended {outcome}",
+            )
+        self._duration = meter.create_histogram(
+            "wireframe.job.duration", unit="s", description="Time a job's execution took"
+        )
+        self._queue_wait = meter.create_histogram(
+            "wireframe.job.queue_wait", unit="s", description="Time from submission to first start"
+        )
+        meter.create_observable_gauge(
+            "wireframe.queue.depth",
+            [self._observe_depth],
+            unit="{job}",
+            description="Jobs waiting in a queue",
+        )
+        meter.create_observable_gauge(
+            "wireframe.queue.workers",
+            [self._observe_workers],
+            unit="{worker}",
+            description="Live workers consuming a queue",
+        )
+        meter.create_observable_counter(
+            "wireframe.task.restarts",
+            [self._observe_restarts],
+            unit="{restart}",
+            description="Restarts of a service task",
+        )
+
+    # -- the JobListener hooks ---------------------------------------------------------
+    @contextlib.contextmanager
+    def submitting(self, operation: str, queue: str, job_id: str) -> Iterator[Mapping[str, str]]:
+        """A producer span around a submission; yields the envelope's trace context."""
+        attributes = {
+            "wireframe.operation": operation,
+            "wireframe.queue": queue,
+            "wireframe.job.id": job_id,
+        }
+        with self._tracer.start_as_current_span(
+            f"submit {operation}", kind=SpanKind.PRODUCER, attributes=attributes
+        ):
+            carrier: dict[str, str] = {SUBMITTED_AT: repr(time.time())}
+            propagate.inject(carrier)
+            yield carrier
+        self._counters["submitted"].add(1, {"operation": operation, "queue": queue})
+        self._prometheus.submitted.labels(operation, queue).inc()
+
+    @contextlib.contextmanager
+    def running(self, name: str, queue: str) -> Iterator[Mapping[str, str]]:
+        """A span around a directive run; yields the trace context its jobs carry."""
+        attributes = {"wireframe.queue": queue}
+        with self._tracer.start_as_current_span(f"run {name}", attributes=attributes):
+            carrier: dict[str, str] = {SUBMITTED_AT: repr(time.time())}
+            propagate.inject(carrier)
+            yield carrier
+
+    @property
+    def middleware(self) -> Middleware:
+        """The job span and the duration and queue-wait numbers, around each job."""
+        return self._job_span
+
+    @contextlib.asynccontextmanager
+    async def _job_span(self, job: JobContext) -> AsyncIterator[None]:
+        parent = propagate.extract(job.metadata) if job.metadata else None
+        attributes: dict[str, str | int] = {
+            "wireframe.operation": job.operation,
+            "wireframe.queue": job.queue,
+            "wireframe.job.id": job.job_id,
+            "wireframe.job.attempt": job.attempt,
+            "wireframe.worker": job.worker,
+        }
+        labels = {"operation": job.operation, "queue": job.queue}
+        submitted = job.metadata.get(SUBMITTED_AT) if job.attempt == 1 else None
+        if submitted is not None:
+            with contextlib.suppress(ValueError):
+                wait = max(time.time() - float(submitted), 0.0)
+                self._queue_wait.record(wait, labels)
+                self._prometheus.queue_wait.labels(job.operation, job.queue).observe(wait)
+        started = time.perf_counter()
+        with self._tracer.start_as_current_span(
+            f"job {job.operation}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                yield
+            finally:
+                seconds = time.perf_counter() - started
+                self._duration.record(seconds, labels)
+                self._prometheus.duration.labels(job.operation, job.queue).observe(seconds)
+                if job.outcome is JobOutcome.FAILED and job.error is not None:
+                    span.record_exception(job.error)
+                    span.set_status(Status(StatusCode.ERROR, f"{type(job.error).__name__}"))
+                elif job.outcome is JobOutcome.CANCELLED:
+                    span.set_attribute("wireframe.job.cancelled", True)
+
+    def job_ended(self, operation: str, queue: str, outcome: str) -> None:
+        """Count a job delivery's end by outcome."""
+        self._counters[outcome].add(1, {"operation": operation, "queue": queue})
+        self._prometheus.ended[outcome].labels(operation, queue).inc()
+
+    # -- sampled numbers -----------------------------------------------------------------
+    def record_queues(self, stats: list[QueueStats]) -> None:
+        """Keep each queue's depth and live workers (from ``Broker.stats``) for the gauges."""
+        for q in stats:
+            self._depth[q.queue] = (q.queued, q.workers)
+            self._prometheus.depth.labels(q.queue).set(q.queued)
+            self._prometheus.workers.labels(q.queue).set(q.workers)
+
+    def _restarts(self) -> dict[str, int]:
+        if self.status is None:
+            return {}
+        return {t.id: t.restarts for t in self.status.report().tasks.values()}
+
+    def _observe_depth(self, options: Any) -> list[otel_metrics.Observation]:
+        return [otel_metrics.Observation(d, {"queue": q}) for q, (d, _) in self._depth.items()]
+
+    def _observe_workers(self, options: Any) -> list[otel_metrics.Observation]:
+        return [otel_metrics.Observation(w, {"queue": q}) for q, (_, w) in self._depth.items()]
+
+    def _observe_restarts(self, options: Any) -> list[otel_metrics.Observation]:
+        return [otel_metrics.Observation(n, {"task": t}) for t, n in self._restarts().items()]
+
+    # -- /metrics --------------------------------------------------------------------------
+    def prometheus_text(self) -> tuple[bytes, str]:
+        """Every number as Prometheus text (for ``/metrics``), with its content type."""
+        for task, count in self._restarts().items():
+            self._prometheus.restarts.labels(task).set(count)
+        return generate_latest(self._prometheus.registry), CONTENT_TYPE_LATEST
+
+
+def instrument(
+    *,
+    tracer_provider: trace.TracerProvider | None = None,
+    meter_provider: otel_metrics.MeterProvider | None = None,
+) -> Telemetry:
+    """Install :class:`Telemetry` as this process's job listener (outside a service).
+
+    Returns it; ``wireframe.jobs.instrument.install_listener(None)`` uninstalls.
+    """
+    telemetry = Telemetry(tracer_provider, meter_provider)
+    hooks.install_listener(telemetry)
+    return telemetry
+
+
+@attrs.frozen
+class TelemetryInput:
+    """What :class:`TelemetryLayer` takes: the service's status, and its job runtime if any."""
+
+    status: wf.ServiceStatus
+    runtime: Runtime | None = None
+
+
+@attrs.frozen
+class TelemetryOutput:
+    """What :class:`TelemetryLayer` gives: the Prometheus exposition ``/metrics`` serves."""
+
+    metrics: wf.MetricsExposition
+
+
+@attrs.frozen
+class TelemetryLayer(wf.WiringLayer[TelemetryInput, TelemetryOutput]):
+    """Installs :class:`Telemetry` for the service's lifetime; gives ``/metrics`` its text.
+
+    With a job runtime in the service, queue depth and live workers are
+    sampled from its broker every ``sample_every`` seconds.
+    """
+
+    tracer_provider: trace.TracerProvider | None = None
+    meter_provider: otel_metrics.MeterProvider | None = None
+    sample_every: float = 15.0
+    name: str = "telemetry"
+
+    async def wire(self, input: TelemetryInput) -> AsyncIterator[TelemetryOutput]:
+        """Install the listener, sample queues while the service runs, uninstall at shutdown."""
+        telemetry = Telemetry(self.tracer_provider, self.meter_provider, input.status)
+        previous = hooks.install_listener(telemetry)
+        try:
+            async with trio.open_nursery() as nursery:
+                if input.runtime is not None:
+                    nursery.start_soon(self._sample, input.runtime, telemetry)
+                try:
+                    yield TelemetryOutput(telemetry)
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            hooks.install_listener(previous)
+
+    async def _sample(self, runtime: Runtime, telemetry: Telemetry) -> None:
+        while True:
+            with contextlib.suppress(BrokerError):
+                telemetry.record_queues(await runtime.broker.stats())
+            await trio.sleep(self.sample_every)
