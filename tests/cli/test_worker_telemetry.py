@@ -61,3 +61,37 @@ def test_the_job_span_in_the_worker_process_is_a_child_of_the_submit_span(tmp_pa
     assert job_span["parent_id"] == submit_span.context.span_id
     assert job_span["attributes"]["wireframe.worker"] == "worker:default"
     assert job_span["attributes"]["wireframe.job.id"] == submit_span.attributes["wireframe.job.id"]  # type: ignore[index]
+
+
+@pytest.mark.slow
+def test_log_format_json_writes_a_structured_record_for_a_failed_job(tmp_path: Path) -> None:
+    from wireframe.cli.target import import_module
+
+    module = import_module(str(TRACED))
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    proc = start_wireframe(
+        "worker", "--broker", url, "--import", str(TRACED), "--plain", "--log-format", "json",
+        SPANS_FILE=str(tmp_path / "spans.jsonl"),
+    )  # fmt: skip
+    try:
+        read_until(proc, "(Task, layer worker:default) running")
+
+        async def submit() -> str:
+            async with jobs.connect(url) as rt:
+                handle = await rt.submit(module.Refuses(), "x")
+                with pytest.raises(jobs.JobFailed), trio.fail_after(30):
+                    await handle.result()
+                return handle.id
+
+        job_id = trio.run(submit)
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    records = [json.loads(line) for line in rest.splitlines() if line.startswith("{")]
+    [failed] = [r for r in records if r.get("job_id") == job_id]
+    assert failed["level"] == "warning"
+    assert failed["operation"] == "tests.cli.refuses"
+    assert failed["outcome"] == "failed"
+    assert failed["queue"] == "default" and failed["attempt"] == 1
+    assert "ValueError: refused 'x'" in failed["message"]

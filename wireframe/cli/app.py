@@ -10,14 +10,12 @@ service's own prints go to stderr so stdout stays parseable.
 from __future__ import annotations
 
 import contextlib
-import logging
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Annotated, Any, TypeVar
 
 import trio
 import typer
-from rich.console import Console
 
 import wireframe as wf
 from wireframe.cli.common import (
@@ -26,6 +24,7 @@ from wireframe.cli.common import (
     GraphFormat,
     HealthPortOpt,
     JsonOpt,
+    LogFormatOpt,
     LogLevel,
     LogOpt,
     PlainOpt,
@@ -38,6 +37,7 @@ from wireframe.cli.common import (
 from wireframe.cli.flows import flows_app
 from wireframe.cli.graph import plan_dot, plan_json, plan_tree
 from wireframe.cli.jobs import jobs_app
+from wireframe.cli.logformat import LogFormat, setup_logging
 from wireframe.cli.render import (
     problems_json,
     problems_table,
@@ -63,19 +63,6 @@ app = typer.Typer(
 )
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(flows_app, name="flows")
-
-
-def _setup_logging(level: LogLevel, console: Console) -> None:
-    from rich.logging import RichHandler
-
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_wireframe", False):
-            root.removeHandler(handler)
-    handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
-    handler._wireframe = True  # type: ignore[attr-defined]
-    root.addHandler(handler)
-    root.setLevel(getattr(logging, level.value.upper()))
 
 
 def _load(spec: str, *, as_json: bool) -> Target:
@@ -117,12 +104,13 @@ def _serve(
     as_json: bool,
     plain: bool,
     health_port: int | None = None,
+    log_format: LogFormat = LogFormat.text,
 ) -> None:
     """Run ``target`` under the status view, print the outcome, exit with its code."""
     from wireframe.cli.queues import broker_urls
 
     view_console = stderr() if as_json else stdout()
-    _setup_logging(log_level, view_console)
+    setup_logging(log_level.value, log_format, view_console)
     extra = [wf.HealthLayer(port=health_port)] if health_port is not None else []
     try:
         service = target.make_service(
@@ -173,6 +161,7 @@ def run(
     as_json: JsonOpt = False,
     plain: PlainOpt = False,
     health_port: HealthPortOpt = None,
+    log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
     """Run a service with a live status view; Ctrl-C stops it gracefully, twice forces.
 
@@ -185,6 +174,7 @@ def run(
         as_json=as_json,
         plain=plain,
         health_port=health_port,
+        log_format=log_format,
     )
 
 
@@ -270,6 +260,7 @@ def worker(
     as_json: JsonOpt = False,
     plain: PlainOpt = False,
     health_port: HealthPortOpt = None,
+    log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
     """Run a worker service: the worker loop on each queue, under the live status view.
 
@@ -302,6 +293,7 @@ def worker(
         as_json=as_json,
         plain=plain,
         health_port=health_port,
+        log_format=log_format,
     )
 
 

@@ -17,6 +17,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from wireframe.cli.logformat import LogFormat
+
 __all__ = [
     "BrokerOpt",
     "GraceOpt",
@@ -83,6 +85,14 @@ HealthPortOpt = Annotated[
         max=65535,
         help="Serve /livez, /readyz, /status and /metrics on 127.0.0.1:PORT (wf.HealthLayer).",
         show_default=False,
+    ),
+]
+LogFormatOpt = Annotated[
+    LogFormat,
+    typer.Option(
+        "--log-format",
+        case_sensitive=False,
+        help="text (on the console) or json (one object a line on stderr, with job fields).",
     ),
 ]
 LogOpt = Annotated[

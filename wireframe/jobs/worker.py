@@ -78,6 +78,7 @@ from wireframe.jobs.errors import (
     Transient,
 )
 from wireframe.jobs.failures import TimeLimitExceeded, dead_reason, error_body, process_died
+from wireframe.jobs.joblog import log_job_end
 from wireframe.jobs.middleware import JobContext, Middleware, run_through
 from wireframe.jobs.operations import Executor, Operation, OpSpec, call_kwargs
 from wireframe.jobs.retry import DEFAULT_RETRY
@@ -356,7 +357,7 @@ class Worker:
         body: bytes | None = None
         retry_delay: float | None = None
         executing = True
-        outcome = "completed"
+        outcome, error = "completed", None
         try:
             with running.scope:
                 try:
@@ -365,11 +366,10 @@ class Worker:
                     self._done += 1
                 except Exception as exc:
                     body, retry_delay = self._outcome(exc, env)
-                    outcome = "failed" if retry_delay is None else "retried"
+                    outcome, error = ("failed" if retry_delay is None else "retried"), exc
             if running.scope.cancelled_caught:
                 outcome = "cancelled"
-            if instrument.listener is not None:
-                instrument.listener.job_ended(spec.name, running.delivery.queue, outcome)
+            self._ended(running.delivery, env.attempt, spec.name, outcome, error)
             executing = False
             running.done = True
             self._executing -= 1
@@ -615,12 +615,27 @@ class Worker:
 
     async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         self._dead += 1
-        if instrument.listener is not None:
-            instrument.listener.job_ended("", delivery.queue, "dead")
+        self._ended(delivery, delivery.deliveries, "", "dead", None)
         call = functools.partial(self.broker.dead_letter, delivery, reason)
         await self._settle("dead-lettering", delivery, call)
 
     # -- helpers ------------------------------------------------------------------
+    def _ended(
+        self,
+        delivery: Delivery,
+        attempt: int,
+        operation: str,
+        outcome: str,
+        error: Exception | None,
+    ) -> None:
+        """Tell the installed listener (telemetry) and the log how a delivery ended."""
+        if instrument.listener is not None:
+            instrument.listener.job_ended(operation, delivery.queue, outcome)
+        log_job_end(
+            job_id=delivery.message.id, operation=operation, queue=delivery.queue,
+            attempt=attempt, worker=self.worker_id, outcome=outcome, error=error,
+        )  # fmt: skip
+
     def info(self) -> WorkerInfo:
         """How this worker announces itself in the broker."""
         return WorkerInfo(

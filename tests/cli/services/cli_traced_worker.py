@@ -46,6 +46,12 @@ class Traced(jobs.Operation[str, str], name="tests.cli.traced"):
         return x[::-1]
 
 
+@attrs.frozen
+class Refuses(jobs.Operation[str, str], name="tests.cli.refuses"):
+    async def execute(self, x: str) -> str:
+        raise ValueError(f"refused {x!r}")
+
+
 provider = TracerProvider()
 provider.add_span_processor(SimpleSpanProcessor(FileExporter()))
 WIREFRAME_WORKER_LAYERS: list[wf.WiringLayer[Any, Any]] = [TelemetryLayer(tracer_provider=provider)]
