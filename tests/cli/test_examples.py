@@ -1,4 +1,4 @@
-"""The examples, run through the CLI: http_health answers a real GET; distributed runs on workers.
+"""The examples, run through the CLI: observed answers real GETs; distributed runs on workers.
 
 ``distributed`` runs in-process on ``memory://?workers=2`` through CliRunner,
 and as real processes — a ``wireframe worker`` plus the orchestrator — on an
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,39 +36,59 @@ def _get(url: str) -> tuple[int, dict[str, object]]:
 
 
 @pytest.mark.slow
-def test_http_health_answers_a_real_get_then_stops_on_sigint() -> None:
-    proc = start_wireframe("run", "examples/http_health.py", "--plain", HEALTH_PORT="0")
+def test_observed_serves_health_metrics_and_restarts_then_stops_on_sigint() -> None:
+    proc = start_wireframe(
+        "run", "examples/observed.py", "--plain", "--log-format", "json", "--log-level", "info",
+        HEALTH_PORT="0",
+    )  # fmt: skip
     try:
         lines = read_until(proc, "ready: health on")
-        match = re.search(r"http://127\.0\.0\.1:(\d+)/health", lines[-1])
+        match = re.search(r"(http://127\.0\.0\.1:\d+)/readyz", lines[-1])
         assert match, lines
-        status, body = _get(match.group(0))
+        base = match.group(1)
+        deadline = time.monotonic() + 20
+        while True:  # the feed's first start fails; it is ready once restarted and feeding
+            status, body = _get(f"{base}/readyz")
+            if status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert status == 200, body
-        # it binds what it prints: 127.0.0.1 only, not every interface (127.0.0.2 is loopback too)
-        with pytest.raises(ConnectionRefusedError):
-            socket.create_connection(("127.0.0.2", int(match.group(1))), timeout=5).close()
-        assert body["status"] == "ok" and "heartbeat" in body["seconds_since_beat"]  # type: ignore[operator]
-        assert body["tasks"] == {"heartbeat": "running", "health-http": "running"}
-        missing, _ = _get(match.group(0).replace("/health", "/nope"))
-        assert missing == 404
+        assert set(body["checks"]) == {  # type: ignore[call-overload]
+            "job-runtime:broker", "worker:default:broker", "feed-fresh",
+        }  # fmt: skip
+        status, data = _get(f"{base}/status")
+        feed = data["tasks"]["feed"]  # type: ignore[index]
+        assert feed["restarts"] == 1 and feed["last_error"]["type"] == "ConnectionError"
+        with urllib.request.urlopen(f"{base}/metrics", timeout=10) as reply:
+            metrics = reply.read().decode()
+        assert (
+            'wireframe_jobs_completed_total{operation="observed.resize",queue="default"}' in metrics
+        )
+        assert 'wireframe_task_restarts{task="feed"} 1.0' in metrics
+        # the middleware's records, as JSON lines with the job's fields
+        timed = [line for line in read_until(proc, "took") if "took" in line]
+        record = json.loads(timed[-1])
+        assert record["operation"] == "observed.resize" and record["job_id"]
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
     finally:
         proc.kill()
     assert proc.returncode == 0, rest
-    assert "task 'health-http' (UnconstrainedTask, layer http-health) stopped" in rest
+    assert "task 'feed' (Task, layer feed) stopped" in rest
 
 
-def test_http_health_stops_by_itself_in_process() -> None:
+def test_observed_stops_by_itself_in_process_with_the_feed_restarted_once() -> None:
     result = runner.invoke(
         app,
-        ["run", "examples/http_health.py", "--json"],
-        env={"HEALTH_PORT": "0", "HEALTH_SECONDS": "0.3"},
+        ["run", "examples/observed.py:make_builder", "--json"],
+        env={"HEALTH_PORT": "0", "OBSERVED_SECONDS": "1.5"},
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["tasks"]["heartbeat"]["state"] == "finished"
-    assert data["tasks"]["health-http"]["state"] == "stopped"
+    assert data["tasks"]["timer"]["state"] == "finished"
+    assert data["tasks"]["feed"]["state"] == "stopped"
+    assert data["tasks"]["feed"]["restarts"] == 1
+    assert data["tasks"]["feed"]["last_error"]["type"] == "ConnectionError"
 
 
 def test_distributed_in_process_on_memory_workers() -> None:

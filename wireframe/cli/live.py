@@ -21,6 +21,7 @@ import wireframe as wf
 from wireframe.cli.render import (
     STATE_STYLES,
     duration,
+    error_cell,
     last_line,
     queue_stats_table,
     state_text,
@@ -167,7 +168,7 @@ def _tasks_table(snap: Snapshot) -> Table:
             state_text(task.state),
             duration(up),
             str(task.restarts) if task.restarts else "",
-            Text(last_line(task.error or task.last_error), style="red"),
+            Text(error_cell(task), style="red"),
         )
     if not snap.report.tasks:
         table.add_row(Text("(no tasks yet)", style="dim"), "", "", "", "", "")

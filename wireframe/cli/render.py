@@ -144,6 +144,15 @@ def last_line(error: wf.ErrorInfo | None) -> str:
     return lines[-1] if lines else error.type
 
 
+def error_cell(task: wf.TaskReport) -> str:
+    """A task's error, or the error of its latest restart (so marked) when it has none."""
+    if task.error is not None:
+        return last_line(task.error)
+    if task.last_error is not None:
+        return f"(restarted after) {last_line(task.last_error)}"
+    return ""
+
+
 def _task_duration(task: wf.TaskReport, now: float | None) -> float | None:
     if task.started_at is None:
         return None
@@ -165,7 +174,7 @@ def report_table(report: wf.ServiceReport, *, exit_code: int) -> RenderableType:
             state_text(task.state),
             duration(_task_duration(task, report.ended_at)),
             str(task.restarts) if task.restarts else "",
-            last_line(task.error or task.last_error),
+            error_cell(task),
         )
     parts: list[RenderableType] = [tasks]
     if report.shutdown:
