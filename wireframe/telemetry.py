@@ -25,9 +25,11 @@ With nothing installed, the job path pays one ``is None`` check per hook.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import math
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -35,14 +37,8 @@ import trio
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 import wireframe as wf
 from wireframe.jobs import instrument as hooks
@@ -65,61 +61,98 @@ _OUTCOMES = ("completed", "failed", "retried", "dead", "cancelled")
 _BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
-class _Prometheus:
-    """The same numbers as the OpenTelemetry instruments, in a registry of our own."""
+_HELP = {
+    "submitted": "Jobs submitted on their own",
+    **{outcome: f"Job deliveries that ended {outcome}" for outcome in _OUTCOMES},
+}
 
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        labels = ("operation", "queue")
-        self.submitted = Counter(
-            "wireframe_jobs_submitted",
-            "Jobs submitted on their own",
-            labels,
-            registry=self.registry,
+
+@attrs.define
+class _Histogram:
+    """Bucket counts (cumulative at export), their sum and count: plain numbers."""
+
+    counts: list[int] = attrs.field(factory=lambda: [0] * (len(_BUCKETS) + 1))
+    total: float = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(_BUCKETS, value)] += 1
+        self.total += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        running, out = 0, []
+        for bound, count in zip((*_BUCKETS, math.inf), self.counts, strict=True):
+            running += count
+            out.append(("+Inf" if bound == math.inf else repr(float(bound)), float(running)))
+        return out
+
+
+@attrs.define(eq=False)
+class _Numbers:
+    """Every job number as plain ints and floats, bumped on the job path, read on scrape.
+
+    A per-job call into a metrics library (its locks, its attribute hashing)
+    costs more than the no-op job it counts; a dict bump does not. Prometheus
+    reads these through :meth:`collect`, OpenTelemetry through observable
+    instruments' callbacks.
+    """
+
+    counts: dict[tuple[str, str, str], int] = attrs.field(factory=dict)  # (what, op, queue)
+    durations: dict[tuple[str, str], _Histogram] = attrs.field(factory=dict)
+    waits: dict[tuple[str, str], _Histogram] = attrs.field(factory=dict)
+    queues: dict[str, tuple[int, int]] = attrs.field(factory=dict)  # queue -> (depth, workers)
+    restarts: Callable[[], dict[str, int]] = dict
+
+    def bump(self, what: str, operation: str, queue: str) -> None:
+        key = (what, operation, queue)
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def observe(
+        self, table: dict[tuple[str, str], _Histogram], key: tuple[str, str], v: float
+    ) -> None:
+        histogram = table.get(key)
+        if histogram is None:
+            histogram = table[key] = _Histogram()
+        histogram.observe(v)
+
+    def collect(self) -> Iterator[Any]:
+        """Prometheus metric families (a prometheus-client custom collector)."""
+        labels = ["operation", "queue"]
+        for what, help_text in _HELP.items():
+            family = CounterMetricFamily(f"wireframe_jobs_{what}", help_text, labels=labels)
+            for (kind, op, queue), n in list(self.counts.items()):
+                if kind == what:
+                    family.add_metric([op, queue], n)
+            yield family
+        for name, help_text, table in (
+            ("wireframe_job_duration_seconds", "Time a job's execution took", self.durations),
+            ("wireframe_job_queue_wait_seconds", "Time from submission to first start", self.waits),
+        ):
+            histograms = HistogramMetricFamily(name, help_text, labels=labels)
+            for (op, queue), h in list(table.items()):
+                histograms.add_metric([op, queue], h.buckets(), h.total)
+            yield histograms
+        depth = GaugeMetricFamily(
+            "wireframe_queue_depth", "Jobs waiting in a queue", labels=["queue"]
         )
-        self.ended = {
-            outcome: Counter(
-                f"wireframe_jobs_{outcome}",
-                f"Job deliveries that ended {outcome}",
-                labels,
-                registry=self.registry,
-            )
-            for outcome in _OUTCOMES
-        }
-        self.duration = Histogram(
-            "wireframe_job_duration_seconds",
-            "Time a job's execution took",
-            labels,
-            buckets=_BUCKETS,
-            registry=self.registry,
+        workers = GaugeMetricFamily(
+            "wireframe_queue_workers", "Live workers consuming a queue", labels=["queue"]
         )
-        self.queue_wait = Histogram(
-            "wireframe_job_queue_wait_seconds",
-            "Time from submission to a job's first start",
-            labels,
-            buckets=_BUCKETS,
-            registry=self.registry,
+        for queue, (waiting, live) in list(self.queues.items()):
+            depth.add_metric([queue], waiting)
+            workers.add_metric([queue], live)
+        yield depth
+        yield workers
+        restarts = GaugeMetricFamily(
+            "wireframe_task_restarts", "Restarts of a service task", labels=["task"]
         )
-        self.depth = Gauge(
-            "wireframe_queue_depth", "Jobs waiting in a queue", ("queue",), registry=self.registry
-        )
-        self.workers = Gauge(
-            "wireframe_queue_workers",
-            "Live workers consuming a queue",
-            ("queue",),
-            registry=self.registry,
-        )
-        self.restarts = Gauge(
-            "wireframe_task_restarts",
-            "Restarts of a service task",
-            ("task",),
-            registry=self.registry,
-        )
+        for task, n in self.restarts().items():
+            restarts.add_metric([task], n)
+        yield restarts
 
 
 @attrs.define(eq=False)
 class Telemetry:
-    """The installed job listener: spans, OpenTelemetry metrics and Prometheus numbers.
+    """The installed job listener: spans, and job numbers for OpenTelemetry and Prometheus.
 
     ``tracer_provider`` and ``meter_provider`` default to the global ones
     (``opentelemetry.trace.set_tracer_provider``...). ``status`` (the
@@ -129,48 +162,41 @@ class Telemetry:
     tracer_provider: trace.TracerProvider | None = None
     meter_provider: otel_metrics.MeterProvider | None = None
     status: wf.ServiceStatus | None = None
+    numbers: _Numbers = attrs.field(init=False, factory=_Numbers)
     _tracer: trace.Tracer = attrs.field(init=False)
-    _prometheus: _Prometheus = attrs.field(init=False, factory=_Prometheus)
-    _counters: dict[str, Any] = attrs.field(init=False, factory=dict)
-    _depth: dict[str, tuple[int, int]] = attrs.field(init=False, factory=dict)
+    _registry: CollectorRegistry = attrs.field(init=False)
     _duration: otel_metrics.Histogram = attrs.field(init=False)
     _queue_wait: otel_metrics.Histogram = attrs.field(init=False)
+    _labels: dict[tuple[str, str], dict[str, str]] = attrs.field(init=False, factory=dict)
 
     def __attrs_post_init__(self) -> None:
         self._tracer = trace.get_tracer("wireframe", tracer_provider=self.tracer_provider)
+        self.numbers.restarts = self._restarts
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(self.numbers)
         meter = otel_metrics.get_meter("wireframe", meter_provider=self.meter_provider)
-        self._counters["submitted"] = meter.create_counter(
-            "wireframe.jobs.submitted", unit="{job}", description="Jobs submitted on their own"
-        )
-        for outcome in _OUTCOMES:
-            self._counters[outcome] = meter.create_counter(
-                f"wireframe.jobs.{outcome}",
-                unit="{job}",
-                description=f"Job deliveries that ended {outcome}",
-            )
+        for what, help_text in _HELP.items():
+            meter.create_observable_counter(
+                f"wireframe.jobs.{what}", [self._observer(what)], unit="{job}",
+                description=help_text,
+            )  # fmt: skip
+        meter.create_observable_gauge(
+            "wireframe.queue.depth", [self._observe_queues(0)], unit="{job}",
+            description="Jobs waiting in a queue",
+        )  # fmt: skip
+        meter.create_observable_gauge(
+            "wireframe.queue.workers", [self._observe_queues(1)], unit="{worker}",
+            description="Live workers consuming a queue",
+        )  # fmt: skip
+        meter.create_observable_counter(
+            "wireframe.task.restarts", [self._observe_restarts], unit="{restart}",
+            description="Restarts of a service task",
+        )  # fmt: skip
         self._duration = meter.create_histogram(
             "wireframe.job.duration", unit="s", description="Time a job's execution took"
         )
         self._queue_wait = meter.create_histogram(
             "wireframe.job.queue_wait", unit="s", description="Time from submission to first start"
-        )
-        meter.create_observable_gauge(
-            "wireframe.queue.depth",
-            [self._observe_depth],
-            unit="{job}",
-            description="Jobs waiting in a queue",
-        )
-        meter.create_observable_gauge(
-            "wireframe.queue.workers",
-            [self._observe_workers],
-            unit="{worker}",
-            description="Live workers consuming a queue",
-        )
-        meter.create_observable_counter(
-            "wireframe.task.restarts",
-            [self._observe_restarts],
-            unit="{restart}",
-            description="Restarts of a service task",
         )
 
     # -- the JobListener hooks ---------------------------------------------------------
@@ -188,8 +214,7 @@ class Telemetry:
             carrier: dict[str, str] = {SUBMITTED_AT: repr(time.time())}
             propagate.inject(carrier)
             yield carrier
-        self._counters["submitted"].add(1, {"operation": operation, "queue": queue})
-        self._prometheus.submitted.labels(operation, queue).inc()
+        self.numbers.bump("submitted", operation, queue)
 
     @contextlib.contextmanager
     def running(self, name: str, queue: str) -> Iterator[Mapping[str, str]]:
@@ -205,6 +230,12 @@ class Telemetry:
         """The job span and the duration and queue-wait numbers, around each job."""
         return self._job_span
 
+    def _labels_of(self, key: tuple[str, str]) -> dict[str, str]:
+        labels = self._labels.get(key)
+        if labels is None:
+            labels = self._labels[key] = {"operation": key[0], "queue": key[1]}
+        return labels
+
     @contextlib.asynccontextmanager
     async def _job_span(self, job: JobContext) -> AsyncIterator[None]:
         parent = propagate.extract(job.metadata) if job.metadata else None
@@ -215,28 +246,24 @@ class Telemetry:
             "wireframe.job.attempt": job.attempt,
             "wireframe.worker": job.worker,
         }
-        labels = {"operation": job.operation, "queue": job.queue}
+        key = (job.operation, job.queue)
         submitted = job.metadata.get(SUBMITTED_AT) if job.attempt == 1 else None
         if submitted is not None:
             with contextlib.suppress(ValueError):
                 wait = max(time.time() - float(submitted), 0.0)
-                self._queue_wait.record(wait, labels)
-                self._prometheus.queue_wait.labels(job.operation, job.queue).observe(wait)
+                self._queue_wait.record(wait, self._labels_of(key))
+                self.numbers.observe(self.numbers.waits, key, wait)
         started = time.perf_counter()
         with self._tracer.start_as_current_span(
-            f"job {job.operation}",
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
+            f"job {job.operation}", context=parent, kind=SpanKind.CONSUMER,
+            attributes=attributes, record_exception=False, set_status_on_exception=False,
+        ) as span:  # fmt: skip
             try:
                 yield
             finally:
                 seconds = time.perf_counter() - started
-                self._duration.record(seconds, labels)
-                self._prometheus.duration.labels(job.operation, job.queue).observe(seconds)
+                self._duration.record(seconds, self._labels_of(key))
+                self.numbers.observe(self.numbers.durations, key, seconds)
                 if job.outcome is JobOutcome.FAILED and job.error is not None:
                     span.record_exception(job.error)
                     span.set_status(Status(StatusCode.ERROR, f"{type(job.error).__name__}"))
@@ -245,27 +272,37 @@ class Telemetry:
 
     def job_ended(self, operation: str, queue: str, outcome: str) -> None:
         """Count a job delivery's end by outcome."""
-        self._counters[outcome].add(1, {"operation": operation, "queue": queue})
-        self._prometheus.ended[outcome].labels(operation, queue).inc()
+        self.numbers.bump(outcome, operation, queue)
 
     # -- sampled numbers -----------------------------------------------------------------
     def record_queues(self, stats: list[QueueStats]) -> None:
         """Keep each queue's depth and live workers (from ``Broker.stats``) for the gauges."""
         for q in stats:
-            self._depth[q.queue] = (q.queued, q.workers)
-            self._prometheus.depth.labels(q.queue).set(q.queued)
-            self._prometheus.workers.labels(q.queue).set(q.workers)
+            self.numbers.queues[q.queue] = (q.queued, q.workers)
 
     def _restarts(self) -> dict[str, int]:
         if self.status is None:
             return {}
         return {t.id: t.restarts for t in self.status.report().tasks.values()}
 
-    def _observe_depth(self, options: Any) -> list[otel_metrics.Observation]:
-        return [otel_metrics.Observation(d, {"queue": q}) for q, (d, _) in self._depth.items()]
+    def _observer(self, what: str) -> Callable[[Any], list[otel_metrics.Observation]]:
+        def observe(options: Any) -> list[otel_metrics.Observation]:
+            return [
+                otel_metrics.Observation(n, {"operation": op, "queue": queue})
+                for (kind, op, queue), n in list(self.numbers.counts.items())
+                if kind == what
+            ]
 
-    def _observe_workers(self, options: Any) -> list[otel_metrics.Observation]:
-        return [otel_metrics.Observation(w, {"queue": q}) for q, (_, w) in self._depth.items()]
+        return observe
+
+    def _observe_queues(self, index: int) -> Callable[[Any], list[otel_metrics.Observation]]:
+        def observe(options: Any) -> list[otel_metrics.Observation]:
+            return [
+                otel_metrics.Observation(pair[index], {"queue": queue})
+                for queue, pair in list(self.numbers.queues.items())
+            ]
+
+        return observe
 
     def _observe_restarts(self, options: Any) -> list[otel_metrics.Observation]:
         return [otel_metrics.Observation(n, {"task": t}) for t, n in self._restarts().items()]
@@ -273,9 +310,7 @@ class Telemetry:
     # -- /metrics --------------------------------------------------------------------------
     def prometheus_text(self) -> tuple[bytes, str]:
         """Every number as Prometheus text (for ``/metrics``), with its content type."""
-        for task, count in self._restarts().items():
-            self._prometheus.restarts.labels(task).set(count)
-        return generate_latest(self._prometheus.registry), CONTENT_TYPE_LATEST
+        return generate_latest(self._registry), CONTENT_TYPE_LATEST
 
 
 def instrument(
