@@ -214,6 +214,8 @@ def test_subprocess_health_port_serves_readyz_and_status() -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=10) as reply:
             tasks = json.loads(reply.read())["tasks"]
         assert tasks["greeter"]["state"] == "running"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+            assert b"wireframe_task_restarts" in reply.read()  # telemetry came along
     finally:
         proc.send_signal(signal.SIGINT)
         rest = interrupt(proc)

@@ -65,6 +65,16 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(flows_app, name="flows")
 
 
+def _health_layers(port: int) -> list[wf.WiringLayer[Any, Any]]:
+    """``--health-port``: the health layer, and telemetry for ``/metrics`` when installed."""
+    layers: list[wf.WiringLayer[Any, Any]] = [wf.HealthLayer(port=port)]
+    try:
+        from wireframe.telemetry import TelemetryLayer
+    except ImportError:  # the telemetry extra is not installed: /metrics says how to add it
+        return layers
+    return [*layers, TelemetryLayer()]
+
+
 def _load(spec: str, *, as_json: bool) -> Target:
     """Load TARGET, turning a load failure or a wiring error at import time into exit 2."""
     try:
@@ -111,7 +121,7 @@ def _serve(
 
     view_console = stderr() if as_json else stdout()
     setup_logging(log_level.value, log_format, view_console)
-    extra = [wf.HealthLayer(port=health_port)] if health_port is not None else []
+    extra = _health_layers(health_port) if health_port is not None else []
     try:
         service = target.make_service(
             graceful_shutdown_timeout=graceful_timeout, extra_layers=extra
