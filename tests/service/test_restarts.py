@@ -187,3 +187,23 @@ def test_a_restart_attribute_that_is_not_a_policy_is_a_wiring_error() -> None:
     with pytest.raises(wf.WiringError, match="restart='always'") as info:
         trio.run(service_of(task).run)
     assert [p.layer for p in info.value.problems] == ["tasks"]
+
+
+async def test_a_task_failing_after_the_stop_is_failed_not_restarted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def fails_when_stopped(stop: wf.StopReceiver) -> None:
+        await stop.wait()
+        raise ConnectionError("could not flush on the way out")
+
+    task = with_policy(
+        make_task(K.TASK, "consumer", fails_when_stopped, []), wf.RestartPolicy(backoff=1.0)
+    )
+
+    async def stop_soon(stop: wf.StopReceiver) -> None:
+        await trio.sleep(1)
+
+    with pytest.raises(wf.ServiceError, match="could not flush") as info:
+        await service_of(task, make_task(K.TASK, "timer", stop_soon, [])).run()
+    consumer = info.value.report.tasks["consumer"]
+    assert consumer.state is S.FAILED and consumer.restarts == 0

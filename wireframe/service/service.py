@@ -505,7 +505,8 @@ class Service:
                     if trio.current_effective_deadline() == -math.inf:
                         raise  # a scope around us is cancelled: let it catch its Cancelled
                     return
-                if record.restarts is not None and isinstance(exc, Exception):
+                restartable = record.restarts is not None and isinstance(exc, Exception)
+                if restartable and not self._stop.is_set:  # failing while stopping is failing
                     if await self._back_off(record, exc):
                         continue  # restart it
                     if self._stop.is_set and not record.timed_out:  # the stop ended the backoff
@@ -539,7 +540,7 @@ class Service:
         assert record.restarts is not None
         record.last_error = ErrorInfo.from_exception(exc)
         delay = record.restarts.failed(trio.current_time())
-        if delay is None or self._stop.is_set:
+        if delay is None:
             return False
         self._notify(record)
         with trio.move_on_after(delay):
