@@ -2,20 +2,31 @@
 
 A tracked job is an ordinary message of its queue whose stream entry carries a
 marker, plus a record hash ``P job:ID`` (the keys: :mod:`.scripts.jobs`). Every
-script that moves the message moves the record in the same step (consume: running;
-complete: done; abandon or a lost lease: queued or scheduled again; dead-letter:
-dead), so the record never disagrees with the queue; a finished record expires
-after the submitter's ``result_ttl``.
+script that moves the message moves the record in the same step (complete: done;
+abandon or a lost lease: queued or scheduled again; dead-letter: dead; a delivery
+again: running), so the record never disagrees with the queue; a finished record
+expires after the submitter's ``result_ttl``. A first delivery writes nothing: a
+read of the record finds the entry leased and says running (its worker, attempts
+and start from the lease), and the completion writes them all with the result.
 
-*Waiting* wakes on the finish, without polling: the script that makes a record
-final also pushes a token to ``P jobdone:ID``, and :meth:`Jobs.wait` - after reading
-the record - blocks in ``BLMOVE jobdone jobdone RIGHT LEFT`` on a blocking
-connection (:meth:`.Connection.block`, cancellable like every blocking read). The
-move puts the token back where it was, so every waiter sees it, and one that comes
-later finds it at once. (A ``jobdone`` key that is not a list, written by something
-else, makes Redis refuse the wait: the next read deletes it, and the wait goes on.) A wait without end blocks in slices of
-:data:`WAIT_BLOCK` seconds, reading the record again after each (a record that
-expired meanwhile ends it).
+*Submitting* is group-committed (:class:`.GroupCommit`): the submits that arrive
+while one ``SUBMIT`` call is in flight go together in the next, so a busy
+submitter pays one round trip per batch, and per job only its stream entry and its
+record (plus a look for a known id, which makes a repeat harmless).
+
+*Waiting* wakes on the finish, without polling. A job submitted through this broker
+names its inbox in its record: the finishing script pushes the final record there,
+and :class:`.JobReplies` hands it to the job's waiters, which read nothing (one of
+them reads the inbox for all). Any other wait - a job submitted elsewhere, or one
+whose reply is late (:data:`WAIT_BLOCK`) - reads the record, registering itself
+(``wt``), so that the finishing script also pushes a token to ``P jobdone:ID``, and
+blocks in ``BLMOVE jobdone jobdone RIGHT LEFT`` on a blocking connection
+(:meth:`.Connection.block`, cancellable like every blocking read). The move puts the
+token back where it was, so every waiter sees it, and one that comes later finds it
+at once. (A ``jobdone`` key that is not a list, written by something else, makes
+Redis refuse the wait: the next read deletes it, and the wait goes on.) A wait
+without end blocks in slices of :data:`WAIT_BLOCK` seconds, reading the record again
+after each (a record that expired meanwhile ends it).
 
 Records are read leniently: one that is not a hash of this broker's (something else
 wrote the key) raises a :class:`BrokerError` naming the key and what it holds.
@@ -181,19 +192,13 @@ class Jobs:
         return record, False
 
     async def _submit_many(self, items: list[_Item]) -> list[object]:
-        """One ``SUBMIT`` call for a batch of submits: one answer each.
-
-        An id is only looked up when it may be known: always, but in the first
-        attempt of a call (whose ids the runtime just made, or a caller chose):
-        every id is checked, the first attempt included - except that the
-        check of a job a first attempt published is what makes a repeat harmless.
-        """
+        """One ``SUBMIT`` call for a batch of submits: one answer each (every id is
+        looked up first, so a repeat after a lost answer finds the jobs it made)."""
         head: list[Arg] = [GROUP, self._keys.prefix, self._ttl_ms, self.replies.key]
         args = [*head]
         for item in items:
             args += item
             args.append("1")
-        # a repeat after a lost answer finds the jobs it made: known, nothing published
         return list(await self._conn.run("submit", self._submit, [], args, resend=True))
 
     async def job(self, job_id: str) -> JobRecord | None:
