@@ -252,3 +252,46 @@ async def test_handles_end_to_end_with_a_worker(redis_url: UrlFactory) -> None:
             later = await rt.submit(Nap(), 0.0, delay=0.05)
             assert await later.status() is jobs.JobStatus.SCHEDULED
             assert await later.result(timeout=10) == "slept 0.0"
+
+
+async def test_a_batch_of_completions_with_a_bad_one_and_a_repeat(
+    redis_url: UrlFactory,
+) -> None:
+    """Completions group-committed together are lease-checked each: one whose lease is
+    not current (here: a delivery count that is not its own) fails alone, and the same
+    delivery completed twice in one batch is completed once."""
+    async with redis_broker.open(redis_url()) as broker:
+        for name in ("a", "b", "c", "d"):
+            await broker.submit("q", job(name))
+        taken = {d.message.id: d for d in await broker.consume("q", 4)}
+        assert sorted(taken) == ["a", "b", "c", "d"]
+        sid, count, rest = taken["b"].lease_token.split("|", 2)
+        bad = attrs.evolve(taken["b"], lease_token=f"{sid}|{int(count) + 1}|{rest}")
+        outcomes: dict[str, list[str]] = {}
+
+        async def complete(key: str, delivery: jobs.Delivery) -> None:
+            try:
+                await broker.complete(delivery, f"result of {key}".encode())
+                outcomes.setdefault(key, []).append("ok")
+            except jobs.LockLost:
+                outcomes.setdefault(key, []).append("lost")
+
+        async with trio.open_nursery() as nursery:
+            for key, delivery in [
+                ("a", taken["a"]), ("b", bad), ("c", taken["c"]), ("c", taken["c"]),
+                ("d", taken["d"]),
+            ]:  # fmt: skip
+                nursery.start_soon(complete, key, delivery)
+        assert outcomes["a"] == ["ok"] and outcomes["d"] == ["ok"]
+        assert outcomes["b"] == ["lost"], "a stale lease completed"
+        assert sorted(outcomes["c"]) == ["lost", "ok"], "one delivery completed twice"
+        for name in ("a", "c", "d"):
+            record = await broker.wait_job(name, 5)
+            assert record is not None and record.status is RecordStatus.DONE
+            assert record.result == f"result of {name}".encode() and record.attempts == 1
+            assert record.worker and record.started_at is not None
+        assert (await broker.job("b")).status is RecordStatus.RUNNING  # type: ignore[union-attr]
+        await broker.complete(taken["b"], b"late but current")
+        assert (await broker.wait_job("b", 5)).result == b"late but current"  # type: ignore[union-attr]
+        [stats] = await broker.stats()
+        assert (stats.queued, stats.running, stats.done) == (0, 0, 4)

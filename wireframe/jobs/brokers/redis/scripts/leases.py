@@ -81,7 +81,7 @@ for _, it in ipairs(items) do
   if taken[ready .. ' ' .. sid] then
     why = 'the message is no longer leased'  -- completed twice in one batch
   elseif not (e and e[4] == count and e[3] < lease_ms) then
-    _, why = check_lease(ready, group, sid, consumer, count, lease_ms)  -- says why
+    why = select(2, check_lease(ready, group, sid, consumer, count, lease_ms))  -- says why
   end
   if why then
     out[#out + 1] = why
@@ -90,6 +90,19 @@ for _, it in ipairs(items) do
     local sids = acks[ready]
     if not sids then sids = {}; acks[ready] = sids end
     sids[#sids + 1] = sid
+    out[#out + 1] = 'ok'
+  end
+end
+-- acknowledged and deleted first: under maxmemory, Redis lets a script that has
+-- written (freed) go on writing, the replies and records below
+for ready, sids in pairs(acks) do
+  redis.call('XACK', ready, group, unpack(sids))
+  redis.call('XDEL', ready, unpack(sids))
+end
+for n, it in ipairs(items) do
+  local k = it.k
+  if out[n] == 'ok' then
+    local ready, sid, consumer = ARGV[k], ARGV[k + 2], ARGV[k + 4]
     done[ARGV[k + 1]] = (done[ARGV[k + 1]] or 0) + 1
     if ARGV[k + 5] ~= '' then
       local score = redis.call('ZSCORE', channels, ARGV[k + 7])
@@ -107,12 +120,7 @@ for _, it in ipairs(items) do
     if it.more and ARGV[k + 11] ~= '' then
       limit_freed(prefix, group, ARGV[k + 11], ready .. ' ' .. sid, now, seen)
     end
-    out[#out + 1] = 'ok'
   end
-end
-for ready, sids in pairs(acks) do
-  redis.call('XACK', ready, group, unpack(sids))
-  redis.call('XDEL', ready, unpack(sids))
 end
 for key, n in pairs(done) do redis.call('INCRBY', key, n) end
 flush_replies(replies)
