@@ -60,6 +60,7 @@ class Row:
     p50: float
     p99: float
     commands: float | None  # Redis commands per job, where measured
+    by_name: dict[str, float] = attrs.field(factory=dict)  # commands per job, by name
 
 
 def pct(values: list[float], q: float) -> float:
@@ -68,14 +69,15 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def _commands(url: str) -> int:
-    """Every command Redis has run so far (``INFO commandstats``)."""
+async def _commands(url: str) -> dict[str, int]:
+    """Every command Redis has run so far, by name (``INFO commandstats``; a script's
+    own calls count under their names, as ``EVALSHA`` itself does)."""
     import coredis
 
     parsed = parse_broker_url(url, {"prefix": (str, "")})
     async with coredis.Redis(host=parsed.host, port=parsed.port or 6379) as client:
         info = await client.info("commandstats")
-    return sum(int(v["calls"]) for k, v in info.items() if k.startswith("cmdstat_"))
+    return {k[8:]: int(v["calls"]) for k, v in info.items() if k.startswith("cmdstat_")}
 
 
 async def _measure(url: str, n: int, concurrency: int, rtt: int, emulated: bool) -> Row:
@@ -85,7 +87,7 @@ async def _measure(url: str, n: int, concurrency: int, rtt: int, emulated: bool)
             for i in range(200):
                 await (await rt.submit(Inc(), i)).result()
         redis = url.startswith("redis")
-        before = await _commands(url) if redis else 0
+        before = await _commands(url) if redis else {}
         todo = iter(range(n))
 
         async def client() -> None:
@@ -99,7 +101,10 @@ async def _measure(url: str, n: int, concurrency: int, rtt: int, emulated: bool)
             for _ in range(concurrency):
                 nursery.start_soon(client)
         rate = n / (time.perf_counter() - start)
-        commands = (await _commands(url) - before) / n if redis else None
+        after = await _commands(url) if redis else {}
+        by_name = {k: (v - before.get(k, 0)) / n for k, v in after.items() if v > before.get(k, 0)}
+        by_name.pop("info", None)
+        commands = sum(by_name.values()) if redis else None
         lat = []
         for i in range(rtt):
             t = time.perf_counter()
@@ -107,7 +112,7 @@ async def _measure(url: str, n: int, concurrency: int, rtt: int, emulated: bool)
             lat.append((time.perf_counter() - t) * 1000)
         await rt.broker.purge()
     name = url.split(":", 1)[0]
-    return Row(f"wireframe {name}://", rate, pct(lat, 0.5), pct(lat, 0.99), commands)
+    return Row(f"wireframe {name}://", rate, pct(lat, 0.5), pct(lat, 0.99), commands, by_name)
 
 
 def measure(url: str, n: int, concurrency: int, rtt: int) -> Row:
@@ -177,6 +182,10 @@ def main(argv: list[str] | None = None) -> None:
         with _peers.private_redis():
             peers = _peers.measure(n, min(a.rtt, 1000))
     Console(width=160).print(table(rows, peers))
+    for r in rows:
+        if r.by_name:
+            parts = sorted(r.by_name.items(), key=lambda kv: -kv[1])
+            say(f"{r.name} commands/job: " + ", ".join(f"{k} {v:.2f}" for k, v in parts))
     if rows:
         say(f"median of rows: {statistics.median(r.rate for r in rows):,.0f} jobs/s")
 

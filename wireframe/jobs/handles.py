@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import enum
 import math
+import secrets
 import time
-import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -171,7 +171,7 @@ async def submit(
     if job_id is not None:
         _check_name("job_id", job_id)
     spec = spec_of(type(op))
-    job_id = job_id or uuid.uuid4().hex
+    job_id = job_id or secrets.token_hex(16)  # as unique as a uuid4, and cheaper
     with instrument.submitting(spec.name, queue, job_id) as metadata:
         body = encode_input(
             encode_operation(op), job_id, 0, input, spec, time_limit=limit, metadata=metadata

@@ -505,8 +505,11 @@ class Service:
                     if trio.current_effective_deadline() == -math.inf:
                         raise  # a scope around us is cancelled: let it catch its Cancelled
                     return
-                restartable = record.restarts is not None and isinstance(exc, Exception)
-                if restartable and not self._stop.is_set:  # failing while stopping is failing
+                if (
+                    record.restarts is not None
+                    and isinstance(exc, Exception)
+                    and not self._stop.is_set  # failing while stopping is failing
+                ):
                     if await self._back_off(record, exc):
                         continue  # restart it
                     if self._stop.is_set and not record.timed_out:  # the stop ended the backoff

@@ -83,14 +83,20 @@ async def test_many_waiters_each_wake_once_on_the_finish(redis_server: Server) -
             async with trio.open_nursery() as nursery:
                 for k in range(60):
                     nursery.start_soon(wait, a if k % 2 else b)
-                while (await info(port, "clients"))["blocked_clients"] != 60:
+                # b's waiters each block on the job's token; a submitted the job, so
+                # its waiters share one read of a's inbox
+                while (await info(port, "clients"))["blocked_clients"] != 31:
                     await trio.sleep(0.005)
                 before = await info(port, "commandstats")
                 await a.complete(delivery, b"for all")
         assert seen == [b"for all"] * 60
         after = await info(port, "commandstats")
-        blmoves = after["cmdstat_blmove"]["calls"] - before["cmdstat_blmove"]["calls"]  # type: ignore[index]
-        assert blmoves == 0, "a waiter blocked again instead of being woken"
+
+        def calls(name: str) -> int:
+            return after[f"cmdstat_{name}"]["calls"] - before[f"cmdstat_{name}"]["calls"]  # type: ignore[index,no-any-return]
+
+        assert calls("blmove") == 0, "a waiter blocked again instead of being woken"
+        assert calls("hgetall") == 30, "a's woken waiters read the record (b's read it once)"
         late = await b.wait_job("w", math.inf)  # a later waiter finds the token at once
         assert late is not None and late.result == b"for all"
 
@@ -150,9 +156,12 @@ async def test_aborting_a_job_whose_lease_was_handed_back_settles_it(
 async def test_a_finished_record_and_its_wake_token_expire_together(
     redis_url: UrlFactory,
 ) -> None:
-    async with redis_broker.open(redis_url(result_ttl=60)) as broker, raw(broker) as client:
+    url = redis_url(result_ttl=60)
+    async with redis_broker.open(url) as broker, raw(broker) as client:
         await broker.submit("q", job("t"), key="k")
         assert await client.exists([broker._keys.dedup("k")]) == 1
+        async with redis_broker.open(url) as other:  # a waiter elsewhere: a token for it
+            await other.wait_job("t", 0.01)
         await broker.complete((await broker.consume("q", 1))[0], b"")
         ttls = [
             await client.pttl(broker._keys.job("t")),
@@ -243,3 +252,46 @@ async def test_handles_end_to_end_with_a_worker(redis_url: UrlFactory) -> None:
             later = await rt.submit(Nap(), 0.0, delay=0.05)
             assert await later.status() is jobs.JobStatus.SCHEDULED
             assert await later.result(timeout=10) == "slept 0.0"
+
+
+async def test_a_batch_of_completions_with_a_bad_one_and_a_repeat(
+    redis_url: UrlFactory,
+) -> None:
+    """Completions group-committed together are lease-checked each: one whose lease is
+    not current (here: a delivery count that is not its own) fails alone, and the same
+    delivery completed twice in one batch is completed once."""
+    async with redis_broker.open(redis_url()) as broker:
+        for name in ("a", "b", "c", "d"):
+            await broker.submit("q", job(name))
+        taken = {d.message.id: d for d in await broker.consume("q", 4)}
+        assert sorted(taken) == ["a", "b", "c", "d"]
+        sid, count, rest = taken["b"].lease_token.split("|", 2)
+        bad = attrs.evolve(taken["b"], lease_token=f"{sid}|{int(count) + 1}|{rest}")
+        outcomes: dict[str, list[str]] = {}
+
+        async def complete(key: str, delivery: jobs.Delivery) -> None:
+            try:
+                await broker.complete(delivery, f"result of {key}".encode())
+                outcomes.setdefault(key, []).append("ok")
+            except jobs.LockLost:
+                outcomes.setdefault(key, []).append("lost")
+
+        async with trio.open_nursery() as nursery:
+            for key, delivery in [
+                ("a", taken["a"]), ("b", bad), ("c", taken["c"]), ("c", taken["c"]),
+                ("d", taken["d"]),
+            ]:  # fmt: skip
+                nursery.start_soon(complete, key, delivery)
+        assert outcomes["a"] == ["ok"] and outcomes["d"] == ["ok"]
+        assert outcomes["b"] == ["lost"], "a stale lease completed"
+        assert sorted(outcomes["c"]) == ["lost", "ok"], "one delivery completed twice"
+        for name in ("a", "c", "d"):
+            record = await broker.wait_job(name, 5)
+            assert record is not None and record.status is RecordStatus.DONE
+            assert record.result == f"result of {name}".encode() and record.attempts == 1
+            assert record.worker and record.started_at is not None
+        assert (await broker.job("b")).status is RecordStatus.RUNNING  # type: ignore[union-attr]
+        await broker.complete(taken["b"], b"late but current")
+        assert (await broker.wait_job("b", 5)).result == b"late but current"  # type: ignore[union-attr]
+        [stats] = await broker.stats()
+        assert (stats.queued, stats.running, stats.done) == (0, 0, 4)

@@ -51,8 +51,11 @@ token until the next due time.
 
 *Jobs submitted by themselves* (the job store) are messages whose stream entries
 carry a marker, each with a record hash that the scripts moving the message update
-in the same step; ``wait_job`` blocks in a ``BLMOVE`` rotation of a token the
-finishing script pushes, so it wakes on the finish without polling (:mod:`.jobs`).
+in the same step; submits from concurrent tasks go in one script call. The
+finishing script pushes the final record to the submitting broker's inbox, which
+one of its waiters reads for all (:mod:`.job_replies`); a waiter elsewhere blocks
+in a ``BLMOVE`` rotation of a token the finishing script pushes for it, so every
+wait wakes on the finish without polling (:mod:`.jobs`).
 
 Keys, all under the ``prefix`` (``P``; ``Q`` a queue, ``N`` a priority other than
 0, ``C`` a channel, ``ID`` a job, ``I`` an orchestration instance); what each
@@ -78,7 +81,8 @@ holds is told with the scripts that write it (:mod:`.scripts`):
 ``P pub:TOKEN``            one publish call landed (a repeat adds nothing)
 ``P job:ID``               HASH, the record of a job submitted by itself
 ``P key:KEY``              STRING, the id of the live job holding a dedup key
-``P jobdone:ID``           LIST, the token a finished job's waiters see
+``P jobdone:ID``           LIST, the token a finished job's waiters elsewhere see
+``P jr:CONSUMER``          LIST, the finished records of the jobs a broker submitted
 ``P c:C``                  LIST of replies to channel C
 ``P c:C:inbox:CONSUMER:N`` one wait's inbox of replies
 ``P channels``             ZSET of run channel records (live until)
@@ -107,7 +111,8 @@ Design, one module per idea:
   levels, leases handed back), :mod:`.limits` (rate and concurrency limits),
   :mod:`.leases` (complete, abandon, extend,
   dead-letter; completions group-committed by :mod:`.group_commit`), :mod:`.jobs`
-  (the job store: submit, records, waiting, abort), :mod:`.channels` (replies and
+  (the job store: submit, records, waiting, abort) with :mod:`.job_replies` (the
+  shared reply path of the jobs a broker submitted), :mod:`.channels` (replies and
   run channel records), :mod:`.workers`, :mod:`.broadcast`, :mod:`.admin`;
   :mod:`.durable` (the orchestration store, a mixin of the broker).
 * :mod:`.scripts` - the Lua scripts, by the same roles; :mod:`.keys` - the names of

@@ -94,7 +94,7 @@ class RedisBroker(RedisOrchestrationStore):
         self._channels = Channels(conn, keys, self.consumer)
         self._records = WorkerRecords(conn, keys)
         self._topics = Topics(conn, keys)
-        self._jobs = Jobs(conn, keys, url)
+        self._jobs = Jobs(conn, keys, url, self.consumer)
         self._admin = Admin(conn, keys)
         self._init_orchestrations()
 
@@ -121,6 +121,7 @@ class RedisBroker(RedisOrchestrationStore):
         """
         if self._conn.closed:
             return
+        self._jobs.replies.forget()
         try:
             await self._queue.release_leases()
         finally:

@@ -2,20 +2,31 @@
 
 A tracked job is an ordinary message of its queue whose stream entry carries a
 marker, plus a record hash ``P job:ID`` (the keys: :mod:`.scripts.jobs`). Every
-script that moves the message moves the record in the same step (consume: running;
-complete: done; abandon or a lost lease: queued or scheduled again; dead-letter:
-dead), so the record never disagrees with the queue; a finished record expires
-after the submitter's ``result_ttl``.
+script that moves the message moves the record in the same step (complete: done;
+abandon or a lost lease: queued or scheduled again; dead-letter: dead; a delivery
+again: running), so the record never disagrees with the queue; a finished record
+expires after the submitter's ``result_ttl``. A first delivery writes nothing: a
+read of the record finds the entry leased and says running (its worker, attempts
+and start from the lease), and the completion writes them all with the result.
 
-*Waiting* wakes on the finish, without polling: the script that makes a record
-final also pushes a token to ``P jobdone:ID``, and :meth:`Jobs.wait` - after reading
-the record - blocks in ``BLMOVE jobdone jobdone RIGHT LEFT`` on a blocking
-connection (:meth:`.Connection.block`, cancellable like every blocking read). The
-move puts the token back where it was, so every waiter sees it, and one that comes
-later finds it at once. (A ``jobdone`` key that is not a list, written by something
-else, makes Redis refuse the wait: the next read deletes it, and the wait goes on.) A wait without end blocks in slices of
-:data:`WAIT_BLOCK` seconds, reading the record again after each (a record that
-expired meanwhile ends it).
+*Submitting* is group-committed (:class:`.GroupCommit`): the submits that arrive
+while one ``SUBMIT`` call is in flight go together in the next, so a busy
+submitter pays one round trip per batch, and per job only its stream entry and its
+record (plus a look for a known id, which makes a repeat harmless).
+
+*Waiting* wakes on the finish, without polling. A job submitted through this broker
+names its inbox in its record: the finishing script pushes the final record there,
+and :class:`.JobReplies` hands it to the job's waiters, which read nothing (one of
+them reads the inbox for all). Any other wait - a job submitted elsewhere, or one
+whose reply is late (:data:`WAIT_BLOCK`) - reads the record, registering itself
+(``wt``), so that the finishing script also pushes a token to ``P jobdone:ID``, and
+blocks in ``BLMOVE jobdone jobdone RIGHT LEFT`` on a blocking connection
+(:meth:`.Connection.block`, cancellable like every blocking read). The move puts the
+token back where it was, so every waiter sees it, and one that comes later finds it
+at once. (A ``jobdone`` key that is not a list, written by something else, makes
+Redis refuse the wait: the next read deletes it, and the wait goes on.) A wait
+without end blocks in slices of :data:`WAIT_BLOCK` seconds, reading the record again
+after each (a record that expired meanwhile ends it).
 
 Records are read leniently: one that is not a hash of this broker's (something else
 wrote the key) raises a :class:`BrokerError` naming the key and what it holds.
@@ -30,6 +41,8 @@ import trio
 
 from wireframe.jobs.broker import BrokerError, BrokerURL, JobRecord, Message, RecordStatus
 from wireframe.jobs.brokers.redis.connection import Arg, Connection
+from wireframe.jobs.brokers.redis.group_commit import GroupCommit
+from wireframe.jobs.brokers.redis.job_replies import JobReplies
 from wireframe.jobs.brokers.redis.keys import GROUP, Keys
 from wireframe.jobs.brokers.redis.queues import check_priority
 from wireframe.jobs.brokers.redis.scripts import jobs as scripts
@@ -105,16 +118,23 @@ def parse_record(job_id: str, key: str, flat: Any, now_ms: int) -> JobRecord:
     )
 
 
+#: What one submit sends in a ``SUBMIT`` call (see :data:`.scripts.jobs.SUBMIT`).
+_Item = list[Arg]
+
+
 class Jobs:
     """One broker's side of the job store (see the module doc)."""
 
-    def __init__(self, conn: Connection, keys: Keys, url: BrokerURL) -> None:
+    def __init__(self, conn: Connection, keys: Keys, url: BrokerURL, consumer: str) -> None:
         self._conn = conn
         self._keys = keys
         self._ttl_ms = ms(url.result_ttl)
         self._submit = conn.script(scripts.SUBMIT)
         self._read = conn.script(scripts.JOB)
         self._abort = conn.script(scripts.ABORT)
+        self._submits: GroupCommit[_Item] = GroupCommit(self._submit_many)
+        #: The shared reply path: the finished records of the jobs submitted here.
+        self.replies = JobReplies(conn, keys, consumer, parse_record)
 
     def _record(self, job_id: str, answer: Any) -> JobRecord | None:
         """The record in a script's answer ``{1|0, record, now}`` / ``{0}`` / ``{-1, type}``."""
@@ -132,44 +152,89 @@ class Jobs:
     async def submit(
         self, queue: str, message: Message, *, delay: float, key: str | None, operation: str
     ) -> tuple[JobRecord, bool]:
-        """Publish ``message`` as a tracked job, unless its id is known or ``key`` held."""
+        """Publish ``message`` as a tracked job, unless its id is known or ``key`` held.
+
+        Submits from concurrent tasks are group-committed: one ``SUBMIT`` call (one
+        round trip) carries every submit that arrived while the previous call was in
+        flight.
+        """
         if not delay >= 0.0:
             raise ValueError(f"submit to {queue!r}: delay={delay!r} must be >= 0")
         priority = check_priority(message)
-        keys = [
-            self._keys.queues,
-            self._keys.ready(queue),
-            self._keys.queue(queue, "delayed"),
-            self._keys.job(message.id),
-        ]
+        self._keys.queue(queue, "ready")  # checks the name
         delay_ms = max(0, round(delay * 1000)) if delay > 0 else 0
-        args: list[Arg] = [GROUP, queue, message.id, message.body, message.reply_to, priority]
-        args += [delay_ms, self._ttl_ms, operation, self._keys.prefix]
-        args += ["0", ""] if key is None else ["1", key]
-        if message.limit:
-            args.append(message.limit)
-        # a repeat after a lost answer finds the job it made: known, nothing published
-        answer: Any = await self._conn.run("submit", self._submit, keys, args, resend=True)
+        item: _Item = [queue, message.id, message.body, message.reply_to, priority, delay_ms]
+        item += (
+            [operation, "0", "", message.limit]
+            if key is None
+            else [operation, "1", key, message.limit]
+        )
+        answer: Any = await self._submits.submit(item)
+        if int(answer[0]) == 1:
+            self.replies.expect(message.id)
+            return (
+                JobRecord(
+                    id=message.id,
+                    queue=queue,
+                    status=RecordStatus(text(answer[3])),
+                    enqueued_at=int(answer[1]) / 1000,
+                    visible_at=int(answer[2]) / 1000,
+                    key=key,
+                    priority=priority,
+                    operation=operation,
+                ),
+                True,
+            )
         holder = text(answer[3]) if len(answer) > 3 else message.id
         record = self._record(holder, answer)
         if record is None:  # pragma: no cover - SUBMIT answers a record or raises
             raise BrokerError(f"redis broker: submit of job {message.id!r} answered no record")
-        return record, int(answer[0]) == 1
+        return record, False
+
+    async def _submit_many(self, items: list[_Item]) -> list[object]:
+        """One ``SUBMIT`` call for a batch of submits: one answer each (every id is
+        looked up first, so a repeat after a lost answer finds the jobs it made)."""
+        head: list[Arg] = [GROUP, self._keys.prefix, self._ttl_ms, self.replies.key]
+        args = [*head]
+        for item in items:
+            args += item
+            args.append("1")
+        return list(await self._conn.run("submit", self._submit, [], args, resend=True))
 
     async def job(self, job_id: str) -> JobRecord | None:
         """The job's record, or None if unknown or expired."""
+        args: list[Arg] = [self._keys.prefix, GROUP]
         answer: Any = await self._conn.run(
-            "job", self._read, [self._keys.job(job_id)], [], resend=True
+            "job", self._read, [self._keys.job(job_id)], args, resend=True
         )
         return self._record(job_id, answer)
 
     async def wait(self, job_id: str, timeout: float) -> JobRecord | None:
-        """Wait up to ``timeout`` seconds for the job to be final; its record then."""
+        """Wait up to ``timeout`` seconds for the job to be final; its record then.
+
+        A job submitted here is woken by its reply in this broker's inbox
+        (:class:`.JobReplies`), which carries its record: nothing more is read. Any
+        other - and one whose reply does not come within :data:`WAIT_BLOCK` - reads
+        its record and, unfinished, blocks on its jobdone list.
+        """
         deadline = trio.current_time() + timeout
+        replies = self.replies
+        while replies.expects(job_id):
+            record = await replies.wait(job_id, min(deadline, trio.current_time() + WAIT_BLOCK))
+            if record is not None:
+                return record
+            if trio.current_time() < deadline and replies.expects(job_id):
+                # no reply for a while: make sure it was not lost
+                record = await self.job(job_id)
+                if record is None or record.final:
+                    return record
+            else:
+                break
         keys = [self._keys.job(job_id)]
+        args: list[Arg] = [self._keys.prefix, GROUP, "1"]
         done = self._keys.job_done(job_id)
         while True:
-            answer: Any = await self._conn.run("wait_job", self._read, keys, [], resend=True)
+            answer: Any = await self._conn.run("wait_job", self._read, keys, args, resend=True)
             record = self._record(job_id, answer)
             if record is None or record.final:
                 return record

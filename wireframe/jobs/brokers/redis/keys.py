@@ -66,6 +66,10 @@ class Keys:
         """The list a finished job's token waits in, for those who wait for it."""
         return f"{self.prefix}jobdone:{job_id}"
 
+    def job_inbox(self, consumer: str) -> str:
+        """The list the finished records of the jobs ``consumer`` submitted go to."""
+        return f"{self.prefix}jr:{consumer}"
+
     def dedup(self, key: str) -> str:
         """The dedup key ``key``: the id of the live job holding it."""
         return f"{self.prefix}key:{key}"

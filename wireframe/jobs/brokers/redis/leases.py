@@ -30,18 +30,22 @@ from wireframe.jobs.brokers.redis.values import ms, text
 __all__ = ["Lease", "Leases", "lease_token"]
 
 
-def lease_token(sid: str, count: int, consumer: str, level: int, tracked: bool) -> str:
+def lease_token(
+    sid: str, count: int, consumer: str, level: int, tracked: bool, started: int = 0
+) -> str:
     """The lease token of a delivery: ``sid|count|consumer``, then ``|level`` when its
-    priority is not 0 or it is tracked, then ``|t`` when it is tracked."""
+    priority is not 0 or it is tracked, then ``|t`` when it is tracked, followed by
+    when it was handed out (ms, the wall clock; its record's start when it is the first)."""
     token = f"{sid}|{count}|{consumer}"
     if level or tracked:
-        token += f"|{level}|t" if tracked else f"|{level}"
+        token += f"|{level}|t{started or ''}" if tracked else f"|{level}"
     return token
 
 
 #: What a lease token says: the stream entry id, its PEL delivery count, the consumer
-#: holding it, the priority level (which stream) and whether the job is tracked.
-Lease = tuple[str, str, str, int, bool]
+#: holding it, the priority level (which stream), whether the job is tracked, and when
+#: it was handed out ('' unknown).
+Lease = tuple[str, str, str, int, bool, str]
 
 #: How many arguments a completion of an untracked job takes in ``COMPLETE``.
 _PLAIN = 8
@@ -52,9 +56,12 @@ def _token(delivery: Delivery) -> Lease:
     parts = delivery.lease_token.split("|")
     try:
         if len(parts) == 3:
-            return parts[0], parts[1], parts[2], 0, False
-        if len(parts) in (4, 5) and parts[4:] in ([], ["t"]):
-            return parts[0], parts[1], parts[2], int(parts[3]), len(parts) == 5
+            return parts[0], parts[1], parts[2], 0, False, ""
+        if len(parts) == 4:
+            return parts[0], parts[1], parts[2], int(parts[3]), False, ""
+        started = parts[4][1:] if len(parts) == 5 and parts[4][:1] == "t" else "-"
+        if started == "" or started.isdigit():
+            return parts[0], parts[1], parts[2], int(parts[3]), True, started
     except ValueError:
         pass
     raise BrokerError(
@@ -96,7 +103,7 @@ class Leases:
         else:
             reply_key = self._keys.channel(channel)
             payload = msgpack.packb([delivery.message.id, 0, reply], use_bin_type=True)
-        sid, count, consumer, level, tracked = _token(delivery)
+        sid, count, consumer, level, tracked, started = _token(delivery)
         queue = delivery.queue
         item: list[Arg] = [
             self._keys.ready(queue, level) if level else self._keys.queue(queue, "ready"),
@@ -112,6 +119,7 @@ class Leases:
         if tracked or limit:
             job = delivery.message.id if tracked else ""
             item += [job, "0", b"", limit] if reply is None else [job, "1", reply, limit]
+            item += [delivery.deliveries, started]
         _check(delivery, await self._completions.submit(item))
 
     async def _complete_many(self, items: list[list[Arg]]) -> list[object]:
@@ -141,7 +149,7 @@ class Leases:
         self, delivery: Delivery, *, delay: float = 0.0, body: bytes | None = None
     ) -> None:
         """Give the message back (as a new entry, or into the delayed set), lease-checked."""
-        sid, count, consumer, level, _ = _token(delivery)
+        sid, count, consumer, level, *_ = _token(delivery)
         keys = [
             self._keys.ready(delivery.queue, level),
             self._keys.queue(delivery.queue, "delayed"),
@@ -162,7 +170,7 @@ class Leases:
 
     async def extend(self, delivery: Delivery) -> Delivery:
         """Reset the PEL entry's idle time (XCLAIM to ourselves), lease-checked."""
-        sid, count, consumer, level, _ = _token(delivery)
+        sid, count, consumer, level, *_ = _token(delivery)
         keys = [self._keys.ready(delivery.queue, level)]
         args: list[Arg] = [GROUP, sid, count, consumer, self._lease_ms]
         if delivery.message.limit:
@@ -183,7 +191,7 @@ class Leases:
         ``refused``: this delivery is refused (it was over ``max_deliveries`` when it
         was read), so it does not count as one made.
         """
-        sid, count, consumer, level, _ = _token(delivery)
+        sid, count, consumer, level, *_ = _token(delivery)
         keys = [
             self._keys.ready(delivery.queue, level),
             self._keys.queue(delivery.queue, "dead"),

@@ -36,9 +36,10 @@ held messages tells how long until the limit may let one go - an end of a lease
 of the limit wakes a blocked read sooner, by promoting the next one into its
 stream.
 
-*Tracked jobs* (submitted by themselves, :mod:`.jobs`): their entries carry a marker;
-the scripts that hand them out mark their records running (or settle those aborted
-by id), in the same step.
+*Tracked jobs* (submitted by themselves, :mod:`.jobs`): their entries carry a marker.
+A first delivery writes nothing to the job's record (a read of the record finds the
+entry leased); one handed out again marks it running (or settles a job aborted by
+id meanwhile) in the script that hands it out.
 
 A publish carries a token, so that repeating it after a lost answer adds nothing
 (see :mod:`.scripts.queues`).
@@ -51,7 +52,6 @@ import secrets
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import attrs
 import trio
 
 from wireframe.jobs.broker import BrokerError, BrokerURL, Delivery, LockLost, Message
@@ -60,7 +60,6 @@ from wireframe.jobs.brokers.redis.errors import is_failure
 from wireframe.jobs.brokers.redis.keys import GROUP, RELEASED, Keys
 from wireframe.jobs.brokers.redis.leases import Leases, lease_token
 from wireframe.jobs.brokers.redis.limits import Limits
-from wireframe.jobs.brokers.redis.scripts import jobs as job_scripts
 from wireframe.jobs.brokers.redis.scripts import queues as scripts
 from wireframe.jobs.brokers.redis.values import COUNT, as_bytes, ms, text
 
@@ -136,7 +135,6 @@ class Queues:
         self._hand_back_script = conn.script(scripts.HAND_BACK)
         self._bury_malformed = conn.script(scripts.BURY_MALFORMED)
         self._release = conn.script(scripts.RELEASE)
-        self._track_taken = conn.script(job_scripts.TRACK_TAKEN)
         self._last_claim: dict[str, float] = {}
         #: Per queue, per priority level: where the last XAUTOCLAIM scan stopped.
         self._claim_cursors: dict[str, dict[int, str]] = {}
@@ -329,7 +327,9 @@ class Queues:
     def _deliveries(self, queue: str, flat: Sequence[Any]) -> list[Delivery]:
         """Deliveries from a flat list of sid, id, body, reply_to, PEL count, total,
         priority, tracked (or ``[tracked, limit]`` for a message naming a limit)."""
-        expires = self._clock() + self._url.lease
+        now = self._clock()
+        expires = now + self._url.lease
+        started = round(now * 1000)
         out = []
         for k in range(0, len(flat), 8):
             sid, mid, body, reply_to, count, total, level, tracked = flat[k : k + 8]
@@ -338,7 +338,9 @@ class Queues:
                 tracked, limit = tracked[0], text(tracked[1])
             priority, tracked = int(level), int(tracked) == 1
             if priority or tracked:
-                token = lease_token(text(sid), int(count), self._consumer, priority, tracked)
+                token = lease_token(
+                    text(sid), int(count), self._consumer, priority, tracked, started
+                )
             else:  # the usual: inlined
                 token = f"{text(sid)}|{int(count)}|{self._consumer}"
             out.append(
@@ -390,27 +392,9 @@ class Queues:
                 keep.append((d, stream))
         if any(d.message.limit for d, _ in keep):
             keep = await self._limits.taken(queue, keep)
-        return await self._track(keep)
-
-    async def _track(self, taken: list[tuple[Delivery, str]]) -> list[Delivery]:
-        """Mark the tracked jobs among ``taken`` (delivery, stream) running in their
-        records; drop those aborted by id (settled), untrack those without a record."""
-        tracked = [(d, s) for d, s in taken if d.lease_token.endswith("|t")]
-        if not tracked:
-            return [d for d, _ in taken]
-        args: list[Arg] = [GROUP, self._consumer, self._keys.prefix]
-        for d, stream in tracked:
-            args += [stream, d.lease_token.split("|", 1)[0], d.message.id]
-        outcomes: Any = await self._conn.run("consume", self._track_taken, [], args, resend=False)
-        verdict = {id(d): int(o) for (d, _), o in zip(tracked, outcomes, strict=True)}
-        out = []
-        for d, _ in taken:
-            outcome = verdict.get(id(d), 1)
-            if outcome == 0:  # no usable record: it runs untracked
-                d = attrs.evolve(d, lease_token=d.lease_token.removesuffix("|t"))
-            if outcome >= 0:
-                out.append(d)
-        return out
+        # A tracked job's first delivery writes nothing to its record: a read finds
+        # its entry leased (see scripts.jobs.JOB), its completion writes it all.
+        return [d for d, _ in keep]
 
     async def release_leases(self) -> None:
         """Make the messages this consumer still holds claimable by others at once.

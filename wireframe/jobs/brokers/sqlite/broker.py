@@ -67,6 +67,7 @@ from wireframe.jobs.brokers.sqlite.durable import SqliteOrchestrationStore
 from wireframe.jobs.brokers.sqlite.schema import DatabaseFile
 from wireframe.jobs.brokers.sqlite.threads import ConnectionThread, is_busy
 from wireframe.jobs.brokers.sqlite.wakeups import (
+    LOOK_AGAIN,
     NeighbourKey,
     Signal,
     Signals,
@@ -232,11 +233,12 @@ class SqliteBroker(SqliteOrchestrationStore):
             except (sqlite3.Error, BrokerError):
                 return None  # closing, or a passing lock: everyone looks again
 
-        async def jobs_finished(job_ids: list[str]) -> list[str]:
+        async def jobs_finished(job_ids: list[str]) -> dict[str, object]:
+            clock = self._clock
             try:
-                return await self._read(lambda conn: jobs.not_live(conn, job_ids))
+                return dict(await self._read(lambda conn: jobs.not_live(conn, job_ids, clock())))
             except BrokerError:
-                return job_ids  # closing, or a passing lock: they look again
+                return dict.fromkeys(job_ids, LOOK_AGAIN)  # closing, or a passing lock
 
         with self._watch_scope:
             await watch(self._wake, poll, self._max_poll, jobs_finished)
@@ -498,6 +500,9 @@ class SqliteBroker(SqliteOrchestrationStore):
                     if record is None or record.final:
                         return record
                     await self._wait(signal, None)
+                    # the watcher read the record of a job another process finished
+                    if signal.value is not LOOK_AGAIN:
+                        return signal.value  # type: ignore[return-value]
         return await self._read(lambda conn: jobs.read(conn, job_id, clock()))
 
     async def abort_job(self, job_id: str) -> JobRecord | None:

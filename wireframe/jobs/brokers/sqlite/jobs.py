@@ -98,6 +98,12 @@ _FINISH: Final = (
 )
 
 
+#: What :func:`not_live` notes for a job still live (then leaves out).
+_LIVE: Final = JobRecord(
+    id="", queue="", status=RecordStatus.QUEUED, enqueued_at=0.0, visible_at=0.0
+)
+
+
 def _number(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
@@ -153,18 +159,24 @@ def _record(row: Any, now: float) -> JobRecord | None:
     )
 
 
-def not_live(conn: sqlite3.Connection, job_ids: list[str]) -> list[str]:
-    """Which of ``job_ids`` are no longer live (final, or unknown): one look for all
-    the jobs a process waits on (see :mod:`.wakeups`)."""
-    live: set[str] = set()
+def not_live(
+    conn: sqlite3.Connection, job_ids: list[str], now: float
+) -> dict[str, JobRecord | None]:
+    """Which of ``job_ids`` are no longer live, with their records (None: unknown or
+    expired): one look for all the jobs a process waits on (see :mod:`.wakeups`), whose
+    waiters then need not read their records again."""
+    found: dict[str, JobRecord | None] = {}
     for start in range(0, len(job_ids), _IDS_PER_QUERY):
         chunk = job_ids[start : start + _IDS_PER_QUERY]
         marks = ",".join("?" * len(chunk))
-        rows = conn.execute(
-            f"SELECT id FROM wf_jobs WHERE id IN ({marks}) AND status IS NULL", chunk
-        )
-        live.update(row[0] for row in rows)
-    return [job_id for job_id in job_ids if job_id not in live]
+        for row in fetch_all(conn, f"{_RECORD} WHERE j.id IN ({marks})", tuple(chunk)):
+            record = _record(row, now)
+            if record is None or record.final:
+                found[row[0]] = record
+            else:
+                found[row[0]] = _LIVE
+    out = {job_id: found.get(job_id) for job_id in job_ids}
+    return {job_id: record for job_id, record in out.items() if record is not _LIVE}
 
 
 def _row(conn: sqlite3.Connection, where: str, args: tuple[object, ...]) -> Any:

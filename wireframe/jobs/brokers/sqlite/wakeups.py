@@ -37,6 +37,7 @@ from typing import Final
 import trio
 
 __all__ = [
+    "LOOK_AGAIN",
     "Backoff",
     "NeighbourKey",
     "Signal",
@@ -47,6 +48,9 @@ __all__ = [
     "leave_neighbours",
     "watch",
 ]
+
+#: A signal's value when its waiters must look for themselves what changed.
+LOOK_AGAIN: Final = object()
 
 _MIN_POLL: Final = 0.001  # seconds between polls right after activity
 _FAST_POLLS: Final = 10  # polls at _MIN_POLL before backing off
@@ -91,13 +95,16 @@ class Signal:
     of every finished run) do not pile up in a long-lived process.
     """
 
-    __slots__ = ("_key", "_signals", "event", "followers", "holders", "local")
+    __slots__ = ("_key", "_signals", "event", "followers", "holders", "local", "value")
 
     def __init__(self, signals: dict[tuple[str, str], Signal], key: tuple[str, str]) -> None:
         self._signals = signals
         self._key = key
         self.event = trio.Event()
         self.local = False
+        #: What the waker found for the waiters (a finished job's record), or
+        #: :data:`LOOK_AGAIN`: they look themselves.
+        self.value: object = LOOK_AGAIN
         self.holders = 0
         #: The events of waiters on several signals at once, set with this one.
         self.followers: list[trio.Event] = []
@@ -150,11 +157,13 @@ class Wakeups:
         """:meth:`signal` of each of ``keys``, to enter together."""
         return Signals(self.signal(key) for key in keys)
 
-    def notify(self, key: tuple[str, str]) -> None:
-        """This process wrote something ``key``'s waiters want."""
+    def notify(self, key: tuple[str, str], value: object = LOOK_AGAIN) -> None:
+        """This process wrote something ``key``'s waiters want (``value``: what it was,
+        when the waiters need not look themselves)."""
         found = self._signals.pop(key, None)
         if found is not None:
             found.local = True
+            found.value = value
             found.fire()
 
     def notify_all(self, *, but: str | None = None) -> None:
@@ -229,12 +238,13 @@ async def watch(
     wake: Wakeups,
     poll: Callable[[], Awaitable[int | None]],
     limit: float,
-    jobs_finished: Callable[[list[str]], Awaitable[list[str]]],
+    jobs_finished: Callable[[list[str]], Awaitable[dict[str, object]]],
 ) -> None:
     """Call ``poll`` (the data version, or None when it could not be read) while anyone
     waits on ``wake``, pausing at most ``limit`` seconds between two calls; when it
     changes, wake every waiter but those of jobs, and of these the ones that
-    ``jobs_finished`` (given the waited ids) names. Runs until cancelled.
+    ``jobs_finished`` (given the waited ids) names, handing them what it found (their
+    records, or :data:`LOOK_AGAIN`). Runs until cancelled.
 
     Polled on the *writer's* connection, whose data_version changes only when
     another connection commits: this process's own writes (which wake their
@@ -256,7 +266,7 @@ async def watch(
             wake.notify_all(but="j")
             waited = wake.waited("j")
             if waited:
-                for job_id in await jobs_finished(waited):
-                    wake.notify(("j", job_id))
+                for job_id, record in (await jobs_finished(waited)).items():
+                    wake.notify(("j", job_id), record)
             backoff.reset()
         await trio.sleep(backoff.next())

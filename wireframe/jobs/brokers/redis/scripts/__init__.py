@@ -152,30 +152,77 @@ end
 -- hash of ours is no record: the message runs untracked, nothing wedges.
 local LIVE = {scheduled = true, queued = true, running = true}
 
+-- The fields of a record a finished job's reply carries (with its final ones).
+local REPLY_FIELDS = {'q', 'e', 'v', 'k', 'p', 'o', 'a', 'st', 'w', 'l'}
+-- Most replies an inbox keeps unread (the oldest go first), and how long (ms) an
+-- inbox nobody reads is kept.
+local INBOX_CAP, INBOX_TTL = 10000, 600000
+
+-- push the replies collected by finish_job ({inbox = {reply, ...}}) in one RPUSH per
+-- inbox; a new inbox gets its expiry, one past its cap is trimmed
+local function flush_replies(replies)
+  for inbox, items in pairs(replies) do
+    local ok, n = pcall(redis.call, 'RPUSH', inbox, unpack(items))
+    if not ok then  -- not a list: someone else's
+      redis.call('DEL', inbox)
+      n = redis.call('RPUSH', inbox, unpack(items))
+    end
+    if n > INBOX_CAP then redis.call('LTRIM', inbox, -INBOX_CAP, -1) end
+    if n == #items or n > INBOX_CAP then redis.call('PEXPIRE', inbox, INBOX_TTL) end
+  end
+end
+
 -- make a live job's record final: `status` with `result` or `err` (either may be
--- nil), kept for its ttl; its dedup key freed; its waiters woken (a token in
--- 'P jobdone:ID' that every BLMOVE rotation sees). False when it was not live.
-local function finish_job(prefix, id, status, result, err, now)
+-- nil) and the field, value pairs `more`, kept for its ttl; its dedup key freed;
+-- its waiters woken: the runtime that submitted it by a reply carrying the whole
+-- record in its inbox (collected in `replies` when given, else pushed now), waiters
+-- elsewhere (the record's 'wt') by a token in 'P jobdone:ID' that every BLMOVE
+-- rotation sees. False when it was not live.
+local function finish_job(prefix, id, status, result, err, now, more, replies)
   local job = prefix .. 'job:' .. id
-  local ok, r = pcall(redis.call, 'HMGET', job, 's', 'k', 'ttl')
+  local ok, r = pcall(redis.call, 'HMGET', job, 's', 'ttl', 'rt', 'wt', unpack(REPLY_FIELDS))
   if not (ok and LIVE[r[1]]) then return false end
-  local ttl = tonumber(r[3]) or 86400000
+  local ttl = tonumber(r[2]) or 86400000
   local set = {'s', status, 'f', now, 'x', now + ttl}
   if result then set[#set + 1] = 'res'; set[#set + 1] = result end
   if err then set[#set + 1] = 'err'; set[#set + 1] = err end
+  local first = r[4 + 8] == false  -- no 'st' yet: this was its first run
+  if more then
+    for k = 1, #more, 2 do
+      if more[k] ~= 'st' or first then set[#set + 1] = more[k]; set[#set + 1] = more[k + 1] end
+    end
+  end
   redis.call('HSET', job, unpack(set))
   redis.call('PEXPIRE', job, ttl)
-  if r[2] then
-    local key = prefix .. 'key:' .. r[2]
-    local held_ok, held = pcall(redis.call, 'GET', key)
-    if held_ok and held == id then redis.call('DEL', key) end
+  local key = r[4 + 4]
+  if key then
+    local dedup = prefix .. 'key:' .. key
+    local held_ok, held = pcall(redis.call, 'GET', dedup)
+    if held_ok and held == id then redis.call('DEL', dedup) end
   end
-  local done = prefix .. 'jobdone:' .. id
-  if not pcall(redis.call, 'LPUSH', done, '1') then  -- not a list: someone else's
-    redis.call('DEL', done)
-    redis.call('LPUSH', done, '1')
+  if r[3] then
+    local flat = {}
+    for k, name in ipairs(REPLY_FIELDS) do
+      if r[4 + k] then flat[#flat + 1] = name; flat[#flat + 1] = r[4 + k] end
+    end
+    for _, v in ipairs(set) do flat[#flat + 1] = v end
+    local reply = cmsgpack.pack({id, flat})
+    if replies then
+      local items = replies[r[3]]
+      if not items then items = {}; replies[r[3]] = items end
+      items[#items + 1] = reply
+    else
+      flush_replies({[r[3]] = {reply}})
+    end
   end
-  redis.call('PEXPIRE', done, ttl)
+  if r[4] then
+    local done = prefix .. 'jobdone:' .. id
+    if not pcall(redis.call, 'LPUSH', done, '1') then  -- not a list: someone else's
+      redis.call('DEL', done)
+      redis.call('LPUSH', done, '1')
+    end
+    redis.call('PEXPIRE', done, ttl)
+  end
   return true
 end
 
@@ -186,9 +233,12 @@ local function job_of(prefix, id)
   return nil
 end
 
--- a live job handed to `consumer`: running, one attempt more
+-- a live job handed to `consumer` again (a lease taken over, an entry handed back):
+-- running. (A first delivery writes nothing: the record says queued with its
+-- entry's id, and a read finds the entry leased - see scripts.jobs.JOB. Its
+-- attempts are 'a', those before its entry, plus the entry's deliveries.)
 local function start_job(prefix, id, r, consumer, now)
-  local set = {'s', 'running', 'a', (tonumber(r[2]) or 0) + 1, 'w', consumer}
+  local set = {'s', 'running', 'w', consumer}
   if not r[3] then set[#set + 1] = 'st'; set[#set + 1] = now end
   redis.call('HSET', prefix .. 'job:' .. id, unpack(set))
 end
@@ -204,7 +254,7 @@ local function entomb(dead, prefix, f, total, reason, level)
   if f['l'] and f['l'] ~= '' then extra[#extra + 1] = 'l'; extra[#extra + 1] = f['l'] end
   if f['j'] == '1' then
     extra[#extra + 1] = 'j'; extra[#extra + 1] = '1'
-    finish_job(prefix, id, 'dead', nil, reason, now)
+    finish_job(prefix, id, 'dead', nil, reason, now, {'a', total})
   end
   redis.call('XADD', dead, '*', 'i', id, 'b', f['b'] or '', 'r', reply_to, 'why', reason,
              'n', total, 't', now, unpack(extra))

@@ -32,6 +32,7 @@ naming it), and a tracked message without a usable record runs untracked.
 
 from __future__ import annotations
 
+from wireframe.jobs.brokers.redis.keys import RELEASED
 from wireframe.jobs.brokers.redis.scripts import PRELUDE
 
 __all__ = [
@@ -39,72 +40,102 @@ __all__ = [
     "JOB",
     "PURGE_JOBS",
     "SUBMIT",
-    "TRACK_TAKEN",
 ]
 
-#: KEYS: queues, ready (priority 0), delayed, job. ARGV: group, queue, id, body,
-#: reply_to, priority, delay_ms, ttl_ms, operation, prefix, has key ('1' or '0'),
-#: key, and the message's limit (none if missing or ''; a job of a defined limit
-#: waits for it, see :mod:`.limiting`). Returns {1, record, now, id} for a new job, {0, record, now, id} for a known
-#: id or a key held by a live job (nothing published; id is that job's), {-1, type}
-#: when the record key holds something else. A record is flat field, value pairs.
+#: Submits many jobs at once (group commit). No KEYS (they vary per job). ARGV: group,
+#: prefix, ttl_ms, the inbox of the submitting broker's replies ('' none), then per
+#: job: queue, id, body, reply_to, priority, delay_ms, operation, has key ('1' or '0'),
+#: key, limit ('' none; a job of a defined limit waits for it, see :mod:`.limiting`),
+#: check ('1': the id may be known, see whether it is first - a fresh id need not be).
+#: Returns per job {1, now, visible, status} for a new job, {0, record, now, id} for
+#: a known id or a key held by a live job (nothing published; id is that job's),
+#: {-1, type} when the record key holds something else. A record is flat field,
+#: value pairs.
 SUBMIT = (
     PRELUDE
     + r"""
-local job, prefix, id = KEYS[4], ARGV[10], ARGV[3]
-local kind = redis.call('TYPE', job)['ok']
-if kind == 'hash' then return {0, redis.call('HGETALL', job), now_ms(), id} end
-if kind ~= 'none' then return {-1, kind} end
-local dedup = nil
-if ARGV[11] == '1' then
-  dedup = prefix .. 'key:' .. ARGV[12]
-  local ok, held = pcall(redis.call, 'GET', dedup)
-  if ok and held then
-    local other = prefix .. 'job:' .. held
-    local live, s = pcall(redis.call, 'HGET', other, 's')
-    if live and LIVE[s] then return {0, redis.call('HGETALL', other), now_ms(), held} end
+local group, prefix, ttl, inbox = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local queues = prefix .. 'queues'
+local checked, seen, out = {}, {}, {}
+local clock = nil
+local function now()
+  if not clock then clock = now_ms() end
+  return clock
+end
+local function submit(queue, id, body, reply_to, level, delay, op, has_key, key, name, check)
+  local job = prefix .. 'job:' .. id
+  if check == '1' then
+    local kind = redis.call('TYPE', job)['ok']
+    if kind == 'hash' then return {0, redis.call('HGETALL', job), now(), id} end
+    if kind ~= 'none' then return {-1, kind} end
   end
-end
-local level, delay, name = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[13] or ''
-local fields = {'q', ARGV[2], 'p', level, 'o', ARGV[9], 'a', 0, 'ttl', ARGV[8]}
-if dedup then
-  redis.call('SET', dedup, id)
-  fields[#fields + 1] = 'k'; fields[#fields + 1] = ARGV[12]
-end
-if name ~= '' then fields[#fields + 1] = 'l'; fields[#fields + 1] = name end
--- a stream whose group is gone gets it back from the next consume
-if redis.call('EXISTS', KEYS[2]) == 0 then ensure_queue(KEYS[1], KEYS[2], ARGV[1], ARGV[2]) end
-local now
-local more
-if delay > 0 then
-  now = now_ms()
-  redis.call('ZADD', KEYS[3], now + delay, cmsgpack.pack({id}))
-  more = {'s', 'scheduled', 'e', now, 'v', now + delay, 'db', ARGV[4], 'dr', ARGV[5], 'dn', 0}
-elseif name ~= '' then
-  -- to its stream, or it waits for its limit
-  now = now_ms()
-  for _, v in ipairs({'s', 'queued', 'e', now, 'v', now}) do fields[#fields + 1] = v end
+  local dedup = nil
+  if has_key == '1' then
+    dedup = prefix .. 'key:' .. key
+    local ok, held = pcall(redis.call, 'GET', dedup)
+    if ok and held then
+      local other = prefix .. 'job:' .. held
+      local live, s = pcall(redis.call, 'HGET', other, 's')
+      if live and LIVE[s] then return {0, redis.call('HGETALL', other), now(), held} end
+    end
+  end
+  local fields = {'q', queue, 'p', level, 'o', op, 'a', 0, 'ttl', ttl}
+  if inbox ~= '' then fields[#fields + 1] = 'rt'; fields[#fields + 1] = inbox end
+  if dedup then
+    redis.call('SET', dedup, id)
+    fields[#fields + 1] = 'k'; fields[#fields + 1] = key
+  end
+  if name ~= '' then fields[#fields + 1] = 'l'; fields[#fields + 1] = name end
+  local ready = prefix .. 'q:' .. queue .. ':ready'
+  if not checked[ready] then
+    -- a stream whose group is gone gets it back (once per queue and call)
+    checked[ready] = true
+    if redis.call('EXISTS', ready) == 0 then ensure_queue(queues, ready, group, queue) end
+  end
+  local t
+  local more
+  if delay > 0 then
+    t = now()
+    redis.call('ZADD', prefix .. 'q:' .. queue .. ':delayed', t + delay, cmsgpack.pack({id}))
+    more = {'s', 'scheduled', 'e', t, 'v', t + delay, 'db', body, 'dr', reply_to, 'dn', 0}
+  elseif name ~= '' then
+    -- to its stream, or it waits for its limit
+    t = now()
+    for _, v in ipairs({'s', 'queued', 'e', t, 'v', t}) do fields[#fields + 1] = v end
+    redis.call('HSET', job, unpack(fields))
+    local sid = limit_enqueue(prefix, group, queue, name, level,
+                              {i = id, b = body, r = reply_to, j = '1'}, 0, t, seen, {})
+    if sid then redis.call('HSET', job, 'sid', sid) end
+    return {1, t, t, 'queued'}
+  else
+    local stream = level_stream(queues, ready, group, queue, level, seen)
+    local sid = redis.call('XADD', stream, '*', 'i', id, 'b', body, 'r', reply_to, 'j', '1')
+    t = tonumber(string.match(sid, '^(%d+)-'))
+    more = {'s', 'queued', 'e', t, 'v', t, 'sid', sid}
+  end
+  for _, v in ipairs(more) do fields[#fields + 1] = v end
   redis.call('HSET', job, unpack(fields))
-  local sid = limit_enqueue(prefix, ARGV[1], ARGV[2], name, level,
-                            {i = id, b = ARGV[4], r = ARGV[5], j = '1'}, 0, now, {}, {})
-  if sid then redis.call('HSET', job, 'sid', sid) end
-  return {1, fields, now, id}
-else
-  local stream = level_stream(KEYS[1], KEYS[2], ARGV[1], ARGV[2], level, {})
-  local sid = redis.call('XADD', stream, '*', 'i', id, 'b', ARGV[4], 'r', ARGV[5], 'j', '1')
-  now = tonumber(string.match(sid, '^(%d+)-'))
-  more = {'s', 'queued', 'e', now, 'v', now, 'sid', sid}
+  if delay > 0 then return {1, t, t + delay, 'scheduled'} end
+  return {1, t, t, 'queued'}
 end
-for _, v in ipairs(more) do fields[#fields + 1] = v end
-redis.call('HSET', job, unpack(fields))
-return {1, fields, now, id}
+for k = 5, #ARGV, 11 do
+  out[#out + 1] = submit(ARGV[k], ARGV[k + 1], ARGV[k + 2], ARGV[k + 3], tonumber(ARGV[k + 4]),
+                         tonumber(ARGV[k + 5]), ARGV[k + 6], ARGV[k + 7], ARGV[k + 8],
+                         ARGV[k + 9], ARGV[k + 10])
+end
+limit_flush()
+return out
 """
 )
 
-#: KEYS: job, and (to repair it) its jobdone list. Returns {1, record, now}, {0} when
-#: there is no record, {-1, type} when the key holds something else; now is 0
-#: unless the job is scheduled (the only status it changes). A jobdone key that is
-#: not a list (someone else's) is deleted, so that a wait on it can block.
+#: KEYS: job, and (to repair it) its jobdone list. ARGV: prefix, group, and '1' to
+#: register a waiter elsewhere (the record's ``wt``: its finish pushes a token to the
+#: jobdone list). Returns {1, record, now}, {0} when there is no record, {-1, type}
+#: when the key holds something else; now is 0 unless the job is scheduled. A job
+#: whose record says queued or running while its entry is leased reads as running,
+#: with the lease's consumer as its worker and the entry's deliveries added to its
+#: attempts (a first delivery writes nothing to the record). A jobdone key that is not
+#: a list (someone else's) is deleted, so that a wait on it can block.
 JOB = (
     PRELUDE
     + r"""
@@ -115,12 +146,25 @@ end
 local ok, flat = pcall(redis.call, 'HGETALL', KEYS[1])
 if not ok then return {-1, redis.call('TYPE', KEYS[1])['ok']} end
 if #flat == 0 then return {0} end
+local f = fields_of(flat)
 local now = 0
-for k = 1, #flat, 2 do
-  if flat[k] == 's' and flat[k + 1] == 'scheduled' then now = now_ms() end
+if f['s'] == 'scheduled' then now = now_ms() end
+if LIVE[f['s']] and ARGV[3] == '1' and not f['wt'] then redis.call('HSET', KEYS[1], 'wt', 1) end
+if (f['s'] == 'queued' or f['s'] == 'running') and f['sid'] and f['q'] then
+  local level = tonumber(f['p'] or '0') or 0
+  if level ~= math.floor(level) then level = 0 end
+  local stream = stream_of(ARGV[1] .. 'q:' .. f['q'] .. ':ready', level)
+  local pok, p = pcall(redis.call, 'XPENDING', stream, ARGV[2], f['sid'], f['sid'], 1)
+  if pok and #p == 1 and p[1][2] ~= 'RELEASED' then
+    local t = now_ms()
+    flat[#flat + 1] = 's'; flat[#flat + 1] = 'running'
+    flat[#flat + 1] = 'w'; flat[#flat + 1] = p[1][2]
+    flat[#flat + 1] = 'a'; flat[#flat + 1] = (tonumber(f['a'] or '0') or 0) + p[1][4]
+    if not f['st'] then flat[#flat + 1] = 'st'; flat[#flat + 1] = t - p[1][3] end
+  end
 end
 return {1, flat, now}
-"""
+""".replace("'RELEASED'", repr(RELEASED))
 )
 
 #: KEYS: job. ARGV: prefix, group, id. Aborts a live job: a scheduled one's
@@ -166,35 +210,6 @@ if LIVE[r[1]] and r[2] then
 end
 finish_job(prefix, id, 'aborted', nil, 'aborted by id', now)
 return {1, redis.call('HGETALL', job), now}
-"""
-)
-
-#: No KEYS (they vary per entry). ARGV: group, consumer, prefix, then stream, sid,
-#: job id of each tracked entry a blocking XREADGROUP just leased to this consumer.
-#: Returns per entry 1 (its record says running), 0 (no usable record: it runs
-#: untracked) or -1 (aborted by id: settled, counted done, not to be handed out).
-TRACK_TAKEN = (
-    PRELUDE
-    + r"""
-local group, consumer, prefix = ARGV[1], ARGV[2], ARGV[3]
-local now = now_ms()
-local out = {}
-for k = 4, #ARGV, 3 do
-  local stream, sid, id = ARGV[k], ARGV[k + 1], ARGV[k + 2]
-  local job = job_of(prefix, id)
-  if job and job[1] == 'aborted' then
-    redis.call('XACK', stream, group, sid)
-    redis.call('XDEL', stream, sid)
-    redis.call('INCR', queue_base(stream) .. 'done')
-    out[#out + 1] = -1
-  elseif job and LIVE[job[1]] then
-    start_job(prefix, id, job, consumer, now)
-    out[#out + 1] = 1
-  else
-    out[#out + 1] = 0
-  end
-end
-return out
 """
 )
 

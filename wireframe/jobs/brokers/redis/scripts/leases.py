@@ -33,37 +33,97 @@ __all__ = [
 _COMPLETE = r"""
 local group, lease_ms, channels = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local prefix = string.sub(channels, 1, -9)  -- channels is prefix .. 'channels'
-local plain, k = PLAIN
+local plain, first = PLAIN
 local now = now_ms()
-local out, seen = {}, {}
+-- the items: ready, done, sid, count, consumer, reply key, payload, channel, then (the
+-- others) job id, has result, result, limit, deliveries, started
+local items = {}
+local k = first
 while k <= #ARGV do
-  local more = #out >= plain
-  local ready, sid = ARGV[k], ARGV[k + 2]
-  local _, why = check_lease(ready, group, sid, ARGV[k + 4], tonumber(ARGV[k + 3]), lease_ms)
+  local more = #items >= plain
+  items[#items + 1] = {k = k, more = more}
+  if more then k = k + 14 else k = k + 8 end
+end
+-- The lease check of the whole batch: the PEL entries of each stream and consumer
+-- between the lowest and highest entry completed, in one XPENDING.
+local function sid_less(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, bm = tonumber(am), tonumber(bm)
+  return am < bm or (am == bm and tonumber(as) < tonumber(bs))
+end
+local spans = {}
+for _, it in ipairs(items) do
+  local ready, sid, consumer = ARGV[it.k], ARGV[it.k + 2], ARGV[it.k + 4]
+  local span = spans[ready .. ' ' .. consumer]
+  if not span then
+    spans[ready .. ' ' .. consumer] = {ready = ready, consumer = consumer, lo = sid, hi = sid, n = 1}
+  else
+    if sid_less(sid, span.lo) then span.lo = sid end
+    if sid_less(span.hi, sid) then span.hi = sid end
+    span.n = span.n + 1
+  end
+end
+local pel = {}
+for name, span in pairs(spans) do
+  local ok, p = pcall(redis.call, 'XPENDING', span.ready, group, span.lo, span.hi,
+                      math.max(span.n, 100000), span.consumer)
+  local found = {}
+  if ok then for _, e in ipairs(p) do found[e[1]] = e end end
+  pel[name] = found
+end
+local out, seen, acks, done, replies, taken = {}, {}, {}, {}, {}, {}
+for _, it in ipairs(items) do
+  local k = it.k
+  local ready, sid, count, consumer = ARGV[k], ARGV[k + 2], tonumber(ARGV[k + 3]), ARGV[k + 4]
+  local why = nil
+  local e = pel[ready .. ' ' .. consumer][sid]
+  if taken[ready .. ' ' .. sid] then
+    why = 'the message is no longer leased'  -- completed twice in one batch
+  elseif not (e and e[4] == count and e[3] < lease_ms) then
+    why = select(2, check_lease(ready, group, sid, consumer, count, lease_ms))  -- says why
+  end
   if why then
     out[#out + 1] = why
   else
-    redis.call('XACK', ready, group, sid)
-    redis.call('XDEL', ready, sid)
-    redis.call('INCR', ARGV[k + 1])
+    taken[ready .. ' ' .. sid] = true
+    local sids = acks[ready]
+    if not sids then sids = {}; acks[ready] = sids end
+    sids[#sids + 1] = sid
+    out[#out + 1] = 'ok'
+  end
+end
+-- acknowledged and deleted first: under maxmemory, Redis lets a script that has
+-- written (freed) go on writing, the replies and records below
+for ready, sids in pairs(acks) do
+  redis.call('XACK', ready, group, unpack(sids))
+  redis.call('XDEL', ready, unpack(sids))
+end
+for n, it in ipairs(items) do
+  local k = it.k
+  if out[n] == 'ok' then
+    local ready, sid, consumer = ARGV[k], ARGV[k + 2], ARGV[k + 4]
+    done[ARGV[k + 1]] = (done[ARGV[k + 1]] or 0) + 1
     if ARGV[k + 5] ~= '' then
       local score = redis.call('ZSCORE', channels, ARGV[k + 7])
       if not (score and tonumber(score) <= now) then
         post_reply(prefix, ARGV[k + 5], ARGV[k + 7], ARGV[k + 6], now)
       end
     end
-    if more and ARGV[k + 8] ~= '' then
+    if it.more and ARGV[k + 8] ~= '' then
       local result = nil
       if ARGV[k + 9] == '1' then result = ARGV[k + 10] end
-      finish_job(prefix, ARGV[k + 8], 'done', result, nil, now)
+      local more = {'a', ARGV[k + 12], 'w', consumer}
+      if ARGV[k + 13] ~= '' then more[5] = 'st'; more[6] = ARGV[k + 13] end
+      finish_job(prefix, ARGV[k + 8], 'done', result, nil, now, more, replies)
     end
-    if more and ARGV[k + 11] ~= '' then
+    if it.more and ARGV[k + 11] ~= '' then
       limit_freed(prefix, group, ARGV[k + 11], ready .. ' ' .. sid, now, seen)
     end
-    out[#out + 1] = 'ok'
   end
-  if more then k = k + 12 else k = k + 8 end
 end
+for key, n in pairs(done) do redis.call('INCRBY', key, n) end
+flush_replies(replies)
 return out
 """
 
@@ -73,12 +133,13 @@ return out
 #: count, consumer, reply key ('' = no reply), reply payload, channel name. A reply
 #: to a dead run channel is not posted. Returns one outcome per delivery: 'ok' or
 #: why the lease is lost.
-COMPLETE = PRELUDE + _COMPLETE.replace("PLAIN", "#ARGV, 4")
+COMPLETE = PRELUDE + _COMPLETE.replace("PLAIN", "math.huge, 4")
 
 #: :data:`COMPLETE` of a batch with tracked jobs or limits. ARGV: group, lease_ms,
 #: channels key, how many deliveries are plain (untracked, no limit), then those as
-#: for ``COMPLETE``, then the others, each with four more: job id ('' untracked), has
-#: result ('1' or '0'), result, limit ('' none). A tracked job's record is made done
+#: for ``COMPLETE``, then the others, each with six more: job id ('' untracked), has
+#: result ('1' or '0'), result, limit ('' none), the delivery's deliveries in all, when
+#: it started (ms; '' unknown). A tracked job's record is made done
 #: with the result (unless it was aborted meanwhile: then the result is dropped), and
 #: a limit's slot is given back (the first message waiting for it promoted), in the
 #: same step.
@@ -105,6 +166,7 @@ if f == nil then return 'ok' end
 local now = now_ms()
 local name = f['l'] or ''
 local n = base_count(f) + count
+local made = n  -- the job's attempts so far (its record's 'a')
 local body = f['b']
 if ARGV[7] == '1' then n = 0; body = ARGV[8] end
 local job = nil
@@ -126,7 +188,7 @@ if delay > 0 then
   if job then
     redis.call('ZADD', delayed, now + delay, cmsgpack.pack({f['i']}))
     redis.call('HSET', record, 's', 'scheduled', 'v', now + delay, 'db', body, 'dr', f['r'],
-               'dn', n, unpack(more))
+               'dn', n, 'a', made, unpack(more))
   else
     local m = {f['i'], body, f['r'], n}
     if name ~= '' then m[5] = level; m[6] = name
@@ -136,7 +198,7 @@ if delay > 0 then
 elseif name ~= '' then
   -- at the back, in its stream or waiting for its limit
   local queue = string.sub(queue_base(ready), #prefix + 3, -2)
-  if job then redis.call('HSET', record, 's', 'queued', 'v', now) end
+  if job then redis.call('HSET', record, 's', 'queued', 'v', now, 'a', made) end
   limit_freed(prefix, ARGV[1], name, ready .. ' ' .. ARGV[2], now, {})
   local sid = limit_enqueue(prefix, ARGV[1], queue, name, level,
                             {i = f['i'], b = body, r = f['r'], j = job and '1' or nil}, n, now,
@@ -146,7 +208,7 @@ elseif name ~= '' then
 elseif job then
   local sid = redis.call('XADD', ready, '*', 'i', f['i'], 'b', body, 'r', f['r'], 'n', n,
                          'j', '1', unpack(more))
-  redis.call('HSET', record, 's', 'queued', 'v', now, 'sid', sid)
+  redis.call('HSET', record, 's', 'queued', 'v', now, 'sid', sid, 'a', made)
 else
   redis.call('XADD', ready, '*', 'i', f['i'], 'b', body, 'r', f['r'], 'n', n, unpack(more))
 end

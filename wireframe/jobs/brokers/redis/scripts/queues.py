@@ -210,7 +210,10 @@ local function take(stream, level, sid, f, count, again)
     return
   end
   local job = nil
-  if f['j'] == '1' then
+  local first = count == 1 and not again
+  if f['j'] == '1' and not first then
+    -- handed out again: its record says running (a first delivery writes nothing, and
+    -- cannot be of a job aborted by id: an abort deletes a waiting entry)
     job = job_of(prefix, f['i'])
     if job and job[1] == 'aborted' then
       -- aborted by id while it waited: settled, it never runs
@@ -235,7 +238,7 @@ local function take(stream, level, sid, f, count, again)
     bury(stream, dead, group, prefix, sid, f, total - 1, too_many(total - 1, maxd))
     return
   end
-  local name, tracked = f['l'], job and 1 or 0
+  local name, tracked = f['l'], (job or (first and f['j'] == '1')) and 1 or 0
   if name and name ~= '' then
     -- its limit lets it go (a token, a slot), or it waits in its place, no delivery used
     local st = limit_state(prefix, name, now)
