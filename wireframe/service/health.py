@@ -21,12 +21,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import trio
 
 from wireframe.service.report import ServiceReport, TaskState, describe
+
+if TYPE_CHECKING:
+    from wireframe.service.status import Observed
 
 __all__ = ["CheckResult", "HealthCheck", "MetricsExposition", "Readiness", "readiness"]
 
@@ -100,19 +103,6 @@ class MetricsExposition(Protocol):
         ...
 
 
-class _Observed(Protocol):
-    @property
-    def phase(self) -> str: ...
-
-    @property
-    def barrier_open(self) -> bool: ...
-
-    @property
-    def health_checks(self) -> tuple[HealthCheck, ...]: ...
-
-    def status(self) -> ServiceReport: ...
-
-
 async def _run_check(check: HealthCheck, results: list[CheckResult]) -> None:
     started = time.perf_counter()
     error: str | None = None
@@ -126,7 +116,7 @@ async def _run_check(check: HealthCheck, results: list[CheckResult]) -> None:
     results.append(CheckResult(check.name, error, time.perf_counter() - started))
 
 
-async def readiness(service: _Observed) -> Readiness:
+async def readiness(service: Observed) -> Readiness:
     """Whether ``service`` is ready, running its health checks concurrently."""
     reasons: list[str] = []
     phase = service.phase

@@ -16,13 +16,15 @@ from wireframe.service.report import ServiceReport
 if TYPE_CHECKING:
     from wireframe.service.health import HealthCheck
 
-__all__ = ["BUILT_IN", "ServiceStatus"]
+__all__ = ["BUILT_IN", "Observed", "ServiceStatus"]
 
 #: The provider name the wiring plan shows for resources the service gives itself.
 BUILT_IN = "(the service)"
 
 
-class _Observed(Protocol):
+class Observed(Protocol):
+    """What a status view reads of a service (``Service`` and ``ServiceStatus`` both are one)."""
+
     @property
     def phase(self) -> str: ...
 
@@ -40,7 +42,7 @@ class ServiceStatus:
 
     __slots__ = ("_service",)
 
-    def __init__(self, service: _Observed) -> None:
+    def __init__(self, service: Observed) -> None:
         self._service = service
 
     @property
