@@ -225,6 +225,15 @@ class Telemetry:
             propagate.inject(carrier)
             yield carrier
 
+    @contextlib.contextmanager
+    def turning(self, orchestrator: str, instance_id: str) -> Iterator[object]:
+        """A span around one orchestration turn (its activities are jobs with spans of their own)."""
+        attributes = {"wireframe.orchestrator": orchestrator, "wireframe.instance.id": instance_id}
+        with self._tracer.start_as_current_span(
+            f"orchestration {orchestrator}", attributes=attributes
+        ) as span:
+            yield span
+
     @property
     def middleware(self) -> Middleware:
         """The job span and the duration and queue-wait numbers, around each job."""

@@ -1,9 +1,10 @@
 """Listener hooks: how telemetry observes the job runtime without the runtime knowing it.
 
 The job runtime never imports OpenTelemetry or prometheus-client; it calls the
-one :class:`JobListener` installed in this process, if any, at four points: a
+one :class:`JobListener` installed in this process, if any, at five points: a
 job submitted on its own, a directive run, a job executed on a worker (as the
-outermost middleware) and a job's final outcome. With none installed, each
+outermost middleware), a job's final outcome and an orchestration's turn (the
+durable worker calls it; durable builds on jobs). With none installed, each
 point costs one attribute check (``instrument.listener is None``).
 
 :mod:`wireframe.telemetry` installs a listener with
@@ -20,7 +21,7 @@ from typing import Protocol
 
 from wireframe.jobs.middleware import Middleware
 
-__all__ = ["JobListener", "install_listener", "listener", "running", "submitting"]
+__all__ = ["JobListener", "install_listener", "listener", "running", "submitting", "turning"]
 
 
 class JobListener(Protocol):
@@ -39,6 +40,10 @@ class JobListener(Protocol):
     @property
     def middleware(self) -> Middleware:
         """The worker middleware wrapped around every job executed in this process."""
+        ...
+
+    def turning(self, orchestrator: str, instance_id: str) -> AbstractContextManager[object]:
+        """Around one orchestration turn (the durable worker's)."""
         ...
 
     def job_ended(self, operation: str, queue: str, outcome: str) -> None:
@@ -67,6 +72,13 @@ def submitting(
     if listener is None:
         return _NOTHING
     return listener.submitting(operation, queue, job_id)
+
+
+def turning(orchestrator: str, instance_id: str) -> AbstractContextManager[object]:
+    """The listener's context around an orchestration turn, or one doing nothing."""
+    if listener is None:
+        return _NOTHING
+    return listener.turning(orchestrator, instance_id)
 
 
 def running(name: str, queue: str) -> AbstractContextManager[Mapping[str, str] | None]:
