@@ -12,6 +12,9 @@ Keys (``P`` is the broker's key prefix):
   while it is scheduled or waits for its limit; ``l`` its limit (if any), ``wo``
   its place among the messages waiting for it (:mod:`.limiting`). Times are ms of
   Redis ``TIME``. Once final the key expires after ``ttl``.
+* ``P jobs`` - ZSET of every tracked job's id scored by its submit time (ms), so
+  that ``find_jobs`` pages them newest first; an id whose record expired is
+  dropped when a search meets it.
 * ``P key:KEY`` - STRING, the id of the live job holding the dedup key ``KEY``;
   deleted by the script that finishes that job.
 * ``P jobdone:ID`` - LIST holding one token once the job is final (expiring with
@@ -36,6 +39,7 @@ from wireframe.jobs.brokers.redis.scripts import PRELUDE
 
 __all__ = [
     "ABORT",
+    "FIND_JOBS",
     "JOB",
     "PURGE_JOBS",
     "SUBMIT",
@@ -88,6 +92,7 @@ elseif name ~= '' then
   local sid = limit_enqueue(prefix, ARGV[1], ARGV[2], name, level,
                             {i = id, b = ARGV[4], r = ARGV[5], j = '1'}, 0, now, {}, {})
   if sid then redis.call('HSET', job, 'sid', sid) end
+  redis.call('ZADD', prefix .. 'jobs', now, id)
   return {1, fields, now, id}
 else
   local stream = level_stream(KEYS[1], KEYS[2], ARGV[1], ARGV[2], level, {})
@@ -97,6 +102,7 @@ else
 end
 for _, v in ipairs(more) do fields[#fields + 1] = v end
 redis.call('HSET', job, unpack(fields))
+redis.call('ZADD', prefix .. 'jobs', now, id)
 return {1, fields, now, id}
 """
 )
@@ -212,3 +218,58 @@ for _, key in ipairs(KEYS) do
 end
 return n
 """
+
+#: KEYS: the jobs index. ARGV: prefix, queue, status, operation, key (each '' for
+#: any), limit, offset, scan budget. Returns {now ms, {id, record, id, record...}}:
+#: records newest first matching every filter, ``limit`` of them after ``offset``
+#: matches. Unfiltered, the page is read straight at ``offset``; filtered, at most
+#: ``budget`` records are looked at. Ids whose record is gone (expired, purged)
+#: leave the index. A filter ``queued`` also lets ``scheduled`` records through (one
+#: whose time has come reads as queued): the caller filters the parsed status.
+FIND_JOBS = (
+    PRELUDE
+    + r"""
+local prefix = ARGV[1]
+local q, s, o, k = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local limit, offset, budget = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local filtered = q ~= '' or s ~= '' or o ~= '' or k ~= ''
+local pos, skip = offset, 0
+if filtered then pos, skip = 0, offset end
+local out, stale, found, looked = {}, {}, 0, 0
+while found < limit and looked < budget do
+  local ids = redis.call('ZREVRANGE', KEYS[1], pos, pos + 499)
+  if #ids == 0 then break end
+  pos = pos + #ids
+  for _, id in ipairs(ids) do
+    looked = looked + 1
+    local ok, flat = pcall(redis.call, 'HGETALL', prefix .. 'job:' .. id)
+    if ok and #flat == 0 then
+      stale[#stale + 1] = id
+    elseif ok then
+      local f = {}
+      for i = 1, #flat, 2 do f[flat[i]] = flat[i + 1] end
+      local match = (q == '' or f['q'] == q) and (o == '' or f['o'] == o)
+                    and (k == '' or f['k'] == k)
+      if match and s ~= '' then
+        match = f['s'] == s or (s == 'queued' and f['s'] == 'scheduled')
+      end
+      if match then
+        if skip > 0 then
+          skip = skip - 1
+        else
+          out[#out + 1] = id
+          out[#out + 1] = flat
+          found = found + 1
+          if found >= limit then break end
+        end
+      end
+    end
+    if looked >= budget then break end
+  end
+end
+for i = 1, #stale, 1000 do
+  redis.call('ZREM', KEYS[1], unpack(stale, i, math.min(i + 999, #stale)))
+end
+return {now_ms(), out}
+"""
+)
