@@ -83,7 +83,10 @@ async def populate(url: str) -> Made:
 
         client = durable.Client(broker)
         iid = await client.start(greet, "ada", instance_id="greet-ada")
-        await client.wait_started(iid, timeout=30)
+        inst = await client.wait_started(iid, timeout=30)
+        with trio.fail_after(30):  # the event after the activity: the timeline's order is fixed
+            while inst.custom_status != {"step": "waiting"}:
+                inst = await client.store.wait_changed(iid, inst.revision)
         await client.raise_event(iid, "go", "now")
         inst = await client.wait_completed(iid, timeout=30)
         assert inst.output == "ada:4:now", inst
@@ -97,7 +100,9 @@ async def served(url: str, **options: Any) -> AsyncIterator[str]:
     application = app(url, **options)
     async with trio.open_nursery() as nursery:
         bound = await nursery.start(
-            lambda task_status: serve(application, host="127.0.0.1", port=0, task_status=task_status)
+            lambda task_status: serve(
+                application, host="127.0.0.1", port=0, task_status=task_status
+            )
         )
         yield bound[0]
         nursery.cancel_scope.cancel()

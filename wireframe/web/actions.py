@@ -16,7 +16,7 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
@@ -28,6 +28,9 @@ from wireframe.web.dashboard import Dashboard
 __all__ = ["dead_action", "flow_action", "job_abort"]
 
 Form = dict[str, str]
+
+#: Largest form body accepted (the pages' forms are a few hundred bytes).
+_MAX_FORM = 64 * 1024
 
 
 def _back(request: Request, fallback: str, said: str) -> Response:
@@ -49,8 +52,11 @@ async def _checked(
         return PlainTextResponse(
             "actions are off: start the dashboard with --allow-actions", status_code=403
         )
-    raw = await request.form()
-    form = {k: v for k, v in raw.items() if isinstance(v, str)}
+    body = await request.body()
+    if len(body) > _MAX_FORM:
+        return PlainTextResponse("form too large", status_code=413)
+    # urlencoded forms only (what the pages send), parsed by the stdlib: no multipart parser
+    form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
     cookie = request.cookies.get(dashboard.cookie, "")
     if not cookie or not hmac.compare_digest(cookie, form.get("csrf", "")):
         return PlainTextResponse("missing or wrong CSRF token: reload the page", status_code=403)
