@@ -85,7 +85,7 @@ DEAD_CHANNEL_RETENTION = 86_400.0
 #: How many of the newest job records a filtered ``find_jobs`` may look through
 #: on a broker without an index for the filter (Redis): a search stays fast
 #: whatever the store holds, at the price of not finding older matches.
-FIND_JOBS_SCAN = 20_000
+FIND_JOBS_SCAN = 10_000
 
 
 @runtime_checkable

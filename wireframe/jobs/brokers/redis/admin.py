@@ -101,10 +101,10 @@ class Admin:
     ) -> list[DeadLetter]:
         """The oldest ``limit`` dead letters after ``offset``, read from each queue's dead
         stream (the first ``offset + limit`` of each, merged by when they died)."""
-        out: list[DeadLetter] = []
         start, limit = max(offset, 0), max(limit, 0)
         if limit == 0:
-            return out
+            return []
+        found: list[tuple[str, Any]] = []
         for q in await self._queues(queue):
             key = self._keys.queue(q, "dead")
             entries: Any = await self._conn.call(
@@ -112,7 +112,12 @@ class Admin:
                 functools.partial(self._conn.client.xrange, key, count=start + limit),
                 resend=True,
             )
-            out += [parse_dead_letter(q, e.identifier, e.field_values) for e in entries]
+            if entries:
+                found.append((q, entries))
+        if len(found) == 1:  # one queue's stream is in order already: parse only the page
+            q, entries = found[0]
+            return [parse_dead_letter(q, e.identifier, e.field_values) for e in entries[start:]]
+        out = [parse_dead_letter(q, e.identifier, e.field_values) for q, es in found for e in es]
         out.sort(key=lambda d: d.died_at)
         return out[start : start + limit]
 
