@@ -5,12 +5,14 @@ cannot share trio's), while the app, the broker and the workers stay on trio;
 a browser step that needs the broker to change meanwhile calls back into trio
 with ``trio.from_thread.run``. Nothing downloads a browser: the tests use
 ``/usr/bin/chromium`` and are skipped when it or playwright is missing (CI
-installs both, see ``.ci/run``). The SQLite run writes the screenshots in
-``docs/`` (1280 x 800).
+installs both, see ``.ci/run``). With ``WIREFRAME_SCREENSHOTS=1`` the SQLite
+run writes the screenshots in ``docs/`` (1280 x 800); otherwise a test run leaves
+the tree as it was.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 from collections.abc import Callable
@@ -57,7 +59,7 @@ async def browse(step: Callable[[Any], None]) -> None:
 
 
 def _shot(page: Any, name: str, shoot: bool) -> None:
-    if shoot:
+    if shoot and os.environ.get("WIREFRAME_SCREENSHOTS") == "1":
         page.screenshot(path=str(DOCS / f"dashboard-{name}.png"))
 
 
