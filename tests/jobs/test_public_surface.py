@@ -125,14 +125,20 @@ def test_broker_is_the_union_of_its_roles_and_lost_no_method_in_the_split() -> N
     by_role = [members(role) for role in roles]
     assert sum(map(len, by_role)) == len(set().union(*by_role)), "a name in two roles"
     assert set().union(*by_role) == BROKER_BEFORE_THE_SPLIT | JOB_STORE | LATER
-    assert members(broker.BrokerAdmin) == {"stats", "dead_letters", "requeue_dead", "purge"}
+    assert members(broker.BrokerAdmin) == {
+        "stats",
+        "dead_letters",
+        "requeue_dead",
+        "purge",
+        "find_jobs",
+    }
 
 
 #: The job store role, added after the split.
 JOB_STORE = {"submit", "job", "wait_job", "abort_job"}
 
-#: Added after the split too: schedules (presence) and limits (work queue).
-LATER = {"announce_schedule", "schedules", "define_limit"}
+#: Added after the split too: schedules (presence), limits (work queue), job pages (admin).
+LATER = {"announce_schedule", "schedules", "define_limit", "find_jobs"}
 
 #: Every member of the one ``Broker`` protocol before it was cut into roles.
 BROKER_BEFORE_THE_SPLIT = {

@@ -34,6 +34,7 @@ from wireframe.cli.common import (
     stderr,
     stdout,
 )
+from wireframe.cli.dashboard import dashboard
 from wireframe.cli.flows import flows_app
 from wireframe.cli.graph import plan_dot, plan_json, plan_tree
 from wireframe.cli.jobs import jobs_app
@@ -63,6 +64,7 @@ app = typer.Typer(
 )
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(flows_app, name="flows")
+app.command()(dashboard)
 
 
 def _health_layers(port: int) -> list[wf.WiringLayer[Any, Any]]:

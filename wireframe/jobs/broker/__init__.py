@@ -46,6 +46,7 @@ from wireframe.jobs.broker.messages import (
 )
 from wireframe.jobs.broker.roles import (
     DEAD_CHANNEL_RETENTION,
+    FIND_JOBS_SCAN,
     Broadcast,
     Broker,
     BrokerAdmin,
@@ -71,6 +72,7 @@ __all__ = [
     "DURABLE_INBOX_PREFIX",
     "ENTRY_POINT_GROUP",
     "FINAL",
+    "FIND_JOBS_SCAN",
     "LIVE",
     "Broadcast",
     "Broker",

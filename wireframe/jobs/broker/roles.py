@@ -24,7 +24,7 @@ needs and lets another object stand in for it:
 * :class:`JobStore` — jobs submitted on their own, kept by id (their records,
   dedup keys, waiting for one, aborting one): ``Runtime.submit`` and handles;
 * :class:`BrokerAdmin` — inspection and housekeeping (counts, dead letters,
-  requeue, purge): ``wireframe jobs stats|dead|retry|purge`` and the live view's
+  requeue, purge, job records by page): ``wireframe jobs stats|dead|retry|purge`` and the live view's
   queue poller use only this, and so should a dashboard.
 
 :class:`Broker` is their union, what ``open_broker`` returns and what a broker
@@ -57,6 +57,7 @@ from wireframe.jobs.broker.messages import (
     JobRecord,
     Message,
     QueueStats,
+    RecordStatus,
     Reply,
     ScheduleInfo,
     WorkerInfo,
@@ -66,6 +67,7 @@ from wireframe.jobs.limits import Limit
 
 __all__ = [
     "DEAD_CHANNEL_RETENTION",
+    "FIND_JOBS_SCAN",
     "Broadcast",
     "Broker",
     "BrokerAdmin",
@@ -79,6 +81,11 @@ __all__ = [
 #: How long (seconds) a dead run channel's record is kept: its orphaned jobs
 #: still queued within that time are skipped, not run.
 DEAD_CHANNEL_RETENTION = 86_400.0
+
+#: How many of the newest job records a filtered ``find_jobs`` may look through
+#: on a broker without an index for the filter (Redis): a search stays fast
+#: whatever the store holds, at the price of not finding older matches.
+FIND_JOBS_SCAN = 10_000
 
 
 @runtime_checkable
@@ -294,12 +301,39 @@ class BrokerAdmin(Protocol):
         """Counts per known queue with its live workers, sorted by queue name."""
         ...
 
-    async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
-        """The oldest ``limit`` dead letters, of one queue or of all."""
+    async def dead_letters(
+        self, queue: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters after the first ``offset``, of one queue or of all.
+
+        Oldest first (by when they died), so ``offset`` pages through them.
+        """
         ...
 
-    async def requeue_dead(self, queue: str | None = None) -> int:
-        """Put dead letters back on their queues (delivery count reset); count them."""
+    async def requeue_dead(self, queue: str | None = None, message_id: str | None = None) -> int:
+        """Put dead letters back on their queues (delivery count reset); count them.
+
+        With ``message_id`` only the dead letters of that message (a dashboard's
+        "retry this one").
+        """
+        ...
+
+    async def find_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        status: RecordStatus | None = None,
+        operation: str | None = None,
+        key: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[JobRecord]:
+        """The records of jobs submitted on their own, newest first, matching every filter given.
+
+        ``offset`` skips that many matches (pages). Expired records are not found.
+        A broker may bound the work of a filtered search (Redis looks through the
+        newest :data:`FIND_JOBS_SCAN` records); an unfiltered page costs its size.
+        """
         ...
 
     async def purge(self, queue: str | None = None) -> int:

@@ -1,15 +1,19 @@
 """The administration conformance: counts, dead letters, requeue and purge, as tools see them.
 
 What :class:`~wireframe.jobs.broker.BrokerAdmin` promises: ``stats`` counts
-each state right, ``requeue_dead`` gives dead letters a fresh start, and
-``purge`` deletes finished state only, never a queued or leased message.
+each state right, ``requeue_dead`` gives dead letters a fresh start (all, or
+one message's), dead letters and job records come in pages (``offset``,
+``limit``; ``find_jobs`` filtered), and ``purge`` deletes finished state only,
+never a queued or leased message.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import trio
 
-from wireframe.jobs.broker import QueueStats
+from wireframe.jobs.broker import DeadLetter, JobRecord, Message, QueueStats, RecordStatus
 from wireframe.testing import UrlFactory
 from wireframe.testing.conformance.base import (
     ConformanceBase,
@@ -19,6 +23,10 @@ from wireframe.testing.conformance.base import (
 )
 
 __all__ = ["AdminConformance"]
+
+
+def _ids(items: Sequence[JobRecord] | Sequence[DeadLetter]) -> list[str]:
+    return [x.id if isinstance(x, JobRecord) else x.message.id for x in items]
 
 
 class AdminConformance(ConformanceBase):
@@ -100,3 +108,60 @@ class AdminConformance(ConformanceBase):
             assert by_queue["q"] == QueueStats(
                 "q", queued=1, running=1, done=0, dead=0, scheduled=1
             )
+
+    async def test_dead_letters_come_in_pages_and_one_can_be_requeued(
+        self, make_url: UrlFactory, broker_clock: trio.abc.Clock | None
+    ) -> None:
+        async with self.open(make_url()) as broker:
+            await broker.publish("q", make_messages(["a", "b", "c"]))
+            for _ in range(3):
+                await broker.dead_letter(await self.take_one(broker, "q"), "bad")
+            await broker.publish("q2", make_messages(["d"]))
+            await broker.dead_letter(await self.take_one(broker, "q2"), "bad")
+            assert _ids(await broker.dead_letters(limit=2, offset=1)) == ["b", "c"]
+            assert _ids(await broker.dead_letters("q", limit=5, offset=2)) == ["c"]
+            assert await broker.dead_letters(offset=4) == []
+            assert await broker.requeue_dead(message_id="b") == 1
+            assert _ids(await broker.dead_letters()) == ["a", "c", "d"]
+            got = await self.take_one(broker, "q")
+            assert (got.message.id, got.deliveries) == ("b", 1)
+            assert await broker.requeue_dead("q2", message_id="a") == 0
+            assert await broker.requeue_dead(message_id="nope") == 0
+            assert _ids(await broker.dead_letters()) == ["a", "c", "d"]
+
+    async def test_find_jobs_pages_newest_first_and_filters(
+        self, make_url: UrlFactory, broker_clock: trio.abc.Clock | None
+    ) -> None:
+        async with self.open(make_url()) as broker:
+            for n in range(5):  # j0, j2, j4 on q (operation "even"); j1, j3 on r ("odd")
+                queue, op = ("q", "even") if n % 2 == 0 else ("r", "odd")
+                await broker.submit(queue, Message(f"j{n}", b"x"), operation=op, key=f"k{n}")
+            await broker.submit("q", Message("later", b"x"), delay=3600, operation="even")
+            await broker.complete(await self.take_one(broker, "q"), b"ok")  # j0
+            await broker.dead_letter(await self.take_one(broker, "q"), "bad")  # j2
+
+            assert _ids(await broker.find_jobs()) == ["later", "j4", "j3", "j2", "j1", "j0"]
+            assert _ids(await broker.find_jobs(limit=2)) == ["later", "j4"]
+            assert _ids(await broker.find_jobs(limit=2, offset=2)) == ["j3", "j2"]
+            assert _ids(await broker.find_jobs(limit=2, offset=4)) == ["j1", "j0"]
+            assert await broker.find_jobs(offset=6) == []
+            assert _ids(await broker.find_jobs(queue="r")) == ["j3", "j1"]
+            assert _ids(await broker.find_jobs(operation="even", limit=2, offset=1)) == [
+                "j4",
+                "j2",
+            ]
+            assert _ids(await broker.find_jobs(key="k3")) == ["j3"]
+            by_status = {s: _ids(await broker.find_jobs(status=s)) for s in RecordStatus}
+            assert by_status == {
+                RecordStatus.SCHEDULED: ["later"],
+                RecordStatus.QUEUED: ["j4", "j3", "j1"],
+                RecordStatus.RUNNING: [],
+                RecordStatus.DONE: ["j0"],
+                RecordStatus.ABORTED: [],
+                RecordStatus.DEAD: ["j2"],
+            }
+            await self.take_one(broker, "q")  # j4
+            [running] = await broker.find_jobs(status=RecordStatus.RUNNING, queue="q")
+            assert running.id == "j4" and running.attempts == 1
+            [done] = await broker.find_jobs(status=RecordStatus.DONE)
+            assert done.result == b"ok" and done.operation == "even"

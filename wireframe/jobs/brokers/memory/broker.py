@@ -499,25 +499,50 @@ class MemoryBroker(MemoryOrchestrationStore):
             )
         return count_workers(out, workers)
 
-    async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
-        """The oldest ``limit`` dead letters, of one queue or of all."""
+    async def dead_letters(
+        self, queue: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters after ``offset``, of one queue or of all."""
         await trio.lowlevel.checkpoint()
         merged = heapq.merge(*(q.dead for q in self._queues(queue)))
-        return [letter for _, letter in itertools.islice(merged, max(limit, 0))]
+        start = max(offset, 0)
+        return [letter for _, letter in itertools.islice(merged, start, start + max(limit, 0))]
 
-    async def requeue_dead(self, queue: str | None = None) -> int:
-        """Put dead letters back at the end of their queues with a fresh count."""
+    async def requeue_dead(self, queue: str | None = None, message_id: str | None = None) -> int:
+        """Put dead letters (of one message, if given) back at the end of their queues
+        with a fresh count."""
         await trio.lowlevel.checkpoint_if_cancelled()
         count = 0
         for q in self._queues(queue):
-            if q.dead:
-                count += len(q.dead)
-                for _, letter in q.dead:
+            chosen = [e for e in q.dead if message_id in (None, e[1].message.id)]
+            if chosen:
+                count += len(chosen)
+                for _, letter in chosen:
                     q.push(self._revived(letter.message))
+                kept = [e for e in q.dead if message_id not in (None, e[1].message.id)]
                 q.dead.clear()
+                q.dead.extend(kept)
                 q.notify()
         await trio.lowlevel.cancel_shielded_checkpoint()
         return count
+
+    async def find_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        status: RecordStatus | None = None,
+        operation: str | None = None,
+        key: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[JobRecord]:
+        """Job records newest first, matching every filter given (see ``Jobs.find``)."""
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        return self._state.jobs.find(
+            trio.current_time(), queue=queue, status=status, operation=operation, key=key,
+            limit=limit, offset=offset,
+        )  # fmt: skip
 
     async def purge(self, queue: str | None = None) -> int:
         """Forget completed counts and dead letters; queued and leased stay."""

@@ -173,6 +173,39 @@ class Jobs:
             if job.expires_at is not None and job.expires_at <= now:
                 self.forget(job)
 
+    def find(
+        self,
+        now: float,
+        *,
+        queue: str | None,
+        status: RecordStatus | None,
+        operation: str | None,
+        key: str | None,
+        limit: int,
+        offset: int,
+    ) -> list[JobRecord]:
+        """Records newest first (dicts keep insertion order), matching every filter
+        given; ``limit`` of them after ``offset``."""
+        wanted = {"queue": queue, "operation": operation, "key": key}
+        wanted = {k: v for k, v in wanted.items() if v is not None}
+        found: list[JobRecord] = []
+        skip = max(offset, 0)
+        for job in reversed(self.by_id.values()):
+            if len(found) >= limit:
+                break
+            if job.expires_at is not None and job.expires_at <= now:
+                continue
+            if any(getattr(job, k) != v for k, v in wanted.items()):
+                continue
+            record = job.record(now)
+            if status is not None and record.status is not status:
+                continue
+            if skip:
+                skip -= 1
+                continue
+            found.append(record)
+        return found
+
     def purge(self) -> int:
         """Drop every finished record; count them."""
         finished = [job for job in self.by_id.values() if job.status in FINAL]

@@ -96,26 +96,40 @@ class Admin:
         names: Any = await self._conn.call("list queues", lambda: client.smembers(key), resend=True)
         return sorted(text(n) for n in names)
 
-    async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
-        """The oldest ``limit`` dead letters, read from each queue's dead stream."""
-        out: list[DeadLetter] = []
+    async def dead_letters(
+        self, queue: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters after ``offset``, read from each queue's dead
+        stream (the first ``offset + limit`` of each, merged by when they died)."""
+        start, limit = max(offset, 0), max(limit, 0)
+        if limit == 0:
+            return []
+        found: list[tuple[str, Any]] = []
         for q in await self._queues(queue):
             key = self._keys.queue(q, "dead")
             entries: Any = await self._conn.call(
                 "dead_letters",
-                functools.partial(self._conn.client.xrange, key, count=limit),
+                functools.partial(self._conn.client.xrange, key, count=start + limit),
                 resend=True,
             )
-            out += [parse_dead_letter(q, e.identifier, e.field_values) for e in entries]
+            if entries:
+                found.append((q, entries))
+        if len(found) == 1:  # one queue's stream is in order already: parse only the page
+            q, entries = found[0]
+            return [parse_dead_letter(q, e.identifier, e.field_values) for e in entries[start:]]
+        out = [parse_dead_letter(q, e.identifier, e.field_values) for q, es in found for e in es]
         out.sort(key=lambda d: d.died_at)
-        return out[:limit]
+        return out[start : start + limit]
 
-    async def requeue_dead(self, queue: str | None = None) -> int:
-        """Re-add each dead letter to its queue with a fresh delivery count."""
+    async def requeue_dead(self, queue: str | None = None, message_id: str | None = None) -> int:
+        """Re-add each dead letter (of one message, if given) to its queue with a fresh
+        delivery count."""
         total = 0
         for q in await self._queues(queue):
             keys = [self._keys.queues, self._keys.queue(q, "ready"), self._keys.queue(q, "dead")]
             args: list[Arg] = [GROUP, q, self._keys.prefix]
+            if message_id is not None:
+                args.append(message_id)
             total += int(
                 await self._conn.run("requeue_dead", self._requeue, keys, args, resend=False)
             )

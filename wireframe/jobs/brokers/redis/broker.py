@@ -31,6 +31,7 @@ from wireframe.jobs.broker import (
     JobRecord,
     Message,
     QueueStats,
+    RecordStatus,
     Reply,
     ScheduleInfo,
     WorkerInfo,
@@ -224,13 +225,30 @@ class RedisBroker(RedisOrchestrationStore):
         """Counts per known queue, in one script call, with the live workers of each."""
         return count_workers(await self._admin.stats(), await self.workers())
 
-    async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
-        """The oldest ``limit`` dead letters, read from each queue's dead stream."""
-        return await self._admin.dead_letters(queue, limit)
+    async def dead_letters(
+        self, queue: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters after ``offset``, of one queue or of all."""
+        return await self._admin.dead_letters(queue, limit, offset)
 
-    async def requeue_dead(self, queue: str | None = None) -> int:
-        """Re-add each dead letter to its queue with a fresh delivery count."""
-        return await self._admin.requeue_dead(queue)
+    async def requeue_dead(self, queue: str | None = None, message_id: str | None = None) -> int:
+        """Put dead letters (of one message, if given) back on their queues; count them."""
+        return await self._admin.requeue_dead(queue, message_id)
+
+    async def find_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        status: RecordStatus | None = None,
+        operation: str | None = None,
+        key: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[JobRecord]:
+        """Job records newest first, matching every filter given."""
+        return await self._jobs.find(
+            queue=queue, status=status, operation=operation, key=key, limit=limit, offset=offset
+        )
 
     async def purge(self, queue: str | None = None) -> int:
         """Delete dead letters and completed-message counters (without ``queue``: finished

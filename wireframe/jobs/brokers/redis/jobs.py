@@ -39,7 +39,14 @@ from typing import Any, Final
 
 import trio
 
-from wireframe.jobs.broker import BrokerError, BrokerURL, JobRecord, Message, RecordStatus
+from wireframe.jobs.broker import (
+    FIND_JOBS_SCAN,
+    BrokerError,
+    BrokerURL,
+    JobRecord,
+    Message,
+    RecordStatus,
+)
 from wireframe.jobs.brokers.redis.connection import Arg, Connection
 from wireframe.jobs.brokers.redis.group_commit import GroupCommit
 from wireframe.jobs.brokers.redis.job_replies import JobReplies
@@ -135,6 +142,7 @@ class Jobs:
         self._submits: GroupCommit[_Item] = GroupCommit(self._submit_many)
         #: The shared reply path: the finished records of the jobs submitted here.
         self.replies = JobReplies(conn, keys, consumer, parse_record)
+        self._find = conn.script(scripts.FIND_JOBS)
 
     def _record(self, job_id: str, answer: Any) -> JobRecord | None:
         """The record in a script's answer ``{1|0, record, now}`` / ``{0}`` / ``{-1, type}``."""
@@ -260,3 +268,33 @@ class Jobs:
             "abort_job", self._abort, [self._keys.job(job_id)], args, resend=True
         )
         return self._record(job_id, answer)
+
+    async def find(
+        self,
+        *,
+        queue: str | None,
+        status: RecordStatus | None,
+        operation: str | None,
+        key: str | None,
+        limit: int,
+        offset: int,
+    ) -> list[JobRecord]:
+        """Records newest first from the ``P jobs`` index, matching every filter given
+        (a filtered search looks through the newest :data:`FIND_JOBS_SCAN` records)."""
+        if limit < 1:
+            return []
+        args: list[Arg] = [self._keys.prefix, queue or "", status.value if status else ""]
+        args += [operation or "", key or "", limit, max(offset, 0), FIND_JOBS_SCAN, GROUP]
+        answer: Any = await self._conn.run("find_jobs", self._find, [self._keys.jobs], args,
+                                           resend=True)  # fmt: skip
+        now, flat = int(answer[0]), answer[1]
+        found = []
+        for k in range(0, len(flat) - 1, 2):
+            job_id = text(flat[k])
+            try:
+                record = parse_record(job_id, self._keys.job(job_id), flat[k + 1], now)
+            except BrokerError:
+                continue  # a malformed record is not a search's business: ``job`` reports it
+            if status is None or record.status is status:
+                found.append(record)
+        return found

@@ -44,6 +44,9 @@ class Keys:
         self.schedules = f"{prefix}schedules"
         #: What every channel's keys (reply list, inboxes) start with.
         self.channel_head = f"{prefix}c:"
+        #: ZSET of tracked job ids scored by submit time (ms): ``find_jobs`` pages it,
+        #: dropping the ids whose record expired.
+        self.jobs = f"{prefix}jobs"
         #: LIST of the token that wakes a waiting take of orchestration work.
         self.durable_wake = f"{prefix}o:wake"
 

@@ -55,23 +55,44 @@ def stats(conn: sqlite3.Connection, now: float) -> list[QueueStats]:
     ]  # fmt: skip
 
 
-def _dead_rows(conn: sqlite3.Connection, queue: str | None, limit: int) -> list[Any]:
-    """The oldest ``limit`` rows of ``wf_dead`` (of ``queue``, or of every queue)."""
-    where, args = ("WHERE queue = ?", (queue,)) if queue is not None else ("", ())
+def _dead_rows(
+    conn: sqlite3.Connection,
+    queue: str | None,
+    limit: int,
+    offset: int = 0,
+    message_id: str | None = None,
+) -> list[Any]:
+    """Rows of ``wf_dead`` oldest first (of ``queue``, or of every queue; of one
+    message, if given), ``limit`` of them after ``offset``."""
+    clauses: list[str] = []
+    args: list[object] = []
+    if queue is not None:
+        clauses.append("queue = ?")
+        args.append(queue)
+    if message_id is not None:
+        clauses.append("id = ?")
+        args.append(message_id)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     return fetch_all(
-        conn, f"SELECT {_DEAD_COLUMNS} FROM wf_dead {where} ORDER BY seq LIMIT ?", (*args, limit)
+        conn,
+        f"SELECT {_DEAD_COLUMNS} FROM wf_dead {where} ORDER BY seq LIMIT ? OFFSET ?",
+        (*args, limit, max(offset, 0)),
     )
 
 
-def dead_letters(conn: sqlite3.Connection, queue: str | None, limit: int) -> list[DeadLetter]:
-    """The oldest ``limit`` dead letters, of ``queue`` or of every queue."""
-    return [dead_letter_from_row(*row) for row in _dead_rows(conn, queue, limit)]
+def dead_letters(
+    conn: sqlite3.Connection, queue: str | None, limit: int, offset: int = 0
+) -> list[DeadLetter]:
+    """The oldest ``limit`` dead letters after ``offset``, of ``queue`` or of every queue."""
+    return [dead_letter_from_row(*row) for row in _dead_rows(conn, queue, limit, offset)]
 
 
-def requeue_dead(conn: sqlite3.Connection, queue: str | None, now: float) -> list[str]:
-    """Put dead letters back on their queues, delivery count reset; return the queue of
-    each one put back."""
-    rows = _dead_rows(conn, queue, -1)  # LIMIT -1: all of them
+def requeue_dead(
+    conn: sqlite3.Connection, queue: str | None, now: float, message_id: str | None = None
+) -> list[str]:
+    """Put dead letters (of one message, if given) back on their queues, delivery count
+    reset; return the queue of each one put back."""
+    rows = _dead_rows(conn, queue, -1, 0, message_id)  # LIMIT -1: all of them
     letters = [dead_letter_from_row(*row) for row in rows]
     conn.executemany(
         "INSERT OR IGNORE INTO wf_queues (name, created_at) VALUES (?, ?)",

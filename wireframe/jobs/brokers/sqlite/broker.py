@@ -49,6 +49,7 @@ from wireframe.jobs.broker import (
     JobRecord,
     Message,
     QueueStats,
+    RecordStatus,
     Reply,
     ScheduleInfo,
     WorkerInfo,
@@ -541,17 +542,41 @@ class SqliteBroker(SqliteOrchestrationStore):
         counts = await self._read(lambda conn: admin.stats(conn, clock()))
         return count_workers(counts, await self.workers())
 
-    async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
-        """The oldest ``limit`` dead letters, of ``queue`` or of every queue."""
-        return await self._read(lambda conn: admin.dead_letters(conn, queue, limit))
+    async def dead_letters(
+        self, queue: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters after ``offset``, of ``queue`` or of every queue."""
+        return await self._read(lambda conn: admin.dead_letters(conn, queue, limit, offset))
 
-    async def requeue_dead(self, queue: str | None = None) -> int:
-        """Put dead letters back on their queues, delivery count reset; count them."""
+    async def requeue_dead(self, queue: str | None = None, message_id: str | None = None) -> int:
+        """Put dead letters (of one message, if given) back on their queues, delivery
+        count reset; count them."""
         clock = self._clock
-        requeued = await self._write(lambda conn: admin.requeue_dead(conn, queue, clock()))
+        requeued = await self._write(
+            lambda conn: admin.requeue_dead(conn, queue, clock(), message_id)
+        )
         for name in set(requeued):
             self._notify(("q", name))
         return len(requeued)
+
+    async def find_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        status: RecordStatus | None = None,
+        operation: str | None = None,
+        key: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[JobRecord]:
+        """Job records newest first, matching every filter given (see :func:`.jobs.find`)."""
+        clock = self._clock
+        return await self._read(
+            lambda conn: jobs.find(
+                conn, clock(), queue=queue, status=status, operation=operation, key=key,
+                limit=limit, offset=offset,
+            )
+        )  # fmt: skip
 
     async def purge(self, queue: str | None = None) -> int:
         """Delete completed records and dead letters (of ``queue`` or all); count them."""

@@ -38,6 +38,7 @@ __all__ = [
     "MIGRATION",
     "SWEEP_EVERY",
     "abort",
+    "find",
     "finish",
     "not_live",
     "purge",
@@ -157,6 +158,52 @@ def _record(row: Any, now: float) -> JobRecord | None:
         error=error if isinstance(error, str) else None,
         expires_at=expires,
     )
+
+
+# Where a record is, in SQL (?1 is now), as :func:`_record` reads it.
+_STATUS_SQL: Final = {
+    RecordStatus.DONE: "j.status = 'done'",
+    RecordStatus.ABORTED: "j.status = 'aborted'",
+    RecordStatus.DEAD: "(j.status = 'dead' OR (j.status IS NULL"
+    " AND (m.seq IS NULL OR m.done_at IS NOT NULL)))",
+    RecordStatus.QUEUED: "(j.status IS NULL AND m.seq IS NOT NULL AND m.done_at IS NULL"
+    " AND (m.lease_token IS NULL OR m.visible_at <= ?1))",
+    RecordStatus.SCHEDULED: "(j.status IS NULL AND m.done_at IS NULL AND m.lease_token = ''"
+    " AND m.visible_at > ?1)",
+    RecordStatus.RUNNING: "(j.status IS NULL AND m.done_at IS NULL AND m.lease_token != ''"
+    " AND m.visible_at > ?1)",
+}
+
+
+def find(
+    conn: sqlite3.Connection,
+    now: float,
+    *,
+    queue: str | None,
+    status: RecordStatus | None,
+    operation: str | None,
+    key: str | None,
+    limit: int,
+    offset: int,
+) -> list[JobRecord]:
+    """Records newest first (by insertion: the rowid, so no index is needed), matching
+    every filter given; ``limit`` of them after ``offset``. A filter no index serves
+    reads rows until the page is full: SQLite reads ~100k rows in a few tens of ms."""
+    clauses = ["(j.expires_at IS NULL OR j.expires_at > ?1)"]
+    args: list[object] = [now]
+    for column, value in (("j.queue", queue), ("j.operation", operation), ("j.key", key)):
+        if value is not None:
+            args.append(value)
+            clauses.append(f"{column} = ?{len(args)}")
+    if status is not None:
+        clauses.append(_STATUS_SQL[status])
+    args += [max(limit, 0), max(offset, 0)]
+    sql = (
+        f"{_RECORD} WHERE {' AND '.join(clauses)} ORDER BY j.rowid DESC"
+        f" LIMIT ?{len(args) - 1} OFFSET ?{len(args)}"
+    )
+    found = (_record(row, now) for row in fetch_all(conn, sql, tuple(args)))
+    return [record for record in found if record is not None]
 
 
 def not_live(

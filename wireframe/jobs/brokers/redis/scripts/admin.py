@@ -63,7 +63,8 @@ return out
 """
 )
 
-#: KEYS: queues, ready, dead. ARGV: group, queue, prefix. Puts each dead letter back
+#: KEYS: queues, ready, dead. ARGV: group, queue, prefix, and optionally a message id
+#: (then only that message's dead letters). Puts each dead letter back
 #: on the stream of its priority with a fresh count (one of a defined limit may wait
 #: for it); a tracked job's record (if it still says dead) is live again. Returns the
 #: number requeued.
@@ -89,31 +90,37 @@ local function revive(id)
 end
 
 local entries = redis.call('XRANGE', KEYS[3], '-', '+')
+local only = ARGV[4]
 local added = {}
+local count = 0
 for _, e in ipairs(entries) do
   local f = fields_of(e[2])
-  local level = string.match(f['p'] or '', '^%-?%d+$') and tonumber(f['p']) or 0
-  if math.abs(level) >= 2147483648 then level = 0 end
-  local id, name = f['i'] or '', f['l'] or ''
-  local tracked = f['j'] == '1' and revive(id)
-  local sid
-  if name ~= '' then
-    -- to its stream, or it waits for its limit
-    sid = limit_enqueue(prefix, ARGV[1], ARGV[2], name, level,
-                        {i = id, b = f['b'] or '', r = f['r'] or '', j = tracked and '1' or nil},
-                        0, now, seen, added)
-  else
-    local stream = level_stream(KEYS[1], KEYS[2], ARGV[1], ARGV[2], level, seen)
-    local more = {}
-    if tracked then more = {'j', '1'} end
-    sid = redis.call('XADD', stream, '*', 'i', id, 'b', f['b'] or '', 'r', f['r'] or '',
-                     'n', 0, unpack(more))
+  if only == nil or f['i'] == only then
+    count = count + 1
+    local level = string.match(f['p'] or '', '^%-?%d+$') and tonumber(f['p']) or 0
+    if math.abs(level) >= 2147483648 then level = 0 end
+    local id, name = f['i'] or '', f['l'] or ''
+    local tracked = f['j'] == '1' and revive(id)
+    local sid
+    if name ~= '' then
+      -- to its stream, or it waits for its limit
+      sid = limit_enqueue(prefix, ARGV[1], ARGV[2], name, level,
+                          {i = id, b = f['b'] or '', r = f['r'] or '', j = tracked and '1' or nil},
+                          0, now, seen, added)
+    else
+      local stream = level_stream(KEYS[1], KEYS[2], ARGV[1], ARGV[2], level, seen)
+      local more = {}
+      if tracked then more = {'j', '1'} end
+      sid = redis.call('XADD', stream, '*', 'i', id, 'b', f['b'] or '', 'r', f['r'] or '',
+                       'n', 0, unpack(more))
+    end
+    if tracked and sid then redis.call('HSET', prefix .. 'job:' .. id, 'sid', sid) end
+    if only ~= nil then redis.call('XDEL', KEYS[3], e[1]) end
   end
-  if tracked and sid then redis.call('HSET', prefix .. 'job:' .. id, 'sid', sid) end
 end
-redis.call('DEL', KEYS[3])
+if only == nil then redis.call('DEL', KEYS[3]) end
 for _, name in ipairs(added) do limit_added(prefix, ARGV[1], name, now, seen) end
-return #entries
+return count
 """
 )
 

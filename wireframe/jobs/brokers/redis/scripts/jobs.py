@@ -12,6 +12,9 @@ Keys (``P`` is the broker's key prefix):
   while it is scheduled or waits for its limit; ``l`` its limit (if any), ``wo``
   its place among the messages waiting for it (:mod:`.limiting`). Times are ms of
   Redis ``TIME``. Once final the key expires after ``ttl``.
+* ``P jobs`` - ZSET of every tracked job's id scored by its submit time (ms), so
+  that ``find_jobs`` pages them newest first; an id whose record expired is
+  dropped when a search meets it.
 * ``P key:KEY`` - STRING, the id of the live job holding the dedup key ``KEY``;
   deleted by the script that finishes that job.
 * ``P jobdone:ID`` - LIST holding one token once the job is final (expiring with
@@ -37,10 +40,34 @@ from wireframe.jobs.brokers.redis.scripts import PRELUDE
 
 __all__ = [
     "ABORT",
+    "FIND_JOBS",
     "JOB",
     "PURGE_JOBS",
     "SUBMIT",
 ]
+
+#: A Lua function: a record that says queued (or running) whose stream entry is leased
+#: reads as running, with the lease's consumer as its worker and the entry's deliveries
+#: added to its attempts (a first delivery writes nothing to the record). Appends those
+#: fields to ``flat``; returns whether the entry is leased.
+LEASED_VIEW = r"""
+local function leased_view(prefix, group, f, flat)
+  if not ((f['s'] == 'queued' or f['s'] == 'running') and f['sid'] and f['q']) then
+    return false
+  end
+  local level = tonumber(f['p'] or '0') or 0
+  if level ~= math.floor(level) then level = 0 end
+  local stream = stream_of(prefix .. 'q:' .. f['q'] .. ':ready', level)
+  local pok, p = pcall(redis.call, 'XPENDING', stream, group, f['sid'], f['sid'], 1)
+  if not (pok and #p == 1 and p[1][2] ~= 'RELEASED') then return false end
+  local t = now_ms()
+  flat[#flat + 1] = 's'; flat[#flat + 1] = 'running'
+  flat[#flat + 1] = 'w'; flat[#flat + 1] = p[1][2]
+  flat[#flat + 1] = 'a'; flat[#flat + 1] = (tonumber(f['a'] or '0') or 0) + p[1][4]
+  if not f['st'] then flat[#flat + 1] = 'st'; flat[#flat + 1] = t - p[1][3] end
+  return true
+end
+""".replace("'RELEASED'", repr(RELEASED))
 
 #: Submits many jobs at once (group commit). No KEYS (they vary per job). ARGV: group,
 #: prefix, ttl_ms, the inbox of the submitting broker's replies ('' none), then per
@@ -106,6 +133,7 @@ local function submit(queue, id, body, reply_to, level, delay, op, has_key, key,
     local sid = limit_enqueue(prefix, group, queue, name, level,
                               {i = id, b = body, r = reply_to, j = '1'}, 0, t, seen, {})
     if sid then redis.call('HSET', job, 'sid', sid) end
+    redis.call('ZADD', prefix .. 'jobs', t, id)
     return {1, t, t, 'queued'}
   else
     local stream = level_stream(queues, ready, group, queue, level, seen)
@@ -115,6 +143,7 @@ local function submit(queue, id, body, reply_to, level, delay, op, has_key, key,
   end
   for _, v in ipairs(more) do fields[#fields + 1] = v end
   redis.call('HSET', job, unpack(fields))
+  redis.call('ZADD', prefix .. 'jobs', t, id)
   if delay > 0 then return {1, t, t + delay, 'scheduled'} end
   return {1, t, t, 'queued'}
 end
@@ -138,6 +167,7 @@ return out
 #: a list (someone else's) is deleted, so that a wait on it can block.
 JOB = (
     PRELUDE
+    + LEASED_VIEW
     + r"""
 if KEYS[2] then
   local t = redis.call('TYPE', KEYS[2])['ok']
@@ -150,21 +180,9 @@ local f = fields_of(flat)
 local now = 0
 if f['s'] == 'scheduled' then now = now_ms() end
 if LIVE[f['s']] and ARGV[3] == '1' and not f['wt'] then redis.call('HSET', KEYS[1], 'wt', 1) end
-if (f['s'] == 'queued' or f['s'] == 'running') and f['sid'] and f['q'] then
-  local level = tonumber(f['p'] or '0') or 0
-  if level ~= math.floor(level) then level = 0 end
-  local stream = stream_of(ARGV[1] .. 'q:' .. f['q'] .. ':ready', level)
-  local pok, p = pcall(redis.call, 'XPENDING', stream, ARGV[2], f['sid'], f['sid'], 1)
-  if pok and #p == 1 and p[1][2] ~= 'RELEASED' then
-    local t = now_ms()
-    flat[#flat + 1] = 's'; flat[#flat + 1] = 'running'
-    flat[#flat + 1] = 'w'; flat[#flat + 1] = p[1][2]
-    flat[#flat + 1] = 'a'; flat[#flat + 1] = (tonumber(f['a'] or '0') or 0) + p[1][4]
-    if not f['st'] then flat[#flat + 1] = 'st'; flat[#flat + 1] = t - p[1][3] end
-  end
-end
+leased_view(ARGV[1], ARGV[2], f, flat)
 return {1, flat, now}
-""".replace("'RELEASED'", repr(RELEASED))
+"""
 )
 
 #: KEYS: job. ARGV: prefix, group, id. Aborts a live job: a scheduled one's
@@ -227,3 +245,61 @@ for _, key in ipairs(KEYS) do
 end
 return n
 """
+
+#: KEYS: the jobs index. ARGV: prefix, queue, status, operation, key (each '' for
+#: any), limit, offset, scan budget. Returns {now ms, {id, record, id, record...}}:
+#: records newest first matching every filter, ``limit`` of them after ``offset``
+#: matches. Unfiltered, the page is read straight at ``offset``; filtered, at most
+#: ``budget`` records are looked at. Ids whose record is gone (expired, purged)
+#: leave the index. A filter ``queued`` also lets ``scheduled`` records through (one
+#: whose time has come reads as queued): the caller filters the parsed status.
+FIND_JOBS = (
+    PRELUDE
+    + LEASED_VIEW
+    + r"""
+local prefix, group = ARGV[1], ARGV[9]
+local q, s, o, k = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local limit, offset, budget = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local filtered = q ~= '' or s ~= '' or o ~= '' or k ~= ''
+local pos, skip = offset, 0
+if filtered then pos, skip = 0, offset end
+local out, stale, found, looked = {}, {}, 0, 0
+while found < limit and looked < budget do
+  local ids = redis.call('ZREVRANGE', KEYS[1], pos, pos + 499)
+  if #ids == 0 then break end
+  pos = pos + #ids
+  for _, id in ipairs(ids) do
+    looked = looked + 1
+    local ok, flat = pcall(redis.call, 'HGETALL', prefix .. 'job:' .. id)
+    if ok and #flat == 0 then
+      stale[#stale + 1] = id
+    elseif ok then
+      local f = {}
+      for i = 1, #flat, 2 do f[flat[i]] = flat[i + 1] end
+      local match = (q == '' or f['q'] == q) and (o == '' or f['o'] == o)
+                    and (k == '' or f['k'] == k)
+      if match then
+        local state = f['s']
+        if leased_view(prefix, group, f, flat) then state = 'running' end
+        if s ~= '' then match = state == s or (s == 'queued' and state == 'scheduled') end
+      end
+      if match then
+        if skip > 0 then
+          skip = skip - 1
+        else
+          out[#out + 1] = id
+          out[#out + 1] = flat
+          found = found + 1
+          if found >= limit then break end
+        end
+      end
+    end
+    if looked >= budget then break end
+  end
+end
+for i = 1, #stale, 1000 do
+  redis.call('ZREM', KEYS[1], unpack(stale, i, math.min(i + 999, #stale)))
+end
+return {now_ms(), out}
+"""
+)
