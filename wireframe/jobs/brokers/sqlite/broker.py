@@ -492,13 +492,14 @@ class SqliteBroker(SqliteOrchestrationStore):
         Woken by the finish itself (at once by a write of this process, by the
         data_version watcher for another process's), never by a poll of its own.
         """
-        clock = self._clock
+        clock, ids = self._clock, [job_id]
         with trio.move_on_after(timeout):
             while True:
                 with self._wake.signal(("j", job_id)) as signal:
-                    record = await self._read(lambda conn: jobs.read(conn, job_id, clock()))
-                    if record is None or record.final:
-                        return record
+                    # the look reads a record only once it is final: a live one is counted
+                    ended = await self._read(lambda conn: jobs.not_live(conn, ids, clock()))
+                    if ended:
+                        return ended[job_id]
                     await self._wait(signal, None)
                     # the watcher read the record of a job another process finished
                     if signal.value is not LOOK_AGAIN:
