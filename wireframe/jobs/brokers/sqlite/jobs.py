@@ -270,9 +270,12 @@ def _live_with_key(conn: sqlite3.Connection, key: str, now: float) -> JobRecord 
 
 def _known(conn: sqlite3.Connection, job_id: str, now: float) -> JobRecord | None:
     """The record of ``job_id`` if the broker knows it; an expired one is deleted."""
-    record = read(conn, job_id, now)
+    row = _row(conn, "j.id = ?", (job_id,))
+    if row is None:
+        return None  # a new id: the usual case, one index look-up
+    record = _record(row, now)
     if record is None:
-        conn.execute("DELETE FROM wf_jobs WHERE id = ?", (job_id,))  # expired, if any
+        conn.execute("DELETE FROM wf_jobs WHERE id = ?", (job_id,))  # expired
     return record
 
 

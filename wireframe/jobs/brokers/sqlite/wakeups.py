@@ -30,6 +30,7 @@ take, so idle processes do not fight over the lock.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Final
@@ -189,6 +190,12 @@ class Wakeups:
         self.waiting += 1
         self.waiters_arrived.set()
         event = signal.event
+        if timeout == math.inf and not also:  # a job's or a channel's wait: no timer
+            try:
+                await event.wait()
+            finally:
+                self.waiting -= 1
+            return
         if also:
             event = trio.Event()
             for one in (signal, *also):
