@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import enum
 import math
-import secrets
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,7 @@ from wireframe.jobs import instrument
 from wireframe.jobs.broker import BrokerURL, JobRecord, Message, RecordStatus
 from wireframe.jobs.codec import decode_result, encode_input, encode_operation
 from wireframe.jobs.errors import ErrorKind, JobFailed, JobsError, RemoteError
+from wireframe.jobs.ids import new_job_id
 from wireframe.jobs.operations import Operation, check_time_limit, lookup_operation, spec_of
 
 if TYPE_CHECKING:
@@ -171,7 +171,7 @@ async def submit(
     if job_id is not None:
         _check_name("job_id", job_id)
     spec = spec_of(type(op))
-    job_id = job_id or secrets.token_hex(16)  # as unique as a uuid4, and cheaper
+    job_id = job_id or new_job_id()  # as unique as a uuid4, and cheaper (see .ids)
     with instrument.submitting(spec.name, queue, job_id) as metadata:
         body = encode_input(
             encode_operation(op), job_id, 0, input, spec, time_limit=limit, metadata=metadata

@@ -409,3 +409,94 @@ async def test_handles_on_a_worker_result_status_abort(make_url: Callable[..., s
             later = await rt.submit(Nap(), 0.0, delay=3600)
             assert await later.status() is jobs.JobStatus.SCHEDULED
             assert await later.abort() is jobs.JobStatus.ABORTED
+
+
+# -- the first look of a wait on a job submitted here (wakeups.FirstLooks) -----------------
+
+
+async def test_a_job_ended_elsewhere_before_its_wait_began_is_still_seen(
+    make_url: Callable[..., str],
+) -> None:
+    """The end came through another connection, and the watcher had already handled
+    that change (for another waiter) before this wait began: the wait must look."""
+    url = make_url()
+    async with open_broker(url) as here, open_broker(url) as there:
+        assert isinstance(here, sqlite_broker.SqliteBroker)
+        await here.submit("q", _job("other"))
+        await here.submit("q", _job("mine"))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(here.wait_job, "other", 10.0)  # keeps the watcher polling
+            for d in await _take(there, "q", 2):
+                if d.message.id == "mine":
+                    await there.complete(d, b"done")
+            await trio.sleep(0.2)  # the watcher saw the change, with nobody waiting on "mine"
+            with trio.fail_after(5):
+                record = await here.wait_job("mine", 10.0)
+            assert record is not None and record.status is RecordStatus.DONE
+            assert record.result == b"done"
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_job_ended_by_the_same_broker_before_its_wait_began_is_still_seen(
+    make_url: Callable[..., str],
+) -> None:
+    async with open_broker(make_url()) as broker:
+        await broker.submit("q", _job("completed"))
+        await broker.submit("q", _job("aborted"))
+        [d] = [d for d in await _take(broker, "q", 2) if d.message.id == "completed"]
+        await broker.complete(d, b"done")
+        await broker.abort_job("aborted")
+        with trio.fail_after(5):
+            done = await broker.wait_job("completed", 10.0)
+            aborted = await broker.wait_job("aborted", 10.0)
+        assert done is not None and done.status is RecordStatus.DONE
+        assert aborted is not None and aborted.status is RecordStatus.ABORTED
+
+
+async def test_a_wait_that_skips_its_first_look_is_woken_by_the_end(
+    make_url: Callable[..., str],
+) -> None:
+    url = make_url()
+    async with open_broker(url) as here, open_broker(url) as there:
+        assert isinstance(here, sqlite_broker.SqliteBroker)
+        await here.submit("q", _job("j"))
+        looks: list[list[str]] = []
+        real = sqlite_jobs.not_live
+
+        def counted(conn: sqlite3.Connection, ids: list[str], now: float) -> object:
+            looks.append(list(ids))
+            return real(conn, ids, now)
+
+        async def finish_later() -> None:
+            await trio.sleep(0.1)
+            [d] = await _take(there, "q")
+            await there.complete(d, b"late")
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(sqlite_jobs, "not_live", counted)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(finish_later)
+                with trio.fail_after(5):
+                    record = await here.wait_job("j", 10.0)
+        assert record is not None and record.result == b"late"
+        assert looks and looks[0] == ["j"], "only the watcher read it, once it changed"
+        assert all(ids == ["j"] for ids in looks)
+
+
+def test_first_looks_keep_a_bounded_number_of_notes() -> None:
+    from wireframe.jobs.brokers.sqlite.wakeups import _FRESH_KEPT, FirstLooks
+
+    looks = FirstLooks()
+    mark = looks.submitting()
+    for i in range(_FRESH_KEPT + 5):
+        looks.submitted(f"j{i}", mark)
+    assert not looks.may_skip("j0"), "the oldest notes were dropped"
+    assert looks.may_skip(f"j{_FRESH_KEPT + 4}")
+    assert not looks.may_skip(f"j{_FRESH_KEPT + 4}"), "a note is used once"
+    looks.submitted("a", looks.submitting())
+    looks.finished += 1  # this broker ended some job meanwhile
+    assert not looks.may_skip("a")
+    looks.submitted("b", looks.submitting())
+    looks.polls += 1
+    looks.changed_at = looks.polls  # another connection wrote meanwhile
+    assert not looks.may_skip("b")

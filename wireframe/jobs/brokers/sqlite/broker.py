@@ -69,6 +69,7 @@ from wireframe.jobs.brokers.sqlite.schema import DatabaseFile
 from wireframe.jobs.brokers.sqlite.threads import ConnectionThread, is_busy
 from wireframe.jobs.brokers.sqlite.wakeups import (
     LOOK_AGAIN,
+    FirstLooks,
     NeighbourKey,
     Signal,
     Signals,
@@ -120,6 +121,7 @@ class SqliteBroker(SqliteOrchestrationStore):
             path, url, create, self._busy_timeout, str(url.options["synchronous"])
         )
         self._wake = Wakeups()
+        self._looks = FirstLooks()
         self._neighbours: list[Wakeups] = [self._wake]
         self._neighbour_key: NeighbourKey | None = None
         self._writer: ConnectionThread | None = None
@@ -215,6 +217,8 @@ class SqliteBroker(SqliteOrchestrationStore):
 
     def _notify(self, key: tuple[str, str]) -> None:
         """Wake the waiters for ``key`` of this broker and its neighbours on the file."""
+        if key[0] == "j":
+            self._looks.finished += 1
         for wake in self._neighbours:
             wake.notify(key)
 
@@ -228,11 +232,24 @@ class SqliteBroker(SqliteOrchestrationStore):
         """The data_version watcher (:func:`.wakeups.watch`) on the writer's connection,
         until the broker closes."""
 
+        looks = self._looks
+        last: int | None = None
+
+        def numbered(conn: sqlite3.Connection) -> tuple[int, int]:
+            looks.polls += 1  # on the writer thread, in the order the polls run
+            return looks.polls, data_version(conn)
+
         async def poll() -> int | None:
+            nonlocal last
             try:
-                return (await self._thread(self._writer).run(data_version, readonly=True))[0]
+                run = self._thread(self._writer).run
+                number, version = (await run(numbered, readonly=True))[0]
             except (sqlite3.Error, BrokerError):
+                looks.changed_at = looks.polls  # unknown: every fresh job looks
                 return None  # closing, or a passing lock: everyone looks again
+            if version != last:
+                looks.changed_at, last = number, version
+            return version
 
         async def jobs_finished(job_ids: list[str]) -> dict[str, object]:
             clock = self._clock
@@ -254,6 +271,7 @@ class SqliteBroker(SqliteOrchestrationStore):
     async def delete_queue(self, queue: str) -> None:
         """Delete ``queue``, its messages, completed records, dead letters and job records."""
         await self._write(lambda conn: queues.delete(conn, queue))
+        self._looks.finished += 1  # its jobs are gone
         for wake in self._neighbours:
             wake.notify_all()  # waiters for its jobs find them gone
 
@@ -477,8 +495,10 @@ class SqliteBroker(SqliteOrchestrationStore):
             return jobs.submit(conn, queue, message, now=clock(), delay=delay, key=key,
                                operation=operation, ttl=ttl, sweep=sweep)  # fmt: skip
 
+        mark = self._looks.submitting()
         record, new = await self._write(transaction)
         if new:
+            self._looks.submitted(record.id, mark)
             self._notify(("q", queue))
         return record, new
 
@@ -492,15 +512,23 @@ class SqliteBroker(SqliteOrchestrationStore):
 
         Woken by the finish itself (at once by a write of this process, by the
         data_version watcher for another process's), never by a poll of its own.
+        A job submitted here whose end nothing can have missed skips the first
+        look (see :class:`.wakeups.FirstLooks`).
         """
-        clock = self._clock
+        clock, ids = self._clock, [job_id]
         with trio.move_on_after(timeout):
+            look = True
             while True:
                 with self._wake.signal(("j", job_id)) as signal:
-                    record = await self._read(lambda conn: jobs.read(conn, job_id, clock()))
-                    if record is None or record.final:
-                        return record
+                    if look and self._looks.may_skip(job_id):
+                        look = False  # submitted here and nothing can have ended it unseen
+                    if look:
+                        # a look reads a record only once it is final: a live one is counted
+                        ended = await self._read(lambda conn: jobs.not_live(conn, ids, clock()))
+                        if ended:
+                            return ended[job_id]
                     await self._wait(signal, None)
+                    look = True
                     # the watcher read the record of a job another process finished
                     if signal.value is not LOOK_AGAIN:
                         return signal.value  # type: ignore[return-value]

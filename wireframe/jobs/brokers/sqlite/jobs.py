@@ -99,9 +99,16 @@ _FINISH: Final = (
 )
 
 
-#: What :func:`not_live` notes for a job still live (then leaves out).
-_LIVE: Final = JobRecord(
-    id="", queue="", status=RecordStatus.QUEUED, enqueued_at=0.0, visible_at=0.0
+# A record :func:`_record` reads as live (not final, its message there and not done,
+# not expired), given now; no part is ever NULL, so its negation is every other
+# record (final, expired, or whose message is gone: m.seq reads NULL).
+_IS_LIVE: Final = (
+    "(j.status IS NULL AND m.seq IS NOT NULL AND m.done_at IS NULL"
+    " AND coalesce(j.expires_at > ?, 1))"
+)
+_LIVE_IDS: Final = (
+    "SELECT j.id FROM wf_jobs j JOIN wf_messages m ON m.seq = j.seq AND m.id = j.id"
+    f" WHERE {_IS_LIVE} AND j.id IN"
 )
 
 
@@ -211,19 +218,25 @@ def not_live(
 ) -> dict[str, JobRecord | None]:
     """Which of ``job_ids`` are no longer live, with their records (None: unknown or
     expired): one look for all the jobs a process waits on (see :mod:`.wakeups`), whose
-    waiters then need not read their records again."""
+    waiters then need not read their records again.
+
+    Asked after every commit another process makes, mostly about jobs still running:
+    so the live ones are only counted (their id, on the index, no record built) and
+    full records are read for the others alone.
+    """
     found: dict[str, JobRecord | None] = {}
+    live: set[str] = set()
     for start in range(0, len(job_ids), _IDS_PER_QUERY):
-        chunk = job_ids[start : start + _IDS_PER_QUERY]
+        chunk = tuple(job_ids[start : start + _IDS_PER_QUERY])
         marks = ",".join("?" * len(chunk))
-        for row in fetch_all(conn, f"{_RECORD} WHERE j.id IN ({marks})", tuple(chunk)):
-            record = _record(row, now)
-            if record is None or record.final:
-                found[row[0]] = record
-            else:
-                found[row[0]] = _LIVE
-    out = {job_id: found.get(job_id) for job_id in job_ids}
-    return {job_id: record for job_id, record in out.items() if record is not _LIVE}
+        sql = f"{_RECORD} WHERE j.id IN ({marks}) AND NOT {_IS_LIVE}"
+        rows = fetch_all(conn, sql, (*chunk, now))
+        for row in rows:
+            found[row[0]] = _record(row, now)
+        if len(rows) < len(chunk):
+            ids = fetch_all(conn, f"{_LIVE_IDS} ({marks})", (now, *chunk))
+            live.update(row[0] for row in ids)
+    return {job_id: found.get(job_id) for job_id in job_ids if job_id not in live}
 
 
 def _row(conn: sqlite3.Connection, where: str, args: tuple[object, ...]) -> Any:
@@ -304,9 +317,12 @@ def _live_with_key(conn: sqlite3.Connection, key: str, now: float) -> JobRecord 
 
 def _known(conn: sqlite3.Connection, job_id: str, now: float) -> JobRecord | None:
     """The record of ``job_id`` if the broker knows it; an expired one is deleted."""
-    record = read(conn, job_id, now)
+    row = _row(conn, "j.id = ?", (job_id,))
+    if row is None:
+        return None  # a new id: the usual case, one index look-up
+    record = _record(row, now)
     if record is None:
-        conn.execute("DELETE FROM wf_jobs WHERE id = ?", (job_id,))  # expired, if any
+        conn.execute("DELETE FROM wf_jobs WHERE id = ?", (job_id,))  # expired
     return record
 
 

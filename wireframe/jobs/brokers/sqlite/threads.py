@@ -246,12 +246,11 @@ class ConnectionThread:
                     break
                 calls.append(nxt)
             try:
-                writes = [call for call in calls if not call.readonly]
-                for call in calls:
-                    if call.readonly:
-                        self._run_read(conn, call)
-                if writes:
-                    self._run_group(conn, writes)
+                reads = [call for call in calls if call.readonly]
+                if reads:
+                    self._run_reads(conn, reads)
+                if len(reads) < len(calls):
+                    self._run_group(conn, [call for call in calls if not call.readonly])
             except Exception as exc:  # a savepoint or rollback failed: keep serving
                 for call in calls:
                     call.finish(outcome.Error(exc))  # those not woken yet
@@ -261,18 +260,26 @@ class ConnectionThread:
             if stop:
                 return
 
-    def _run_read(self, conn: sqlite3.Connection, call: _Call[Any]) -> None:
-        if not call.start():
-            return
+    def _run_reads(self, conn: sqlite3.Connection, calls: list[_Call[Any]]) -> None:
+        """Run the reads that queued up together in one read transaction (one snapshot:
+        they were all in flight at once, so any order is one they could have seen), and
+        wake their tasks with one callback, as a group commit does."""
+        results: list[tuple[_Call[Any], outcome.Outcome[Any]]] = []
         try:
             conn.execute("BEGIN")
-            try:
-                result: outcome.Outcome[Any] = outcome.Value(call.fn(conn))
-            finally:
+            for call in calls:
+                if not call.start():
+                    continue
+                try:
+                    results.append((call, outcome.Value(call.fn(conn))))
+                except BaseException as exc:
+                    results.append((call, outcome.Error(exc)))
+        finally:
+            if conn.in_transaction:
                 conn.execute("COMMIT")
-        except BaseException as exc:
-            result = outcome.Error(exc)
-        call.finish(result)
+        wake = [(call.task, result) for call, result in results if call.settle()]
+        if wake:
+            self._token.run_sync_soon(_reschedule_all, wake)
 
     def _begin_immediate(self, conn: sqlite3.Connection, calls: list[_Call[Any]]) -> bool:
         """Take the write lock, giving up after busy_timeout; False if every call

@@ -30,6 +30,7 @@ take, so idle processes do not fight over the lock.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Final
@@ -39,6 +40,7 @@ import trio
 __all__ = [
     "LOOK_AGAIN",
     "Backoff",
+    "FirstLooks",
     "NeighbourKey",
     "Signal",
     "Signals",
@@ -188,6 +190,12 @@ class Wakeups:
         self.waiting += 1
         self.waiters_arrived.set()
         event = signal.event
+        if timeout == math.inf and not also:  # a job's or a channel's wait: no timer
+            try:
+                await event.wait()
+            finally:
+                self.waiting -= 1
+            return
         if also:
             event = trio.Event()
             for one in (signal, *also):
@@ -202,6 +210,62 @@ class Wakeups:
             if also:
                 for one in (signal, *also):
                     one.followers.remove(event)
+
+
+class FirstLooks:
+    """Which waits on a job this broker just submitted may skip their first look.
+
+    A waiter looks at its job once after entering its signal, because the job may
+    have finished before: that read is most of what waiting costs a process that
+    submits and awaits at once. A job this broker submitted, though, was live when
+    its submit began, so it can only have finished since by
+
+    * a write of another connection (another process, a neighbour broker): that
+      changes the writer's ``data_version``, and the first poll to see it is one
+      that ran after the submit began. Polls are numbered (:attr:`polls`, counted on
+      the writer thread as they run); :attr:`changed_at` is the number of the
+      latest one the watcher found changed;
+    * a write of this broker that ends a job (complete, dead letter, abort, a
+      deleted queue), counted in :attr:`finished` as it wakes that job's waiters.
+
+    :meth:`submitting` notes both counts as a submit begins; if neither moved when
+    the wait enters its signal, nothing can have finished the job unseen: every
+    later change is found by a poll the watcher handles after the waiter is in its
+    list (it then reads the finished jobs of every waiter), or wakes the waiter
+    directly. Otherwise the waiter looks as any other. The notes are kept for the
+    last :data:`_FRESH_KEPT` submits only (a job nobody awaits must not stay).
+    """
+
+    __slots__ = ("_fresh", "changed_at", "finished", "polls")
+
+    def __init__(self) -> None:
+        #: Polls of data_version run so far (written on the writer thread only).
+        self.polls = 0
+        #: The number of the latest poll that found data_version changed (or failed).
+        self.changed_at = 0
+        #: Jobs this broker ended (its waiters were told directly).
+        self.finished = 0
+        self._fresh: dict[str, tuple[int, int]] = {}
+
+    def submitting(self) -> tuple[int, int]:
+        """The counts as a submit begins, for :meth:`submitted`."""
+        return self.polls, self.finished
+
+    def submitted(self, job_id: str, mark: tuple[int, int]) -> None:
+        """Job ``job_id`` was created by a submit that began at ``mark``."""
+        fresh = self._fresh
+        fresh[job_id] = mark
+        if len(fresh) > _FRESH_KEPT:
+            del fresh[next(iter(fresh))]  # the oldest note: its wait just looks
+
+    def may_skip(self, job_id: str) -> bool:
+        """Whether a wait on ``job_id`` whose signal is entered may skip its first
+        look (asked once per job: the note is used up)."""
+        mark = self._fresh.pop(job_id, None)
+        return mark is not None and self.changed_at <= mark[0] and self.finished == mark[1]
+
+
+_FRESH_KEPT: Final = 10_000  # submits whose first look may be skipped
 
 
 #: Where neighbours meet: one database file (its absolute path) in one trio run.
