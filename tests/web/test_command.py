@@ -16,7 +16,10 @@ from wireframe.jobs.broker import Message, open_broker
 
 
 @pytest.mark.slow
-async def test_the_command_serves_and_warns_off_loopback(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop_with", [signal.SIGINT, signal.SIGTERM])
+async def test_the_command_serves_and_warns_off_loopback(
+    tmp_path: Path, stop_with: signal.Signals
+) -> None:
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
     async with open_broker(url) as broker:
         await broker.submit("q", Message("one", b"x"), operation="op")
@@ -38,6 +41,7 @@ async def test_the_command_serves_and_warns_off_loopback(tmp_path: Path) -> None
 
         assert "one" in await trio.to_thread.run_sync(fetch)
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop_with)
         _, err = await trio.to_thread.run_sync(proc.communicate)
+    assert proc.returncode == 0, err
     assert "warning" in err and "not loopback" in err, err

@@ -8,6 +8,7 @@ of its own (put it behind one).
 
 from __future__ import annotations
 
+import signal
 from typing import Annotated
 
 import trio
@@ -53,14 +54,22 @@ def dashboard(
     application = app(broker, allow_actions=allow_actions)
 
     async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            bound = await nursery.start(lambda task_status: serve(
-                application, host=host, port=port, task_status=task_status))  # fmt: skip
-            mode = "actions allowed" if allow_actions else "read-only"
-            for where in bound:
-                stdout().print(
-                    f"dashboard of {mask_password(broker)} on {where} ({mode})", soft_wrap=True
-                )
+        # SIGINT and SIGTERM by trio's receiver, not KeyboardInterrupt: a process started
+        # with SIGINT ignored (a background job of a shell) never gets that, and a
+        # container stops with SIGTERM
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                bound = await nursery.start(lambda task_status: serve(
+                    application, host=host, port=port, task_status=task_status))  # fmt: skip
+                mode = "actions allowed" if allow_actions else "read-only"
+                for where in bound:
+                    stdout().print(
+                        f"dashboard of {mask_password(broker)} on {where} ({mode})",
+                        soft_wrap=True,
+                    )
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
 
     try:
         trio.run(main)
