@@ -53,6 +53,7 @@ from wireframe.durable.store import (
 )
 from wireframe.jobs.broker import BrokerError
 from wireframe.jobs.brokers.redis.channels import parse_replies
+from wireframe.jobs.brokers.redis.group_commit import GroupCommit
 from wireframe.jobs.brokers.redis.keys import GROUP
 from wireframe.jobs.brokers.redis.queues import check_priority
 from wireframe.jobs.brokers.redis.scripts import durable as scripts
@@ -67,6 +68,8 @@ __all__ = ["RedisOrchestrationStore"]
 
 #: Longest (seconds) a take or a wait for a change blocks server-side before it looks again.
 BLOCK: Final = 5.0
+#: Most turns one group-committed ``COMMIT`` call carries.
+MAX_COMMITS: Final = 64
 #: The nullable row fields kept as msgpack: (hash field, what it is).
 _VALUES: Final = (
     ("in", "input"),
@@ -187,6 +190,7 @@ class RedisOrchestrationStore(_BrokerParts):
         self._durable = _Scripts(self._conn)
         self._waits = itertools.count(1)
         self._sent: list[str] = []  # tokens of answered sends, to delete
+        self._commits: GroupCommit[list[Arg]] = GroupCommit(self._commit_many, MAX_COMMITS)
 
     def _delay(self, visible_at: float) -> str:
         """A visibility on the broker's clock as the scripts take it: ms from now, or '-inf'."""
@@ -281,12 +285,21 @@ class RedisOrchestrationStore(_BrokerParts):
         return items
 
     async def commit(self, item: WorkItem, commit: Commit) -> None:
-        """Apply a turn atomically; ``TurnLost`` (writing nothing) if the lease is gone."""
-        c = commit
+        """Apply a turn atomically; ``TurnLost`` (writing nothing) if the lease is gone.
+
+        Turns that end together are group-committed: the commits that arrive
+        while one ``COMMIT`` call is in flight go together in the next (each
+        fenced on its own lease, each all or nothing), one round trip for all.
+        """
+        if text(await self._commits.submit(self._commit_args(item, commit))) != "ok":
+            raise TurnLost(item.instance.id, "the commit")
+
+    def _commit_args(self, item: WorkItem, c: Commit) -> list[Arg]:
+        """One turn's section of a ``COMMIT`` call (its length first)."""
         members, replies = item.taken
         args: list[Arg] = [
-            self._keys.prefix, item.instance.id, item.lease_token, "1" if c.restart else "0",
-            c.status.value, _value(c.output), _value(c.custom_status), _value(c.error), GROUP,
+            item.instance.id, item.lease_token, "1" if c.restart else "0",
+            c.status.value, _value(c.output), _value(c.custom_status), _value(c.error),
         ]  # fmt: skip
         args += [len(members), *members, replies]
         args += [len(c.appended), *map(encode_event, c.appended), len(c.activities)]
@@ -304,10 +317,18 @@ class RedisOrchestrationStore(_BrokerParts):
             args += [child.id, *_row_fields(child), _member(first)]
             args.append(_member(child_exists(child, first)))
         args += [len(c.carryover), *map(_member, c.carryover)]
-        # a repeat after a lost answer is answered 'ok' (the row names its last commit)
-        outcome = await self._run("commit", self._durable.commit, args)
-        if text(outcome) != "ok":
-            raise TurnLost(item.instance.id, "the commit")
+        return [len(args), *args]
+
+    async def _commit_many(self, turns: list[list[Arg]]) -> list[object]:
+        """One ``COMMIT`` call for the turns a group commit gathered: an outcome each.
+
+        A repeat after a lost answer is answered 'ok' for each turn that did
+        commit (its row names its last commit), so the call may be resent.
+        """
+        args: list[Arg] = [self._keys.prefix, GROUP]
+        for turn in turns:
+            args += turn
+        return list(await self._run("commit", self._durable.commit, args))
 
     async def release(self, item: WorkItem, delay: float) -> None:
         """Give the instance back without a turn; its events show again after ``delay``."""

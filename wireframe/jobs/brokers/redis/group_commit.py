@@ -45,8 +45,11 @@ class GroupCommit(Generic[Item]):
     ``flush`` takes the items and returns one outcome per item, in order.
     """
 
-    def __init__(self, flush: Callable[[list[Item]], Awaitable[list[object]]]) -> None:
+    def __init__(
+        self, flush: Callable[[list[Item]], Awaitable[list[object]]], most: int = MAX_BATCH
+    ) -> None:
         self._flush = flush
+        self._most = most  # items at most in one flush
         self._queue: list[_Waiter[Item]] = []
         self._busy = False
 
@@ -70,7 +73,7 @@ class GroupCommit(Generic[Item]):
         else:
             self._busy = True
         # the lead: flush the first batch (``me``'s with it), then hand the lead on
-        batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+        batch, self._queue = self._queue[: self._most], self._queue[self._most :]
         try:
             outcomes = await self._flush([w.item for w in batch])
         except trio.Cancelled:

@@ -233,17 +233,20 @@ return {items, wait}
 """
 )
 
-#: ARGV: prefix, id, token, restart ('1' or '0'), status, output, custom status,
-#: error (msgpack; '' for None), queue group, then counted sections (a count, then
-#: its items): the inbox members taken; (a count alone) the replies taken; the
-#: events appended; activities (queue, id, body, reply_to, priority, limit each);
-#: timers (visibility in ms from now, event); sends (instance id, event); children
-#: (id, its row's field, value pairs counted, first event, the parent's event saying the
-#: id is taken); carryover events.
-#: Returns 'ok', or 'lost' (nothing written) when the turn's lease ran out or was
-#: taken over.
+#: ARGV: prefix, queue group, then one section per turn: its length (the count of
+#: arguments after it), then id, token, restart ('1' or '0'), status, output, custom
+#: status, error (msgpack; '' for None), then counted parts (a count, then its
+#: items): the inbox members taken; (a count alone) the replies taken; the events
+#: appended; activities (queue, id, body, reply_to, priority, limit each); timers
+#: (visibility in ms from now, event); sends (instance id, event); children (id, its
+#: row's field, value pairs counted, first event, the parent's event saying the id
+#: is taken); carryover events.
+#: Returns one outcome per turn, in order: 'ok', or 'lost' (nothing of that turn
+#: written) when the turn's lease ran out or was taken over. The turns are
+#: independent: one that lost its lease leaves the others to commit (a group commit
+#: of the turns that ended together, one round trip for all).
 #:
-#: Writes the turn: the taken inbox members and replies removed; on a restart the
+#: Writes each turn: the taken inbox members and replies removed; on a restart the
 #: history replaced and the inbox left with the flagged events only (the replies
 #: of the old generation dropped), the generation bumped; the events appended;
 #: the activities published as ``PUBLISH_LIMITS`` would (their streams created if
@@ -255,104 +258,119 @@ return {items, wait}
 COMMIT = (
     _PRELUDE
     + r"""
-local prefix, iid, token, group = ARGV[1], ARGV[2], ARGV[3], ARGV[9]
+local prefix, group = ARGV[1], ARGV[2]
 local now = now_ms()
-local r, outcome = leased(prefix, iid, token, now, 'c:' .. token)
-if not r then return outcome end
-local row, history, inbox = prefix .. 'oi:' .. iid, prefix .. 'oh:' .. iid, prefix .. 'ob:' .. iid
-local channel = channel_of(prefix, iid)
-local k = 10
-local function count()
-  local n = tonumber(ARGV[k])
-  k = k + 1
-  return n
-end
-for _ = 1, count() do
-  redis.call('ZREM', inbox, ARGV[k])
-  k = k + 1
-end
-local replies = count()
-if replies > 0 then redis.call('LTRIM', channel, 0, -(replies + 1)) end
-local generation = tonumber(r[5]) or 0
-if ARGV[4] == '1' then
-  redis.call('DEL', history, channel)
-  for _, m in ipairs(redis.call('ZRANGE', inbox, 0, -1)) do
-    if string.sub(m, FLAG_AT, FLAG_AT) ~= 'k' then redis.call('ZREM', inbox, m) end
+local queues, declared, seen = prefix .. 'queues', {}, {}  -- once per script run
+
+-- commit the turn whose section starts at ARGV[k]; its outcome
+local function commit_turn(k)
+  local iid, token = ARGV[k], ARGV[k + 1]
+  local r, outcome = leased(prefix, iid, token, now, 'c:' .. token)
+  if not r then return outcome end
+  local row, history, inbox = prefix .. 'oi:' .. iid, prefix .. 'oh:' .. iid, prefix .. 'ob:' .. iid
+  local channel = channel_of(prefix, iid)
+  local head = k
+  k = k + 7
+  local function count()
+    local n = tonumber(ARGV[k])
+    k = k + 1
+    return n
   end
-  generation = generation + 1
-end
-local n = count()
-for s = k, k + n - 1, 1000 do
-  redis.call('RPUSH', history, unpack(ARGV, s, math.min(s + 999, k + n - 1)))
-end
-k = k + n
-local queues, seen, added, declared = prefix .. 'queues', {}, {}, {}
-for _ = 1, count() do
-  local queue, level, name = ARGV[k], tonumber(ARGV[k + 4]), ARGV[k + 5]
-  local ready = prefix .. 'q:' .. queue .. ':ready'
-  if not declared[queue] then
-    ensure_queue(queues, ready, group, queue)
-    declared[queue] = true
+  for _ = 1, count() do
+    redis.call('ZREM', inbox, ARGV[k])
+    k = k + 1
   end
-  if name ~= '' then
-    limit_enqueue(prefix, group, queue, name, level,
-                  {i = ARGV[k + 1], b = ARGV[k + 2], r = ARGV[k + 3]}, 0, now, seen, added)
+  local replies = count()
+  if replies > 0 then redis.call('LTRIM', channel, 0, -(replies + 1)) end
+  local generation = tonumber(r[5]) or 0
+  if ARGV[head + 2] == '1' then
+    redis.call('DEL', history, channel)
+    for _, m in ipairs(redis.call('ZRANGE', inbox, 0, -1)) do
+      if string.sub(m, FLAG_AT, FLAG_AT) ~= 'k' then redis.call('ZREM', inbox, m) end
+    end
+    generation = generation + 1
+  end
+  local n = count()
+  for s = k, k + n - 1, 1000 do
+    redis.call('RPUSH', history, unpack(ARGV, s, math.min(s + 999, k + n - 1)))
+  end
+  k = k + n
+  local added = {}
+  for _ = 1, count() do
+    local queue, level, name = ARGV[k], tonumber(ARGV[k + 4]), ARGV[k + 5]
+    local ready = prefix .. 'q:' .. queue .. ':ready'
+    if not declared[queue] then
+      ensure_queue(queues, ready, group, queue)
+      declared[queue] = true
+    end
+    if name ~= '' then
+      limit_enqueue(prefix, group, queue, name, level,
+                    {i = ARGV[k + 1], b = ARGV[k + 2], r = ARGV[k + 3]}, 0, now, seen, added)
+    else
+      local stream = level_stream(queues, ready, group, queue, level, seen)
+      redis.call('XADD', stream, '*', 'i', ARGV[k + 1], 'b', ARGV[k + 2], 'r', ARGV[k + 3])
+    end
+    k = k + 6
+  end
+  for _, name in ipairs(added) do limit_added(prefix, group, name, now, seen) end
+  for _ = 1, count() do
+    inbox_add(prefix, iid, score_of(ARGV[k], now), ARGV[k + 1])
+    k = k + 2
+  end
+  for _ = 1, count() do
+    local other = ARGV[k]
+    local ok, s = pcall(redis.call, 'HGET', prefix .. 'oi:' .. other, 's')
+    if ok and s and not FINISHED[s] then
+      inbox_add(prefix, other, now, ARGV[k + 1])
+      if other ~= iid then durable_ready(prefix, other, now, now) end
+    end
+    k = k + 2
+  end
+  for _ = 1, count() do
+    local child, m = ARGV[k], tonumber(ARGV[k + 1])
+    if redis.call('EXISTS', prefix .. 'oi:' .. child) == 0 then
+      new_row(prefix, child, k + 1, now, 0)
+      inbox_add(prefix, child, now, ARGV[k + 2 + 2 * m])
+      durable_due(prefix, child, now, true)
+    else  -- taken by another instance: the child fails in its parent
+      inbox_add(prefix, iid, now, ARGV[k + 3 + 2 * m])
+    end
+    k = k + 4 + 2 * m
+  end
+  for _ = 1, count() do
+    inbox_add(prefix, iid, '-inf', ARGV[k])
+    k = k + 1
+  end
+  local status = ARGV[head + 3]
+  local set = {'s', status, 'ua', now, 'g', generation, 'le', 0, 'ct', 'c:' .. token}
+  local unset = {'lt'}
+  for j, field in ipairs({'out', 'cs', 'err'}) do
+    if ARGV[head + 3 + j] ~= '' then
+      set[#set + 1] = field
+      set[#set + 1] = ARGV[head + 3 + j]
+    else
+      unset[#unset + 1] = field
+    end
+  end
+  redis.call('HSET', row, unpack(set))
+  redis.call('HDEL', row, unpack(unset))
+  redis.call('HINCRBY', row, 'r', 1)
+  index_row(prefix, iid, r[4], status, now)
+  changed(prefix, iid)
+  if FINISHED[status] then  -- its last turn: what it left (timers, events) never runs
+    forget_inbox(prefix, iid)
   else
-    local stream = level_stream(queues, ready, group, queue, level, seen)
-    redis.call('XADD', stream, '*', 'i', ARGV[k + 1], 'b', ARGV[k + 2], 'r', ARGV[k + 3])
+    place(prefix, iid, now)
   end
-  k = k + 6
+  return 'ok'
 end
-for _, name in ipairs(added) do limit_added(prefix, group, name, now, seen) end
-for _ = 1, count() do
-  inbox_add(prefix, iid, score_of(ARGV[k], now), ARGV[k + 1])
-  k = k + 2
+
+local outcomes, k = {}, 3
+while k <= #ARGV do
+  outcomes[#outcomes + 1] = commit_turn(k + 1)
+  k = k + 1 + tonumber(ARGV[k])
 end
-for _ = 1, count() do
-  local other = ARGV[k]
-  local ok, s = pcall(redis.call, 'HGET', prefix .. 'oi:' .. other, 's')
-  if ok and s and not FINISHED[s] then
-    inbox_add(prefix, other, now, ARGV[k + 1])
-    if other ~= iid then durable_ready(prefix, other, now, now) end
-  end
-  k = k + 2
-end
-for _ = 1, count() do
-  local child, n = ARGV[k], tonumber(ARGV[k + 1])
-  if redis.call('EXISTS', prefix .. 'oi:' .. child) == 0 then
-    new_row(prefix, child, k + 1, now, 0)
-    inbox_add(prefix, child, now, ARGV[k + 2 + 2 * n])
-    durable_due(prefix, child, now, true)
-  else  -- taken by another instance: the child fails in its parent
-    inbox_add(prefix, iid, now, ARGV[k + 3 + 2 * n])
-  end
-  k = k + 4 + 2 * n
-end
-for _ = 1, count() do
-  inbox_add(prefix, iid, '-inf', ARGV[k])
-  k = k + 1
-end
-local set = {'s', ARGV[5], 'ua', now, 'g', generation, 'le', 0, 'ct', 'c:' .. token}
-local unset = {'lt'}
-for j, field in ipairs({'out', 'cs', 'err'}) do
-  if ARGV[5 + j] ~= '' then
-    set[#set + 1] = field
-    set[#set + 1] = ARGV[5 + j]
-  else
-    unset[#unset + 1] = field
-  end
-end
-redis.call('HSET', row, unpack(set))
-redis.call('HDEL', row, unpack(unset))
-redis.call('HINCRBY', row, 'r', 1)
-index_row(prefix, iid, r[4], ARGV[5], now)
-changed(prefix, iid)
-if FINISHED[ARGV[5]] then  -- its last turn: what it left (timers, events) never runs
-  forget_inbox(prefix, iid)
-else
-  place(prefix, iid, now)
-end
-return 'ok'
+return outcomes
 """.replace("FLAG_AT", str(SEQ_WIDTH + 1))
 )
 
