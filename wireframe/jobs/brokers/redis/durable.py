@@ -58,7 +58,7 @@ from wireframe.jobs.brokers.redis.keys import GROUP
 from wireframe.jobs.brokers.redis.queues import check_priority
 from wireframe.jobs.brokers.redis.scripts import durable as scripts
 from wireframe.jobs.brokers.redis.scripts.orchestrating import SEQ_WIDTH
-from wireframe.jobs.brokers.redis.values import COUNT, as_bytes, ms, text
+from wireframe.jobs.brokers.redis.values import as_bytes, ms, text
 
 if TYPE_CHECKING:
     from wireframe.jobs.brokers.redis.connection import Arg, Connection
@@ -97,15 +97,23 @@ def _row_fields(inst: Instance) -> list[Arg]:
     return [len(pairs) // 2, *pairs]
 
 
-def _fields(flat: Any) -> dict[str, Any]:
-    """A hash's fields from HGETALL (a map, or a flat field, value list from a script)."""
-    if isinstance(flat, Mapping):
-        return {text(k): v for k, v in flat.items()}
-    return {text(flat[k]): flat[k + 1] for k in range(0, len(flat) - 1, 2)}
+def _fields(flat: Any) -> dict[bytes, Any]:
+    """A hash's fields by name as bytes, from HGETALL (a map, or a flat field, value list
+    from a script). Redis answers bytes; anything else is taken as text."""
+    pairs = flat.items() if isinstance(flat, Mapping) else zip(flat[::2], flat[1::2], strict=False)
+    return {k if type(k) is bytes else as_bytes(k): v for k, v in pairs}
+
+
+#: The row's msgpack values: (hash field, what it is), as :data:`_VALUES` names them.
+_VALUE_KEYS: Final = tuple((field.encode(), what) for field, what in _VALUES)
 
 
 def _instance(iid: str, flat: Any, key: str) -> Instance:
-    """The :class:`Instance` a row hash holds; BrokerError for one that is not a row of ours."""
+    """The :class:`Instance` a row hash holds; BrokerError for one that is not a row of ours.
+
+    (Read for every turn a take hands out, and for every wait of a client: kept
+    to plain lookups by the fields' bytes.)
+    """
     f = _fields(flat)
 
     def bad(why: str) -> BrokerError:
@@ -113,38 +121,37 @@ def _instance(iid: str, flat: Any, key: str) -> Instance:
             f"redis broker: the row of orchestration instance {iid!r} ({key}) is malformed: {why}"
         )
 
-    def number(name: str) -> int:
+    def number(name: bytes) -> int:
         raw = as_bytes(f.get(name, b"0"))
-        if not COUNT.fullmatch(raw):
-            raise bad(f"field {name!r} is {raw[:40]!r}, not a whole number")
+        if not raw.isdigit():  # ASCII digits only, as COUNT says
+            raise bad(f"field {name.decode()!r} is {raw[:40]!r}, not a whole number")
         return int(raw)
 
     try:
-        status = Status(text(f.get("s", b"")))
+        status = Status(text(f.get(b"s", b"")))
     except ValueError:
-        raise bad(f"its status is {f.get('s')!r}") from None
-    if "n" not in f:
+        raise bad(f"its status is {f.get(b's')!r}") from None
+    name = f.get(b"n")
+    if name is None:
         raise bad("it has no name ('n')")
-    values = {
-        field: decode_value(
-            None if f.get(field) is None else as_bytes(f[field]), f"{what} of {iid!r}"
-        )
-        for field, what in _VALUES
-    }
+    values = [
+        None if (raw := f.get(field)) is None else decode_value(as_bytes(raw), f"{what} of {iid!r}")
+        for field, what in _VALUE_KEYS
+    ]
     return Instance(
         iid,
-        text(f["n"]),
+        text(name),
         status,
-        values["in"],
-        values["out"],
-        values["err"],
-        values["cs"],
-        number("ca") / 1000,
-        number("ua") / 1000,
-        values["par"],
-        values["ver"],
-        number("g"),
-        number("r"),
+        values[0],
+        values[1],
+        values[2],
+        values[3],
+        number(b"ca") / 1000,
+        number(b"ua") / 1000,
+        values[4],
+        values[5],
+        number(b"g"),
+        number(b"r"),
     )
 
 
