@@ -34,6 +34,8 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+import msgpack
+
 from wireframe.durable.codec import decode_event, decode_value, encode_event, encode_value
 from wireframe.durable.history import (
     Event,
@@ -68,6 +70,9 @@ __all__ = ["RedisOrchestrationStore"]
 
 #: Longest (seconds) a take or a wait for a change blocks server-side before it looks again.
 BLOCK: Final = 5.0
+#: Packs the turns of a ``COMMIT`` call: bytes and text alike as msgpack's raw strings
+#: (Redis's cmsgpack reads no bin type; a Lua string holds any bytes).
+_pack: Final = msgpack.Packer(use_bin_type=False).pack
 #: Most turns one group-committed ``COMMIT`` call carries.
 MAX_COMMITS: Final = 64
 #: The nullable row fields kept as msgpack: (hash field, what it is).
@@ -197,7 +202,7 @@ class RedisOrchestrationStore(_BrokerParts):
         self._durable = _Scripts(self._conn)
         self._waits = itertools.count(1)
         self._sent: list[str] = []  # tokens of answered sends, to delete
-        self._commits: GroupCommit[list[Arg]] = GroupCommit(self._commit_many, MAX_COMMITS)
+        self._commits: GroupCommit[list[Any]] = GroupCommit(self._commit_many, MAX_COMMITS)
 
     def _delay(self, visible_at: float) -> str:
         """A visibility on the broker's clock as the scripts take it: ms from now, or '-inf'."""
@@ -301,40 +306,34 @@ class RedisOrchestrationStore(_BrokerParts):
         if text(await self._commits.submit(self._commit_args(item, commit))) != "ok":
             raise TurnLost(item.instance.id, "the commit")
 
-    def _commit_args(self, item: WorkItem, c: Commit) -> list[Arg]:
-        """One turn's section of a ``COMMIT`` call (its length first)."""
+    def _commit_args(self, item: WorkItem, c: Commit) -> list[Any]:
+        """One turn as the ``COMMIT`` script takes it (an array, packed with the others)."""
         members, replies = item.taken
-        args: list[Arg] = [
-            item.instance.id, item.lease_token, "1" if c.restart else "0",
-            c.status.value, _value(c.output), _value(c.custom_status), _value(c.error),
-        ]  # fmt: skip
-        args += [len(members), *members, replies]
-        args += [len(c.appended), *map(encode_event, c.appended), len(c.activities)]
+        activities = []
         for queue, m in c.activities:
             self._keys.queue(queue, "ready")  # checks the name
-            args += [queue, m.id, m.body, m.reply_to, check_priority(m), m.limit or ""]
-        args.append(len(c.timers))
-        for visible_at, event in c.timers:
-            args += [self._delay(visible_at), _member(event)]
-        args.append(len(c.sends))
-        for iid, event in c.sends:
-            args += [iid, _member(event)]
-        args.append(len(c.children))
-        for child, first in c.children:
-            args += [child.id, *_row_fields(child), _member(first)]
-            args.append(_member(child_exists(child, first)))
-        args += [len(c.carryover), *map(_member, c.carryover)]
-        return [len(args), *args]
+            activities.append([queue, m.id, m.body, m.reply_to, check_priority(m), m.limit or ""])
+        return [
+            item.instance.id, item.lease_token, "1" if c.restart else "0", c.status.value,
+            _value(c.output), _value(c.custom_status), _value(c.error), list(members), replies,
+            [encode_event(e) for e in c.appended], activities,
+            [[self._delay(visible_at), _member(event)] for visible_at, event in c.timers],
+            [[iid, _member(event)] for iid, event in c.sends],
+            [
+                [child.id, _row_fields(child)[1:], _member(first),
+                 _member(child_exists(child, first))]
+                for child, first in c.children
+            ],
+            [_member(e) for e in c.carryover],
+        ]  # fmt: skip
 
-    async def _commit_many(self, turns: list[list[Arg]]) -> list[object]:
+    async def _commit_many(self, turns: list[list[Any]]) -> list[object]:
         """One ``COMMIT`` call for the turns a group commit gathered: an outcome each.
 
         A repeat after a lost answer is answered 'ok' for each turn that did
         commit (its row names its last commit), so the call may be resent.
         """
-        args: list[Arg] = [self._keys.prefix, GROUP]
-        for turn in turns:
-            args += turn
+        args: list[Arg] = [self._keys.prefix, GROUP, _pack(turns)]
         return list(await self._run("commit", self._durable.commit, args))
 
     async def release(self, item: WorkItem, delay: float) -> None:
