@@ -17,7 +17,9 @@ Every step is one script: a take leases what is due (a global sorted set of
 instances by when each may next have work, so finished instances are never
 read), a commit is fenced on the lease's token and end (``TurnLost``, nothing
 written, otherwise) and writes the whole turn, activities published to their
-queues as ``publish`` would. Waiting blocks in Redis: a take that finds
+queues as ``publish`` would. Turns that end together are group-committed: one
+``COMMIT`` call carries them all (packed in one msgpack argument), each fenced
+and written on its own. Waiting blocks in Redis: a take that finds
 nothing ``BLPOP``-s a wake token (pushed when something becomes due sooner)
 until the next due time at the latest; a wait for a change ``BLPOP``-s a list
 of its own that the next change of the instance pushes to. Times visible in

@@ -10,10 +10,14 @@ instance's inbox rows *and* those replies, and its commit deletes both — so a
 completion lands in the inbox atomically, and is consumed atomically with the
 turn that applied it.
 
-Taking work reads only what is due: visible inbox rows by ``(visible_at,
-instance_id)`` and reply rows in the range of inbox channels; finished
-instances are never scanned. A commit runs in one write transaction fenced on
-the lease token and its expiry (``TurnLost`` and a rollback otherwise).
+Taking work reads only what is due and not leased, and at most what it can
+take: instances with activity replies first (reply rows in the range of inbox
+channels, so instances in flight finish before new ones start), then visible
+inbox rows by ``(visible_at, instance_id)``, each joined to its row by key;
+finished instances are never scanned, and a backlog of thousands of pending
+starts costs a take nothing. A commit runs in one write transaction (the
+writer thread's group commit) fenced on the lease token and its expiry
+(``TurnLost`` and a rollback of that turn's savepoint otherwise).
 """
 
 from __future__ import annotations
