@@ -70,7 +70,7 @@ local function changed(prefix, iid)
       if pcall(redis.call, 'LPUSH', w, '1') then redis.call('PEXPIRE', w, WAITER_TTL) end
     end
   end
-  redis.call('DEL', set)
+  if not ok or #waiters > 0 then redis.call('DEL', set) end  -- (none: no set to delete)
 end
 
 -- place `iid` (not leased) in the ready set by what it holds: its soonest inbox
@@ -124,12 +124,12 @@ local function score_of(delay, now)
   return now + tonumber(delay)
 end
 
--- the row fields lt, le, ct, s, g of `iid` when the turn `token` holds its lease; else
+-- the row fields lt, le, ct, s, g, r of `iid` when the turn `token` holds its lease; else
 -- nil and the outcome to answer: 'lost', or 'ok' when the row's last end of a turn
 -- is `ended` ('c:' or 'r:' and the token: this turn committed, or released): this
 -- call is a repeat of that one after its answer was lost
 local function leased(prefix, iid, token, now, ended)
-  local ok, r = pcall(redis.call, 'HMGET', prefix .. 'oi:' .. iid, 'lt', 'le', 'ct', 's', 'g')
+  local ok, r = pcall(redis.call, 'HMGET', prefix .. 'oi:' .. iid, 'lt', 'le', 'ct', 's', 'g', 'r')
   if not (ok and r[4]) then return nil, 'lost' end
   if r[1] == token and (tonumber(r[2]) or 0) > now then return r, nil end
   if ended and r[3] == ended then return nil, 'ok' end
@@ -322,7 +322,8 @@ local function commit_turn(t)
     end
   end
   for _, event in ipairs(t[15]) do inbox_add(prefix, iid, '-inf', event) end
-  local set = {'s', status, 'ua', now, 'g', generation, 'le', 0, 'ct', 'c:' .. token}
+  local set = {'s', status, 'ua', now, 'g', generation, 'le', 0, 'ct', 'c:' .. token,
+               'r', (tonumber(r[6]) or 0) + 1}
   local unset = {'lt'}
   for j, field in ipairs({'out', 'cs', 'err'}) do
     if t[4 + j] ~= '' then
@@ -334,7 +335,6 @@ local function commit_turn(t)
   end
   redis.call('HSET', row, unpack(set))
   redis.call('HDEL', row, unpack(unset))
-  redis.call('HINCRBY', row, 'r', 1)
   index_row(prefix, iid, r[4], status, now)
   changed(prefix, iid)
   if FINISHED[status] then  -- its last turn: what it left (timers, events) never runs
