@@ -132,7 +132,8 @@ def commit_of(item: WorkItem, turn: Turn, queue: str, offset: float) -> Commit:
                 event.name, event.input, inst.version, inst.id, parent_action=event.action
             )
             children.append((child, first))
-    started = _started(item)
+    # how it began matters only at its end: not read (a scan of the history) every turn
+    started = _started(item) if turn.finished or turn.status == "continued" else None
     if turn.finished and started is not None and started.parent_id:
         done: Event = (
             ChildCompleted(started.parent_action, turn.output, inst.id)
