@@ -191,3 +191,17 @@ def test_worker_layers_that_are_not_layers_are_a_clear_error(tmp_path: Path) -> 
     assert "must be a list of wiring layers (instances), not a str" in " ".join(
         result.stderr.split()
     )
+
+
+def test_a_worker_process_runs_young_collections_less_often() -> None:
+    import gc
+
+    from wireframe.cli.workers import GC_THRESHOLD, tune_collector
+
+    before = gc.get_threshold()
+    try:
+        tune_collector()
+        first, *rest = gc.get_threshold()
+        assert first >= GC_THRESHOLD and tuple(rest) == before[1:]
+    finally:
+        gc.set_threshold(*before)

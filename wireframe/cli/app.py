@@ -280,7 +280,7 @@ def worker(
     run in the worker service, and the resources they give reach the operations
     that take them.
     """
-    from wireframe.cli.workers import defines_orchestrators, worker_builder
+    from wireframe.cli.workers import defines_orchestrators, tune_collector, worker_builder
 
     layers = _imported_layers(imports)
     try:
@@ -298,6 +298,7 @@ def worker(
         raise typer.Exit(EXIT_WIRING) from None
     shown = mask_password(broker)
     _announce_worker(shown, resources)
+    tune_collector()
     _serve(
         Target(f"worker {shown}", builder=builder),
         graceful_timeout=graceful_timeout,

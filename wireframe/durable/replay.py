@@ -68,7 +68,7 @@ from wireframe.jobs.codec import decode_result, structure
 from wireframe.jobs.errors import ErrorKind, RemoteError
 from wireframe.jobs.retry import RetryPolicy
 
-__all__ = ["Replayer", "Turn", "describe_action", "run_turn"]
+__all__ = ["Replayer", "Turn", "describe_action", "recorded_activities", "run_turn"]
 
 _NOT_CONTINUED = object()
 
@@ -430,6 +430,31 @@ class Replayer:
             return
         self.result = ("completed", output, None)
 
+    def turn(self, history: Iterable[Event], new: Iterable[Event], now: float) -> Turn:
+        """Replay ``history``, apply the ``new`` events at time ``now``: one turn.
+
+        A fresh engine replays the whole history. An engine whose last turn
+        committed (and did not finish the instance) may take the next turn
+        with no history at all: it is the state that history would replay to,
+        so only the new events are applied (the orchestration worker keeps
+        such engines, checked against the instance's revision, so that a turn
+        costs the new events rather than the whole history).
+        """
+        history, new = list(history), list(new)
+        if len(history) + len(new) < _QUIET_GC_AT or not gc.isenabled():
+            return _turn(self, history, new, now)
+        # Pause Python's cyclic collector for a long turn: every task and event a
+        # replay makes lives until the turn ends, so the collector's passes would
+        # scan a heap that only grows, again and again (a fan-out of 10,000 took
+        # 486 ms with it, 127 ms without: linear). Nothing of the turn is garbage
+        # before it ends; the collector resumes after. (A plain try/finally: a
+        # contextmanager here measured 100 ms slower on that turn.)
+        gc.disable()
+        try:
+            return _turn(self, history, new, now)
+        finally:
+            gc.enable()
+
     def carryover(self) -> list[Event]:
         """Events raised but never consumed, and the client's suspend or resume that came
         after the code continued as new: the next generation keeps them."""
@@ -521,20 +546,14 @@ def run_turn(
 
     ``generation`` is the instance's run (its row's), which default child ids name.
     """
-    history, new = list(history), list(new)
-    if len(history) + len(new) < _QUIET_GC_AT or not gc.isenabled():
-        return _turn(spec, instance_id, history, new, now, generation)
-    # Pause Python's cyclic collector for a long turn: every task and event a
-    # replay makes lives until the turn ends, so the collector's passes would
-    # scan a heap that only grows, again and again (a fan-out of 10,000 took
-    # 486 ms with it, 127 ms without: linear). Nothing of the turn is garbage
-    # before it ends; the collector resumes after. (A plain try/finally: a
-    # contextmanager here measured 100 ms slower on that turn.)
-    gc.disable()
-    try:
-        return _turn(spec, instance_id, history, new, now, generation)
-    finally:
-        gc.enable()
+    history = list(history)
+    engine = Replayer(spec, instance_id, generation, recorded_activities(history))
+    return engine.turn(history, new, now)
+
+
+def recorded_activities(history: Iterable[Event]) -> frozenset[int]:
+    """The actions ``history`` has as scheduled activities (what :class:`Replayer` takes)."""
+    return frozenset(e.action for e in history if isinstance(e, TaskScheduled))
 
 
 #: Turns of at least this many events run with the cyclic garbage collector paused.
@@ -542,15 +561,11 @@ _QUIET_GC_AT = 2000
 
 
 def _turn(
-    spec: OrchestratorSpec,
-    instance_id: str,
+    engine: Replayer,
     history: list[Event],
     new: list[Event],
     now: float,
-    generation: int,
 ) -> Turn:
-    recorded = frozenset(e.action for e in history if isinstance(e, TaskScheduled))
-    engine = Replayer(spec, instance_id, generation, recorded)
     appended: list[Event] = [OrchestratorStarted(now)]
     try:
         for event in history:
@@ -571,6 +586,9 @@ def _turn(
     )
     if status not in ("failed", "terminated"):  # a failed turn's actions never happen
         appended += engine.new_actions()
+    # what the code took is in ``appended`` now: a turn that goes on from this engine
+    # (``Replayer.turn`` with no history, once this turn committed) takes it as history
+    engine._unconfirmed.clear()
     carryover: list[Event] = []
     if status == "continued":
         appended.append(ContinuedAsNew(output))

@@ -7,7 +7,17 @@ what the turn decided (:func:`commit_of`) in one atomic step. Activities are
 not run here: they are ordinary jobs, published by the commit, run by the
 ordinary job workers, and their replies land in the instance's inbox.
 
-Replay is pure CPU; a turn whose history is long runs on a thread, so a big
+*Kept engines.* A turn that committed leaves its replay engine in the state
+the instance's history replays to; the worker keeps it (the ``cache`` most
+recently used, by instance), so the instance's next turn applies only its new
+events instead of replaying the whole history again. A kept engine is used
+only if the instance's row is exactly as that commit left it (the same
+generation, the revision one past the one taken, the history as long): any
+other turn in between (another worker's after a lost lease, a replacement)
+moved the revision, and the turn replays afresh — correctness never depends
+on the cache. A turn that did not commit drops its engine.
+
+Replay is pure CPU; a turn with many events to apply runs on a thread, so a big
 replay never stalls the worker's other turns or its lease renewals. While a
 turn runs its lease is renewed (one task renews them all). A turn whose lease was lost (``TurnLost``)
 wrote nothing; the instance's events are taken again. A turn that fails in the
@@ -17,9 +27,12 @@ know) fails the instance with the reason, so it does not loop.
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
+from collections.abc import Sequence
 
+import attrs
 import trio
 
 from wireframe.durable.history import (
@@ -37,7 +50,7 @@ from wireframe.durable.history import (
     TimerFired,
 )
 from wireframe.durable.registry import spec_named
-from wireframe.durable.replay import Turn, run_turn
+from wireframe.durable.replay import Replayer, Turn, recorded_activities
 from wireframe.durable.store import (
     Commit,
     Instance,
@@ -56,8 +69,11 @@ _log = logging.getLogger("wireframe.durable")
 
 #: Seconds a cancelled turn may take to give its instance back.
 _RELEASE_GRACE = 5.0
-#: Histories at least this long are replayed on a thread.
+#: Turns applying at least this many events (history replayed and new) run on a thread.
 _THREAD_AT = 500
+#: Replay engines kept by default (see the module doc): enough for every instance
+#: in flight in a busy worker, a few KB each.
+CACHE = 10_000
 _STATUSES = {
     "pending": Status.PENDING,
     "running": Status.RUNNING,
@@ -116,7 +132,8 @@ def commit_of(item: WorkItem, turn: Turn, queue: str, offset: float) -> Commit:
                 event.name, event.input, inst.version, inst.id, parent_action=event.action
             )
             children.append((child, first))
-    started = _started(item)
+    # how it began matters only at its end: not read (a scan of the history) every turn
+    started = _started(item) if turn.finished or turn.status == "continued" else None
     if turn.finished and started is not None and started.parent_id:
         done: Event = (
             ChildCompleted(started.parent_action, turn.output, inst.id)
@@ -145,6 +162,25 @@ def commit_of(item: WorkItem, turn: Turn, queue: str, offset: float) -> Commit:
     )
 
 
+@attrs.frozen
+class _Kept:
+    """An engine whose turn committed, and the row it left: when the next turn may use it."""
+
+    engine: Replayer
+    generation: int
+    revision: int
+    events: int  # the history's length after that commit
+
+    def fits(self, item: WorkItem) -> bool:
+        """Whether ``item``'s instance is exactly as the commit left it."""
+        inst = item.instance
+        return (inst.generation, inst.revision, len(item.history)) == (
+            self.generation,
+            self.revision,
+            self.events,
+        )
+
+
 def _broken(item: WorkItem) -> Commit:
     """The commit that fails an instance whose stored history cannot be read."""
     error = f"the stored history of instance {item.instance.id!r} cannot be read: {item.broken}"
@@ -162,6 +198,7 @@ class OrchestrationWorker:
         concurrency: int = 64,
         queue: str = "default",
         lease: float | None = None,
+        cache: int = CACHE,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"an orchestration worker needs concurrency >= 1, not {concurrency}")
@@ -172,6 +209,9 @@ class OrchestrationWorker:
         #: Seconds a turn holds its instance unless renewed: the broker URL's ``lease``.
         self.lease = broker.url.lease if lease is None else lease
         self.turns = 0
+        #: Replay engines kept for the instances' next turns (see the module doc).
+        self.cache = cache
+        self._kept: collections.OrderedDict[str, _Kept] = collections.OrderedDict()
         self._running = 0
         self._held: dict[str, WorkItem] = {}  # the turns running, by lease token
         self._slot_free = trio.Event()
@@ -222,10 +262,13 @@ class OrchestrationWorker:
         self._held[item.lease_token] = item
         try:
             if item.broken is not None:
+                self._kept.pop(item.instance.id, None)
                 await self.store.commit(item, _broken(item))
             else:
-                turn = await self._run(item)
+                turn, engine = await self._run(item)
                 await self.store.commit(item, commit_of(item, turn, self.queue, self._offset))
+                if engine is not None and turn.status in ("running", "pending", "suspended"):
+                    self._keep(item, turn, engine)
             self.turns += 1
         except trio.Cancelled:
             # the worker is cancelled (its grace ran out): give the instance back, so
@@ -255,20 +298,36 @@ class OrchestrationWorker:
             self._running -= 1
             self._slot_free.set()
 
-    async def _run(self, item: WorkItem) -> Turn:
+    async def _run(self, item: WorkItem) -> tuple[Turn, Replayer | None]:
+        """The turn of ``item``, and the engine that ran it (None if none could)."""
         inst = item.instance
         now = self._offset + self.broker.clock()
+        kept = self._kept.pop(inst.id, None)  # used once: a turn that fails must not leave it
         try:
             spec = spec_named(inst.name)
         except Exception as exc:  # the history still tells how it began and why it failed
             error = f"{type(exc).__name__}: {exc}"
             done = ExecutionCompleted("failed", None, error)
-            return Turn([OrchestratorStarted(now), *item.inbox, done], "failed", error=error)
-        if len(item.history) < _THREAD_AT:
-            return run_turn(spec, inst.id, item.history, item.inbox, now, inst.generation)
-        return await trio.to_thread.run_sync(
-            run_turn, spec, inst.id, item.history, item.inbox, now, inst.generation
-        )
+            return Turn([OrchestratorStarted(now), *item.inbox, done], "failed", error=error), None
+        history: Sequence[Event] = ()
+        if kept is not None and kept.engine.spec is spec and kept.fits(item):
+            engine = kept.engine  # the code registered under the name is the same
+        else:
+            recorded = recorded_activities(item.history)
+            engine, history = Replayer(spec, inst.id, inst.generation, recorded), item.history
+        if len(history) + len(item.inbox) < _THREAD_AT:
+            return engine.turn(history, item.inbox, now), engine
+        return await trio.to_thread.run_sync(engine.turn, history, item.inbox, now), engine
+
+    def _keep(self, item: WorkItem, turn: Turn, engine: Replayer) -> None:
+        """Keep the engine of a committed turn for the instance's next turn."""
+        if self.cache < 1:
+            return
+        inst = item.instance
+        events = len(item.history) + len(turn.events)
+        self._kept[inst.id] = _Kept(engine, inst.generation, inst.revision + 1, events)
+        while len(self._kept) > self.cache:
+            self._kept.popitem(last=False)  # the least recently used
 
     async def _keep_leases(self) -> None:
         """Renew the lease of every turn running, every third of a lease.

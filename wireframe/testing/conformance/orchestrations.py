@@ -49,11 +49,13 @@ from wireframe.durable.history import (
     TimerFired,
 )
 from wireframe.durable.store import (
+    Commit,
     Instance,
     InstanceExists,
     OrchestrationStore,
     Status,
     UnknownInstance,
+    WorkItem,
 )
 from wireframe.jobs.broker import LockLost
 from wireframe.testing import UrlFactory
@@ -271,6 +273,43 @@ class OrchestrationStoreConformance(CommitConformance):
             done = turn(fresh, TimerCreated(1, 5.0))
             await b.commit(fresh, done)
             assert await a.history("i") == list(done.appended)
+
+    async def test_turns_committed_at_once_each_stand_alone(
+        self, make_url: UrlFactory, broker_clock: trio.abc.Clock | None
+    ) -> None:
+        """Commits that run together (a store may group them into one write) each hold
+        to the contract: the stale one raises LockLost and writes nothing, the rest land."""
+        async with self.open(make_url()) as broker:
+            store = self.store(broker)
+            await self.create(store, "i")
+            stale = await self.take_turn(store, lease=self.lease)
+            await self.pass_time(2 * self.lease)
+            for iid in ("a", "b"):
+                await self.create(store, iid)
+            fresh = {item.instance.id: item for item in await self.take_turns(store, 3, limit=3)}
+            assert set(fresh) == {"i", "a", "b"}
+            commits = {iid: turn(item, TimerCreated(1, 5.0)) for iid, item in fresh.items()}
+            outcomes: dict[str, BaseException | None] = {}
+
+            async def commit(key: str, item: WorkItem, c: Commit) -> None:
+                try:
+                    await store.commit(item, c)
+                    outcomes[key] = None
+                except LockLost as exc:
+                    outcomes[key] = exc
+
+            async with trio.open_nursery() as nursery:  # the first may go alone, the rest together
+                for iid, item in fresh.items():
+                    nursery.start_soon(commit, iid, item, commits[iid])
+                    if iid == "a":
+                        nursery.start_soon(
+                            commit, "stale", stale, turn(stale, TimerCreated(1, 0.0))
+                        )
+            assert isinstance(outcomes.pop("stale"), LockLost)
+            assert outcomes == {"i": None, "a": None, "b": None}
+            for iid, c in commits.items():
+                assert await store.history(iid) == list(c.appended), iid
+            await self.assert_no_work(store, self.delay)
 
     async def test_extend_work_keeps_the_lease(
         self, make_url: UrlFactory, broker_clock: trio.abc.Clock | None

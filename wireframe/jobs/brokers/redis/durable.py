@@ -17,7 +17,9 @@ Every step is one script: a take leases what is due (a global sorted set of
 instances by when each may next have work, so finished instances are never
 read), a commit is fenced on the lease's token and end (``TurnLost``, nothing
 written, otherwise) and writes the whole turn, activities published to their
-queues as ``publish`` would. Waiting blocks in Redis: a take that finds
+queues as ``publish`` would. Turns that end together are group-committed: one
+``COMMIT`` call carries them all (packed in one msgpack argument), each fenced
+and written on its own. Waiting blocks in Redis: a take that finds
 nothing ``BLPOP``-s a wake token (pushed when something becomes due sooner)
 until the next due time at the latest; a wait for a change ``BLPOP``-s a list
 of its own that the next change of the instance pushes to. Times visible in
@@ -33,6 +35,8 @@ import math
 import secrets
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
+
+import msgpack
 
 from wireframe.durable.codec import decode_event, decode_value, encode_event, encode_value
 from wireframe.durable.history import (
@@ -53,11 +57,12 @@ from wireframe.durable.store import (
 )
 from wireframe.jobs.broker import BrokerError
 from wireframe.jobs.brokers.redis.channels import parse_replies
+from wireframe.jobs.brokers.redis.group_commit import GroupCommit
 from wireframe.jobs.brokers.redis.keys import GROUP
 from wireframe.jobs.brokers.redis.queues import check_priority
 from wireframe.jobs.brokers.redis.scripts import durable as scripts
 from wireframe.jobs.brokers.redis.scripts.orchestrating import SEQ_WIDTH
-from wireframe.jobs.brokers.redis.values import COUNT, as_bytes, ms, text
+from wireframe.jobs.brokers.redis.values import as_bytes, ms, text
 
 if TYPE_CHECKING:
     from wireframe.jobs.brokers.redis.connection import Arg, Connection
@@ -67,6 +72,11 @@ __all__ = ["RedisOrchestrationStore"]
 
 #: Longest (seconds) a take or a wait for a change blocks server-side before it looks again.
 BLOCK: Final = 5.0
+#: Packs the turns of a ``COMMIT`` call: bytes and text alike as msgpack's raw strings
+#: (Redis's cmsgpack reads no bin type; a Lua string holds any bytes).
+_pack: Final = msgpack.Packer(use_bin_type=False).pack
+#: Most turns one group-committed ``COMMIT`` call carries.
+MAX_COMMITS: Final = 64
 #: The nullable row fields kept as msgpack: (hash field, what it is).
 _VALUES: Final = (
     ("in", "input"),
@@ -94,15 +104,23 @@ def _row_fields(inst: Instance) -> list[Arg]:
     return [len(pairs) // 2, *pairs]
 
 
-def _fields(flat: Any) -> dict[str, Any]:
-    """A hash's fields from HGETALL (a map, or a flat field, value list from a script)."""
-    if isinstance(flat, Mapping):
-        return {text(k): v for k, v in flat.items()}
-    return {text(flat[k]): flat[k + 1] for k in range(0, len(flat) - 1, 2)}
+def _fields(flat: Any) -> dict[bytes, Any]:
+    """A hash's fields by name as bytes, from HGETALL (a map, or a flat field, value list
+    from a script). Redis answers bytes; anything else is taken as text."""
+    pairs = flat.items() if isinstance(flat, Mapping) else zip(flat[::2], flat[1::2], strict=False)
+    return {k if type(k) is bytes else as_bytes(k): v for k, v in pairs}
+
+
+#: The row's msgpack values: (hash field, what it is), as :data:`_VALUES` names them.
+_VALUE_KEYS: Final = tuple((field.encode(), what) for field, what in _VALUES)
 
 
 def _instance(iid: str, flat: Any, key: str) -> Instance:
-    """The :class:`Instance` a row hash holds; BrokerError for one that is not a row of ours."""
+    """The :class:`Instance` a row hash holds; BrokerError for one that is not a row of ours.
+
+    (Read for every turn a take hands out, and for every wait of a client: kept
+    to plain lookups by the fields' bytes.)
+    """
     f = _fields(flat)
 
     def bad(why: str) -> BrokerError:
@@ -110,38 +128,37 @@ def _instance(iid: str, flat: Any, key: str) -> Instance:
             f"redis broker: the row of orchestration instance {iid!r} ({key}) is malformed: {why}"
         )
 
-    def number(name: str) -> int:
+    def number(name: bytes) -> int:
         raw = as_bytes(f.get(name, b"0"))
-        if not COUNT.fullmatch(raw):
-            raise bad(f"field {name!r} is {raw[:40]!r}, not a whole number")
+        if not raw.isdigit():  # ASCII digits only, as COUNT says
+            raise bad(f"field {name.decode()!r} is {raw[:40]!r}, not a whole number")
         return int(raw)
 
     try:
-        status = Status(text(f.get("s", b"")))
+        status = Status(text(f.get(b"s", b"")))
     except ValueError:
-        raise bad(f"its status is {f.get('s')!r}") from None
-    if "n" not in f:
+        raise bad(f"its status is {f.get(b's')!r}") from None
+    name = f.get(b"n")
+    if name is None:
         raise bad("it has no name ('n')")
-    values = {
-        field: decode_value(
-            None if f.get(field) is None else as_bytes(f[field]), f"{what} of {iid!r}"
-        )
-        for field, what in _VALUES
-    }
+    values = [
+        None if (raw := f.get(field)) is None else decode_value(as_bytes(raw), f"{what} of {iid!r}")
+        for field, what in _VALUE_KEYS
+    ]
     return Instance(
         iid,
-        text(f["n"]),
+        text(name),
         status,
-        values["in"],
-        values["out"],
-        values["err"],
-        values["cs"],
-        number("ca") / 1000,
-        number("ua") / 1000,
-        values["par"],
-        values["ver"],
-        number("g"),
-        number("r"),
+        values[0],
+        values[1],
+        values[2],
+        values[3],
+        number(b"ca") / 1000,
+        number(b"ua") / 1000,
+        values[4],
+        values[5],
+        number(b"g"),
+        number(b"r"),
     )
 
 
@@ -187,6 +204,7 @@ class RedisOrchestrationStore(_BrokerParts):
         self._durable = _Scripts(self._conn)
         self._waits = itertools.count(1)
         self._sent: list[str] = []  # tokens of answered sends, to delete
+        self._commits: GroupCommit[list[Any]] = GroupCommit(self._commit_many, MAX_COMMITS)
 
     def _delay(self, visible_at: float) -> str:
         """A visibility on the broker's clock as the scripts take it: ms from now, or '-inf'."""
@@ -281,33 +299,44 @@ class RedisOrchestrationStore(_BrokerParts):
         return items
 
     async def commit(self, item: WorkItem, commit: Commit) -> None:
-        """Apply a turn atomically; ``TurnLost`` (writing nothing) if the lease is gone."""
-        c = commit
+        """Apply a turn atomically; ``TurnLost`` (writing nothing) if the lease is gone.
+
+        Turns that end together are group-committed: the commits that arrive
+        while one ``COMMIT`` call is in flight go together in the next (each
+        fenced on its own lease, each all or nothing), one round trip for all.
+        """
+        if text(await self._commits.submit(self._commit_args(item, commit))) != "ok":
+            raise TurnLost(item.instance.id, "the commit")
+
+    def _commit_args(self, item: WorkItem, c: Commit) -> list[Any]:
+        """One turn as the ``COMMIT`` script takes it (an array, packed with the others)."""
         members, replies = item.taken
-        args: list[Arg] = [
-            self._keys.prefix, item.instance.id, item.lease_token, "1" if c.restart else "0",
-            c.status.value, _value(c.output), _value(c.custom_status), _value(c.error), GROUP,
-        ]  # fmt: skip
-        args += [len(members), *members, replies]
-        args += [len(c.appended), *map(encode_event, c.appended), len(c.activities)]
+        activities = []
         for queue, m in c.activities:
             self._keys.queue(queue, "ready")  # checks the name
-            args += [queue, m.id, m.body, m.reply_to, check_priority(m), m.limit or ""]
-        args.append(len(c.timers))
-        for visible_at, event in c.timers:
-            args += [self._delay(visible_at), _member(event)]
-        args.append(len(c.sends))
-        for iid, event in c.sends:
-            args += [iid, _member(event)]
-        args.append(len(c.children))
-        for child, first in c.children:
-            args += [child.id, *_row_fields(child), _member(first)]
-            args.append(_member(child_exists(child, first)))
-        args += [len(c.carryover), *map(_member, c.carryover)]
-        # a repeat after a lost answer is answered 'ok' (the row names its last commit)
-        outcome = await self._run("commit", self._durable.commit, args)
-        if text(outcome) != "ok":
-            raise TurnLost(item.instance.id, "the commit")
+            activities.append([queue, m.id, m.body, m.reply_to, check_priority(m), m.limit or ""])
+        return [
+            item.instance.id, item.lease_token, "1" if c.restart else "0", c.status.value,
+            _value(c.output), _value(c.custom_status), _value(c.error), list(members), replies,
+            [encode_event(e) for e in c.appended], activities,
+            [[self._delay(visible_at), _member(event)] for visible_at, event in c.timers],
+            [[iid, _member(event)] for iid, event in c.sends],
+            [
+                [child.id, _row_fields(child)[1:], _member(first),
+                 _member(child_exists(child, first))]
+                for child, first in c.children
+            ],
+            [_member(e) for e in c.carryover],
+        ]  # fmt: skip
+
+    async def _commit_many(self, turns: list[list[Any]]) -> list[object]:
+        """One ``COMMIT`` call for the turns a group commit gathered: an outcome each.
+
+        A repeat after a lost answer is answered 'ok' for each turn that did
+        commit (its row names its last commit), so the call may be resent.
+        """
+        args: list[Arg] = [self._keys.prefix, GROUP, _pack(turns)]
+        return list(await self._run("commit", self._durable.commit, args))
 
     async def release(self, item: WorkItem, delay: float) -> None:
         """Give the instance back without a turn; its events show again after ``delay``."""

@@ -10,10 +10,14 @@ instance's inbox rows *and* those replies, and its commit deletes both — so a
 completion lands in the inbox atomically, and is consumed atomically with the
 turn that applied it.
 
-Taking work reads only what is due: visible inbox rows by ``(visible_at,
-instance_id)`` and reply rows in the range of inbox channels; finished
-instances are never scanned. A commit runs in one write transaction fenced on
-the lease token and its expiry (``TurnLost`` and a rollback otherwise).
+Taking work reads only what is due and not leased, and at most what it can
+take: instances with activity replies first (reply rows in the range of inbox
+channels, so instances in flight finish before new ones start), then visible
+inbox rows by ``(visible_at, instance_id)``, each joined to its row by key;
+finished instances are never scanned, and a backlog of thousands of pending
+starts costs a take nothing. A commit runs in one write transaction (the
+writer thread's group commit) fenced on the lease token and its expiry
+(``TurnLost`` and a rollback of that turn's savepoint otherwise).
 """
 
 from __future__ import annotations
@@ -179,61 +183,100 @@ class Taken:
     next_due: float | None
 
 
+#: Instances not leased with activity replies waiting: their inbox channels, in order.
+#: (CROSS JOIN keeps the replies the outer loop: the instances table is never scanned.)
+_REPLIED: Final = (
+    "SELECT DISTINCT r.channel FROM wf_replies r CROSS JOIN wf_instances i"
+    " ON i.id = substr(r.channel, ?1) WHERE r.channel >= ?2 AND r.channel < ?3"
+    " AND i.lease_expires <= ?4 LIMIT ?5"
+)
+#: Instances not leased with visible inbox events, soonest visible first (one row an event).
+_VISIBLE: Final = (
+    "SELECT b.instance_id FROM wf_inbox b CROSS JOIN wf_instances i ON i.id = b.instance_id"
+    " WHERE b.visible_at <= ?1 AND i.lease_expires <= ?1 ORDER BY b.visible_at LIMIT ?2"
+)
+#: When the soonest lease (or hold) of an instance with due work ends.
+_LEASED_DUE: Final = (
+    "SELECT min(lease_expires) FROM wf_instances WHERE lease_expires > ?1 AND id IN"
+    " (SELECT instance_id FROM wf_inbox WHERE visible_at <= ?1"
+    " UNION SELECT substr(channel, ?2) FROM wf_replies WHERE channel >= ?3 AND channel < ?4)"
+)
+
+
 def take(conn: sqlite3.Connection, limit: int, lease: float, now: float) -> Taken:
-    """Lease up to ``limit`` instances with due inbox events or activity replies."""
-    due = conn.execute(
-        "SELECT DISTINCT instance_id FROM wf_inbox WHERE visible_at <= ?"
-        " UNION SELECT DISTINCT substr(channel, ?) FROM wf_replies"
-        " WHERE channel >= ? AND channel < ?",
-        (now, len(INBOX_PREFIX) + 1, INBOX_PREFIX, _INBOX_END),
-    ).fetchall()
+    """Lease up to ``limit`` instances with due inbox events or activity replies.
+
+    Reads only what is due and not leased, at most what it can take: instances
+    with activity replies first (those in flight finish before new ones start),
+    then by when their inbox events became visible. An instance it looks at and
+    cannot take (finished, or only a gone run's replies) loses what made it due,
+    so looking again makes progress.
+    """
+    start = len(INBOX_PREFIX) + 1
     items: list[WorkItem] = []
-    next_due: float | None = None
-    for (iid,) in due:
-        row = conn.execute(
-            f"SELECT {_COLUMNS}, lease_expires FROM wf_instances WHERE id = ?", (iid,)
-        ).fetchone()
-        if row is None:
-            continue
-        if Status(row[2]).finished:  # nothing more happens to it: drop what came
-            _clear_inbox(conn, iid)
-            continue
-        if row[-1] > now:  # leased to another turn
-            next_due = row[-1] if next_due is None else min(next_due, row[-1])
-            continue
-        try:
-            inst = _instance(row)
-        except EventCodecError as exc:  # a damaged value in the row: fail it by name
-            inst, broken = Instance(iid, str(row[1]), Status.RUNNING), str(exc)
-            token = uuid.uuid4().hex
-            conn.execute(
-                "UPDATE wf_instances SET lease_token = ?, lease_expires = ? WHERE id = ?",
-                (token, now + lease, iid),
-            )
-            items.append(WorkItem(inst, [], [], token, ((), None), broken=broken))
-            continue
-        item = _lease(conn, inst, lease, now)
-        if not item.inbox and item.broken is None:  # only a gone run's replies: no turn
-            _, last_reply = item.taken
-            conn.execute(
-                "UPDATE wf_instances SET lease_token = NULL, lease_expires = 0 WHERE id = ?",
-                (iid,),
-            )
-            conn.execute(
-                "DELETE FROM wf_replies WHERE channel = ? AND seq <= ?",
-                (INBOX_PREFIX + iid, last_reply),
-            )
-            continue
-        items.append(item)
-        if len(items) == limit:
+    looked: set[str] = set()
+    while len(items) < limit:
+        want = limit - len(items)
+        due = [
+            channel[start - 1 :]
+            for (channel,) in conn.execute(
+                _REPLIED, (start, INBOX_PREFIX, _INBOX_END, now, want)
+            ).fetchall()
+        ]
+        if len(due) < want:
+            due += [iid for (iid,) in conn.execute(_VISIBLE, (now, 4 * want)).fetchall()]
+        fresh = [iid for iid in dict.fromkeys(due) if iid not in looked]
+        if not fresh:
             break
+        for iid in fresh:
+            looked.add(iid)
+            item = _take_one(conn, iid, lease, now)
+            if item is not None:
+                items.append(item)
+                if len(items) == limit:
+                    break
+    next_due: float | None = None
     if not items:
+        (leased,) = conn.execute(_LEASED_DUE, (now, start, INBOX_PREFIX, _INBOX_END)).fetchone()
         (soonest,) = conn.execute(
             "SELECT min(visible_at) FROM wf_inbox WHERE visible_at > ?", (now,)
         ).fetchone()
-        if soonest is not None:
-            next_due = soonest if next_due is None else min(next_due, soonest)
+        times = [t for t in (leased, soonest) if t is not None]
+        next_due = min(times) if times else None
     return Taken(items, next_due)
+
+
+def _take_one(conn: sqlite3.Connection, iid: str, lease: float, now: float) -> WorkItem | None:
+    """Lease instance ``iid`` (due, not leased) for a turn; None when it has no turn to take."""
+    row = conn.execute(f"SELECT {_COLUMNS} FROM wf_instances WHERE id = ?", (iid,)).fetchone()
+    if row is None:
+        return None
+    if Status(row[2]).finished:  # nothing more happens to it: drop what came
+        _clear_inbox(conn, iid)
+        return None
+    try:
+        inst = _instance(row)
+    except EventCodecError as exc:  # a damaged value in the row: fail it by name
+        inst, broken = Instance(iid, str(row[1]), Status.RUNNING), str(exc)
+        token = uuid.uuid4().hex
+        conn.execute(
+            "UPDATE wf_instances SET lease_token = ?, lease_expires = ? WHERE id = ?",
+            (token, now + lease, iid),
+        )
+        return WorkItem(inst, [], [], token, ((), None), broken=broken)
+    item = _lease(conn, inst, lease, now)
+    if not item.inbox and item.broken is None:  # only a gone run's replies: no turn
+        _, last_reply = item.taken
+        conn.execute(
+            "UPDATE wf_instances SET lease_token = NULL, lease_expires = 0 WHERE id = ?",
+            (iid,),
+        )
+        conn.execute(
+            "DELETE FROM wf_replies WHERE channel = ? AND seq <= ?",
+            (INBOX_PREFIX + iid, last_reply),
+        )
+        return None
+    return item
 
 
 def _lease(conn: sqlite3.Connection, inst: Instance, lease: float, now: float) -> WorkItem:
@@ -277,20 +320,21 @@ def _read_work(conn: sqlite3.Connection, inst: Instance, token: str, now: float)
     return WorkItem(inst, history, inbox, token, (tuple(inbox_seqs), last_reply))
 
 
-def _check_lease(conn: sqlite3.Connection, item: WorkItem, now: float, what: str) -> Instance:
+def _check_lease(conn: sqlite3.Connection, item: WorkItem, now: float, what: str) -> int:
+    """The instance's generation if ``item``'s turn still holds its lease; else ``TurnLost``."""
     row = conn.execute(
-        f"SELECT {_COLUMNS}, lease_token, lease_expires FROM wf_instances WHERE id = ?",
+        "SELECT generation, lease_token, lease_expires FROM wf_instances WHERE id = ?",
         (item.instance.id,),
     ).fetchone()
-    if row is None or row[-2] != item.lease_token or row[-1] <= now:
+    if row is None or row[1] != item.lease_token or row[2] <= now:
         raise TurnLost(item.instance.id, what)
-    return _instance(row)
+    return int(row[0])
 
 
 def commit_turn(conn: sqlite3.Connection, item: WorkItem, c: Commit, now: float) -> list[str]:
     """Apply a turn (see ``OrchestrationStore.commit``); the queues it published to."""
-    inst = _check_lease(conn, item, now, "the commit")
-    iid = inst.id
+    generation = _check_lease(conn, item, now, "the commit")
+    iid = item.instance.id
     inbox_seqs, last_reply = item.taken
     conn.executemany("DELETE FROM wf_inbox WHERE seq = ?", [(s,) for s in inbox_seqs])
     if last_reply is not None:
@@ -298,7 +342,6 @@ def commit_turn(conn: sqlite3.Connection, item: WorkItem, c: Commit, now: float)
             "DELETE FROM wf_replies WHERE channel = ? AND seq <= ?",
             (INBOX_PREFIX + iid, last_reply),
         )
-    generation = inst.generation
     if c.restart:
         conn.execute("DELETE FROM wf_history WHERE instance_id = ?", (iid,))
         _drop_stale_inbox(conn, iid)

@@ -70,7 +70,7 @@ local function changed(prefix, iid)
       if pcall(redis.call, 'LPUSH', w, '1') then redis.call('PEXPIRE', w, WAITER_TTL) end
     end
   end
-  redis.call('DEL', set)
+  if not ok or #waiters > 0 then redis.call('DEL', set) end  -- (none: no set to delete)
 end
 
 -- place `iid` (not leased) in the ready set by what it holds: its soonest inbox
@@ -104,19 +104,18 @@ local function drop(prefix, iid, s)
   redis.call('ZREM', prefix .. 'o:s:' .. s, iid)
 end
 
--- a new row for `iid` from the count of field, value pairs at ARGV[k] and the pairs
--- after it (its status 's' among them); the index after them
-local function new_row(prefix, iid, k, now, revision)
-  local n, fields, s = tonumber(ARGV[k]), {}, 'pending'
-  for j = k + 1, k + 2 * n, 2 do
-    fields[#fields + 1] = ARGV[j]
-    fields[#fields + 1] = ARGV[j + 1]
-    if ARGV[j] == 's' then s = ARGV[j + 1] end
+-- a new row for `iid` from `pairs`, a flat list of field, value pairs (its status 's'
+-- among them)
+local function new_row(prefix, iid, pairs, now, revision)
+  local fields, s = {}, 'pending'
+  for j = 1, #pairs - 1, 2 do
+    fields[#fields + 1] = pairs[j]
+    fields[#fields + 1] = pairs[j + 1]
+    if pairs[j] == 's' then s = pairs[j + 1] end
   end
   for _, v in ipairs({'ca', now, 'ua', now, 'r', revision, 'le', 0}) do fields[#fields + 1] = v end
   redis.call('HSET', prefix .. 'oi:' .. iid, unpack(fields))
   index_row(prefix, iid, nil, s, now)
-  return k + 2 * n + 1
 end
 
 -- the score of a time given as ms from now ('-inf': ahead of everything)
@@ -125,12 +124,12 @@ local function score_of(delay, now)
   return now + tonumber(delay)
 end
 
--- the row fields lt, le, ct, s, g of `iid` when the turn `token` holds its lease; else
+-- the row fields lt, le, ct, s, g, r of `iid` when the turn `token` holds its lease; else
 -- nil and the outcome to answer: 'lost', or 'ok' when the row's last end of a turn
 -- is `ended` ('c:' or 'r:' and the token: this turn committed, or released): this
 -- call is a repeat of that one after its answer was lost
 local function leased(prefix, iid, token, now, ended)
-  local ok, r = pcall(redis.call, 'HMGET', prefix .. 'oi:' .. iid, 'lt', 'le', 'ct', 's', 'g')
+  local ok, r = pcall(redis.call, 'HMGET', prefix .. 'oi:' .. iid, 'lt', 'le', 'ct', 's', 'g', 'r')
   if not (ok and r[4]) then return nil, 'lost' end
   if r[1] == token and (tonumber(r[2]) or 0) > now then return r, nil end
   if ended and r[3] == ended then return nil, 'ok' end
@@ -163,7 +162,9 @@ if old[1] then
   drop(prefix, iid, old[1])
   revision = (tonumber(old[2]) or 0) + 1
 end
-new_row(prefix, iid, 7, now, revision)
+local pairs = {}
+for j = 8, 7 + 2 * tonumber(ARGV[7]) do pairs[#pairs + 1] = ARGV[j] end
+new_row(prefix, iid, pairs, now, revision)
 redis.call('HSET', row, 'mk', ARGV[6])
 if old[1] then redis.call('HSET', row, 'g', (tonumber(old[3]) or 0) + 1) end
 local score = score_of(ARGV[4], now)
@@ -233,17 +234,20 @@ return {items, wait}
 """
 )
 
-#: ARGV: prefix, id, token, restart ('1' or '0'), status, output, custom status,
-#: error (msgpack; '' for None), queue group, then counted sections (a count, then
-#: its items): the inbox members taken; (a count alone) the replies taken; the
-#: events appended; activities (queue, id, body, reply_to, priority, limit each);
-#: timers (visibility in ms from now, event); sends (instance id, event); children
-#: (id, its row's field, value pairs counted, first event, the parent's event saying the
-#: id is taken); carryover events.
-#: Returns 'ok', or 'lost' (nothing written) when the turn's lease ran out or was
-#: taken over.
+#: ARGV: prefix, queue group, then the turns as one msgpack array (one argument,
+#: however many turns: an argument costs the client more than its bytes), each
+#: turn an array: id, token, restart ('1' or '0'), status, output, custom status,
+#: error (msgpack; '' for None), the inbox members taken, the count of replies
+#: taken, the events appended, activities (each: queue, id, body, reply_to,
+#: priority, limit), timers (each: visibility in ms from now, event), sends (each:
+#: instance id, event), children (each: id, its row's field, value pairs, first
+#: event, the parent's event saying the id is taken), carryover events.
+#: Returns one outcome per turn, in order: 'ok', or 'lost' (nothing of that turn
+#: written) when the turn's lease ran out or was taken over. The turns are
+#: independent: one that lost its lease leaves the others to commit (a group commit
+#: of the turns that ended together, one round trip for all).
 #:
-#: Writes the turn: the taken inbox members and replies removed; on a restart the
+#: Writes each turn: the taken inbox members and replies removed; on a restart the
 #: history replaced and the inbox left with the flagged events only (the replies
 #: of the old generation dropped), the generation bumped; the events appended;
 #: the activities published as ``PUBLISH_LIMITS`` would (their streams created if
@@ -255,104 +259,95 @@ return {items, wait}
 COMMIT = (
     _PRELUDE
     + r"""
-local prefix, iid, token, group = ARGV[1], ARGV[2], ARGV[3], ARGV[9]
+local prefix, group = ARGV[1], ARGV[2]
 local now = now_ms()
-local r, outcome = leased(prefix, iid, token, now, 'c:' .. token)
-if not r then return outcome end
-local row, history, inbox = prefix .. 'oi:' .. iid, prefix .. 'oh:' .. iid, prefix .. 'ob:' .. iid
-local channel = channel_of(prefix, iid)
-local k = 10
-local function count()
-  local n = tonumber(ARGV[k])
-  k = k + 1
-  return n
-end
-for _ = 1, count() do
-  redis.call('ZREM', inbox, ARGV[k])
-  k = k + 1
-end
-local replies = count()
-if replies > 0 then redis.call('LTRIM', channel, 0, -(replies + 1)) end
-local generation = tonumber(r[5]) or 0
-if ARGV[4] == '1' then
-  redis.call('DEL', history, channel)
-  for _, m in ipairs(redis.call('ZRANGE', inbox, 0, -1)) do
-    if string.sub(m, FLAG_AT, FLAG_AT) ~= 'k' then redis.call('ZREM', inbox, m) end
+local queues, declared, seen = prefix .. 'queues', {}, {}  -- once per script run
+
+-- commit turn `t` (see above); its outcome
+local function commit_turn(t)
+  local iid, token, status = t[1], t[2], t[4]
+  local r, outcome = leased(prefix, iid, token, now, 'c:' .. token)
+  if not r then return outcome end
+  local row, history, inbox = prefix .. 'oi:' .. iid, prefix .. 'oh:' .. iid, prefix .. 'ob:' .. iid
+  local channel = channel_of(prefix, iid)
+  for _, m in ipairs(t[8]) do redis.call('ZREM', inbox, m) end
+  local replies = tonumber(t[9])
+  if replies > 0 then redis.call('LTRIM', channel, 0, -(replies + 1)) end
+  local generation = tonumber(r[5]) or 0
+  if t[3] == '1' then
+    redis.call('DEL', history, channel)
+    for _, m in ipairs(redis.call('ZRANGE', inbox, 0, -1)) do
+      if string.sub(m, FLAG_AT, FLAG_AT) ~= 'k' then redis.call('ZREM', inbox, m) end
+    end
+    generation = generation + 1
   end
-  generation = generation + 1
-end
-local n = count()
-for s = k, k + n - 1, 1000 do
-  redis.call('RPUSH', history, unpack(ARGV, s, math.min(s + 999, k + n - 1)))
-end
-k = k + n
-local queues, seen, added, declared = prefix .. 'queues', {}, {}, {}
-for _ = 1, count() do
-  local queue, level, name = ARGV[k], tonumber(ARGV[k + 4]), ARGV[k + 5]
-  local ready = prefix .. 'q:' .. queue .. ':ready'
-  if not declared[queue] then
-    ensure_queue(queues, ready, group, queue)
-    declared[queue] = true
+  local appended = t[10]
+  for s = 1, #appended, 1000 do
+    redis.call('RPUSH', history, unpack(appended, s, math.min(s + 999, #appended)))
   end
-  if name ~= '' then
-    limit_enqueue(prefix, group, queue, name, level,
-                  {i = ARGV[k + 1], b = ARGV[k + 2], r = ARGV[k + 3]}, 0, now, seen, added)
+  local added = {}
+  for _, a in ipairs(t[11]) do
+    local queue, level, name = a[1], tonumber(a[5]), a[6]
+    local ready = prefix .. 'q:' .. queue .. ':ready'
+    if not declared[queue] then
+      ensure_queue(queues, ready, group, queue)
+      declared[queue] = true
+    end
+    if name ~= '' then
+      limit_enqueue(prefix, group, queue, name, level, {i = a[2], b = a[3], r = a[4]}, 0, now,
+                    seen, added)
+    else
+      local stream = level_stream(queues, ready, group, queue, level, seen)
+      redis.call('XADD', stream, '*', 'i', a[2], 'b', a[3], 'r', a[4])
+    end
+  end
+  for _, name in ipairs(added) do limit_added(prefix, group, name, now, seen) end
+  for _, timer in ipairs(t[12]) do inbox_add(prefix, iid, score_of(timer[1], now), timer[2]) end
+  for _, send in ipairs(t[13]) do
+    local other = send[1]
+    local ok, s = pcall(redis.call, 'HGET', prefix .. 'oi:' .. other, 's')
+    if ok and s and not FINISHED[s] then
+      inbox_add(prefix, other, now, send[2])
+      if other ~= iid then durable_ready(prefix, other, now, now) end
+    end
+  end
+  for _, c in ipairs(t[14]) do
+    local child = c[1]
+    if redis.call('EXISTS', prefix .. 'oi:' .. child) == 0 then
+      new_row(prefix, child, c[2], now, 0)
+      inbox_add(prefix, child, now, c[3])
+      durable_due(prefix, child, now, true)
+    else  -- taken by another instance: the child fails in its parent
+      inbox_add(prefix, iid, now, c[4])
+    end
+  end
+  for _, event in ipairs(t[15]) do inbox_add(prefix, iid, '-inf', event) end
+  local set = {'s', status, 'ua', now, 'g', generation, 'le', 0, 'ct', 'c:' .. token,
+               'r', (tonumber(r[6]) or 0) + 1}
+  local unset = {'lt'}
+  for j, field in ipairs({'out', 'cs', 'err'}) do
+    if t[4 + j] ~= '' then
+      set[#set + 1] = field
+      set[#set + 1] = t[4 + j]
+    else
+      unset[#unset + 1] = field
+    end
+  end
+  redis.call('HSET', row, unpack(set))
+  redis.call('HDEL', row, unpack(unset))
+  index_row(prefix, iid, r[4], status, now)
+  changed(prefix, iid)
+  if FINISHED[status] then  -- its last turn: what it left (timers, events) never runs
+    forget_inbox(prefix, iid)
   else
-    local stream = level_stream(queues, ready, group, queue, level, seen)
-    redis.call('XADD', stream, '*', 'i', ARGV[k + 1], 'b', ARGV[k + 2], 'r', ARGV[k + 3])
+    place(prefix, iid, now)
   end
-  k = k + 6
+  return 'ok'
 end
-for _, name in ipairs(added) do limit_added(prefix, group, name, now, seen) end
-for _ = 1, count() do
-  inbox_add(prefix, iid, score_of(ARGV[k], now), ARGV[k + 1])
-  k = k + 2
-end
-for _ = 1, count() do
-  local other = ARGV[k]
-  local ok, s = pcall(redis.call, 'HGET', prefix .. 'oi:' .. other, 's')
-  if ok and s and not FINISHED[s] then
-    inbox_add(prefix, other, now, ARGV[k + 1])
-    if other ~= iid then durable_ready(prefix, other, now, now) end
-  end
-  k = k + 2
-end
-for _ = 1, count() do
-  local child, n = ARGV[k], tonumber(ARGV[k + 1])
-  if redis.call('EXISTS', prefix .. 'oi:' .. child) == 0 then
-    new_row(prefix, child, k + 1, now, 0)
-    inbox_add(prefix, child, now, ARGV[k + 2 + 2 * n])
-    durable_due(prefix, child, now, true)
-  else  -- taken by another instance: the child fails in its parent
-    inbox_add(prefix, iid, now, ARGV[k + 3 + 2 * n])
-  end
-  k = k + 4 + 2 * n
-end
-for _ = 1, count() do
-  inbox_add(prefix, iid, '-inf', ARGV[k])
-  k = k + 1
-end
-local set = {'s', ARGV[5], 'ua', now, 'g', generation, 'le', 0, 'ct', 'c:' .. token}
-local unset = {'lt'}
-for j, field in ipairs({'out', 'cs', 'err'}) do
-  if ARGV[5 + j] ~= '' then
-    set[#set + 1] = field
-    set[#set + 1] = ARGV[5 + j]
-  else
-    unset[#unset + 1] = field
-  end
-end
-redis.call('HSET', row, unpack(set))
-redis.call('HDEL', row, unpack(unset))
-redis.call('HINCRBY', row, 'r', 1)
-index_row(prefix, iid, r[4], ARGV[5], now)
-changed(prefix, iid)
-if FINISHED[ARGV[5]] then  -- its last turn: what it left (timers, events) never runs
-  forget_inbox(prefix, iid)
-else
-  place(prefix, iid, now)
-end
-return 'ok'
+
+local outcomes = {}
+for _, t in ipairs(cmsgpack.unpack(ARGV[3])) do outcomes[#outcomes + 1] = commit_turn(t) end
+return outcomes
 """.replace("FLAG_AT", str(SEQ_WIDTH + 1))
 )
 
