@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 import wireframe as wf
-from wireframe import jobs
+from wireframe import durable, jobs, telemetry
 from wireframe.jobs import instrument
 from wireframe.telemetry import TelemetryLayer
 
@@ -197,3 +197,34 @@ async def test_nothing_installed_carries_no_metadata(tmp_path: Path) -> None:
                 assert await (await rt.submit(Square(), 3)).result() == 9
         service.stop()
     assert seen == [{}]
+
+
+@attrs.frozen
+class Shout(jobs.Operation[str, str], name="telemetry-shout"):
+    async def execute(self, x: str) -> str:
+        return x.upper()
+
+
+@durable.orchestrator(name="telemetry-twice")
+async def shout_twice(ctx: durable.Context, x: str) -> list[str]:
+    first = await ctx.call(Shout(), x)
+    return [first, await ctx.call(Shout(), x + "!")]
+
+
+async def test_orchestration_turns_have_spans_and_activities_are_job_spans(
+    observed: Observed, autojump_clock: trio.abc.Clock
+) -> None:
+    telemetry.instrument(tracer_provider=observed.tracer)
+    try:
+        async with durable.connect(
+            f"memory://telemetry-durable-{id(observed)}?workers=1"
+        ) as client:
+            iid = await client.start(shout_twice, "hey")
+            done = await client.wait_completed(iid, timeout=60)
+    finally:
+        instrument.install_listener(None)
+    assert done.output == ["HEY", "HEY!"]
+    turns = spans_named(observed.spans, "orchestration telemetry-twice")
+    assert len(turns) >= 3  # start, after each activity
+    assert all(s.attributes and s.attributes["wireframe.instance.id"] == iid for s in turns)
+    assert len(spans_named(observed.spans, "job telemetry-shout")) == 2

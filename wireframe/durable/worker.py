@@ -61,6 +61,7 @@ from wireframe.durable.store import (
     activity_message_id,
     inbox_channel,
 )
+from wireframe.jobs import instrument
 from wireframe.jobs.broker import Broker, BrokerError, Message
 
 __all__ = ["OrchestrationWorker", "commit_of", "store_of"]
@@ -261,14 +262,16 @@ class OrchestrationWorker:
         turn cancelled with the worker releases its instance."""
         self._held[item.lease_token] = item
         try:
-            if item.broken is not None:
-                self._kept.pop(item.instance.id, None)
-                await self.store.commit(item, _broken(item))
-            else:
-                turn, engine = await self._run(item)
-                await self.store.commit(item, commit_of(item, turn, self.queue, self._offset))
-                if engine is not None and turn.status in ("running", "pending", "suspended"):
-                    self._keep(item, turn, engine)
+            with instrument.turning(item.instance.name, item.instance.id):
+                if item.broken is not None:
+                    self._kept.pop(item.instance.id, None)
+                    await self.store.commit(item, _broken(item))
+                else:
+                    turn, engine = await self._run(item)
+                    commit = commit_of(item, turn, self.queue, self._offset)
+                    await self.store.commit(item, commit)
+                    if engine is not None and turn.status in ("running", "pending", "suspended"):
+                        self._keep(item, turn, engine)
             self.turns += 1
         except trio.Cancelled:
             # the worker is cancelled (its grace ran out): give the instance back, so
@@ -280,19 +283,18 @@ class OrchestrationWorker:
                     pass
             raise
         except TurnLost as lost:
-            _log.warning("orchestration worker: %s", lost)
+            _log.warning("orchestration worker: %s", lost, extra={"instance_id": item.instance.id})
         except BrokerError as failed:
             _log.warning(
                 "orchestration worker: the turn of %r was dropped, to run again: %s",
-                item.instance.id,
-                failed,
-            )
+                item.instance.id, failed, extra={"instance_id": item.instance.id},
+            )  # fmt: skip
         except Exception:  # a bug of ours or a store's: one instance must not stop the rest
             _log.exception(
                 "orchestration worker: the turn of %r failed in the worker itself; the "
                 "instance is taken again once its lease runs out",
-                item.instance.id,
-            )
+                item.instance.id, extra={"instance_id": item.instance.id},
+            )  # fmt: skip
         finally:
             del self._held[item.lease_token]
             self._running -= 1
