@@ -513,3 +513,21 @@ async def test_password_and_db_from_the_url(
             await broker.publish("q", [msg(1)])
         assert not isinstance(info.value, BrokerUnavailable)
         assert "wrong" not in str(info.value)
+
+
+async def test_a_script_redis_lost_is_called_again_not_failed(redis_url: UrlFactory) -> None:
+    """Redis restarted without its data between a script's load and its call answers
+    NOSCRIPT: the script did not run, so the call is made again (which loads it)."""
+    async with open_broker(redis_url()) as broker:
+        conn = broker._conn  # type: ignore[attr-defined]
+        calls = 0
+
+        async def flaky() -> bytes:
+            nonlocal calls
+            calls += 1
+            if calls == 1:  # as if the cache was flushed: a sha Redis does not know
+                return await conn.client.evalsha("0" * 40, [], [])  # type: ignore[no-any-return]
+            return await conn.client.eval("return 'ran'", [], [])  # type: ignore[no-any-return]
+
+        assert await conn.call("a script", flaky, resend=False) in (b"ran", "ran")
+        assert calls == 2

@@ -188,6 +188,10 @@ def _response(exc: coredis.exceptions.ResponseError) -> Failure:
         exc, coredis.exceptions.TryAgainError | coredis.exceptions.ClusterDownError
     ):
         return Failure(f"{_BUSY_CODES.get(code, 'Redis is busy')}: {message}", True, True)
+    if isinstance(exc, coredis.exceptions.NoScriptError) or code == "NOSCRIPT":
+        # the script did not run: Redis lost its script cache (a restart without its data,
+        # SCRIPT FLUSH) between loading and calling it; the next call loads it again
+        return Failure(f"Redis does not have the script (restarted?): {message}", True, True)
     if isinstance(exc, coredis.exceptions.ReadOnlyError):
         return Failure(
             f"Redis is a read-only replica (a failover in progress?): {message}", True, True
