@@ -77,12 +77,13 @@ from wireframe.jobs.errors import (
     RemoteError,
     Transient,
 )
-from wireframe.jobs.failures import TimeLimitExceeded, dead_reason, error_body, process_died
+from wireframe.jobs.execution import Execution
+from wireframe.jobs.failures import TimeLimitExceeded, dead_reason, error_body
 from wireframe.jobs.joblog import log_job_end
 from wireframe.jobs.middleware import JobContext, Middleware, run_through
-from wireframe.jobs.operations import Executor, Operation, OpSpec, call_kwargs
+from wireframe.jobs.operations import Operation, OpSpec, call_kwargs
 from wireframe.jobs.retry import DEFAULT_RETRY
-from wireframe.jobs.threads import DEFAULT_THREADS, JobThreads, open_job_threads
+from wireframe.jobs.threads import DEFAULT_THREADS, open_job_threads
 
 __all__ = ["DEFAULT_CONCURRENCY", "Worker", "WorkerStatistics"]
 
@@ -94,8 +95,6 @@ DEFAULT_CONCURRENCY = 64
 _HOST = socket.gethostname()
 
 _ABANDON_GRACE = 5.0
-#: Seconds an ``executor="inline"`` operation may hold the trio thread before a warning.
-INLINE_WARN_AFTER = 0.1
 #: The first and the longest pause (seconds) before retrying a broker call that
 #: failed with BrokerUnavailable.
 _RETRY_FIRST = 0.05
@@ -170,13 +169,13 @@ class Worker:
         self.queue = queue
         self.concurrency = concurrency
         self.threads = threads
-        self._pool: JobThreads | None = None
         if isinstance(resources, Mapping):
             self.resources: dict[type, object] = dict(resources)
         else:
             self.resources = {type(r): r for r in resources}
         self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:8]}"
         self.middleware: tuple[Middleware, ...] = tuple(middleware)
+        self._execution = Execution(self.worker_id)
         self.renew_every = renew_every or broker.url.lease / 3
         # counts behind statistics(): plain ints, bumped on the job path, read on request
         self._executing = self._peak_executing = self._done = self._failed = 0
@@ -191,7 +190,6 @@ class Worker:
         self._consume_scope: trio.CancelScope | None = None
         self._stopping = False
         self._started_at = time.time()
-        self._warned_inline: set[str] = set()
 
     # -- control ------------------------------------------------------------------
     def stop(self) -> None:
@@ -248,7 +246,7 @@ class Worker:
                 helpers.start_soon(self._announce)
                 try:
                     async with (
-                        open_job_threads(self.threads) as self._pool,
+                        open_job_threads(self.threads) as self._execution.pool,
                         trio.open_nursery() as jobs,
                     ):
                         task_status.started()
@@ -412,117 +410,20 @@ class Worker:
         value: Any,
         kwargs: dict[str, object],
     ) -> Any:
-        """:meth:`_limited` inside the worker's middleware (and the installed listener's)."""
+        """The job's execution (:meth:`Execution.limited`) inside the worker's middleware
+        (and the installed listener's)."""
         chain = self.middleware
         if instrument.listener is not None:
             chain = (instrument.listener.middleware, *chain)
         if not chain:
-            return await self._limited(spec, op, value, kwargs, env.time_limit)
+            return await self._execution.limited(spec, op, value, kwargs, env.time_limit)
         message = running.delivery.message
         job = JobContext(
             message.id, spec.name, running.delivery.queue, env.attempt, value, self.worker_id,
             env.metadata,
         )  # fmt: skip
-        call = functools.partial(self._limited, spec, op, value, kwargs, env.time_limit)
+        call = functools.partial(self._execution.limited, spec, op, value, kwargs, env.time_limit)
         return await run_through(chain, job, call)
-
-    async def _limited(
-        self,
-        spec: OpSpec,
-        op: Operation[Any, Any],
-        value: Any,
-        kwargs: dict[str, object],
-        limit: float | None,
-    ) -> Any:
-        """:meth:`_execute` within the job's time limit; :class:`TimeLimitExceeded` past it.
-
-        An async or cpu_bound job is cancelled at the limit. A thread cannot be:
-        its job fails when the thread returns, and the slot stays taken until then
-        (a warning says so); an inline one holds the trio thread to its end.
-        """
-        if limit is None:
-            return await self._execute(spec, op, value, kwargs)
-        started = trio.current_time()
-        with trio.move_on_after(limit) as scope:
-            result = await self._execute(spec, op, value, kwargs)
-        if not scope.cancelled_caught and trio.current_time() - started <= limit:
-            return result
-        overran = trio.current_time() - started - limit
-        if spec.executor in ("thread", "inline") and overran > 0.1:
-            _log.warning(
-                "worker %s: operation %r ran %.1f s past its time limit of %g s; "
-                "its %s could not be cancelled, so its slot stayed taken until it returned",
-                self.worker_id, spec.name, overran, limit,
-                "thread (call trio.from_thread.check_cancelled() to notice)"
-                if spec.executor == "thread" else "inline call",
-            )  # fmt: skip
-        raise TimeLimitExceeded(
-            f"operation {spec.name!r} ran longer than its time limit of {limit:g} s"
-        )
-
-    async def _execute(
-        self, spec: OpSpec, op: Operation[Any, Any], value: Any, kwargs: dict[str, object]
-    ) -> Any:
-        """Call ``op.execute`` where its spec says it runs; return what it returned."""
-        execute = op.execute  # type: ignore[attr-defined]  # each operation defines its own
-        return await _EXECUTORS[spec.executor](self, spec, execute, value, kwargs)
-
-    async def _on_trio(
-        self, spec: OpSpec, execute: Callable[..., Any], value: Any, kwargs: dict[str, object]
-    ) -> Any:
-        """``executor="async"``: await it on the worker's trio thread."""
-        return await execute(value, **kwargs)
-
-    async def _inline(
-        self, spec: OpSpec, execute: Callable[..., Any], value: Any, kwargs: dict[str, object]
-    ) -> Any:
-        """``executor="inline"``: call it on the trio thread, warning when it held it too long."""
-        started = time.perf_counter()
-        try:
-            return execute(value, **kwargs)
-        finally:
-            self._check_inline(spec, time.perf_counter() - started)
-
-    async def _in_thread(
-        self, spec: OpSpec, execute: Callable[..., Any], value: Any, kwargs: dict[str, object]
-    ) -> Any:
-        """``executor="thread"``: run it on one of the worker's job threads."""
-        if self._pool is None:  # pragma: no cover - jobs run only inside serve()
-            raise RuntimeError("a worker runs jobs only inside serve()")
-        return await self._pool.run(functools.partial(execute, value, **kwargs))
-
-    async def _in_process(
-        self, spec: OpSpec, execute: Callable[..., Any], value: Any, kwargs: dict[str, object]
-    ) -> Any:
-        """``executor="process"`` (``cpu_bound=True``): a trio-parallel process, killed on abort.
-
-        Such an operation takes no resources (its spec refuses them), so ``kwargs`` is empty.
-        """
-        import trio_parallel
-
-        try:
-            return await trio_parallel.run_sync(execute, value, kill_on_cancel=True)
-        except trio_parallel.BrokenWorkerError as exc:
-            raise process_died(spec, exc) from exc
-
-    def _check_inline(self, spec: OpSpec, seconds: float) -> None:
-        """Warn (once per operation) that an inline operation held the trio thread too long.
-
-        While it runs nothing else on the worker does: no other job, no lease
-        renewal, no Ctrl-C. A worker thread costs a little per job but keeps
-        the loop free.
-        """
-        if seconds <= INLINE_WARN_AFTER or spec.name in self._warned_inline:
-            return
-        self._warned_inline.add(spec.name)
-        _log.warning(
-            "operation %r ran inline on worker %s for %.2f s, blocking the trio loop "
-            "(other jobs, lease renewals and Ctrl-C wait meanwhile); give it "
-            'executor="thread" (or cpu_bound=True for CPU-heavy work)',
-            spec.name,
-            self.worker_id,
-            seconds,
-        )
 
     def _outcome(self, exc: Exception, env: Envelope) -> tuple[bytes | None, float | None]:
         """The reply body and retry delay for a job whose execute raised ``exc``."""
@@ -746,14 +647,3 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 
 _Prepared = tuple[Envelope, OpSpec, Operation[Any, Any], Any, dict[str, object]]
-
-#: How each executor of :data:`~wireframe.jobs.operations.Executor` runs an ``execute``.
-_EXECUTORS: Mapping[
-    Executor,
-    Callable[[Worker, OpSpec, Callable[..., Any], Any, dict[str, object]], Awaitable[Any]],
-] = {
-    "async": Worker._on_trio,
-    "inline": Worker._inline,
-    "thread": Worker._in_thread,
-    "process": Worker._in_process,
-}
