@@ -228,3 +228,14 @@ async def test_orchestration_turns_have_spans_and_activities_are_job_spans(
     assert len(turns) >= 3  # start, after each activity
     assert all(s.attributes and s.attributes["wireframe.instance.id"] == iid for s in turns)
     assert len(spans_named(observed.spans, "job telemetry-shout")) == 2
+
+
+def test_without_a_tracer_provider_no_span_is_made_but_numbers_are_kept() -> None:
+    listener = telemetry.Telemetry()  # the API's default provider: spans would go nowhere
+    with listener.submitting("op", "q", "job-1") as metadata:
+        assert set(metadata) == {telemetry.SUBMITTED_AT}  # no trace context to carry
+    text = listener.prometheus_text()[0].decode()
+    assert 'wireframe_jobs_submitted_total{operation="op",queue="q"} 1.0' in text
+    traced = telemetry.Telemetry(tracer_provider=TracerProvider())
+    with traced.submitting("op", "q", "job-2") as metadata:
+        assert "traceparent" in metadata
