@@ -6,7 +6,7 @@ import pytest
 from clikit import EXAMPLES, SERVICES
 
 import wireframe as wf
-from wireframe.cli.target import TargetError, load_target
+from wireframe.cli.target import Target, TargetError, load_target
 
 
 def test_file_path_finds_the_one_builder() -> None:
@@ -68,3 +68,15 @@ def test_bad_targets_say_what_is_wrong(spec: str, message: str) -> None:
 def test_unknown_module_is_a_clear_error() -> None:
     with pytest.raises(TargetError, match="no module named 'no_such_module_xyz'"):
         load_target("no_such_module_xyz")
+
+
+def test_extra_layers_of_a_name_the_target_has_are_left_out() -> None:
+    from wireframe.telemetry import TelemetryLayer
+
+    builder = wf.ServiceBuilder(handle_signals=False).add_layer(TelemetryLayer(sample_every=1.0))
+    target = Target("t", builder=builder)
+    service = target.make_service(extra_layers=[wf.HealthLayer(port=0), TelemetryLayer()])
+    names = [node.name for node in service.plan.layers]
+    assert sorted(names) == ["health", "telemetry"]
+    [telemetry] = [n.layer for n in service.plan.layers if n.name == "telemetry"]
+    assert telemetry.sample_every == 1.0  # the target's own

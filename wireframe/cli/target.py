@@ -61,7 +61,9 @@ class Target:
         handle_signals: bool = False,
         extra_layers: Sequence[wf.WiringLayer[Any, Any]] = (),
     ) -> wf.Service:
-        """A fresh service to run, with ``extra_layers`` added (the CLI's ``--health-port``).
+        """A fresh service to run, with ``extra_layers`` added (the CLI's ``--health-port``)
+        unless the target has layers of their names already (the first wins, as in
+        :meth:`~wireframe.ServiceBuilder.add_layer`).
 
         Raises :class:`~wireframe.WiringError` for bad wiring.
         """
@@ -73,6 +75,8 @@ class Target:
         if self.service is not None and self.service.phase != "new":
             raise TargetError(f"{self.label}: the service has already run; give a builder instead")
         plan = self.plan()
+        names = {node.name for node in plan.layers}
+        extra_layers = [layer for layer in extra_layers if layer.name not in names]  # first wins
         if extra_layers:
             added = sorted(plan.layers, key=lambda node: node.index)
             plan = wf.plan_wiring([*(node.layer for node in added), *extra_layers])
