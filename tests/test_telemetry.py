@@ -138,6 +138,9 @@ async def test_a_directive_run_is_the_parent_of_its_jobs(observed: Observed) -> 
     job_spans = spans_named(observed.spans, "job telemetry-square")
     assert len(job_spans) == 3
     assert all(s.parent is not None and s.parent.span_id == run.context.span_id for s in job_spans)
+    # a run's jobs wait in its window, not only in the queue: no queue wait is told for them
+    waits = metric_points(observed.metrics).get("wireframe.job.queue_wait", [])
+    assert sum(p.count for p in waits) == 0  # type: ignore[attr-defined]
 
 
 def metric_points(reader: InMemoryMetricReader) -> dict[str, list[object]]:

@@ -222,13 +222,17 @@ class Telemetry:
 
     @contextlib.contextmanager
     def running(self, name: str, queue: str) -> Iterator[Mapping[str, str]]:
-        """A span around a directive run; yields the trace context its jobs carry."""
+        """A span around a directive run; yields the trace context its jobs carry.
+
+        No submission time: a run's jobs are published as its window allows, so the
+        run's start would count their wait inside the run as queue wait.
+        """
         if not self._tracing():
-            yield {SUBMITTED_AT: repr(time.time())}
+            yield {}
             return
         attributes = {"wireframe.queue": queue}
         with self._tracer.start_as_current_span(f"run {name}", attributes=attributes):
-            carrier: dict[str, str] = {SUBMITTED_AT: repr(time.time())}
+            carrier: dict[str, str] = {}
             propagate.inject(carrier)
             yield carrier
 

@@ -512,7 +512,7 @@ class Service:
                 ):
                     if await self._back_off(record, exc):
                         continue  # restart it
-                    if self._stop.is_set and not record.timed_out:  # the stop ended the backoff
+                    if self._stop.is_set:  # the stop ended the backoff
                         self._end(record, TaskState.STOPPED, None)
                         return
                 self._end(record, TaskState.FAILED, ErrorInfo.from_exception(exc))
